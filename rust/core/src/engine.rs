@@ -1,0 +1,438 @@
+//! The engine: the MVCC store, the catalog, the committer and the subscriptions, together.
+//!
+//! Life of a commit: a [`Transaction`] begins at the visible timestamp and reads the store;
+//! [`Engine::commit`] validates it and queues it (committer lock); the caller's persistence
+//! loop takes queued commits as one batch ([`Engine::take_batch`]), makes the batch durable
+//! in one backend transaction, then [`Engine::publish`]es it: the store gets the new
+//! versions, the visible timestamp moves to the batch's last commit, and the subscriptions
+//! whose read sets hold a written key are returned for re-running. A batch that fails to
+//! persist is [`Engine::abort`]ed: its commits never become visible.
+//!
+//! Invariants: batches are published one at a time in timestamp order, and the visible
+//! timestamp moves only after a batch is applied, so a reader at the visible timestamp sees
+//! whole commits; nothing unpersisted is ever visible; catalog changes reach persistence in
+//! the first batch written after them (before or with any commit that relies on them).
+//! Lock order: committer, then catalog; store; subscriptions, then committer.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::catalog::{Catalog, IndexId, IndexState, BY_ID};
+use crate::committer::{encode_writes, CommitterState};
+use crate::document::DocumentRef;
+use crate::error::{Error, Result};
+use crate::id::TableNumber;
+use crate::interval::{Interval, IntervalSet};
+use crate::keys;
+use crate::limits::TransactionLimits;
+use crate::log::batch::CommitBatch;
+use crate::log::recovery::LoadedState;
+use crate::mvcc::MvccStore;
+use crate::subscriptions::{SubscriptionId, SubscriptionIndex};
+use crate::timestamp::Timestamp;
+use crate::transaction::{ScanRequest, Transaction};
+use crate::write_log::WriteLogConfig;
+
+/// Knobs of the engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineConfig {
+    /// Per-transaction limits.
+    pub limits: TransactionLimits,
+    /// The write log's window.
+    pub write_log: WriteLogConfig,
+}
+
+struct CatalogState {
+    current: Arc<Catalog>,
+    version: u64,
+    persisted_version: u64,
+}
+
+struct Subscriptions {
+    index: SubscriptionIndex,
+    next_id: u64,
+}
+
+/// Everything one batch write carries to persistence.
+pub struct PersistBatch {
+    /// The commits.
+    pub commits: CommitBatch,
+    /// Indexes whose rows are to be deleted.
+    pub dropped_indexes: Vec<IndexId>,
+    /// The catalog to store, if it changed since it was last persisted: (version, JSON).
+    pub catalog: Option<(u64, String)>,
+}
+
+impl PersistBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty() && self.dropped_indexes.is_empty() && self.catalog.is_none()
+    }
+}
+
+/// The engine of one database.
+pub struct Engine {
+    store: Arc<RwLock<MvccStore>>,
+    catalog: RwLock<CatalogState>,
+    committer: Mutex<CommitterState>,
+    visible: AtomicU64,
+    retained_from: AtomicU64,
+    subscriptions: Mutex<Subscriptions>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine over state rebuilt from persistence.
+    pub fn new(loaded: LoadedState, config: EngineConfig) -> Engine {
+        Engine {
+            store: Arc::new(RwLock::new(loaded.store)),
+            catalog: RwLock::new(CatalogState {
+                current: Arc::new(loaded.catalog),
+                version: 0,
+                persisted_version: 0,
+            }),
+            committer: Mutex::new(CommitterState::new(loaded.max_ts, config.write_log)),
+            visible: AtomicU64::new(loaded.max_ts.0),
+            retained_from: AtomicU64::new(0),
+            subscriptions: Mutex::new(Subscriptions { index: SubscriptionIndex::new(), next_id: 1 }),
+            config,
+        }
+    }
+
+    /// The newest timestamp whose commits are all durable and visible.
+    pub fn visible_ts(&self) -> Timestamp {
+        Timestamp(self.visible.load(Ordering::Acquire))
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().current)
+    }
+
+    /// The engine's knobs.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Begin a transaction at the visible timestamp.
+    pub fn begin(&self, read_only: bool) -> Transaction {
+        let catalog = self.catalog();
+        Transaction::new(
+            self.visible_ts(),
+            catalog,
+            Arc::clone(&self.store),
+            read_only,
+            self.config.limits,
+        )
+    }
+
+    /// Begin a read-only transaction at an earlier timestamp (point-in-time read).
+    pub fn begin_at(&self, ts: Timestamp) -> Result<Transaction> {
+        let visible = self.visible_ts();
+        let oldest = Timestamp(self.retained_from.load(Ordering::Acquire));
+        if ts > visible {
+            return Err(Error::InvalidArgument(format!(
+                "timestamp {ts} is after the latest visible timestamp {visible}"
+            )));
+        }
+        if ts < oldest {
+            return Err(Error::InvalidArgument(format!(
+                "timestamp {ts} is older than the retention window (oldest readable: {oldest})"
+            )));
+        }
+        Ok(Transaction::new(ts, self.catalog(), Arc::clone(&self.store), true, self.config.limits))
+    }
+
+    /// Validate and queue a transaction. Returns its commit timestamp, or `None` if it wrote
+    /// nothing (a read-only transaction is serializable at its snapshot as it is).
+    pub fn commit(&self, txn: Transaction) -> Result<Option<Timestamp>> {
+        let (begin_ts, reads, writes) = txn.into_parts();
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let encoded = encode_writes(writes);
+        if encoded.is_empty() {
+            return Ok(None);
+        }
+        let mut committer = self.committer.lock();
+        let catalog = self.catalog();
+        committer.commit(&catalog, begin_ts, &reads, encoded, self.visible_ts()).map(Some)
+    }
+
+    /// Whether commits or catalog changes wait to be persisted.
+    pub fn has_pending(&self) -> bool {
+        let committer = self.committer.lock();
+        let catalog = self.catalog.read();
+        committer.has_pending() || catalog.version != catalog.persisted_version
+    }
+
+    /// Take everything pending as one batch for persistence.
+    pub fn take_batch(&self) -> PersistBatch {
+        let mut committer = self.committer.lock();
+        let (commits, dropped_indexes) = committer.take_batch();
+        let catalog = self.catalog.read();
+        let catalog_json = (catalog.version != catalog.persisted_version)
+            .then(|| (catalog.version, catalog.current.to_json()));
+        PersistBatch { commits, dropped_indexes, catalog: catalog_json }
+    }
+
+    /// Make a durable batch visible. Returns the subscriptions it invalidates.
+    pub fn publish(&self, batch: &PersistBatch) -> Vec<SubscriptionId> {
+        {
+            let mut store = self.store.write();
+            for commit in &batch.commits.commits {
+                for change in &commit.changes {
+                    store.apply(
+                        commit.ts,
+                        change.id,
+                        change.doc.clone(),
+                        change.index_changes.iter().cloned(),
+                    );
+                }
+                for change in &commit.index_only {
+                    store.apply_index(commit.ts, change.clone());
+                }
+            }
+        }
+        if let Some(ts) = batch.commits.max_ts() {
+            self.visible.fetch_max(ts.0, Ordering::AcqRel);
+        }
+        if let Some((version, _)) = &batch.catalog {
+            let mut catalog = self.catalog.write();
+            catalog.persisted_version = catalog.persisted_version.max(*version);
+        }
+        let subscriptions = self.subscriptions.lock();
+        if subscriptions.index.is_empty() {
+            return Vec::new();
+        }
+        let mut hit = BTreeSet::new();
+        for commit in &batch.commits.commits {
+            hit.extend(subscriptions.index.matches(&commit.written.keys));
+        }
+        hit.into_iter().collect()
+    }
+
+    /// Drop a batch that failed to persist: its commits never become visible, and its index
+    /// drops and catalog change are retried with the next batch.
+    pub fn abort(&self, batch: PersistBatch) {
+        let mut committer = self.committer.lock();
+        committer.abort(&batch.commits);
+        committer.restore_drops(batch.dropped_indexes);
+    }
+
+    fn change_catalog<T>(
+        &self,
+        change: impl FnOnce(&mut Catalog, Timestamp) -> Result<T>,
+    ) -> Result<T> {
+        let committer = self.committer.lock();
+        let mut state = self.catalog.write();
+        let mut next = (*state.current).clone();
+        let out = change(&mut next, committer.last_ts)?;
+        state.current = Arc::new(next);
+        state.version += 1;
+        Ok(out)
+    }
+
+    /// Create a table (if it does not exist); returns its number.
+    pub fn create_table(&self, name: &str) -> Result<TableNumber> {
+        if let Some(t) = self.catalog().table(name) {
+            return Ok(TableNumber(t.number));
+        }
+        self.change_catalog(|catalog, last_ts| {
+            if let Some(t) = catalog.table(name) {
+                return Ok(TableNumber(t.number));
+            }
+            catalog.add_table(name, last_ts.0)
+        })
+    }
+
+    /// Add an index in the backfilling state. Returns its id and the snapshot timestamp the
+    /// backfill reads at: every commit after it maintains the index.
+    pub fn add_index(
+        &self,
+        table: &str,
+        name: &str,
+        fields: Vec<String>,
+    ) -> Result<(IndexId, Timestamp)> {
+        self.change_catalog(|catalog, last_ts| {
+            let id = catalog.add_index(table, name, fields, IndexState::Backfilling)?;
+            Ok((id, last_ts))
+        })
+    }
+
+    /// Mark an index ready for snapshots at or after `since`.
+    pub fn set_index_ready(&self, index: IndexId, since: Timestamp) -> Result<()> {
+        self.change_catalog(|catalog, _| {
+            catalog.set_ready(index, since.0);
+            Ok(())
+        })
+    }
+
+    /// Remove an index: gone from the catalog and memory now, its rows deleted with the
+    /// next batch.
+    pub fn drop_index(&self, index: IndexId) -> Result<()> {
+        let mut committer = self.committer.lock();
+        let mut state = self.catalog.write();
+        let mut next = (*state.current).clone();
+        if next.remove_index(index).is_none() {
+            return Ok(());
+        }
+        state.current = Arc::new(next);
+        state.version += 1;
+        let start = index.prefix().to_vec();
+        let end = (index.0 + 1).to_be_bytes().to_vec();
+        self.store.write().remove_range(&start, &end);
+        committer.drop_index(index);
+        Ok(())
+    }
+
+    /// Queue one chunk of an index backfill: up to `chunk` documents of the index's table
+    /// after `after` (a `by_id` keyspace key), as of `snapshot_ts`. Returns the chunk's
+    /// commit timestamp (if it wrote anything) and where the next chunk starts (`None` when
+    /// the table is exhausted).
+    pub fn backfill_chunk(
+        &self,
+        index: IndexId,
+        snapshot_ts: Timestamp,
+        after: Option<&[u8]>,
+        chunk: usize,
+    ) -> Result<(Option<Timestamp>, Option<Vec<u8>>)> {
+        if self.visible_ts() < snapshot_ts {
+            return Err(Error::InvalidArgument(format!(
+                "backfill snapshot {snapshot_ts} is not visible yet; persist pending commits first"
+            )));
+        }
+        let catalog = self.catalog();
+        let descriptor = catalog
+            .index(index)
+            .ok_or_else(|| Error::InvalidArgument(format!("index {index} does not exist")))?;
+        let table_number = TableNumber(descriptor.table);
+        let by_id = catalog
+            .by_id(table_number)
+            .ok_or_else(|| Error::TableNotFound(descriptor.table.to_string()))?;
+        let table_end = keys::prefix_successor(&by_id.prefix()).unwrap_or_default();
+        let start = match after {
+            Some(k) => keys::successor(k),
+            None => by_id.prefix().to_vec(),
+        };
+        let mut docs: Vec<DocumentRef> = Vec::with_capacity(chunk);
+        let mut last_key = None;
+        {
+            let store = self.store.read();
+            for (key, chain) in store.range(&start, &table_end, false) {
+                if docs.len() >= chunk {
+                    break;
+                }
+                last_key = Some(key.to_vec());
+                if let Some(doc) = chain.at(snapshot_ts) {
+                    docs.push(Arc::clone(doc));
+                }
+            }
+        }
+        let next = if docs.len() >= chunk { last_key } else { None };
+        let mut committer = self.committer.lock();
+        let ts = committer.commit_backfill(&catalog, index, snapshot_ts, &docs, self.visible_ts())?;
+        Ok((ts, next))
+    }
+
+    /// The `by_id` index id of a table (for callers that scan whole tables).
+    pub fn by_id_index(&self, table: &str) -> Result<IndexId> {
+        let catalog = self.catalog();
+        let t = catalog.table(table).ok_or_else(|| Error::TableNotFound(table.to_owned()))?;
+        t.indexes.get(BY_ID).copied().ok_or_else(|| Error::TableNotFound(table.to_owned()))
+    }
+
+    /// Register a subscription whose read set was read at `ts`. Returns its id and whether a
+    /// commit after `ts` already overlaps it (then the caller re-runs it at once).
+    pub fn subscribe(&self, reads: &IntervalSet, ts: Timestamp) -> (SubscriptionId, bool) {
+        let mut subs = self.subscriptions.lock();
+        let id = SubscriptionId(subs.next_id);
+        subs.next_id += 1;
+        subs.index.insert(id, reads.intervals());
+        drop(subs);
+        (id, self.missed_since(reads, ts))
+    }
+
+    /// Replace a subscription's read set after a re-run at `ts`; returns whether a commit
+    /// after `ts` already overlaps it.
+    pub fn resubscribe(&self, id: SubscriptionId, reads: &IntervalSet, ts: Timestamp) -> bool {
+        let mut subs = self.subscriptions.lock();
+        subs.index.insert(id, reads.intervals());
+        drop(subs);
+        self.missed_since(reads, ts)
+    }
+
+    /// Whether a published commit after `ts` wrote into `reads`. Called after the
+    /// subscription is in the index: a commit published later is matched by
+    /// [`Engine::publish`]; one published earlier is found here.
+    fn missed_since(&self, reads: &IntervalSet, ts: Timestamp) -> bool {
+        let visible = self.visible_ts();
+        if ts >= visible {
+            return false;
+        }
+        let committer = self.committer.lock();
+        !matches!(committer.write_log.first_overlap(ts, visible, reads), Ok(None))
+    }
+
+    /// Remove a subscription.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.subscriptions.lock().index.remove(id)
+    }
+
+    /// Number of subscriptions registered.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().index.len()
+    }
+
+    /// Drop versions no snapshot at or after `min_ts` can see (retention).
+    pub fn retain(&self, min_ts: Timestamp) -> usize {
+        let min_ts = min_ts.min(self.visible_ts());
+        self.retained_from.fetch_max(min_ts.0, Ordering::AcqRel);
+        self.store.write().retain(min_ts)
+    }
+
+    /// The shared store (for checks and scans outside transactions).
+    pub fn store(&self) -> &Arc<RwLock<MvccStore>> {
+        &self.store
+    }
+
+    /// Scan helper for callers that need documents of a whole table at a snapshot (schema
+    /// validation at open): up to `limit` documents after `after` (a `by_id` key).
+    pub fn table_page(
+        &self,
+        table: &str,
+        ts: Timestamp,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<DocumentRef>, Option<Vec<u8>>)> {
+        let index = self.by_id_index(table)?;
+        let end = keys::prefix_successor(&index.prefix()).unwrap_or_default();
+        let start = after.map_or_else(|| index.prefix().to_vec(), keys::successor);
+        let Some(interval) = Interval::new(start, end) else { return Ok((Vec::new(), None)) };
+        let mut txn = Transaction::new(
+            ts,
+            self.catalog(),
+            Arc::clone(&self.store),
+            true,
+            TransactionLimits {
+                max_documents_read: usize::MAX,
+                max_bytes_read: usize::MAX,
+                max_read_intervals: usize::MAX,
+                ..self.config.limits
+            },
+        );
+        let result = txn.scan(&ScanRequest {
+            index,
+            interval,
+            descending: false,
+            limit: Some(limit),
+            filter: None,
+            new_query: true,
+        })?;
+        let next = if result.done { None } else { result.keys.last().cloned() };
+        Ok((result.docs, next))
+    }
+}

@@ -1,0 +1,273 @@
+//! Multi-version documents and indexes, in memory.
+//!
+//! Two maps hold every revision still retained:
+//! - `documents`: id -> versions of the document (for `get`);
+//! - `index`: keyspace key -> versions of the document the key points to (for range scans,
+//!   in key order over all indexes at once, since a keyspace key starts with its index id).
+//!
+//! A version is `(ts, Some(doc))` when the key/document exists from `ts` on and `(ts, None)`
+//! when it was removed at `ts`. Invariants: versions in a chain are strictly increasing in
+//! `ts`; a reader at snapshot `s` sees, for each key, the last version with `ts <= s` and
+//! nothing else, so commits are applied (in ts order, by the engine's single publisher)
+//! before the visible timestamp moves past them and no reader sees part of a commit.
+//! Retention ([`MvccStore::retain`]) drops versions no snapshot at or after the retention
+//! timestamp can see.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::document::DocumentRef;
+use crate::id::DocumentId;
+use crate::timestamp::Timestamp;
+
+/// The versions of one document or one index key, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct VersionChain {
+    versions: SmallVec<[(Timestamp, Option<DocumentRef>); 1]>,
+}
+
+impl VersionChain {
+    /// The version visible at snapshot `ts`: `Some(doc)` if present then.
+    pub fn at(&self, ts: Timestamp) -> Option<&DocumentRef> {
+        self.versions.iter().rev().find(|(v, _)| *v <= ts).and_then(|(_, d)| d.as_ref())
+    }
+
+    /// The version visible at `ts` with its own timestamp.
+    pub fn at_with_ts(&self, ts: Timestamp) -> Option<(Timestamp, &DocumentRef)> {
+        let (v, d) = self.versions.iter().rev().find(|(v, _)| *v <= ts)?;
+        d.as_ref().map(|d| (*v, d))
+    }
+
+    /// The newest version's timestamp.
+    pub fn latest_ts(&self) -> Option<Timestamp> {
+        self.versions.last().map(|(ts, _)| *ts)
+    }
+
+    /// The newest version.
+    pub fn latest(&self) -> Option<&DocumentRef> {
+        self.versions.last().and_then(|(_, d)| d.as_ref())
+    }
+
+    /// Append a version; `ts` must be above every version's timestamp (else it is inserted in
+    /// order, which only index backfills and recovery do).
+    pub fn push(&mut self, ts: Timestamp, doc: Option<DocumentRef>) {
+        match self.versions.last() {
+            Some((last, _)) if *last >= ts => {
+                let i = self.versions.partition_point(|(v, _)| *v < ts);
+                if self.versions.get(i).is_some_and(|(v, _)| *v == ts) {
+                    self.versions[i] = (ts, doc);
+                } else {
+                    self.versions.insert(i, (ts, doc));
+                }
+            }
+            _ => self.versions.push((ts, doc)),
+        }
+    }
+
+    /// Drop versions no snapshot `>= min_ts` can see. Returns whether the chain is now empty
+    /// (only a removal at or before `min_ts` was left).
+    fn retain(&mut self, min_ts: Timestamp) -> bool {
+        let keep_from = self.versions.iter().rposition(|(v, _)| *v <= min_ts).unwrap_or(0);
+        if keep_from > 0 {
+            self.versions.drain(..keep_from);
+        }
+        matches!(self.versions.as_slice(), [(v, None)] if *v <= min_ts)
+    }
+
+    /// Number of versions.
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// Whether there are no versions.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+}
+
+/// One change to apply: the document or index key `key` gets version `(ts, doc)`.
+#[derive(Clone, Debug)]
+pub struct IndexChange {
+    /// Keyspace key.
+    pub key: Vec<u8>,
+    /// The document from now on, or `None` if the key is removed.
+    pub doc: Option<DocumentRef>,
+}
+
+/// All retained revisions of all documents and index keys.
+#[derive(Default)]
+pub struct MvccStore {
+    documents: FxHashMap<DocumentId, VersionChain>,
+    index: BTreeMap<Box<[u8]>, VersionChain>,
+}
+
+impl MvccStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MvccStore::default()
+    }
+
+    /// The document `id` at snapshot `ts`.
+    pub fn get(&self, id: &DocumentId, ts: Timestamp) -> Option<&DocumentRef> {
+        self.documents.get(id)?.at(ts)
+    }
+
+    /// The document `id` at snapshot `ts`, with the timestamp of that revision.
+    pub fn get_with_ts(&self, id: &DocumentId, ts: Timestamp) -> Option<(Timestamp, &DocumentRef)> {
+        self.documents.get(id)?.at_with_ts(ts)
+    }
+
+    /// The newest revision of `id`, if it is not a deletion.
+    pub fn documents_latest(&self, id: &DocumentId) -> Option<DocumentRef> {
+        self.documents.get(id)?.latest().cloned()
+    }
+
+    /// The newest revision timestamp of `id`, whether or not it is a deletion.
+    pub fn latest_ts(&self, id: &DocumentId) -> Option<Timestamp> {
+        self.documents.get(id)?.latest_ts()
+    }
+
+    /// Apply one document revision and its index changes at `ts`.
+    pub fn apply(
+        &mut self,
+        ts: Timestamp,
+        id: DocumentId,
+        doc: Option<DocumentRef>,
+        changes: impl IntoIterator<Item = IndexChange>,
+    ) {
+        self.documents.entry(id).or_default().push(ts, doc);
+        for change in changes {
+            self.apply_index(ts, change);
+        }
+    }
+
+    /// Apply one index change at `ts` (without a document revision: index backfills).
+    pub fn apply_index(&mut self, ts: Timestamp, change: IndexChange) {
+        match self.index.get_mut(change.key.as_slice()) {
+            Some(chain) => chain.push(ts, change.doc),
+            None => {
+                let mut chain = VersionChain::default();
+                chain.push(ts, change.doc);
+                self.index.insert(change.key.into_boxed_slice(), chain);
+            }
+        }
+    }
+
+    /// Iterate index entries with keys in `[start, end)`, ascending or descending, yielding
+    /// the key and the version chain (visibility is the caller's filter).
+    pub fn range<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+        descending: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a VersionChain)> + 'a> {
+        let range = self
+            .index
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .map(|(k, v)| (&**k, v));
+        if descending {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        }
+    }
+
+    /// Remove every key in `[start, end)` (dropping an index). Returns how many were removed.
+    pub fn remove_range(&mut self, start: &[u8], end: &[u8]) -> usize {
+        let keys: Vec<Box<[u8]>> = self
+            .index
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            self.index.remove(k);
+        }
+        keys.len()
+    }
+
+    /// Iterate every document's version chain (for checks and schema validation).
+    pub fn documents(&self) -> impl Iterator<Item = (&DocumentId, &VersionChain)> {
+        self.documents.iter()
+    }
+
+    /// Number of index entries (keys) retained.
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Drop versions that no snapshot at or after `min_ts` can see. Returns the number of
+    /// versions dropped.
+    pub fn retain(&mut self, min_ts: Timestamp) -> usize {
+        let before: usize = self.documents.values().map(VersionChain::len).sum::<usize>()
+            + self.index.values().map(VersionChain::len).sum::<usize>();
+        self.documents.retain(|_, chain| !chain.retain(min_ts));
+        self.index.retain(|_, chain| !chain.retain(min_ts));
+        let after: usize = self.documents.values().map(VersionChain::len).sum::<usize>()
+            + self.index.values().map(VersionChain::len).sum::<usize>();
+        before - after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Document;
+    use crate::id::{InternalId, TableNumber};
+    use crate::value::Object;
+    use std::sync::Arc;
+
+    fn doc(n: u8) -> DocumentRef {
+        let id = DocumentId { table: TableNumber(10001), internal: InternalId([n; 16]) };
+        Arc::new(Document::new(id, 1.0, Object::new()).unwrap())
+    }
+
+    #[test]
+    fn snapshots_see_only_their_past() {
+        let mut chain = VersionChain::default();
+        chain.push(Timestamp(10), Some(doc(1)));
+        chain.push(Timestamp(20), None);
+        chain.push(Timestamp(30), Some(doc(2)));
+        assert!(chain.at(Timestamp(5)).is_none());
+        assert_eq!(chain.at(Timestamp(10)).unwrap().id.internal.0[0], 1);
+        assert!(chain.at(Timestamp(25)).is_none());
+        assert_eq!(chain.at(Timestamp(99)).unwrap().id.internal.0[0], 2);
+        // Out-of-order insertion keeps the chain sorted.
+        chain.push(Timestamp(15), Some(doc(3)));
+        assert_eq!(chain.at(Timestamp(17)).unwrap().id.internal.0[0], 3);
+    }
+
+    #[test]
+    fn retention_keeps_what_snapshots_can_see() {
+        let mut chain = VersionChain::default();
+        chain.push(Timestamp(10), Some(doc(1)));
+        chain.push(Timestamp(20), Some(doc(2)));
+        chain.push(Timestamp(30), Some(doc(3)));
+        assert!(!chain.retain(Timestamp(25)));
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain.at(Timestamp(25)).unwrap().id.internal.0[0], 2);
+        let mut gone = VersionChain::default();
+        gone.push(Timestamp(10), Some(doc(1)));
+        gone.push(Timestamp(20), None);
+        assert!(gone.retain(Timestamp(20)));
+    }
+
+    #[test]
+    fn range_scans_both_directions() {
+        let mut store = MvccStore::new();
+        for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
+            store.apply_index(
+                Timestamp(i as u64 + 1),
+                IndexChange { key: k.to_vec(), doc: Some(doc(i as u8)) },
+            );
+        }
+        let asc: Vec<&[u8]> = store.range(b"a", b"c", false).map(|(k, _)| k).collect();
+        assert_eq!(asc, [b"a".as_slice(), b"b"]);
+        let desc: Vec<&[u8]> = store.range(b"a", b"d", true).map(|(k, _)| k).collect();
+        assert_eq!(desc, [b"c".as_slice(), b"b", b"a"]);
+        assert_eq!(store.remove_range(b"b", b"z"), 2);
+        assert_eq!(store.index_len(), 1);
+    }
+}

@@ -1,0 +1,488 @@
+//! Transactions: reads at a snapshot with a recorded read set, and buffered writes.
+//!
+//! A transaction reads the MVCC store at its begin timestamp, merged with its own buffered
+//! writes (so it reads what it wrote). Every read records the keyspace interval it covered:
+//! a `get` is a point on the table's `by_id` index; a range scan records the range up to the
+//! last entry it consumed (all of it if it ran off the end), so `take(n)` does not claim the
+//! rest of the range. The committer checks that read set against later writes.
+//!
+//! Invariants: the overlay holds, for every index key this transaction added or removed (in
+//! the indexes of its catalog snapshot), the document now there or `None`; `writes` holds
+//! for every written document the revision visible at the begin timestamp (`old`) and the
+//! final one (`new`). Limits are checked as reads and writes happen, so a transaction over a
+//! limit fails at the operation that crossed it.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::catalog::{Catalog, IndexDescriptor, IndexId};
+use crate::document::{Document, DocumentRef};
+use crate::error::{Error, Limit, Result};
+use crate::filter::Expr;
+use crate::id::{DocumentId, InternalId, TableNumber};
+use crate::interval::{Interval, IntervalSet};
+use crate::keys;
+use crate::limits::TransactionLimits;
+use crate::mvcc::{MvccStore, VersionChain};
+use crate::timestamp::Timestamp;
+use crate::value::{Object, Value};
+
+/// A buffered write to one document.
+#[derive(Clone, Debug)]
+pub struct PendingWrite {
+    /// The revision visible at the begin timestamp, with its timestamp (`None`: inserted here).
+    pub old: Option<(Timestamp, DocumentRef)>,
+    /// The final revision (`None`: deleted).
+    pub new: Option<DocumentRef>,
+}
+
+/// What a range scan asks for.
+#[derive(Clone, Debug)]
+pub struct ScanRequest {
+    /// The index scanned.
+    pub index: IndexId,
+    /// The keyspace interval (inside the index's keys).
+    pub interval: Interval,
+    /// Scan from the end of the interval toward its start.
+    pub descending: bool,
+    /// Stop after this many documents passed the filter.
+    pub limit: Option<usize>,
+    /// Only documents for which this is `true` are returned (all are scanned and counted).
+    pub filter: Option<Expr>,
+    /// Whether this scan starts a query (counts toward the index-ranges limit) rather than
+    /// continuing one.
+    pub new_query: bool,
+}
+
+/// What a range scan found.
+#[derive(Clone, Debug, Default)]
+pub struct ScanResult {
+    /// The documents that passed the filter, in scan order.
+    pub docs: Vec<DocumentRef>,
+    /// Their keyspace keys.
+    pub keys: Vec<Vec<u8>>,
+    /// Whether the scan reached the end of the interval.
+    pub done: bool,
+}
+
+/// A transaction in progress.
+pub struct Transaction {
+    begin_ts: Timestamp,
+    catalog: Arc<Catalog>,
+    store: Arc<RwLock<MvccStore>>,
+    read_only: bool,
+    limits: TransactionLimits,
+    reads: IntervalSet,
+    read_intervals: usize,
+    documents_read: usize,
+    bytes_read: usize,
+    writes: BTreeMap<DocumentId, PendingWrite>,
+    overlay: BTreeMap<Vec<u8>, Option<DocumentRef>>,
+    bytes_written: usize,
+    next_creation_time: f64,
+}
+
+impl Transaction {
+    /// Begin at snapshot `begin_ts` (which must be visible in `store`).
+    pub fn new(
+        begin_ts: Timestamp,
+        catalog: Arc<Catalog>,
+        store: Arc<RwLock<MvccStore>>,
+        read_only: bool,
+        limits: TransactionLimits,
+    ) -> Self {
+        // `_creationTime` as Convex: the later of the snapshot and the wall clock, in ms.
+        let base = begin_ts.max(Timestamp::wall_clock()).as_millis_f64();
+        Transaction {
+            begin_ts,
+            catalog,
+            store,
+            read_only,
+            limits,
+            reads: IntervalSet::new(),
+            read_intervals: 0,
+            documents_read: 0,
+            bytes_read: 0,
+            writes: BTreeMap::new(),
+            overlay: BTreeMap::new(),
+            bytes_written: 0,
+            next_creation_time: base,
+        }
+    }
+
+    /// The snapshot this transaction reads.
+    pub fn begin_ts(&self) -> Timestamp {
+        self.begin_ts
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The catalog this transaction sees.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Replace the catalog snapshot (after a table was created while this transaction ran;
+    /// the new table is empty at every earlier snapshot, so reads stay consistent).
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = catalog;
+    }
+
+    /// The read set so far (normalized).
+    pub fn read_set(&mut self) -> &IntervalSet {
+        self.reads.normalize();
+        &self.reads
+    }
+
+    /// Counters: (index ranges read, documents read, bytes read, documents written, bytes
+    /// written).
+    pub fn usage(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.read_intervals,
+            self.documents_read,
+            self.bytes_read,
+            self.writes.len(),
+            self.bytes_written,
+        )
+    }
+
+    /// The buffered writes.
+    pub fn writes(&self) -> &BTreeMap<DocumentId, PendingWrite> {
+        &self.writes
+    }
+
+    /// Split into what the committer needs: begin timestamp, read set, writes.
+    pub fn into_parts(mut self) -> (Timestamp, IntervalSet, BTreeMap<DocumentId, PendingWrite>) {
+        self.reads.normalize();
+        (self.begin_ts, self.reads, self.writes)
+    }
+
+    fn count_interval(&mut self) -> Result<()> {
+        self.read_intervals += 1;
+        if self.read_intervals > self.limits.max_read_intervals {
+            return Err(Error::LimitExceeded {
+                limit: Limit::ReadIntervals,
+                limit_value: self.limits.max_read_intervals,
+                message: format!("this transaction read {} index ranges", self.read_intervals),
+            });
+        }
+        Ok(())
+    }
+
+    fn count_document(&mut self, doc: &Document) -> Result<()> {
+        self.documents_read += 1;
+        self.bytes_read += doc.size;
+        if self.documents_read > self.limits.max_documents_read {
+            return Err(Error::LimitExceeded {
+                limit: Limit::DocumentsRead,
+                limit_value: self.limits.max_documents_read,
+                message: format!("this transaction read {} documents", self.documents_read),
+            });
+        }
+        if self.bytes_read > self.limits.max_bytes_read {
+            return Err(Error::LimitExceeded {
+                limit: Limit::BytesRead,
+                limit_value: self.limits.max_bytes_read,
+                message: format!("this transaction read {} bytes", self.bytes_read),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `by_id` keyspace key of a document id, if its table exists.
+    pub fn by_id_key(catalog: &Catalog, id: &DocumentId) -> Option<Vec<u8>> {
+        let index = catalog.by_id(id.table)?;
+        let mut key = index.prefix().to_vec();
+        keys::encode_value(&Value::String(id.encode()), &mut key);
+        Some(key)
+    }
+
+    /// The document `id` as this transaction sees it; records the read.
+    pub fn get(&mut self, id: &DocumentId) -> Result<Option<DocumentRef>> {
+        Ok(self.current(id)?.map(|(_, d)| d))
+    }
+
+    /// Like [`Transaction::get`], also returning the snapshot revision's timestamp for a
+    /// document this transaction has not written.
+    fn current(&mut self, id: &DocumentId) -> Result<Option<(Option<Timestamp>, DocumentRef)>> {
+        if let Some(w) = self.writes.get(id) {
+            return Ok(w.new.clone().map(|d| (None, d)));
+        }
+        self.count_interval()?;
+        let Some(key) = Self::by_id_key(&self.catalog, id) else {
+            return Ok(None);
+        };
+        self.reads.push(Interval::point(&key));
+        let found = {
+            let store = self.store.read();
+            store.get_with_ts(id, self.begin_ts).map(|(ts, d)| (ts, d.clone()))
+        };
+        match found {
+            Some((ts, doc)) => {
+                self.count_document(&doc)?;
+                Ok(Some((Some(ts), doc)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(op));
+        }
+        Ok(())
+    }
+
+    fn record_write(&mut self, id: DocumentId, old_ts: Option<Timestamp>, new: Option<DocumentRef>) -> Result<()> {
+        let is_new_doc = !self.writes.contains_key(&id);
+        if is_new_doc && self.writes.len() + 1 > self.limits.max_documents_written {
+            return Err(Error::LimitExceeded {
+                limit: Limit::DocumentsWritten,
+                limit_value: self.limits.max_documents_written,
+                message: format!("this transaction wrote {} documents", self.writes.len() + 1),
+            });
+        }
+        let size = new.as_ref().map_or(0, |d| d.size);
+        if self.bytes_written + size > self.limits.max_bytes_written {
+            return Err(Error::LimitExceeded {
+                limit: Limit::BytesWritten,
+                limit_value: self.limits.max_bytes_written,
+                message: format!("this transaction wrote {} bytes", self.bytes_written + size),
+            });
+        }
+        self.bytes_written += size;
+        // The overlay: remove the keys of what this transaction saw, add the new ones.
+        let previous = match self.writes.get(&id) {
+            Some(w) => w.new.clone(),
+            None => {
+                let store = self.store.read();
+                store.get(&id, self.begin_ts).cloned()
+            }
+        };
+        if let Some(table) = self.catalog.table_by_number(id.table) {
+            let indexes: Vec<&IndexDescriptor> = self.catalog.table_indexes(table).collect();
+            if let Some(prev) = &previous {
+                for index in &indexes {
+                    self.overlay.insert(prev.index_key(index), None);
+                }
+            }
+            if let Some(doc) = &new {
+                for index in &indexes {
+                    self.overlay.insert(doc.index_key(index), Some(doc.clone()));
+                }
+            }
+        }
+        match self.writes.get_mut(&id) {
+            Some(w) => w.new = new,
+            None => {
+                let old = match (old_ts, previous) {
+                    (Some(ts), Some(doc)) => Some((ts, doc)),
+                    _ => None,
+                };
+                self.writes.insert(id, PendingWrite { old, new });
+            }
+        }
+        Ok(())
+    }
+
+    /// Insert a new document into `table` (which must be in this transaction's catalog).
+    pub fn insert(&mut self, table: TableNumber, fields: Object) -> Result<DocumentRef> {
+        self.check_writable("insert")?;
+        if self.catalog.table_by_number(table).is_none() {
+            return Err(Error::TableNotFound(table.0.to_string()));
+        }
+        let creation_time = self.next_creation_time;
+        self.next_creation_time = creation_time.next_up();
+        let id = DocumentId { table, internal: InternalId::generate(creation_time) };
+        let doc = Arc::new(Document::new(id, creation_time, fields)?);
+        self.record_write(id, None, Some(doc.clone()))?;
+        Ok(doc)
+    }
+
+    /// Replace the fields of an existing document (system fields are kept).
+    pub fn replace(&mut self, id: &DocumentId, fields: Object) -> Result<DocumentRef> {
+        self.check_writable("replace")?;
+        let (old_ts, current) =
+            self.current(id)?.ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
+        let doc = Arc::new(Document::new(*id, current.creation_time(), fields)?);
+        self.record_write(*id, old_ts, Some(doc.clone()))?;
+        Ok(doc)
+    }
+
+    /// Delete an existing document; returns the deleted revision.
+    pub fn delete(&mut self, id: &DocumentId) -> Result<DocumentRef> {
+        self.check_writable("delete")?;
+        let (old_ts, current) =
+            self.current(id)?.ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
+        self.record_write(*id, old_ts, None)?;
+        Ok(current)
+    }
+
+    /// Scan an index range at the snapshot, merged with this transaction's writes.
+    pub fn scan(&mut self, request: &ScanRequest) -> Result<ScanResult> {
+        if request.new_query {
+            self.count_interval()?;
+        }
+        if let Some(filter) = &request.filter {
+            filter.validate()?;
+        }
+        let Interval { start, end } = &request.interval;
+        let limit = request.limit.unwrap_or(usize::MAX);
+        let mut result = ScanResult::default();
+        let mut last_key: Option<Vec<u8>> = None;
+        let store = Arc::clone(&self.store);
+        let guard = store.read();
+        let base = guard.range(start, end, request.descending);
+        let overlay: Box<dyn Iterator<Item = (&Vec<u8>, &Option<DocumentRef>)>> = {
+            let r = self.overlay.range::<[u8], _>((
+                std::ops::Bound::Included(start.as_slice()),
+                std::ops::Bound::Excluded(end.as_slice()),
+            ));
+            if request.descending {
+                Box::new(r.rev())
+            } else {
+                Box::new(r)
+            }
+        };
+        // Collect first, count after: the overlay borrows `self` immutably.
+        let mut found: Vec<(Vec<u8>, DocumentRef)> = Vec::new();
+        let mut merged = Merge {
+            base: base.peekable(),
+            overlay: overlay.peekable(),
+            descending: request.descending,
+            ts: self.begin_ts,
+        };
+        let mut scanned: Vec<usize> = Vec::new();
+        let mut passed = 0usize;
+        let mut error = None;
+        while passed < limit {
+            let Some((key, doc)) = merged.next() else {
+                result.done = true;
+                break;
+            };
+            scanned.push(doc.size);
+            let pass = match &request.filter {
+                Some(f) => match f.matches(&doc.fields) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                },
+                None => true,
+            };
+            last_key = Some(key.clone());
+            if pass {
+                passed += 1;
+                found.push((key, doc));
+            }
+            if scanned.len() > self.limits.max_documents_read {
+                break;
+            }
+        }
+        drop(merged);
+        drop(guard);
+        for size in scanned {
+            self.documents_read += 1;
+            self.bytes_read += size;
+        }
+        self.check_read_limits()?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let covered = if result.done {
+            Interval::new(start.clone(), end.clone())
+        } else if let Some(last) = &last_key {
+            if request.descending {
+                Interval::new(last.clone(), end.clone())
+            } else {
+                Interval::new(start.clone(), keys::successor(last))
+            }
+        } else {
+            None
+        };
+        if let Some(iv) = covered {
+            self.reads.push(iv);
+        }
+        for (k, d) in found {
+            result.keys.push(k);
+            result.docs.push(d);
+        }
+        Ok(result)
+    }
+
+    fn check_read_limits(&self) -> Result<()> {
+        if self.documents_read > self.limits.max_documents_read {
+            return Err(Error::LimitExceeded {
+                limit: Limit::DocumentsRead,
+                limit_value: self.limits.max_documents_read,
+                message: format!("this transaction read {} documents", self.documents_read),
+            });
+        }
+        if self.bytes_read > self.limits.max_bytes_read {
+            return Err(Error::LimitExceeded {
+                limit: Limit::BytesRead,
+                limit_value: self.limits.max_bytes_read,
+                message: format!("this transaction read {} bytes", self.bytes_read),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Merges the snapshot's index entries with the transaction's overlay, in scan order; an
+/// overlay entry hides the snapshot entry with the same key.
+struct Merge<'a, B, O>
+where
+    B: Iterator<Item = (&'a [u8], &'a VersionChain)>,
+    O: Iterator<Item = (&'a Vec<u8>, &'a Option<DocumentRef>)>,
+{
+    base: Peekable<B>,
+    overlay: Peekable<O>,
+    descending: bool,
+    ts: Timestamp,
+}
+
+impl<'a, B, O> Iterator for Merge<'a, B, O>
+where
+    B: Iterator<Item = (&'a [u8], &'a VersionChain)>,
+    O: Iterator<Item = (&'a Vec<u8>, &'a Option<DocumentRef>)>,
+{
+    type Item = (Vec<u8>, DocumentRef);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_overlay = match (self.base.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ok, _))) => {
+                    let ord = (*bk).cmp(ok.as_slice());
+                    if ord == std::cmp::Ordering::Equal {
+                        self.base.next();
+                        true
+                    } else {
+                        (ord == std::cmp::Ordering::Greater) != self.descending
+                    }
+                }
+            };
+            if take_overlay {
+                let (k, d) = self.overlay.next()?;
+                if let Some(d) = d {
+                    return Some((k.clone(), d.clone()));
+                }
+            } else {
+                let (k, chain) = self.base.next()?;
+                if let Some(d) = chain.at(self.ts) {
+                    return Some((k.to_vec(), d.clone()));
+                }
+            }
+        }
+    }
+}
