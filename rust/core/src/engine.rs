@@ -399,6 +399,15 @@ impl Engine {
         &self.store
     }
 
+    /// Number of live documents of `table` at the visible timestamp.
+    pub fn count_documents(&self, table: &str) -> Result<usize> {
+        let index = self.by_id_index(table)?;
+        let end = keys::prefix_successor(&index.prefix()).unwrap_or_default();
+        let ts = self.visible_ts();
+        let store = self.store.read();
+        Ok(store.range(&index.prefix(), &end, false).filter(|(_, c)| c.at(ts).is_some()).count())
+    }
+
     /// Scan helper for callers that need documents of a whole table at a snapshot (schema
     /// validation at open): up to `limit` documents after `after` (a `by_id` key).
     pub fn table_page(

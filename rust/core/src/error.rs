@@ -73,8 +73,10 @@ impl Limit {
 }
 
 /// Every error of the engine.
+///
+/// Deliberately not `#[non_exhaustive]`: the bindings match it exhaustively so that a new
+/// variant cannot reach Python without a class chosen for it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// A value breaks the value model or a value limit.
     #[error(transparent)]

@@ -1,0 +1,54 @@
+"""reactive: a reactive document database for Python.
+
+Documents in tables, one ordered transaction log, multi-versioned indexes, serializable
+transactions by optimistic concurrency, and queries that re-run and push new results when a
+commit touches what they read: the ideas of the Convex backend, embedded in a Python process
+(``await reactive.open(url, app=...)``) or served to the official Convex clients
+(``python -m reactive.server``).
+
+The names here are the public API (DESIGN.md §1).
+"""
+
+from reactive._core import __version__
+from reactive.db import (
+    ActionCtx,
+    Database,
+    DatabaseReader,
+    DatabaseWriter,
+    MutationCtx,
+    QueryCtx,
+    Subscription,
+    open,
+)
+from reactive.errors import ConvexError
+from reactive.functions import (
+    action,
+    internal_action,
+    internal_mutation,
+    internal_query,
+    mutation,
+    query,
+)
+from reactive.schema import define_schema, define_table, v
+
+__all__ = [
+    "ActionCtx",
+    "ConvexError",
+    "Database",
+    "DatabaseReader",
+    "DatabaseWriter",
+    "MutationCtx",
+    "QueryCtx",
+    "Subscription",
+    "__version__",
+    "action",
+    "define_schema",
+    "define_table",
+    "internal_action",
+    "internal_mutation",
+    "internal_query",
+    "mutation",
+    "open",
+    "query",
+    "v",
+]

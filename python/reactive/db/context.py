@@ -1,0 +1,295 @@
+"""What functions receive: ``ctx.db`` (reader or writer) and the ``ctx`` objects.
+
+Shapes follow Convex's ``GenericDatabaseReader``/``GenericDatabaseWriter`` and
+``QueryCtx``/``MutationCtx``/``ActionCtx`` (DESIGN.md §1). Documents are dicts holding
+``_id`` (str) and ``_creationTime`` (float, ms since the epoch) beside the user's fields.
+Reads see the transaction's own writes. Every write is checked against the table's
+validator first; a failure raises ``SchemaValidationError`` naming table, field, expected
+and found type, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from reactive import _core
+from reactive.db.query import Query
+from reactive.errors import (
+    DocumentNotFoundError,
+    InvalidIdError,
+    SchemaValidationError,
+    TableNotFoundError,
+)
+from reactive.schema import TableDefinition, ValidationFailure, type_name
+
+if TYPE_CHECKING:
+    from reactive.db.cursor import CursorCodec
+    from reactive.db.database import Database
+    from reactive.functions import Function
+
+__all__ = [
+    "ActionCtx",
+    "Auth",
+    "DatabaseReader",
+    "DatabaseWriter",
+    "MutationCtx",
+    "QueryCtx",
+]
+
+_SYSTEM_FIELDS = ("_id", "_creationTime")
+
+
+class Auth:
+    """``ctx.auth``: the caller's identity (``None`` when the caller is not signed in)."""
+
+    def __init__(self, identity: dict[str, Any] | None = None) -> None:
+        self._identity = identity
+
+    async def get_user_identity(self) -> dict[str, Any] | None:
+        """The identity's claims (``subject``, ``issuer``, ``tokenIdentifier``...), or None."""
+        return self._identity
+
+
+class DatabaseReader:
+    """``ctx.db`` in a query: read-only access at the transaction's snapshot."""
+
+    def __init__(self, txn: _core.Transaction, db: Database) -> None:
+        self._txn = txn
+        self._db = db
+        self._cursors: CursorCodec = db._cursors
+
+    def _ids(self, table: str, text: str) -> bool:
+        return self._txn.normalize_id(table, text) is not None
+
+    def _ensure_table(self, table: str) -> None:
+        if not isinstance(table, str):
+            raise TableNotFoundError(f"table names are strings, not {type(table).__name__}")
+        if self._txn.has_table(table):
+            return
+        schema = self._db._app.schema
+        if schema is not None and schema.strict_tables and table not in schema.tables:
+            raise TableNotFoundError(f"table {table!r} is not in the schema")
+        self._db._engine.create_table(table)
+        self._db._flusher.nudge()
+        self._txn.refresh_catalog(self._db._engine)
+
+    async def get(self, id: str) -> dict[str, Any] | None:
+        """The document with this id, or ``None`` if there is none.
+
+        Raises:
+            InvalidIdError: ``id`` is not a valid id.
+        """
+        if not isinstance(id, str):
+            raise InvalidIdError(f"ids are strings, not {type_name(id)}")
+        return self._txn.get(id)
+
+    def query(self, table: str) -> Query:
+        """Start a query on ``table`` (by creation time unless ``with_index`` says otherwise).
+
+        Raises:
+            TableNotFoundError: a schema is defined and does not have the table.
+        """
+        self._ensure_table(table)
+        return Query(self, table)
+
+    def normalize_id(self, table: str, id: str) -> str | None:
+        """``id`` if it is a valid id of ``table``, else ``None``."""
+        if not isinstance(id, str) or not isinstance(table, str):
+            return None
+        return self._txn.normalize_id(table, id)
+
+    def _scan(
+        self,
+        table: str,
+        index: str,
+        ops: list[tuple[str, str, Any]],
+        order: str,
+        limit: int | None,
+        filter_tree: tuple[Any, ...] | None,
+        after: bytes | None,
+        until: bytes | None,
+        new_query: bool,
+    ) -> tuple[list[dict[str, Any]], list[bytes], bool]:
+        return self._txn.scan(
+            table, index, ops, order, limit, filter_tree, after, until, new_query
+        )
+
+
+class DatabaseWriter(DatabaseReader):
+    """``ctx.db`` in a mutation: reads plus ``insert``, ``patch``, ``replace``, ``delete``."""
+
+    def _definition(self, table: str) -> TableDefinition | None:
+        schema = self._db._app.schema
+        if schema is None:
+            return None
+        definition = schema.tables.get(table)
+        if definition is None and schema.strict_tables:
+            raise TableNotFoundError(f"table {table!r} is not in the schema")
+        if definition is None or not schema.schema_validation:
+            return None
+        return definition
+
+    def _validate(self, table: str, doc: Any, what: str) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise SchemaValidationError(
+                f"{what} for table {table!r} must be a dict, found {type_name(doc)}",
+                table=table,
+                expected="object",
+                found=type_name(doc),
+            )
+        definition = self._definition(table)
+        if definition is None:
+            return doc
+        try:
+            return definition.check_document(doc, self._ids)
+        except ValidationFailure as failure:
+            raise SchemaValidationError(
+                f"{what} for table {table!r} does not match the schema: {failure}",
+                table=table,
+                path=failure.path,
+                expected=failure.expected,
+                found=failure.found,
+            ) from None
+
+    async def insert(self, table: str, document: dict[str, Any]) -> str:
+        """Insert ``document`` into ``table``; returns the new ``_id``.
+
+        Raises:
+            SchemaValidationError: the document does not match the table's validator, or has
+                a system field.
+            TableNotFoundError: the table is not in the schema.
+            InvalidValueError / LimitExceededError: not a value, or over a limit.
+        """
+        self._ensure_table(table)
+        fields = self._validate(table, document, "document")
+        return self._txn.insert(table, fields)
+
+    def _existing(self, id: str) -> tuple[str, dict[str, Any]]:
+        if not isinstance(id, str):
+            raise InvalidIdError(f"ids are strings, not {type_name(id)}")
+        current = self._txn.get(id)
+        table = self._txn.table_of(id)
+        if current is None or table is None:
+            raise DocumentNotFoundError(f"document {id} does not exist")
+        return table, current
+
+    @staticmethod
+    def _strip_system(table: str, current: dict[str, Any], fields: dict[str, Any]) -> None:
+        for name in _SYSTEM_FIELDS:
+            if name in fields:
+                if fields[name] != current[name]:
+                    raise SchemaValidationError(
+                        f"document for table {table!r}: system field {name} cannot be changed",
+                        table=table,
+                        path=name,
+                    )
+                del fields[name]
+
+    async def patch(self, id: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge ``fields`` into the document (other fields are kept).
+
+        Raises:
+            DocumentNotFoundError: no such document.
+            SchemaValidationError: the merged document does not match the validator.
+        """
+        table, current = self._existing(id)
+        if not isinstance(fields, dict):
+            raise SchemaValidationError(
+                f"patch for table {table!r} must be a dict, found {type_name(fields)}",
+                table=table,
+            )
+        fields = dict(fields)
+        self._strip_system(table, current, fields)
+        merged = {k: x for k, x in current.items() if k not in _SYSTEM_FIELDS}
+        merged.update(fields)
+        merged = self._validate(table, merged, "patched document")
+        self._txn.replace(id, merged)
+
+    async def replace(self, id: str, document: dict[str, Any]) -> None:
+        """Replace the document's fields with ``document`` (system fields stay).
+
+        Raises:
+            DocumentNotFoundError: no such document.
+            SchemaValidationError: the document does not match the validator.
+        """
+        table, current = self._existing(id)
+        if not isinstance(document, dict):
+            raise SchemaValidationError(
+                f"document for table {table!r} must be a dict, found {type_name(document)}",
+                table=table,
+            )
+        document = dict(document)
+        self._strip_system(table, current, document)
+        document = self._validate(table, document, "document")
+        self._txn.replace(id, document)
+
+    async def delete(self, id: str) -> None:
+        """Delete the document.
+
+        Raises:
+            DocumentNotFoundError: no such document.
+        """
+        self._existing(id)
+        self._txn.delete(id)
+
+
+class _BaseCtx:
+    def __init__(self, now: float, seed: int, identity: dict[str, Any] | None) -> None:
+        self.now = now
+        """Milliseconds since the epoch when the run began; the same on every retry."""
+        self.random = random.Random(seed)
+        """A generator seeded once per run: a retried mutation draws the same numbers."""
+        self.auth = Auth(identity)
+
+
+class QueryCtx(_BaseCtx):
+    """The ``ctx`` of a query: ``db`` (read-only), ``auth``, ``now``, ``random``."""
+
+    def __init__(
+        self, db: DatabaseReader, now: float, seed: int, identity: dict[str, Any] | None
+    ) -> None:
+        super().__init__(now, seed, identity)
+        self.db = db
+
+
+class MutationCtx(_BaseCtx):
+    """The ``ctx`` of a mutation: ``db`` (read-write), ``auth``, ``now``, ``random``."""
+
+    def __init__(
+        self, db: DatabaseWriter, now: float, seed: int, identity: dict[str, Any] | None
+    ) -> None:
+        super().__init__(now, seed, identity)
+        self.db = db
+
+
+class ActionCtx(_BaseCtx):
+    """The ``ctx`` of an action: ``run_query``, ``run_mutation``, ``run_action``, ``auth``.
+
+    Actions have no ``db``: each ``run_*`` call is its own transaction. They may do I/O.
+    """
+
+    def __init__(
+        self,
+        runner: Callable[[str, Any, str, Any], Awaitable[Any]],
+        now: float,
+        seed: int,
+        identity: dict[str, Any] | None,
+    ) -> None:
+        super().__init__(now, seed, identity)
+        self._runner = runner
+
+    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) in its own transaction; returns its result."""
+        return await self._runner("query", function, "run_query", args)
+
+    async def run_mutation(
+        self, function: str | Function, args: dict[str, Any] | None = None
+    ) -> Any:
+        """Run a mutation (public or internal) in its own transaction; returns its result."""
+        return await self._runner("mutation", function, "run_mutation", args)
+
+    async def run_action(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+        """Run another action; returns its result."""
+        return await self._runner("action", function, "run_action", args)

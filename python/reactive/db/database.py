@@ -1,0 +1,334 @@
+"""The embedded database: ``db = await reactive.open(url, app=...)``.
+
+A :class:`Database` owns one persistence backend, the Rust engine rebuilt from it, the app's
+functions, the group-commit task and the live subscriptions. Use it from the event loop it
+was opened on.
+
+Source: DESIGN.md §1 ("Embedded") and §2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Generator
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+from reactive import _core
+from reactive.db.cursor import CursorCodec
+from reactive.db.flusher import Flusher
+from reactive.db.runner import MutationOutcome, QueryOutcome, Runner
+from reactive.db.schema_sync import apply_schema
+from reactive.db.subscription import Subscription
+from reactive.errors import DatabaseClosedError
+from reactive.functions import App, Function, load_app
+from reactive.persistence import open_persistence
+from reactive.persistence.base import CheckReport, Persistence
+
+__all__ = ["Database", "open"]
+
+log = logging.getLogger("reactive")
+
+_CONFIG_KEYS = (
+    "max_documents_read",
+    "max_bytes_read",
+    "max_read_intervals",
+    "max_documents_written",
+    "max_bytes_written",
+    "write_log_max_age_ns",
+    "write_log_max_entries",
+)
+
+
+class Database:
+    """An open database. Create it with :func:`reactive.open`."""
+
+    def __init__(
+        self,
+        url: str,
+        persistence: Persistence,
+        engine: _core.Engine,
+        app: App,
+        cursor_secret: bytes,
+        max_attempts: int,
+    ) -> None:
+        self.url = url
+        self._persistence = persistence
+        self._engine = engine
+        self._app = app
+        self._cursors = CursorCodec(cursor_secret)
+        self._closed = False
+        self._subscriptions: weakref.WeakValueDictionary[int, Subscription] = (
+            weakref.WeakValueDictionary()
+        )
+        self._flusher = Flusher(engine, persistence, self._invalidate)
+        self._runner = Runner(self, max_attempts=max_attempts)
+        self._background: set[asyncio.Task[None]] = set()
+        self._table_numbers: dict[str, int] = {}
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def _open(
+        cls,
+        url: str,
+        app: str | Path | ModuleType | App | None,
+        max_attempts: int,
+        config: dict[str, int],
+    ) -> Database:
+        loaded_app = load_app(app)
+        persistence = await open_persistence(url)
+        try:
+            state = await persistence.load()
+            engine = _core.Engine(state, config)
+            secret = await persistence.get_global("cursor_secret")
+            if secret is None:
+                secret = os.urandom(32)
+                await persistence.set_global("cursor_secret", secret)
+            db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
+            db._flusher.start()
+        except BaseException:
+            await persistence.close()
+            raise
+        try:
+            for task in await apply_schema(db, loaded_app.schema):
+                db._background.add(task)
+                task.add_done_callback(db._background_done)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Persist what is queued, end subscriptions and background work, release storage.
+
+        Idempotent. Commits already acknowledged are durable before this is called;
+        queued ones are written before it returns.
+        """
+        if self._closed:
+            return
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._flusher.stop()
+        self._closed = True
+        for sub in list(self._subscriptions.values()):
+            sub.close()
+        await self._persistence.close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosedError("the database is closed")
+
+    # -- calling functions ---------------------------------------------------------------
+
+    @property
+    def app(self) -> App:
+        """The app's functions and schema."""
+        return self._app
+
+    @property
+    def timestamp(self) -> int:
+        """The newest visible commit timestamp (u64 ns since the epoch)."""
+        return int(self._engine.visible_ts)
+
+    def _id_checker(self, table: str, text: str) -> bool:
+        number = _core.id_table_number(text)
+        if number is None:
+            return False
+        wanted = self._table_numbers.get(table)
+        if wanted is None:
+            for t in self._engine.tables():
+                self._table_numbers[t["name"]] = t["number"]
+            wanted = self._table_numbers.get(table)
+        return wanted == number
+
+    async def query(
+        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any:
+        """Run a query at the newest snapshot; returns its result.
+
+        Args:
+            path: ``"module:function"`` (any spelling of spec §14) or the function object.
+            args: The argument object (validated against the function's ``args``).
+            internal: Also allow internal functions (for admin tools).
+
+        Raises:
+            FunctionNotFoundError: no public query at ``path``.
+            ArgumentValidationError: bad arguments.
+            ConvexError / Exception: whatever the function raised.
+        """
+        outcome = await self.run_query(path, args, internal=internal)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    async def run_query(
+        self,
+        path: str | Function,
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
+        identity: dict[str, Any] | None = None,
+        ts: int | None = None,
+    ) -> QueryOutcome:
+        """Run a query and return its outcome: value or error, log lines, transaction."""
+        self._check_open()
+        fn = self._runner.resolve(path, "query", internal)
+        return await self._runner.run_query(fn, args, identity, ts)
+
+    async def mutation(
+        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any:
+        """Run a mutation; returns its result once the commit is durable.
+
+        Raises:
+            FunctionNotFoundError: no public mutation at ``path``.
+            ArgumentValidationError: bad arguments.
+            WriteConflict: it kept conflicting through every retry.
+            PersistenceError: the commit could not be made durable (it did not happen).
+            ConvexError / Exception: whatever the function raised (nothing was written).
+        """
+        outcome = await self.run_mutation(path, args, internal=internal)
+        return outcome.value
+
+    async def run_mutation(
+        self,
+        path: str | Function,
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
+        identity: dict[str, Any] | None = None,
+    ) -> MutationOutcome:
+        """Run a mutation and return its outcome: value, log lines, commit timestamp."""
+        self._check_open()
+        fn = self._runner.resolve(path, "mutation", internal)
+        return await self._runner.run_mutation(fn, args, identity)
+
+    async def action(
+        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any:
+        """Run an action; returns its result.
+
+        Raises:
+            FunctionNotFoundError: no public action at ``path``.
+            ConvexError / Exception: whatever the function raised.
+        """
+        self._check_open()
+        fn = self._runner.resolve(path, "action", internal)
+        return (await self._runner.run_action(fn, args)).value
+
+    def subscribe(
+        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Subscription:
+        """Watch a query: ``async for value in db.subscribe(path, args)`` yields the first
+        result, then each result that differs from the last, as commits change what the
+        query read.
+
+        Raises:
+            FunctionNotFoundError: no public query at ``path``.
+        """
+        self._check_open()
+        fn = self._runner.resolve(path, "query", internal)
+        return Subscription(self, fn, args)
+
+    def _invalidate(self, subscription_ids: list[int]) -> None:
+        for sid in subscription_ids:
+            sub = self._subscriptions.get(sid)
+            if sub is not None:
+                sub._invalidate()
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    async def check(self) -> CheckReport:
+        """Verify every persisted index entry against the documents, both directions.
+
+        Returns ``{"documents", "index_entries", "problems"}``; no problems means consistent.
+        """
+        self._check_open()
+        await self._flusher.flush()
+        return await self._persistence.check(self._engine)
+
+    async def wait_for_indexes(self) -> None:
+        """Wait until background index backfills are done."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+class _Opener:
+    """What :func:`open` returns: awaitable, and an async context manager."""
+
+    def __init__(self, coro_factory: Any) -> None:
+        self._factory = coro_factory
+        self._db: Database | None = None
+
+    def __await__(self) -> Generator[Any, None, Database]:
+        return self._factory().__await__()  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> Database:
+        self._db = await self._factory()
+        return self._db
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+
+def open(  # noqa: A001 - the public name is reactive.open, as DESIGN.md §1 specifies
+    url: str = "sqlite:///.reactive/db.sqlite3",
+    *,
+    app: str | Path | ModuleType | App | None = None,
+    max_attempts: int = 32,
+    **config: int,
+) -> _Opener:
+    """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
+
+    Args:
+        url: ``sqlite:///path.db`` (relative), ``sqlite:////abs/path.db``, or a file path.
+        app: The app: a directory, an importable package name, a module or an ``App``.
+        max_attempts: Attempts for a mutation that keeps hitting write conflicts.
+        **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
+            ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
+            (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
+            ``write_log_max_entries`` (the conflict-check window).
+
+    Raises:
+        IncompatibleDatabaseError: another process has the database open, or its format
+            is newer than this version.
+        CorruptionError: a stored record failed verification (the message names it).
+        SchemaError: a stored document violates the app's schema.
+        FunctionNotFoundError: the app cannot be found.
+    """
+    unknown = set(config) - set(_CONFIG_KEYS)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {list(_CONFIG_KEYS)}")
+    return _Opener(lambda: Database._open(url, app, max_attempts, dict(config)))

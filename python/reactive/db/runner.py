@@ -1,0 +1,260 @@
+"""Running functions: argument validation, transactions, retries, log lines.
+
+* A query runs in a read-only transaction at the visible timestamp.
+* A mutation runs in a read-write transaction and commits; a ``WriteConflict`` (or a
+  transaction too old for the write log) re-runs it from the start, with exponential backoff
+  and jitter, up to ``max_attempts`` times; the last error says it was a write conflict.
+  ``ctx.now`` and ``ctx.random`` are fixed for the whole run, retries included. The result is
+  returned only once the commit is durable. Any exception from the handler (``ConvexError``
+  or another) discards the transaction: a failed mutation writes nothing.
+* An action runs outside any transaction; ``ctx.run_*`` run other functions.
+
+Source: DESIGN.md §1-2; Convex's OCC retry behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reactive import _core, logs
+from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
+from reactive.errors import (
+    ArgumentValidationError,
+    FunctionNotFoundError,
+    InvalidValueError,
+    RetryableError,
+    WriteConflict,
+)
+from reactive.functions import Function, FunctionKind
+from reactive.schema import ValidationFailure, type_name
+
+if TYPE_CHECKING:
+    from reactive.db.database import Database
+
+__all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
+
+
+@dataclass
+class QueryOutcome:
+    """A query run: its value (or error), log lines and the transaction it read in."""
+
+    value: Any
+    log_lines: list[str]
+    txn: _core.Transaction
+    error: BaseException | None = None
+
+
+@dataclass
+class MutationOutcome:
+    """A committed mutation: its value, log lines, commit timestamp and attempts made."""
+
+    value: Any
+    log_lines: list[str]
+    ts: int
+    attempts: int = 1
+
+
+@dataclass
+class ActionOutcome:
+    """An action run: its value and log lines."""
+
+    value: Any
+    log_lines: list[str] = field(default_factory=list)
+
+
+def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ArgumentValidationError(
+            f"arguments of {fn.path} must be an object (dict), found {type_name(args)}"
+        )
+    _core.check_value(args, "args")
+    if fn.args is None:
+        return args
+    try:
+        checked = fn.args.check(args, "", ids)
+    except ValidationFailure as failure:
+        raise ArgumentValidationError(f"invalid arguments for {fn.path}: {failure}") from None
+    return checked  # type: ignore[no-any-return]
+
+
+def _check_result(fn: Function, value: Any, ids: Any) -> Any:
+    try:
+        _core.check_value(value, f"return value of {fn.path}")
+    except InvalidValueError as exc:
+        raise InvalidValueError(str(exc)) from None
+    if fn.returns is not None:
+        try:
+            value = fn.returns.check(value, "", ids)
+        except ValidationFailure as failure:
+            raise ArgumentValidationError(
+                f"return value of {fn.path} does not match its validator: {failure}"
+            ) from None
+    return value
+
+
+async def _call(fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
+    result = fn.handler(ctx, **args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Runner:
+    """Runs one database's functions.
+
+    Args:
+        db: The database.
+        max_attempts: Attempts for a mutation that keeps conflicting.
+        backoff_s: First backoff (seconds); doubles per attempt, capped at ``max_backoff_s``,
+            with full jitter.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        max_attempts: int = 32,
+        backoff_s: float = 0.0005,
+        max_backoff_s: float = 0.05,
+    ) -> None:
+        self._db = db
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        logs.install()
+
+    def resolve(self, function: str | Function, kind: FunctionKind, internal_ok: bool) -> Function:
+        """The function at a path (or the function itself), checked for kind and visibility.
+
+        Raises:
+            FunctionNotFoundError: no such function, the wrong kind, or internal when the
+                caller may only call public functions.
+        """
+        if isinstance(function, Function):
+            if function.path is None:
+                raise FunctionNotFoundError(f"{function!r} is not a function of this app")
+            path = function.path
+        else:
+            path = function
+        fn = self._db._app.lookup(path)
+        if fn.internal and not internal_ok:
+            raise FunctionNotFoundError(
+                f"could not find public function for {fn.path!r} (it is internal)"
+            )
+        if fn.kind != kind:
+            raise FunctionNotFoundError(
+                f"{fn.path!r} is a {fn.kind}, not a {kind}; call it with "
+                f"{'db.' + fn.kind}(...)"
+            )
+        return fn
+
+    async def run_query(
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None = None,
+        ts: int | None = None,
+    ) -> QueryOutcome:
+        """Run a query at the visible timestamp (or at ``ts``, a point-in-time read).
+
+        Errors of the function are returned in ``outcome.error`` (with the transaction, so
+        a subscription can still watch what the failed run read); errors before it runs
+        (arguments) are raised.
+        """
+        engine = self._db._engine
+        txn = engine.begin(True) if ts is None else engine.begin_at(ts)
+        reader = DatabaseReader(txn, self._db)
+        args = _validate_args(fn, args, reader._ids)
+        ctx = QueryCtx(reader, time.time() * 1000.0, random.getrandbits(64), identity)
+        collector = logs.LogCollector()
+        token = logs.collecting(collector)
+        try:
+            value = await _call(fn, ctx, args)
+            value = _check_result(fn, value, reader._ids)
+        except Exception as exc:
+            return QueryOutcome(None, collector.finish(), txn, exc)
+        finally:
+            logs.reset(token)
+        return QueryOutcome(value, collector.finish(), txn)
+
+    async def run_mutation(
+        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+    ) -> MutationOutcome:
+        """Run a mutation to a durable commit, retrying conflicts.
+
+        Raises:
+            WriteConflict: still conflicting after ``max_attempts``.
+            Exception: whatever the handler raised (nothing was written).
+        """
+        engine = self._db._engine
+        now = time.time() * 1000.0
+        seed = random.getrandbits(64)
+        last: RetryableError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            txn = engine.begin(False)
+            writer = DatabaseWriter(txn, self._db)
+            checked = _validate_args(fn, args, writer._ids)
+            ctx = MutationCtx(writer, now, seed, identity)
+            collector = logs.LogCollector()
+            token = logs.collecting(collector)
+            try:
+                value = await _call(fn, ctx, checked)
+                value = _check_result(fn, value, writer._ids)
+                ts = engine.commit(txn)
+            except RetryableError as exc:
+                last = exc
+                delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
+                await asyncio.sleep(delay * random.random())
+                continue
+            finally:
+                logs.reset(token)
+            if ts is None:
+                ts = engine.visible_ts
+            else:
+                await self._db._flusher.wait(ts)
+            return MutationOutcome(value, collector.finish(), ts, attempt)
+        message = (
+            f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "
+            f"conflicts: {last}"
+        )
+        if isinstance(last, WriteConflict):
+            raise WriteConflict(message, last.table, last.key, last.ts) from last
+        raise WriteConflict(message) from last
+
+    async def run_action(
+        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+    ) -> ActionOutcome:
+        """Run an action; ``ctx.run_*`` calls may reach internal functions."""
+        checked = _validate_args(fn, args, self._db._id_checker)
+        collector = logs.LogCollector()
+
+        async def nested(kind: str, function: Any, _: str, nested_args: Any) -> Any:
+            target = self.resolve(function, kind, internal_ok=True)  # type: ignore[arg-type]
+            if kind == "query":
+                q = await self.run_query(target, nested_args, identity)
+                collector.lines.extend(q.log_lines)
+                if q.error is not None:
+                    raise q.error
+                return q.value
+            if kind == "mutation":
+                m = await self.run_mutation(target, nested_args, identity)
+                collector.lines.extend(m.log_lines)
+                return m.value
+            a = await self.run_action(target, nested_args, identity)
+            collector.lines.extend(a.log_lines)
+            return a.value
+
+        ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity)
+        token = logs.collecting(collector)
+        try:
+            value = await _call(fn, ctx, checked)
+            value = _check_result(fn, value, self._db._id_checker)
+        finally:
+            logs.reset(token)
+        return ActionOutcome(value, collector.finish())

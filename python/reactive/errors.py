@@ -1,0 +1,210 @@
+"""Errors raised by ``reactive``.
+
+Every error is a :class:`ReactiveError`. The tree::
+
+    ReactiveError
+    ├── ConvexError                 raised by functions to fail with data the caller receives
+    ├── ValidationError             a value or argument is not acceptable (also a ValueError)
+    │   ├── InvalidValueError         not a Convex value, or over a value limit (depth, size...)
+    │   ├── SchemaValidationError     a document does not match its table's validator
+    │   ├── ArgumentValidationError   function arguments or return value fail the validator
+    │   ├── InvalidIdError            text that is not an id (of the expected table)
+    │   └── InvalidQueryError         a bad index range, filter, order or cursor
+    │       └── InvalidCursorError      a pagination cursor that is forged or of another query
+    ├── LimitExceededError          a per-document or per-transaction limit was crossed
+    ├── NotFoundError
+    │   ├── DocumentNotFoundError     patch/replace/delete of a missing document
+    │   ├── TableNotFoundError
+    │   ├── IndexNotFoundError
+    │   └── FunctionNotFoundError     no public function at that path
+    ├── IndexNotReadyError          the index is still being backfilled (retryable)
+    ├── ReadOnlyError               a write inside a query
+    ├── RetryableError              the transaction can simply be run again
+    │   ├── WriteConflict             OCC: a later commit wrote what it read (table, key, ts)
+    │   └── TransactionTooOldError    it began before the write log's window
+    ├── SchemaError                 a bad schema, or stored documents that violate a new one
+    ├── PersistenceError            the storage backend failed (cause chained)
+    │   ├── CorruptionError           a record failed verification at open (named)
+    │   └── IncompatibleDatabaseError newer on-disk format, or open in another process
+    ├── FunctionError               a function failed with an ordinary exception
+    └── DatabaseClosedError         the database was closed
+
+Source: the Rust core maps each ``reactive_core::Error`` variant to one of these
+(``rust/bindings/src/errors.rs``); DESIGN.md §1 describes ``ConvexError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ArgumentValidationError",
+    "ConvexError",
+    "CorruptionError",
+    "DatabaseClosedError",
+    "DocumentNotFoundError",
+    "FunctionError",
+    "FunctionNotFoundError",
+    "IncompatibleDatabaseError",
+    "IndexNotFoundError",
+    "IndexNotReadyError",
+    "InvalidCursorError",
+    "InvalidIdError",
+    "InvalidQueryError",
+    "InvalidValueError",
+    "LimitExceededError",
+    "NotFoundError",
+    "PersistenceError",
+    "ReactiveError",
+    "ReadOnlyError",
+    "RetryableError",
+    "SchemaError",
+    "SchemaValidationError",
+    "TableNotFoundError",
+    "TransactionTooOldError",
+    "ValidationError",
+    "WriteConflict",
+]
+
+
+class ReactiveError(Exception):
+    """Base class of every error raised by ``reactive``."""
+
+
+class ConvexError(ReactiveError):
+    """Fail a function with application data that reaches the caller, as Convex's ``ConvexError``.
+
+    Args:
+        data: Any Convex value (``None``, ``int``, ``float``, ``bool``, ``str``, ``bytes``,
+            ``list``, ``dict``). Callers receive it as ``error.data``.
+
+    The message is ``str(data)`` for a string and ``"ConvexError"`` otherwise.
+    """
+
+    def __init__(self, data: Any = None) -> None:
+        self.data = data
+        super().__init__(data if isinstance(data, str) else "ConvexError")
+
+
+class ValidationError(ReactiveError, ValueError):
+    """A value or argument is not acceptable."""
+
+
+class InvalidValueError(ValidationError):
+    """Not a Convex value (unsupported type, int out of int64 range) or over a value limit."""
+
+
+class SchemaValidationError(ValidationError):
+    """A document does not match its table's validator.
+
+    Attributes:
+        table: The table written to.
+        path: The field path that failed (``"author.name"``), or ``""`` for the document.
+        expected: What the validator wanted (``"string"``).
+        found: What it got (``"int64"``).
+    """
+
+    def __init__(
+        self, message: str, table: str = "", path: str = "", expected: str = "", found: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.path = path
+        self.expected = expected
+        self.found = found
+
+
+class ArgumentValidationError(ValidationError):
+    """Function arguments (or a return value) fail the function's validator."""
+
+
+class InvalidIdError(ValidationError):
+    """Text that is not a valid document id, or an id of another table."""
+
+
+class InvalidQueryError(ValidationError):
+    """A bad index range, filter expression, order or pagination option."""
+
+
+class InvalidCursorError(InvalidQueryError):
+    """A pagination cursor that was not issued for this query."""
+
+
+class LimitExceededError(ReactiveError):
+    """A limit was crossed; the message names the limit and its value."""
+
+
+class NotFoundError(ReactiveError, LookupError):
+    """Something named does not exist."""
+
+
+class DocumentNotFoundError(NotFoundError):
+    """``patch``, ``replace`` or ``delete`` of a document that does not exist."""
+
+
+class TableNotFoundError(NotFoundError):
+    """No table of that name (or not in the schema)."""
+
+
+class IndexNotFoundError(NotFoundError):
+    """No index of that name on the table."""
+
+
+class FunctionNotFoundError(NotFoundError):
+    """No function at that path, or an internal function called from outside."""
+
+
+class IndexNotReadyError(ReactiveError):
+    """The index is still being backfilled; retry when it is ready."""
+
+
+class ReadOnlyError(ReactiveError):
+    """A write was attempted in a read-only transaction (a query)."""
+
+
+class RetryableError(ReactiveError):
+    """The transaction failed for a reason that running it again can fix."""
+
+
+class WriteConflict(RetryableError):
+    """Optimistic concurrency control refused the commit.
+
+    Attributes:
+        table: Table whose index key a later commit wrote.
+        key: That keyspace key, hex.
+        ts: Commit timestamp (u64 ns) of the conflicting write.
+    """
+
+    def __init__(self, message: str, table: str = "", key: str = "", ts: int = 0) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+        self.ts = ts
+
+
+class TransactionTooOldError(RetryableError):
+    """The transaction began before the oldest commit the write log still holds."""
+
+
+class SchemaError(ReactiveError):
+    """A bad schema definition, or stored documents that the new schema refuses."""
+
+
+class PersistenceError(ReactiveError):
+    """The storage backend failed; the driver's exception is chained as ``__cause__``."""
+
+
+class CorruptionError(PersistenceError):
+    """A stored record failed verification (checksum, torn commit); the message names it."""
+
+
+class IncompatibleDatabaseError(PersistenceError):
+    """The database has a newer on-disk format, or another process has it open."""
+
+
+class FunctionError(ReactiveError):
+    """A function raised an ordinary exception; its writes were rolled back."""
+
+
+class DatabaseClosedError(ReactiveError):
+    """The database was closed."""

@@ -1,0 +1,276 @@
+"""Function definitions (``@query``, ``@mutation``, ``@action`` and their ``internal_*``
+forms), function paths, and loading an app's functions and schema.
+
+An app is a directory or importable package of Python modules (DESIGN.md §1). A function
+``list`` defined in ``chat/messages.py`` has the path ``"messages:list"``; one in
+``chat/admin/users.py`` is ``"admin/users:get"``. Paths are canonicalized as the wire spec
+§14 says: split at the last ``:`` (none means ``default``), strip a trailing ``.js``, so
+``"messages"``, ``"messages.js:default"`` and ``"messages:default"`` name one function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, TypeVar, overload
+
+from reactive.errors import FunctionNotFoundError, SchemaError
+from reactive.schema import DatabaseSchema, Validator, v
+
+__all__ = [
+    "App",
+    "Function",
+    "FunctionKind",
+    "action",
+    "canonicalize_path",
+    "internal_action",
+    "internal_mutation",
+    "internal_query",
+    "load_app",
+    "mutation",
+    "query",
+]
+
+FunctionKind = Literal["query", "mutation", "action"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
+
+
+class Function:
+    """A registered function: its kind, validators and handler.
+
+    Calling it calls the handler directly (useful in unit tests of the app).
+
+    Attributes:
+        kind: ``"query"``, ``"mutation"`` or ``"action"``.
+        handler: ``handler(ctx, **args)``, ``async def`` or plain ``def``.
+        args: Validator of the argument object, or ``None`` (any object).
+        returns: Validator of the return value, or ``None``.
+        internal: Whether clients are refused (only other functions may call it).
+        path: Canonical path once loaded with an app (``"messages:list"``).
+    """
+
+    def __init__(
+        self,
+        kind: FunctionKind,
+        handler: Callable[..., Any],
+        args: Mapping[str, Validator] | Validator | None,
+        returns: Validator | None,
+        internal: bool,
+    ) -> None:
+        if not callable(handler):
+            raise TypeError(f"@{kind} decorates a function, not {handler!r:.60}")
+        self.kind: FunctionKind = kind
+        self.handler = handler
+        if args is None or isinstance(args, Validator):
+            self.args = args
+        elif isinstance(args, Mapping):
+            self.args = v.object(args)
+        else:
+            raise SchemaError(f"@{kind}(args=...) takes a dict of validators")
+        self.returns = returns
+        self.internal = internal
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.path: str | None = None
+        self.__doc__ = handler.__doc__
+        self.__name__ = getattr(handler, "__name__", "function")
+        self.__module__ = getattr(handler, "__module__", __name__)
+        self.__qualname__ = getattr(handler, "__qualname__", self.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        prefix = "internal_" if self.internal else ""
+        return f"<{prefix}{self.kind} {self.path or self.__qualname__}>"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _decorator(kind: FunctionKind, internal: bool) -> Any:
+    @overload
+    def deco(fn: Callable[..., Any], /) -> Function: ...
+
+    @overload
+    def deco(
+        *,
+        args: Mapping[str, Validator] | Validator | None = None,
+        returns: Validator | None = None,
+    ) -> Callable[[Callable[..., Any]], Function]: ...
+
+    def deco(
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        args: Mapping[str, Validator] | Validator | None = None,
+        returns: Validator | None = None,
+    ) -> Function | Callable[[Callable[..., Any]], Function]:
+        if fn is not None:
+            return Function(kind, fn, args, returns, internal)
+        return lambda f: Function(kind, f, args, returns, internal)
+
+    prefix = "internal_" if internal else ""
+    deco.__name__ = f"{prefix}{kind}"
+    deco.__doc__ = (
+        f"Define a {'internal ' if internal else ''}{kind}: ``@{prefix}{kind}`` or "
+        f"``@{prefix}{kind}(args={{...}}, returns=...)``."
+    )
+    return deco
+
+
+query = _decorator("query", False)
+mutation = _decorator("mutation", False)
+action = _decorator("action", False)
+internal_query = _decorator("query", True)
+internal_mutation = _decorator("mutation", True)
+internal_action = _decorator("action", True)
+
+
+def canonicalize_path(path: str) -> str:
+    """The canonical form ``"module/path:function"`` of a function path (spec §14).
+
+    Raises:
+        FunctionNotFoundError: the path is not a valid function path (the message says
+            which part is wrong).
+    """
+    if not isinstance(path, str) or not path:
+        raise FunctionNotFoundError(f"{path!r} is not a valid path to a function")
+    module, sep, name = path.rpartition(":")
+    if not sep:
+        module, name = path, "default"
+    if module.endswith(".js"):
+        module = module[:-3]
+    elif module.endswith(".py"):
+        module = module[:-3]
+    components = module.split("/")
+    ok = (
+        bool(module)
+        and not module.startswith("/")
+        and all(_COMPONENT.match(c) and any(ch.isalnum() for ch in c) for c in components)
+        and _IDENTIFIER.match(name) is not None
+        and any(ch != "_" for ch in name)
+    )
+    if not ok:
+        raise FunctionNotFoundError(
+            f"{path[:200]!r} is not a valid path to a function: expected "
+            "'module/path:function' with identifier parts"
+        )
+    return f"{module}:{name}"
+
+
+@dataclass
+class App:
+    """An app's functions and schema.
+
+    Attributes:
+        functions: Canonical path -> function.
+        schema: The schema from the app's ``schema`` module, or ``None``.
+        name: The package name the app was imported as.
+    """
+
+    functions: dict[str, Function] = field(default_factory=dict)
+    schema: DatabaseSchema | None = None
+    name: str = ""
+
+    def lookup(self, path: str) -> Function:
+        """The function at ``path`` (any accepted spelling).
+
+        Raises:
+            FunctionNotFoundError: no function there.
+        """
+        canonical = canonicalize_path(path)
+        fn = self.functions.get(canonical)
+        if fn is None:
+            raise FunctionNotFoundError(f"could not find public function for {canonical!r}")
+        return fn
+
+
+def _register_module(app: App, module: ModuleType, module_path: str) -> None:
+    for attr, value in vars(module).items():
+        if not isinstance(value, Function):
+            continue
+        if value.__module__ != module.__name__:
+            continue  # imported from another module of the app: registered there
+        name = "default" if attr == "default" else attr
+        if _IDENTIFIER.match(name) is None:
+            continue
+        path = f"{module_path}:{name}"
+        value.path = value.path or path
+        app.functions[path] = value
+    if module_path.rsplit("/", 1)[-1] == "schema":
+        schema = getattr(module, "schema", None)
+        if schema is None:
+            schema = getattr(module, "default", None)
+        if isinstance(schema, DatabaseSchema):
+            app.schema = schema
+
+
+def load_app(app: str | Path | ModuleType | App | None) -> App:
+    """Import an app and collect its functions and schema.
+
+    Args:
+        app: A directory (imported as a package named after it, its parent put on
+            ``sys.path``), an importable package name, a module, or an ``App``.
+
+    Raises:
+        FunctionNotFoundError: the directory or package does not exist.
+        SchemaError: the schema module is invalid.
+    """
+    if app is None:
+        return App()
+    if isinstance(app, App):
+        return app
+    if isinstance(app, ModuleType):
+        package = app
+    else:
+        text = str(app)
+        path = Path(text)
+        if path.is_dir():
+            path = path.resolve()
+            parent = str(path.parent)
+            if parent not in sys.path:
+                sys.path.insert(0, parent)
+            package_name = path.name
+            if not package_name.isidentifier():
+                raise FunctionNotFoundError(
+                    f"app directory {path} must be named like a Python package"
+                )
+            existing = sys.modules.get(package_name)
+            if existing is not None and getattr(existing, "__path__", None):
+                if Path(list(existing.__path__)[0]).resolve() != path:
+                    raise FunctionNotFoundError(
+                        f"a different package named {package_name!r} is already imported"
+                    )
+            package = importlib.import_module(package_name)
+        else:
+            try:
+                package = importlib.import_module(text)
+            except ModuleNotFoundError as exc:
+                raise FunctionNotFoundError(
+                    f"app {text!r} is neither a directory nor an importable package"
+                ) from exc
+    out = App(name=package.__name__)
+    if not hasattr(package, "__path__"):
+        _register_module(out, package, package.__name__.rsplit(".", 1)[-1])
+        return out
+    prefix = package.__name__ + "."
+    relative: set[str] = set()
+    for root in package.__path__:
+        base = Path(root)
+        for file in base.rglob("*.py"):
+            parts = file.relative_to(base).with_suffix("").parts
+            if any(p.startswith(("_", ".")) or not p.isidentifier() for p in parts):
+                continue
+            relative.add(".".join(parts))
+    for name in sorted(relative):
+        module = importlib.import_module(prefix + name)
+        _register_module(out, module, name.replace(".", "/"))
+    return out

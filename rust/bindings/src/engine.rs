@@ -1,0 +1,308 @@
+//! `reactive._core.Engine` and `reactive._core.LoadedState`.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use reactive_core::catalog::{IndexId, IndexState};
+use reactive_core::engine::{Engine, EngineConfig};
+use reactive_core::error::Error;
+use reactive_core::limits::TransactionLimits;
+use reactive_core::log::recovery::LoadedState;
+use reactive_core::subscriptions::SubscriptionId;
+use reactive_core::timestamp::Timestamp;
+use reactive_core::write_log::WriteLogConfig;
+
+use crate::batch::PyPersistBatch;
+use crate::convert::object_to_py;
+use crate::detached;
+use crate::errors::CoreError;
+use crate::transaction::PyTransaction;
+
+/// State rebuilt from persistence, consumed by `Engine(...)`.
+#[pyclass(name = "LoadedState", frozen, module = "reactive._core")]
+pub struct PyLoadedState {
+    inner: Mutex<Option<LoadedState>>,
+    max_ts: u64,
+    commits: usize,
+    revisions: usize,
+}
+
+impl PyLoadedState {
+    pub fn new(state: LoadedState) -> Self {
+        PyLoadedState {
+            max_ts: state.max_ts.0,
+            commits: state.commits,
+            revisions: state.revisions,
+            inner: Mutex::new(Some(state)),
+        }
+    }
+}
+
+#[pymethods]
+impl PyLoadedState {
+    /// Highest timestamp persisted.
+    #[getter]
+    fn max_ts(&self) -> u64 {
+        self.max_ts
+    }
+
+    /// Commits loaded.
+    #[getter]
+    fn commits(&self) -> usize {
+        self.commits
+    }
+
+    /// Document revisions loaded.
+    #[getter]
+    fn revisions(&self) -> usize {
+        self.revisions
+    }
+}
+
+/// The engine of one database (see `reactive_core::engine`).
+#[pyclass(name = "Engine", frozen, module = "reactive._core")]
+pub struct PyEngine {
+    inner: Arc<Engine>,
+}
+
+impl PyEngine {
+    pub fn inner(&self) -> &Arc<Engine> {
+        &self.inner
+    }
+}
+
+fn get_usize(d: Option<&Bound<'_, PyDict>>, key: &str, default: usize) -> PyResult<usize> {
+    match d.map(|d| d.get_item(key)).transpose()?.flatten() {
+        Some(v) => v.extract(),
+        None => Ok(default),
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    /// An engine over a loaded state. `config` may set the transaction limits
+    /// (`max_documents_read`, `max_bytes_read`, `max_read_intervals`,
+    /// `max_documents_written`, `max_bytes_written`) and the write log window
+    /// (`write_log_max_age_ns`, `write_log_max_entries`).
+    #[new]
+    #[pyo3(signature = (state, config=None))]
+    fn new(state: &PyLoadedState, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let loaded = state.inner.lock().take().ok_or_else(|| {
+            CoreError(Error::InvalidArgument("this LoadedState was already used".into()))
+        })?;
+        let d = TransactionLimits::default();
+        let w = WriteLogConfig::default();
+        let limits = TransactionLimits {
+            max_documents_read: get_usize(config, "max_documents_read", d.max_documents_read)?,
+            max_bytes_read: get_usize(config, "max_bytes_read", d.max_bytes_read)?,
+            max_read_intervals: get_usize(config, "max_read_intervals", d.max_read_intervals)?,
+            max_documents_written: get_usize(
+                config,
+                "max_documents_written",
+                d.max_documents_written,
+            )?,
+            max_bytes_written: get_usize(config, "max_bytes_written", d.max_bytes_written)?,
+        };
+        let write_log = WriteLogConfig {
+            max_age_ns: get_usize(config, "write_log_max_age_ns", w.max_age_ns as usize)? as u64,
+            max_entries: get_usize(config, "write_log_max_entries", w.max_entries)?,
+        };
+        Ok(PyEngine { inner: Arc::new(Engine::new(loaded, EngineConfig { limits, write_log })) })
+    }
+
+    /// The newest visible timestamp (u64 ns): every commit at or below it is durable.
+    #[getter]
+    fn visible_ts(&self) -> u64 {
+        self.inner.visible_ts().0
+    }
+
+    /// Begin a transaction at the visible timestamp.
+    fn begin(&self, read_only: bool) -> PyTransaction {
+        PyTransaction::new(self.inner.begin(read_only))
+    }
+
+    /// Begin a read-only transaction at an earlier timestamp inside the retention window.
+    fn begin_at(&self, ts: u64) -> PyResult<PyTransaction> {
+        Ok(PyTransaction::new(self.inner.begin_at(Timestamp(ts)).map_err(CoreError)?))
+    }
+
+    /// Validate and queue a transaction; returns its commit timestamp, or `None` if it
+    /// wrote nothing. Raises `WriteConflict` / `TransactionTooOldError` on conflicts.
+    fn commit(&self, py: Python<'_>, txn: &PyTransaction) -> PyResult<Option<u64>> {
+        let t = txn.take().map_err(CoreError)?;
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.commit(t)).map(|ts| ts.map(|t| t.0))
+    }
+
+    /// Whether commits or catalog changes wait to be persisted.
+    fn has_pending(&self) -> bool {
+        self.inner.has_pending()
+    }
+
+    /// Take everything pending as one batch, or `None` if there is nothing.
+    fn take_batch(&self, py: Python<'_>) -> PyResult<Option<PyPersistBatch>> {
+        let engine = Arc::clone(&self.inner);
+        let batch = detached(py, move || Ok(engine.take_batch()))?;
+        Ok((!batch.is_empty()).then(|| PyPersistBatch::new(batch)))
+    }
+
+    /// Make a durable batch visible; returns the ids of the subscriptions it invalidates.
+    fn publish(&self, py: Python<'_>, batch: &PyPersistBatch) -> PyResult<Vec<u64>> {
+        let engine = Arc::clone(&self.inner);
+        let ids = batch.with(py, move |b| Ok(engine.publish(b)))?;
+        Ok(ids.into_iter().map(|s| s.0).collect())
+    }
+
+    /// Drop a batch that failed to persist: its commits never become visible.
+    fn abort(&self, py: Python<'_>, batch: &PyPersistBatch) -> PyResult<()> {
+        let b = batch.take().map_err(CoreError)?;
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || {
+            engine.abort(b);
+            Ok(())
+        })
+    }
+
+    /// Create a table if it does not exist; returns its number.
+    fn create_table(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.create_table(name)).map(|t| t.0)
+    }
+
+    /// Add a backfilling index; returns `(index_id, snapshot_ts)`.
+    fn add_index(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        name: &str,
+        fields: Vec<String>,
+    ) -> PyResult<(u32, u64)> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.add_index(table, name, fields)).map(|(i, ts)| (i.0, ts.0))
+    }
+
+    /// Mark an index ready for snapshots at or after `since`.
+    fn set_index_ready(&self, py: Python<'_>, index_id: u32, since: u64) -> PyResult<()> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.set_index_ready(IndexId(index_id), Timestamp(since)))
+    }
+
+    /// Remove an index (its rows are deleted with the next batch).
+    fn drop_index(&self, py: Python<'_>, index_id: u32) -> PyResult<()> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.drop_index(IndexId(index_id)))
+    }
+
+    /// Queue one backfill chunk; returns `(chunk_ts or None, next position or None)`.
+    fn backfill_chunk(
+        &self,
+        py: Python<'_>,
+        index_id: u32,
+        snapshot_ts: u64,
+        after: Option<Vec<u8>>,
+        chunk: usize,
+    ) -> PyResult<(Option<u64>, Option<Vec<u8>>)> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || {
+            engine.backfill_chunk(IndexId(index_id), Timestamp(snapshot_ts), after.as_deref(), chunk)
+        })
+        .map(|(ts, next)| (ts.map(|t| t.0), next))
+    }
+
+    /// The catalog as a list of tables:
+    /// `[{"name", "number", "indexes": [{"id", "name", "fields", "ready_since"}]}]`
+    /// where `fields` are the user's fields and `ready_since` is `None` while backfilling.
+    fn tables<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let catalog = self.inner.catalog();
+        let out = PyList::empty(py);
+        for t in catalog.tables() {
+            let d = PyDict::new(py);
+            d.set_item("name", &t.name)?;
+            d.set_item("number", t.number)?;
+            let indexes = PyList::empty(py);
+            for i in catalog.table_indexes(t) {
+                let id = PyDict::new(py);
+                id.set_item("id", i.id.0)?;
+                id.set_item("name", &i.name)?;
+                id.set_item("fields", i.user_fields.clone())?;
+                let since = match i.state {
+                    IndexState::Ready { since } => Some(since),
+                    IndexState::Backfilling => None,
+                };
+                id.set_item("ready_since", since)?;
+                indexes.append(id)?;
+            }
+            d.set_item("indexes", indexes)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Register a subscription on a finished query's read set; returns
+    /// `(subscription_id, already_invalidated)`.
+    fn subscribe(&self, py: Python<'_>, txn: &PyTransaction) -> PyResult<(u64, bool)> {
+        let engine = Arc::clone(&self.inner);
+        let (reads, ts) = txn.with(py, |t| Ok((t.read_set().clone(), t.begin_ts())))?;
+        let (id, missed) = detached(py, move || Ok(engine.subscribe(&reads, ts)))?;
+        Ok((id.0, missed))
+    }
+
+    /// Replace a subscription's read set with a re-run's; returns whether it is already
+    /// invalidated.
+    fn resubscribe(&self, py: Python<'_>, subscription_id: u64, txn: &PyTransaction) -> PyResult<bool> {
+        let engine = Arc::clone(&self.inner);
+        let (reads, ts) = txn.with(py, |t| Ok((t.read_set().clone(), t.begin_ts())))?;
+        detached(py, move || Ok(engine.resubscribe(SubscriptionId(subscription_id), &reads, ts)))
+    }
+
+    /// Remove a subscription; returns whether it existed.
+    fn unsubscribe(&self, py: Python<'_>, subscription_id: u64) -> PyResult<bool> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || Ok(engine.unsubscribe(SubscriptionId(subscription_id))))
+    }
+
+    /// Number of subscriptions registered.
+    fn subscription_count(&self) -> usize {
+        self.inner.subscription_count()
+    }
+
+    /// Drop versions no snapshot at or after `min_ts` can see; returns how many.
+    fn retain(&self, py: Python<'_>, min_ts: u64) -> PyResult<usize> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || Ok(engine.retain(Timestamp(min_ts))))
+    }
+
+    /// Number of live documents of `table` at the visible timestamp.
+    fn count_documents(&self, py: Python<'_>, table: &str) -> PyResult<usize> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.count_documents(table))
+    }
+
+    /// Up to `limit` documents of `table` at `ts` after position `after`; returns
+    /// `(documents, next position or None)`.
+    fn table_page<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        ts: u64,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Option<Vec<u8>>)> {
+        let engine = Arc::clone(&self.inner);
+        let (docs, next) =
+            detached(py, move || engine.table_page(table, Timestamp(ts), after.as_deref(), limit))?;
+        let out = PyList::empty(py);
+        for d in &docs {
+            out.append(object_to_py(py, &d.fields)?)?;
+        }
+        Ok((out, next))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyLoadedState>()?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `reactive._core.SqliteStore`: the embedded SQLite backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use reactive_core::error::Error;
+use reactive_core::sqlite::SqlitePersistence;
+
+use crate::batch::PyPersistBatch;
+use crate::detached;
+use crate::engine::{PyEngine, PyLoadedState};
+
+/// An open SQLite database file (WAL, `synchronous=FULL`), held exclusively by this process.
+#[pyclass(name = "SqliteStore", frozen, module = "reactive._core")]
+pub struct PySqliteStore {
+    inner: Mutex<Option<Arc<SqlitePersistence>>>,
+}
+
+impl PySqliteStore {
+    fn get(&self) -> Result<Arc<SqlitePersistence>, Error> {
+        self.inner.lock().clone().ok_or(Error::Closed)
+    }
+}
+
+#[pymethods]
+impl PySqliteStore {
+    /// Open (creating if needed) the database at `path`. Raises `IncompatibleDatabaseError`
+    /// if another process has it open or its format is newer; `PersistenceError` on I/O.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let p = detached(py, move || SqlitePersistence::open(&path))?;
+        Ok(PySqliteStore { inner: Mutex::new(Some(Arc::new(p))) })
+    }
+
+    /// Rebuild the state from the log, verifying every record. Raises `CorruptionError`
+    /// naming the first bad record.
+    fn load(&self, py: Python<'_>) -> PyResult<PyLoadedState> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        Ok(PyLoadedState::new(detached(py, move || p.load())?))
+    }
+
+    /// Write a batch in one transaction; durable when this returns.
+    fn write_batch(&self, py: Python<'_>, batch: &PyPersistBatch) -> PyResult<()> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        batch.with(py, move |b| p.write_batch(b))
+    }
+
+    /// A named global value, or `None`.
+    fn get_global(&self, py: Python<'_>, name: &str) -> PyResult<Option<Vec<u8>>> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        detached(py, move || p.get_global(name))
+    }
+
+    /// Durably set a named global value.
+    fn set_global(&self, py: Python<'_>, name: &str, value: Vec<u8>) -> PyResult<()> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        detached(py, move || p.set_global(name, &value))
+    }
+
+    /// Verify every index entry against the live documents of `engine`; returns
+    /// `{"documents", "index_entries", "problems": [str]}`.
+    fn check<'py>(&self, py: Python<'py>, engine: &PyEngine) -> PyResult<Bound<'py, PyDict>> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        let engine = Arc::clone(engine.inner());
+        let report = detached(py, move || {
+            let catalog = engine.catalog();
+            let ts = engine.visible_ts();
+            let store = engine.store().read();
+            p.check(&catalog, &store, ts)
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("documents", report.documents)?;
+        d.set_item("index_entries", report.index_entries)?;
+        d.set_item("problems", report.problems)?;
+        Ok(d)
+    }
+
+    /// Close the file and release the process lock. Later calls raise
+    /// `DatabaseClosedError`.
+    fn close(&self) {
+        self.inner.lock().take();
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySqliteStore>()?;
+    Ok(())
+}
