@@ -1,0 +1,50 @@
+# One entry point for people, pre-commit and CI (STYLE.md §7).
+# `make demo` runs the main job; `make test` runs every test. Both set themselves up.
+
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+CARGO  ?= cargo
+
+.PHONY: setup build demo test test-rust test-python bench bench-rust fmt lint stubtest clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+# Build the Rust extension (release) and install the package with its test extras.
+setup: $(VPY)
+	$(VPY) -m pip install --quiet -e '.[test]'
+
+build: setup
+
+demo: setup
+	$(VPY) examples/chat_demo.py
+
+test: setup test-rust test-python
+
+test-rust:
+	$(CARGO) test --workspace --release
+
+test-python:
+	$(VPY) -m pytest -q
+
+bench: setup
+	$(VPY) benches/run.py
+
+bench-rust:
+	$(CARGO) bench -p reactive-core
+
+fmt: setup
+	$(CARGO) fmt --all
+	$(VPY) -m ruff format python tests benches examples
+	$(VPY) -m ruff check --fix python tests benches examples
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(VPY) -m ruff check python tests benches examples
+	$(VPY) -m ruff format --check python tests benches examples
+
+clean:
+	rm -rf $(VENV) target .pytest_cache

@@ -1,0 +1,161 @@
+"""``python -m reactive``: run functions, look at data, check a database.
+
+Commands:
+    run PATH [ARGS_JSON] --app DIR   run a query, mutation or action (internal ones too)
+    data TABLE                       print a table's documents, one JSON object per line
+    check                            verify every index entry against the documents
+    tables                           list tables and their indexes
+
+Every command takes ``--db URL`` (default: ``$REACTIVE_DB_URL``, else
+``sqlite:///.reactive/db.sqlite3``). Values print as JSON; ``bytes`` as ``{"$bytes": b64}``.
+Exit status: 0 on success, 1 when ``check`` finds problems or a function fails, 2 on usage
+errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+DEFAULT_DB = "sqlite:///.reactive/db.sqlite3"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode()}
+    raise TypeError(f"{type(value).__name__} is not a value")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=True)
+
+
+def _parse_args_json(text: str | None) -> dict[str, Any]:
+    if text is None or text == "":
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: ARGS_JSON is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SystemExit("error: ARGS_JSON must be a JSON object, e.g. '{\"channel\": \"general\"}'")
+    return value
+
+
+async def _run(ns: argparse.Namespace) -> int:
+    import reactive
+    from reactive.functions import canonicalize_path
+
+    async with reactive.open(ns.db, app=ns.app) as db:
+        path = canonicalize_path(ns.path)
+        fn = db.app.lookup(path)
+        args = _parse_args_json(ns.args)
+        try:
+            if fn.kind == "query":
+                result = await db.query(path, args, internal=True)
+            elif fn.kind == "mutation":
+                result = await db.mutation(path, args, internal=True)
+            else:
+                result = await db.action(path, args, internal=True)
+        except reactive.ConvexError as exc:
+            print(f"ConvexError: {_dumps(exc.data)}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(_dumps(result))
+    return 0
+
+
+async def _data(ns: argparse.Namespace) -> int:
+    import reactive
+
+    async with reactive.open(ns.db, app=ns.app) as db:
+        engine = db._engine
+        ts = engine.visible_ts
+        after: bytes | None = None
+        printed = 0
+        while ns.limit is None or printed < ns.limit:
+            docs, after = engine.table_page(ns.table, ts, after, 500)
+            for doc in docs:
+                if ns.limit is not None and printed >= ns.limit:
+                    break
+                print(_dumps(doc))
+                printed += 1
+            if after is None:
+                break
+    return 0
+
+
+async def _check(ns: argparse.Namespace) -> int:
+    import reactive
+
+    async with reactive.open(ns.db) as db:
+        report = await db.check()
+    for problem in report["problems"]:
+        print(f"problem: {problem}")
+    status = "ok" if not report["problems"] else f"{len(report['problems'])} problem(s)"
+    print(
+        f"checked {report['documents']} documents and {report['index_entries']} index entries: "
+        f"{status}"
+    )
+    return 0 if not report["problems"] else 1
+
+
+async def _tables(ns: argparse.Namespace) -> int:
+    import reactive
+
+    async with reactive.open(ns.db) as db:
+        for table in db._engine.tables():
+            count = db._engine.count_documents(table["name"])
+            print(f"{table['name']} ({count} documents)")
+            for index in table["indexes"]:
+                state = "ready" if index["ready_since"] is not None else "backfilling"
+                fields = ", ".join(index["fields"]) or "(built-in)"
+                print(f"  {index['name']}: {fields} [{state}]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m reactive`` and the ``reactive`` script."""
+    parser = argparse.ArgumentParser(prog="python -m reactive", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB),
+        help="database URL (default: $REACTIVE_DB_URL or %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a function and print its result as JSON")
+    p_run.add_argument("path", help="function path, e.g. messages:send")
+    p_run.add_argument("args", nargs="?", help="arguments as a JSON object")
+    p_run.add_argument("--app", required=True, help="app directory or package")
+    p_run.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_data = sub.add_parser("data", help="print a table's documents as JSON lines")
+    p_data.add_argument("table")
+    p_data.add_argument("--limit", type=int, default=None)
+    p_data.add_argument("--app", default=None, help="app directory or package (optional)")
+    p_data.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_check = sub.add_parser("check", help="verify every index entry against the documents")
+    p_check.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_tables = sub.add_parser("tables", help="list tables and indexes")
+    p_tables.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    handlers = {"run": _run, "data": _data, "check": _check, "tables": _tables}
+    from reactive.errors import ReactiveError
+
+    try:
+        return asyncio.run(handlers[ns.command](ns))
+    except ReactiveError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
