@@ -24,7 +24,7 @@ demo: setup
 test: setup test-rust test-python
 
 test-rust:
-	$(CARGO) test --workspace --release
+	$(CARGO) test -p reactive-core --release
 
 test-python:
 	$(VPY) -m pytest -q
