@@ -17,8 +17,16 @@ pub struct PyPersistBatch {
 
 impl PyPersistBatch {
     pub fn new(batch: PersistBatch) -> Self {
-        let timestamps = batch.commits.timestamps().into_iter().map(|t| t.0).collect();
-        PyPersistBatch { inner: Mutex::new(Some(batch)), timestamps }
+        let timestamps = batch
+            .commits
+            .timestamps()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        PyPersistBatch {
+            inner: Mutex::new(Some(batch)),
+            timestamps,
+        }
     }
 
     /// Take the batch out (abort).
@@ -119,13 +127,18 @@ impl PyPersistBatch {
     /// Index ids whose rows the batch deletes.
     fn dropped_indexes(&self) -> Vec<u32> {
         let guard = self.inner.lock();
-        guard.as_ref().map(|b| b.dropped_indexes.iter().map(|i| i.0).collect()).unwrap_or_default()
+        guard
+            .as_ref()
+            .map(|b| b.dropped_indexes.iter().map(|i| i.0).collect())
+            .unwrap_or_default()
     }
 
     /// The catalog JSON to store, if it changed.
     fn catalog_json(&self) -> Option<String> {
         let guard = self.inner.lock();
-        guard.as_ref().and_then(|b| b.catalog.as_ref().map(|(_, j)| j.clone()))
+        guard
+            .as_ref()
+            .and_then(|b| b.catalog.as_ref().map(|(_, j)| j.clone()))
     }
 
     fn __repr__(&self) -> String {

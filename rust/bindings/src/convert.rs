@@ -25,7 +25,10 @@ struct ConvertError {
 
 impl ConvertError {
     fn new(message: String) -> Self {
-        ConvertError { path: Vec::new(), message }
+        ConvertError {
+            path: Vec::new(),
+            message,
+        }
     }
 
     fn at(mut self, segment: String) -> Self {
@@ -61,9 +64,12 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, ConvertError> 
         return Ok(Value::Float64(f.value()));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return s.to_str().map(|s| Value::String(s.to_owned())).map_err(|_| {
-            ConvertError::new("string is not valid Unicode (lone surrogates)".to_owned())
-        });
+        return s
+            .to_str()
+            .map(|s| Value::String(s.to_owned()))
+            .map_err(|_| {
+                ConvertError::new("string is not valid Unicode (lone surrogates)".to_owned())
+            });
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Value::Bytes(b.as_bytes().to_vec()));
@@ -108,7 +114,11 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, ConvertError> 
         let d = deeper()?;
         return Ok(Value::Object(convert_dict(dict, d)?));
     }
-    let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    let type_name = obj
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     Err(ConvertError::new(format!(
         "unsupported type {type_name}; values are None, int, float, bool, str, bytes, list or \
          dict"
@@ -119,7 +129,11 @@ fn convert_dict(dict: &Bound<'_, PyDict>, depth: usize) -> Result<Object, Conver
     let mut fields = Object::new();
     for (k, v) in dict.iter() {
         let Ok(key) = k.cast::<PyString>() else {
-            let type_name = k.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let type_name = k
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             return Err(ConvertError::new(format!(
                 "object keys must be str, found {type_name}"
             )));
@@ -142,7 +156,11 @@ pub fn to_value(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
 /// Convert a Python dict to an object (the fields of a document).
 pub fn to_object(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Object> {
     let dict = obj.cast::<PyDict>().map_err(|_| {
-        let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         InvalidValueError::new_err(format!("{root}: expected a dict, found {type_name}"))
     })?;
     convert_dict(dict, 1).map_err(|e| e.into_py(root))
@@ -221,7 +239,9 @@ fn value_size(value: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// The table number an id names, or `None` if `text` is not a valid id.
 #[pyfunction]
 fn id_table_number(text: &str) -> Option<u32> {
-    reactive_core::id::DocumentId::parse(text).ok().map(|id| id.table.0)
+    reactive_core::id::DocumentId::parse(text)
+        .ok()
+        .map(|id| id.table.0)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -90,7 +90,9 @@ impl PyEngine {
     #[pyo3(signature = (state, config=None))]
     fn new(state: &PyLoadedState, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let loaded = state.inner.lock().take().ok_or_else(|| {
-            CoreError(Error::InvalidArgument("this LoadedState was already used".into()))
+            CoreError(Error::InvalidArgument(
+                "this LoadedState was already used".into(),
+            ))
         })?;
         let d = TransactionLimits::default();
         let w = WriteLogConfig::default();
@@ -109,7 +111,9 @@ impl PyEngine {
             max_age_ns: get_usize(config, "write_log_max_age_ns", w.max_age_ns as usize)? as u64,
             max_entries: get_usize(config, "write_log_max_entries", w.max_entries)?,
         };
-        Ok(PyEngine { inner: Arc::new(Engine::new(loaded, EngineConfig { limits, write_log })) })
+        Ok(PyEngine {
+            inner: Arc::new(Engine::new(loaded, EngineConfig { limits, write_log })),
+        })
     }
 
     /// The newest visible timestamp (u64 ns): every commit at or below it is durable.
@@ -125,7 +129,9 @@ impl PyEngine {
 
     /// Begin a read-only transaction at an earlier timestamp inside the retention window.
     fn begin_at(&self, ts: u64) -> PyResult<PyTransaction> {
-        Ok(PyTransaction::new(self.inner.begin_at(Timestamp(ts)).map_err(CoreError)?))
+        Ok(PyTransaction::new(
+            self.inner.begin_at(Timestamp(ts)).map_err(CoreError)?,
+        ))
     }
 
     /// Validate and queue a transaction; returns its commit timestamp, or `None` if it
@@ -186,7 +192,9 @@ impl PyEngine {
     /// Mark an index ready for snapshots at or after `since`.
     fn set_index_ready(&self, py: Python<'_>, index_id: u32, since: u64) -> PyResult<()> {
         let engine = Arc::clone(&self.inner);
-        detached(py, move || engine.set_index_ready(IndexId(index_id), Timestamp(since)))
+        detached(py, move || {
+            engine.set_index_ready(IndexId(index_id), Timestamp(since))
+        })
     }
 
     /// Remove an index (its rows are deleted with the next batch).
@@ -206,7 +214,12 @@ impl PyEngine {
     ) -> PyResult<(Option<u64>, Option<Vec<u8>>)> {
         let engine = Arc::clone(&self.inner);
         detached(py, move || {
-            engine.backfill_chunk(IndexId(index_id), Timestamp(snapshot_ts), after.as_deref(), chunk)
+            engine.backfill_chunk(
+                IndexId(index_id),
+                Timestamp(snapshot_ts),
+                after.as_deref(),
+                chunk,
+            )
         })
         .map(|(ts, next)| (ts.map(|t| t.0), next))
     }
@@ -251,16 +264,25 @@ impl PyEngine {
 
     /// Replace a subscription's read set with a re-run's; returns whether it is already
     /// invalidated.
-    fn resubscribe(&self, py: Python<'_>, subscription_id: u64, txn: &PyTransaction) -> PyResult<bool> {
+    fn resubscribe(
+        &self,
+        py: Python<'_>,
+        subscription_id: u64,
+        txn: &PyTransaction,
+    ) -> PyResult<bool> {
         let engine = Arc::clone(&self.inner);
         let (reads, ts) = txn.with(py, |t| Ok((t.read_set().clone(), t.begin_ts())))?;
-        detached(py, move || Ok(engine.resubscribe(SubscriptionId(subscription_id), &reads, ts)))
+        detached(py, move || {
+            Ok(engine.resubscribe(SubscriptionId(subscription_id), &reads, ts))
+        })
     }
 
     /// Remove a subscription; returns whether it existed.
     fn unsubscribe(&self, py: Python<'_>, subscription_id: u64) -> PyResult<bool> {
         let engine = Arc::clone(&self.inner);
-        detached(py, move || Ok(engine.unsubscribe(SubscriptionId(subscription_id))))
+        detached(py, move || {
+            Ok(engine.unsubscribe(SubscriptionId(subscription_id)))
+        })
     }
 
     /// Number of subscriptions registered.
@@ -291,8 +313,9 @@ impl PyEngine {
         limit: usize,
     ) -> PyResult<(Bound<'py, PyList>, Option<Vec<u8>>)> {
         let engine = Arc::clone(&self.inner);
-        let (docs, next) =
-            detached(py, move || engine.table_page(table, Timestamp(ts), after.as_deref(), limit))?;
+        let (docs, next) = detached(py, move || {
+            engine.table_page(table, Timestamp(ts), after.as_deref(), limit)
+        })?;
         let out = PyList::empty(py);
         for d in &docs {
             out.append(object_to_py(py, &d.fields)?)?;

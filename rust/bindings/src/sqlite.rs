@@ -32,7 +32,9 @@ impl PySqliteStore {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let p = detached(py, move || SqlitePersistence::open(&path))?;
-        Ok(PySqliteStore { inner: Mutex::new(Some(Arc::new(p))) })
+        Ok(PySqliteStore {
+            inner: Mutex::new(Some(Arc::new(p))),
+        })
     }
 
     /// Rebuild the state from the log, verifying every record. Raises `CorruptionError`

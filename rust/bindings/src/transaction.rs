@@ -89,10 +89,18 @@ fn to_expr(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Expr> {
         .and_then(|t| t.extract())
         .map_err(|_| bad_query("filter: malformed expression".into()))?;
     let cmp = |c| -> PyResult<Expr> {
-        Ok(Expr::Compare(c, expr_operand(obj, 1, depth)?, expr_operand(obj, 2, depth)?))
+        Ok(Expr::Compare(
+            c,
+            expr_operand(obj, 1, depth)?,
+            expr_operand(obj, 2, depth)?,
+        ))
     };
     let arith = |a| -> PyResult<Expr> {
-        Ok(Expr::Arith(a, expr_operand(obj, 1, depth)?, expr_operand(obj, 2, depth)?))
+        Ok(Expr::Arith(
+            a,
+            expr_operand(obj, 1, depth)?,
+            expr_operand(obj, 2, depth)?,
+        ))
     };
     let list = |name: &str| -> PyResult<Vec<Expr>> {
         let items = tuple.get_item(1)?;
@@ -137,7 +145,11 @@ fn to_range_ops(ops: &Bound<'_, PyList>) -> PyResult<Vec<RangeOp>> {
             "gte" => RangeOp::Gte(field, v),
             "lt" => RangeOp::Lt(field, v),
             "lte" => RangeOp::Lte(field, v),
-            other => return Err(bad_query(format!("index range: unknown operator {other:?}"))),
+            other => {
+                return Err(bad_query(format!(
+                    "index range: unknown operator {other:?}"
+                )));
+            }
         });
     }
     Ok(out)
@@ -216,25 +228,38 @@ impl PyTransaction {
             "asc" => false,
             "desc" => true,
             other => {
-                return Err(bad_query(format!("order must be \"asc\" or \"desc\", not {other:?}")))
+                return Err(bad_query(format!(
+                    "order must be \"asc\" or \"desc\", not {other:?}"
+                )));
             }
         };
         let ops = to_range_ops(ops)?;
         let filter = filter.map(|f| to_expr(f, 0)).transpose()?;
         let ScanResult { docs, keys, done } = self.with(py, |t| {
             let catalog = Arc::clone(t.catalog());
-            let tdesc = catalog.table(table).ok_or_else(|| Error::TableNotFound(table.into()))?;
-            let idesc = catalog.index_by_name(tdesc, index).ok_or_else(|| {
-                Error::IndexNotFound { table: table.into(), index: index.into() }
-            })?;
+            let tdesc = catalog
+                .table(table)
+                .ok_or_else(|| Error::TableNotFound(table.into()))?;
+            let idesc =
+                catalog
+                    .index_by_name(tdesc, index)
+                    .ok_or_else(|| Error::IndexNotFound {
+                        table: table.into(),
+                        index: index.into(),
+                    })?;
             if !idesc.ready_at(t.begin_ts().0) {
-                return Err(Error::IndexNotReady { table: table.into(), index: index.into() });
+                return Err(Error::IndexNotReady {
+                    table: table.into(),
+                    index: index.into(),
+                });
             }
             let interval = query::index_range(idesc, table, &ops)?;
-            let interval =
-                query::narrow(&interval, after.as_deref(), until.as_deref(), descending);
+            let interval = query::narrow(&interval, after.as_deref(), until.as_deref(), descending);
             if query::is_empty(&interval) {
-                return Ok(ScanResult { done: true, ..ScanResult::default() });
+                return Ok(ScanResult {
+                    done: true,
+                    ..ScanResult::default()
+                });
             }
             t.scan(&ScanRequest {
                 index: idesc.id,
@@ -258,9 +283,13 @@ impl PyTransaction {
 
     /// `s` if it is a valid id of `table`, else `None`.
     fn normalize_id(&self, table: &str, s: &str) -> PyResult<Option<String>> {
-        let Ok(id) = DocumentId::parse(s) else { return Ok(None) };
+        let Ok(id) = DocumentId::parse(s) else {
+            return Ok(None);
+        };
         let guard = self.inner.lock();
-        let txn = guard.as_ref().ok_or_else(|| CoreError(Error::TransactionFinished))?;
+        let txn = guard
+            .as_ref()
+            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
         Ok(txn
             .catalog()
             .table(table)
@@ -270,16 +299,25 @@ impl PyTransaction {
 
     /// The name of the table an id belongs to, if it is a valid id of a known table.
     fn table_of(&self, s: &str) -> PyResult<Option<String>> {
-        let Ok(id) = DocumentId::parse(s) else { return Ok(None) };
+        let Ok(id) = DocumentId::parse(s) else {
+            return Ok(None);
+        };
         let guard = self.inner.lock();
-        let txn = guard.as_ref().ok_or_else(|| CoreError(Error::TransactionFinished))?;
-        Ok(txn.catalog().table_by_number(id.table).map(|t| t.name.clone()))
+        let txn = guard
+            .as_ref()
+            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+        Ok(txn
+            .catalog()
+            .table_by_number(id.table)
+            .map(|t| t.name.clone()))
     }
 
     /// Whether the transaction's catalog has this table.
     fn has_table(&self, table: &str) -> PyResult<bool> {
         let guard = self.inner.lock();
-        let txn = guard.as_ref().ok_or_else(|| CoreError(Error::TransactionFinished))?;
+        let txn = guard
+            .as_ref()
+            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
         Ok(txn.catalog().table(table).is_some())
     }
 
@@ -287,7 +325,9 @@ impl PyTransaction {
     fn refresh_catalog(&self, engine: &crate::engine::PyEngine) -> PyResult<()> {
         let catalog = engine.inner().catalog();
         let mut guard = self.inner.lock();
-        let txn = guard.as_mut().ok_or_else(|| CoreError(Error::TransactionFinished))?;
+        let txn = guard
+            .as_mut()
+            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
         txn.set_catalog(catalog);
         Ok(())
     }
@@ -296,7 +336,9 @@ impl PyTransaction {
     /// written.
     fn usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let guard = self.inner.lock();
-        let txn = guard.as_ref().ok_or_else(|| CoreError(Error::TransactionFinished))?;
+        let txn = guard
+            .as_ref()
+            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
         let (intervals, docs_read, bytes_read, docs_written, bytes_written) = txn.usage();
         let d = PyDict::new(py);
         d.set_item("index_ranges_read", intervals)?;
@@ -318,7 +360,10 @@ impl PyTransaction {
     }
 
     fn __repr__(&self) -> String {
-        format!("<Transaction begin_ts={} read_only={}>", self.begin_ts, self.read_only)
+        format!(
+            "<Transaction begin_ts={} read_only={}>",
+            self.begin_ts, self.read_only
+        )
     }
 }
 

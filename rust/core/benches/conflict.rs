@@ -60,7 +60,11 @@ fn read_set(intervals: usize) -> IntervalSet {
         }
     }
     set.normalize();
-    assert_eq!(set.len(), intervals, "intervals must stay distinct after normalizing");
+    assert_eq!(
+        set.len(),
+        intervals,
+        "intervals must stay distinct after normalizing"
+    );
     set
 }
 
@@ -80,11 +84,17 @@ fn write_keys(c: u64, spread_over: u64) -> Vec<Box<[u8]>> {
 }
 
 fn write_log(entries: u64, spread_over: u64) -> WriteLog {
-    let config = WriteLogConfig { max_age_ns: u64::MAX, max_entries: usize::MAX };
+    let config = WriteLogConfig {
+        max_age_ns: u64::MAX,
+        max_entries: usize::MAX,
+    };
     let mut log = WriteLog::new(Timestamp(1_000), config);
     for c in 0..entries {
         let ts = Timestamp(1_001 + c);
-        log.append(Arc::new(WriteLogEntry { ts, keys: write_keys(c, spread_over) }));
+        log.append(Arc::new(WriteLogEntry {
+            ts,
+            keys: write_keys(c, spread_over),
+        }));
     }
     log
 }
@@ -120,7 +130,9 @@ fn fixture_detects_overlap() {
     let mut reads = read_set(100);
     reads.push(Interval::point(&write_keys(500, 51)[0]));
     reads.normalize();
-    let hit = log.first_overlap(Timestamp(1_000), Timestamp::MAX, &reads).expect("in window");
+    let hit = log
+        .first_overlap(Timestamp(1_000), Timestamp::MAX, &reads)
+        .expect("in window");
     assert_eq!(hit.map(|o| o.ts), Some(Timestamp(1_501)));
 }
 

@@ -82,13 +82,10 @@ impl IndexDescriptor {
                 Error::Schema(SchemaError::new(format!("index {}: {e}", self.name)))
             })?);
         }
-        match self.name.as_str() {
-            BY_ID => fields.push(FieldPath::parse("_id").map_err(Error::from)?),
-            _ => {
-                fields.push(FieldPath::parse("_creationTime").map_err(Error::from)?);
-                fields.push(FieldPath::parse("_id").map_err(Error::from)?);
-            }
+        if self.name != BY_ID {
+            fields.push(FieldPath::parse("_creationTime").map_err(Error::from)?);
         }
+        fields.push(FieldPath::parse("_id").map_err(Error::from)?);
         self.key_fields = fields;
         Ok(())
     }
@@ -158,7 +155,11 @@ impl Catalog {
     pub fn from_json(json: &str) -> Result<Self, Error> {
         let mut c: Catalog = serde_json::from_str(json)
             .map_err(|e| Error::Corrupt(format!("the stored catalog does not parse: {e}")))?;
-        c.by_name = c.tables.values().map(|t| (t.name.clone(), t.number)).collect();
+        c.by_name = c
+            .tables
+            .values()
+            .map(|t| (t.name.clone(), t.number))
+            .collect();
         for index in c.indexes.values_mut() {
             index.derive_key_fields()?;
         }
@@ -217,17 +218,28 @@ impl Catalog {
     pub fn add_table(&mut self, name: &str, ready_since: u64) -> Result<TableNumber, Error> {
         check_identifier("table", name).map_err(Error::Schema)?;
         if self.by_name.contains_key(name) {
-            return Err(Error::Schema(SchemaError::new(format!("table {name:?} already exists"))));
+            return Err(Error::Schema(SchemaError::new(format!(
+                "table {name:?} already exists"
+            ))));
         }
         let number = self.next_table;
         self.next_table += 1;
         self.tables.insert(
             number,
-            TableDescriptor { number, name: name.to_owned(), indexes: BTreeMap::new() },
+            TableDescriptor {
+                number,
+                name: name.to_owned(),
+                indexes: BTreeMap::new(),
+            },
         );
         self.by_name.insert(name.to_owned(), number);
         for builtin in [BY_ID, BY_CREATION_TIME] {
-            self.insert_index(number, builtin, Vec::new(), IndexState::Ready { since: ready_since })?;
+            self.insert_index(
+                number,
+                builtin,
+                Vec::new(),
+                IndexState::Ready { since: ready_since },
+            )?;
         }
         Ok(TableNumber(number))
     }
@@ -241,7 +253,10 @@ impl Catalog {
         state: IndexState,
     ) -> Result<IndexId, Error> {
         check_identifier("index", name).map_err(Error::Schema)?;
-        let number = *self.by_name.get(table).ok_or_else(|| Error::TableNotFound(table.into()))?;
+        let number = *self
+            .by_name
+            .get(table)
+            .ok_or_else(|| Error::TableNotFound(table.into()))?;
         if fields.is_empty() || fields.len() > 16 {
             return Err(Error::Schema(SchemaError::new(format!(
                 "index {table}.{name} must name between 1 and 16 fields (limit: fields per index)"
@@ -265,7 +280,10 @@ impl Catalog {
         user_fields: Vec<String>,
         state: IndexState,
     ) -> Result<IndexId, Error> {
-        let t = self.tables.get_mut(&table).ok_or_else(|| Error::TableNotFound(table.to_string()))?;
+        let t = self
+            .tables
+            .get_mut(&table)
+            .ok_or_else(|| Error::TableNotFound(table.to_string()))?;
         if t.indexes.contains_key(name) {
             return Err(Error::Schema(SchemaError::new(format!(
                 "index {name:?} already exists on table {:?}",
@@ -314,8 +332,13 @@ mod tests {
         let mut c = Catalog::new();
         let t = c.add_table("messages", 0).unwrap();
         assert_eq!(t, TableNumber(10001));
-        c.add_index("messages", "by_channel", vec!["channel".into()], IndexState::Backfilling)
-            .unwrap();
+        c.add_index(
+            "messages",
+            "by_channel",
+            vec!["channel".into()],
+            IndexState::Backfilling,
+        )
+        .unwrap();
         let back = Catalog::from_json(&c.to_json()).unwrap();
         assert_eq!(back, c);
         let table = back.table("messages").unwrap();
@@ -324,6 +347,14 @@ mod tests {
         assert_eq!(names, ["channel", "_creationTime", "_id"]);
         assert!(c.add_table("messages", 0).is_err());
         assert!(c.add_table("_system", 0).is_err());
-        assert!(c.add_index("messages", "bad", vec!["_id".into()], IndexState::Backfilling).is_err());
+        assert!(
+            c.add_index(
+                "messages",
+                "bad",
+                vec!["_id".into()],
+                IndexState::Backfilling
+            )
+            .is_err()
+        );
     }
 }

@@ -109,15 +109,15 @@ pub fn encode_stored(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT_PLAIN);
     encode_into(value, &mut out);
-    if out.len() - 1 >= COMPRESSION_THRESHOLD_BYTES {
-        if let Ok(compressed) = zstd::bulk::compress(&out[1..], ZSTD_LEVEL) {
-            let mut z = Vec::with_capacity(compressed.len() + 6);
-            z.push(FORMAT_ZSTD);
-            write_varint((out.len() - 1) as u64, &mut z);
-            z.extend_from_slice(&compressed);
-            if z.len() < out.len() {
-                return z;
-            }
+    if out.len() > COMPRESSION_THRESHOLD_BYTES
+        && let Ok(compressed) = zstd::bulk::compress(&out[1..], ZSTD_LEVEL)
+    {
+        let mut z = Vec::with_capacity(compressed.len() + 6);
+        z.push(FORMAT_ZSTD);
+        write_varint((out.len() - 1) as u64, &mut z);
+        z.extend_from_slice(&compressed);
+        if z.len() < out.len() {
+            return z;
         }
     }
     out
@@ -130,11 +130,17 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, reason: &'static str) -> CodecError {
-        CodecError { offset: self.pos, reason }
+        CodecError {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn byte(&mut self) -> Result<u8, CodecError> {
-        let b = *self.bytes.get(self.pos).ok_or_else(|| self.err("unexpected end"))?;
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -153,8 +159,14 @@ impl Reader<'_> {
 
     fn slice(&mut self, len: u64) -> Result<&[u8], CodecError> {
         let len = usize::try_from(len).map_err(|_| self.err("length too large"))?;
-        let end = self.pos.checked_add(len).ok_or_else(|| self.err("length too large"))?;
-        let s = self.bytes.get(self.pos..end).ok_or_else(|| self.err("length past the end"))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or_else(|| self.err("length too large"))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| self.err("length past the end"))?;
         self.pos = end;
         Ok(s)
     }
@@ -181,8 +193,10 @@ impl Reader<'_> {
                 let len = self.varint()?;
                 let at = self.pos;
                 let s = self.slice(len)?;
-                let s = std::str::from_utf8(s)
-                    .map_err(|_| CodecError { offset: at, reason: "invalid UTF-8" })?;
+                let s = std::str::from_utf8(s).map_err(|_| CodecError {
+                    offset: at,
+                    reason: "invalid UTF-8",
+                })?;
                 Value::String(s.to_owned())
             }
             T_BYTES => {
@@ -212,9 +226,15 @@ impl Reader<'_> {
                     let at = self.pos;
                     let name = self.slice(len)?;
                     let name = std::str::from_utf8(name)
-                        .map_err(|_| CodecError { offset: at, reason: "invalid UTF-8 in a name" })?
+                        .map_err(|_| CodecError {
+                            offset: at,
+                            reason: "invalid UTF-8 in a name",
+                        })?
                         .to_owned();
-                    if fields.last_key_value().is_some_and(|(last, _)| *last >= name) {
+                    if fields
+                        .last_key_value()
+                        .is_some_and(|(last, _)| *last >= name)
+                    {
                         return Err(self.err("object fields out of order"));
                     }
                     let item = self.value(depth + 1)?;
@@ -258,8 +278,14 @@ pub fn decode_stored(bytes: &[u8]) -> Result<Value, CodecError> {
             }
             decode_plain(&plain)
         }
-        Some(_) => Err(CodecError { offset: 0, reason: "unknown format byte" }),
-        None => Err(CodecError { offset: 0, reason: "empty value" }),
+        Some(_) => Err(CodecError {
+            offset: 0,
+            reason: "unknown format byte",
+        }),
+        None => Err(CodecError {
+            offset: 0,
+            reason: "empty value",
+        }),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::catalog::{Catalog, IndexDescriptor, IndexId};
 use crate::document::DocumentRef;
 use crate::error::{Conflict, Error, Result};
 use crate::id::DocumentId;
-use crate::interval::{hex, IntervalSet};
+use crate::interval::{IntervalSet, hex};
 use crate::log::batch::{CommitBatch, DocumentChange, PreparedCommit};
 use crate::log::record::{CommitRecord, DocumentRevision, IndexEntry};
 use crate::mvcc::IndexChange;
@@ -85,7 +85,11 @@ impl CommitterState {
             .and_then(|i| catalog.index(i))
             .and_then(|i| catalog.table_by_number(crate::id::TableNumber(i.table)))
             .map_or_else(|| "<dropped>".to_owned(), |t| t.name.clone());
-        Error::Conflict(Conflict { table, key_hex: hex(key), ts })
+        Error::Conflict(Conflict {
+            table,
+            key_hex: hex(key),
+            ts,
+        })
     }
 
     /// Validate and queue a transaction's writes. Returns the commit timestamp.
@@ -97,9 +101,14 @@ impl CommitterState {
         writes: Vec<EncodedWrite>,
         visible: Timestamp,
     ) -> Result<Timestamp> {
-        match self.write_log.first_overlap(begin_ts, Timestamp::MAX, reads) {
+        match self
+            .write_log
+            .first_overlap(begin_ts, Timestamp::MAX, reads)
+        {
             Err(oldest) => return Err(Error::TransactionTooOld { begin_ts, oldest }),
-            Ok(Some(overlap)) => return Err(Self::conflict_error(catalog, overlap.ts, &overlap.key)),
+            Ok(Some(overlap)) => {
+                return Err(Self::conflict_error(catalog, overlap.ts, &overlap.key));
+            }
             Ok(None) => {}
         }
         let ts = self.next_ts();
@@ -115,9 +124,22 @@ impl CommitterState {
             let old = write.old.as_ref().map(|(_, d)| d);
             let index_changes =
                 index_changes(&indexes, old, write.new.as_ref(), ts, id, &mut entries);
-            written.extend(index_changes.iter().map(|c| c.key.clone().into_boxed_slice()));
-            revisions.push(DocumentRevision::new(id, ts, stored, write.old.map(|(t, _)| t)));
-            changes.push(DocumentChange { id, doc: write.new, index_changes });
+            written.extend(
+                index_changes
+                    .iter()
+                    .map(|c| c.key.clone().into_boxed_slice()),
+            );
+            revisions.push(DocumentRevision::new(
+                id,
+                ts,
+                stored,
+                write.old.map(|(t, _)| t),
+            ));
+            changes.push(DocumentChange {
+                id,
+                doc: write.new,
+                index_changes,
+            });
         }
         written.sort_unstable();
         written.dedup();
@@ -154,7 +176,9 @@ impl CommitterState {
                 oldest: self.write_log.floor(),
             });
         }
-        let Some(descriptor) = catalog.index(index) else { return Ok(None) };
+        let Some(descriptor) = catalog.index(index) else {
+            return Ok(None);
+        };
         let Some(by_id) = catalog.by_id(crate::id::TableNumber(descriptor.table)) else {
             return Ok(None);
         };
@@ -162,11 +186,18 @@ impl CommitterState {
         let written_since: HashSet<&[u8]> = self
             .write_log
             .between(snapshot_ts, Timestamp::MAX)
-            .flat_map(|e| e.keys.iter().map(|k| &**k).filter(|k| k.starts_with(&prefix)))
+            .flat_map(|e| {
+                e.keys
+                    .iter()
+                    .map(|k| &**k)
+                    .filter(|k| k.starts_with(&prefix))
+            })
             .collect();
         let mut selected = Vec::new();
         for doc in docs {
-            let Some(key) = Transaction::by_id_key(catalog, &doc.id) else { continue };
+            let Some(key) = Transaction::by_id_key(catalog, &doc.id) else {
+                continue;
+            };
             if !written_since.contains(key.as_slice()) {
                 selected.push(doc);
             }
@@ -180,10 +211,15 @@ impl CommitterState {
         for doc in selected {
             let key = doc.index_key(descriptor);
             entries.push(IndexEntry::new(index, key[4..].to_vec(), ts, doc.id, false));
-            index_only.push(IndexChange { key, doc: Some(Arc::clone(doc)) });
+            index_only.push(IndexChange {
+                key,
+                doc: Some(Arc::clone(doc)),
+            });
         }
-        let mut keys: Vec<Box<[u8]>> =
-            index_only.iter().map(|c| c.key.clone().into_boxed_slice()).collect();
+        let mut keys: Vec<Box<[u8]>> = index_only
+            .iter()
+            .map(|c| c.key.clone().into_boxed_slice())
+            .collect();
         keys.sort_unstable();
         let record = CommitRecord::new(ts, 0, entries.len() as u32);
         let written = Arc::new(WriteLogEntry { ts, keys });
@@ -214,7 +250,9 @@ impl CommitterState {
     /// Take every pending commit (and index drop) as one batch.
     pub fn take_batch(&mut self) -> (CommitBatch, Vec<IndexId>) {
         (
-            CommitBatch { commits: std::mem::take(&mut self.pending) },
+            CommitBatch {
+                commits: std::mem::take(&mut self.pending),
+            },
             std::mem::take(&mut self.pending_drops),
         )
     }
@@ -249,17 +287,23 @@ pub fn index_changes(
     for index in indexes {
         let old_key = old.map(|d| d.index_key(index));
         let new_key = new.map(|d| d.index_key(index));
-        if let Some(ok) = &old_key {
-            if new_key.as_ref() != Some(ok) {
-                entries.push(IndexEntry::new(index.id, ok[4..].to_vec(), ts, id, true));
-                changes.push(IndexChange { key: ok.clone(), doc: None });
-            }
+        if let Some(ok) = &old_key
+            && new_key.as_ref() != Some(ok)
+        {
+            entries.push(IndexEntry::new(index.id, ok[4..].to_vec(), ts, id, true));
+            changes.push(IndexChange {
+                key: ok.clone(),
+                doc: None,
+            });
         }
         if let Some(nk) = new_key {
             if old_key.as_ref() != Some(&nk) {
                 entries.push(IndexEntry::new(index.id, nk[4..].to_vec(), ts, id, false));
             }
-            changes.push(IndexChange { key: nk, doc: new.cloned() });
+            changes.push(IndexChange {
+                key: nk,
+                doc: new.cloned(),
+            });
         }
     }
     changes

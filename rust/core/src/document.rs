@@ -13,7 +13,7 @@ use crate::error::{Error, Limit, Result};
 use crate::id::{DocumentId, TableNumber};
 use crate::keys;
 use crate::limits;
-use crate::value::{check_object, object_size, Object, Value};
+use crate::value::{Object, Value, check_object, object_size};
 
 /// Name of the id system field.
 pub const ID_FIELD: &str = "_id";
@@ -49,7 +49,10 @@ impl Document {
         }
         let mut fields = user_fields;
         fields.insert(ID_FIELD.to_owned(), Value::String(id.encode()));
-        fields.insert(CREATION_TIME_FIELD.to_owned(), Value::Float64(creation_time));
+        fields.insert(
+            CREATION_TIME_FIELD.to_owned(),
+            Value::Float64(creation_time),
+        );
         check_object(&fields, "document")?;
         let size = object_size(&fields);
         if size > limits::MAX_DOCUMENT_SIZE_BYTES {
@@ -101,7 +104,9 @@ impl Document {
     /// Rebuild from the stored encoding.
     pub fn from_stored(id: DocumentId, bytes: &[u8]) -> Result<Document> {
         let Value::Object(mut fields) = codec::decode_stored(bytes)? else {
-            return Err(Error::Corrupt(format!("document {id}: stored value is not an object")));
+            return Err(Error::Corrupt(format!(
+                "document {id}: stored value is not an object"
+            )));
         };
         if !matches!(fields.get(CREATION_TIME_FIELD), Some(Value::Float64(_))) {
             return Err(Error::Corrupt(format!("document {id}: no _creationTime")));
@@ -119,7 +124,10 @@ mod tests {
 
     #[test]
     fn system_fields_and_round_trip() {
-        let id = DocumentId { table: TableNumber(10001), internal: InternalId([7; 16]) };
+        let id = DocumentId {
+            table: TableNumber(10001),
+            internal: InternalId([7; 16]),
+        };
         let mut f = Object::new();
         f.insert("body".into(), Value::String("hi".into()));
         let d = Document::new(id, 1234.5, f).unwrap();

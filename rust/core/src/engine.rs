@@ -15,13 +15,13 @@
 //! Lock order: committer, then catalog; store; subscriptions, then committer.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::catalog::{Catalog, IndexId, IndexState, BY_ID};
-use crate::committer::{encode_writes, CommitterState};
+use crate::catalog::{BY_ID, Catalog, IndexId, IndexState};
+use crate::committer::{CommitterState, encode_writes};
 use crate::document::DocumentRef;
 use crate::error::{Error, Result};
 use crate::id::TableNumber;
@@ -97,7 +97,10 @@ impl Engine {
             committer: Mutex::new(CommitterState::new(loaded.max_ts, config.write_log)),
             visible: AtomicU64::new(loaded.max_ts.0),
             retained_from: AtomicU64::new(0),
-            subscriptions: Mutex::new(Subscriptions { index: SubscriptionIndex::new(), next_id: 1 }),
+            subscriptions: Mutex::new(Subscriptions {
+                index: SubscriptionIndex::new(),
+                next_id: 1,
+            }),
             config,
         }
     }
@@ -143,7 +146,13 @@ impl Engine {
                 "timestamp {ts} is older than the retention window (oldest readable: {oldest})"
             )));
         }
-        Ok(Transaction::new(ts, self.catalog(), Arc::clone(&self.store), true, self.config.limits))
+        Ok(Transaction::new(
+            ts,
+            self.catalog(),
+            Arc::clone(&self.store),
+            true,
+            self.config.limits,
+        ))
     }
 
     /// Validate and queue a transaction. Returns its commit timestamp, or `None` if it wrote
@@ -159,7 +168,9 @@ impl Engine {
         }
         let mut committer = self.committer.lock();
         let catalog = self.catalog();
-        committer.commit(&catalog, begin_ts, &reads, encoded, self.visible_ts()).map(Some)
+        committer
+            .commit(&catalog, begin_ts, &reads, encoded, self.visible_ts())
+            .map(Some)
     }
 
     /// Whether commits or catalog changes wait to be persisted.
@@ -176,7 +187,11 @@ impl Engine {
         let catalog = self.catalog.read();
         let catalog_json = (catalog.version != catalog.persisted_version)
             .then(|| (catalog.version, catalog.current.to_json()));
-        PersistBatch { commits, dropped_indexes, catalog: catalog_json }
+        PersistBatch {
+            commits,
+            dropped_indexes,
+            catalog: catalog_json,
+        }
     }
 
     /// Make a durable batch visible. Returns the subscriptions it invalidates.
@@ -334,15 +349,21 @@ impl Engine {
         }
         let next = if docs.len() >= chunk { last_key } else { None };
         let mut committer = self.committer.lock();
-        let ts = committer.commit_backfill(&catalog, index, snapshot_ts, &docs, self.visible_ts())?;
+        let ts =
+            committer.commit_backfill(&catalog, index, snapshot_ts, &docs, self.visible_ts())?;
         Ok((ts, next))
     }
 
     /// The `by_id` index id of a table (for callers that scan whole tables).
     pub fn by_id_index(&self, table: &str) -> Result<IndexId> {
         let catalog = self.catalog();
-        let t = catalog.table(table).ok_or_else(|| Error::TableNotFound(table.to_owned()))?;
-        t.indexes.get(BY_ID).copied().ok_or_else(|| Error::TableNotFound(table.to_owned()))
+        let t = catalog
+            .table(table)
+            .ok_or_else(|| Error::TableNotFound(table.to_owned()))?;
+        t.indexes
+            .get(BY_ID)
+            .copied()
+            .ok_or_else(|| Error::TableNotFound(table.to_owned()))
     }
 
     /// Register a subscription whose read set was read at `ts`. Returns its id and whether a
@@ -374,7 +395,10 @@ impl Engine {
             return false;
         }
         let committer = self.committer.lock();
-        !matches!(committer.write_log.first_overlap(ts, visible, reads), Ok(None))
+        !matches!(
+            committer.write_log.first_overlap(ts, visible, reads),
+            Ok(None)
+        )
     }
 
     /// Remove a subscription.
@@ -405,7 +429,10 @@ impl Engine {
         let end = keys::prefix_successor(&index.prefix()).unwrap_or_default();
         let ts = self.visible_ts();
         let store = self.store.read();
-        Ok(store.range(&index.prefix(), &end, false).filter(|(_, c)| c.at(ts).is_some()).count())
+        Ok(store
+            .range(&index.prefix(), &end, false)
+            .filter(|(_, c)| c.at(ts).is_some())
+            .count())
     }
 
     /// Scan helper for callers that need documents of a whole table at a snapshot (schema
@@ -420,7 +447,9 @@ impl Engine {
         let index = self.by_id_index(table)?;
         let end = keys::prefix_successor(&index.prefix()).unwrap_or_default();
         let start = after.map_or_else(|| index.prefix().to_vec(), keys::successor);
-        let Some(interval) = Interval::new(start, end) else { return Ok((Vec::new(), None)) };
+        let Some(interval) = Interval::new(start, end) else {
+            return Ok((Vec::new(), None));
+        };
         let mut txn = Transaction::new(
             ts,
             self.catalog(),
@@ -441,7 +470,11 @@ impl Engine {
             filter: None,
             new_query: true,
         })?;
-        let next = if result.done { None } else { result.keys.last().cloned() };
+        let next = if result.done {
+            None
+        } else {
+            result.keys.last().cloned()
+        };
         Ok((result.docs, next))
     }
 }

@@ -21,7 +21,9 @@ pub struct SchemaError {
 impl SchemaError {
     /// A schema error with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        SchemaError { message: message.into() }
+        SchemaError {
+            message: message.into(),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 
 use crate::error::{Error, Result};
-use crate::value::{cmp_optional, FieldPath, Object, Value};
+use crate::value::{FieldPath, Object, Value, cmp_optional};
 
 /// Deepest expression tree accepted.
 pub const MAX_EXPRESSION_DEPTH: usize = 64;
@@ -133,7 +133,7 @@ impl Expr {
                     return Err(Error::InvalidArgument(format!(
                         "filter: neg needs a number, found {}",
                         type_name(other.as_ref())
-                    )))
+                    )));
                 }
             },
         })
@@ -166,7 +166,9 @@ fn arith(op: Arithmetic, a: Option<Value>, b: Option<Value>) -> Result<Option<Va
             Arithmetic::Sub => x.wrapping_sub(y),
             Arithmetic::Mul => x.wrapping_mul(y),
             Arithmetic::Div | Arithmetic::Mod if y == 0 => {
-                return Err(Error::InvalidArgument("filter: int64 division by zero".into()))
+                return Err(Error::InvalidArgument(
+                    "filter: int64 division by zero".into(),
+                ));
             }
             Arithmetic::Div => x.wrapping_div(y),
             Arithmetic::Mod => x.wrapping_rem(y),
@@ -183,7 +185,7 @@ fn arith(op: Arithmetic, a: Option<Value>, b: Option<Value>) -> Result<Option<Va
                 "filter: arithmetic needs two numbers of one type, found {} and {}",
                 type_name(a.as_ref()),
                 type_name(b.as_ref())
-            )))
+            )));
         }
     }))
 }
@@ -192,34 +194,50 @@ fn arith(op: Arithmetic, a: Option<Value>, b: Option<Value>) -> Result<Option<Va
 mod tests {
     use super::*;
 
-    fn field(name: &str) -> Box<Expr> {
-        Box::new(Expr::Field(FieldPath::parse(name).unwrap()))
+    fn field(name: &str) -> Expr {
+        Expr::Field(FieldPath::parse(name).unwrap())
     }
 
-    fn lit(v: Value) -> Box<Expr> {
-        Box::new(Expr::Literal(v))
+    fn lit(v: Value) -> Expr {
+        Expr::Literal(v)
     }
 
     #[test]
     fn comparisons_use_the_total_order() {
         let mut doc = Object::new();
         doc.insert("n".into(), Value::Int64(3));
-        let gt = Expr::Compare(Comparison::Gt, field("n"), lit(Value::Int64(2)));
+        let gt = Expr::Compare(
+            Comparison::Gt,
+            Box::new(field("n")),
+            Box::new(lit(Value::Int64(2))),
+        );
         assert!(gt.matches(&doc).unwrap());
         // int64 sorts below every float64.
-        let lt_float = Expr::Compare(Comparison::Lt, field("n"), lit(Value::Float64(0.5)));
+        let lt_float = Expr::Compare(
+            Comparison::Lt,
+            Box::new(field("n")),
+            Box::new(lit(Value::Float64(0.5))),
+        );
         assert!(lt_float.matches(&doc).unwrap());
         // A missing field is undefined: below null, equal only to undefined.
-        let missing_eq_null = Expr::Compare(Comparison::Eq, field("m"), lit(Value::Null));
+        let missing_eq_null = Expr::Compare(
+            Comparison::Eq,
+            Box::new(field("m")),
+            Box::new(lit(Value::Null)),
+        );
         assert!(!missing_eq_null.matches(&doc).unwrap());
         let and = Expr::And(vec![gt.clone(), Expr::Not(Box::new(missing_eq_null))]);
         assert!(and.matches(&doc).unwrap());
         let sum = Expr::Compare(
             Comparison::Eq,
-            Box::new(Expr::Arith(Arithmetic::Add, field("n"), lit(Value::Int64(1)))),
-            lit(Value::Int64(4)),
+            Box::new(Expr::Arith(
+                Arithmetic::Add,
+                Box::new(field("n")),
+                Box::new(lit(Value::Int64(1))),
+            )),
+            Box::new(lit(Value::Int64(4))),
         );
         assert!(sum.matches(&doc).unwrap());
-        assert!(Expr::Not(field("n")).matches(&doc).is_err());
+        assert!(Expr::Not(Box::new(field("n"))).matches(&doc).is_err());
     }
 }

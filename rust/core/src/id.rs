@@ -154,7 +154,10 @@ impl DocumentId {
         }
         let mut internal = [0u8; 16];
         internal.copy_from_slice(&bytes[used..used + 16]);
-        let id = DocumentId { table: TableNumber(table), internal: InternalId(internal) };
+        let id = DocumentId {
+            table: TableNumber(table),
+            internal: InternalId(internal),
+        };
         if id.to_bytes() != bytes {
             return Err("not in canonical form");
         }
@@ -163,7 +166,10 @@ impl DocumentId {
 
     /// Parse an id's text form. Errors say why, without echoing more than 64 characters.
     pub fn parse(text: &str) -> Result<DocumentId, IdError> {
-        let fail = |reason| IdError { text: text.chars().take(64).collect(), reason };
+        let fail = |reason| IdError {
+            text: text.chars().take(64).collect(),
+            reason,
+        };
         if text.len() > MAX_TEXT_LEN || text.len() < 31 {
             return Err(fail("wrong length"));
         }
@@ -202,12 +208,27 @@ mod tests {
     #[test]
     fn spec_vectors() {
         let cases = [
-            (10001, "000102030405060708090a0b0c0d0e0f", "j57000820c20a1g7104gm2rc1m70ynr8"),
-            (10001, "0123456789abcdef0123456789abcdef", "j57028t5cy4tqkff04hmasw9nf6yyqzr"),
-            (1, "00000000000000000000000000000000", "0400000000000000000000000000248"),
+            (
+                10001,
+                "000102030405060708090a0b0c0d0e0f",
+                "j57000820c20a1g7104gm2rc1m70ynr8",
+            ),
+            (
+                10001,
+                "0123456789abcdef0123456789abcdef",
+                "j57028t5cy4tqkff04hmasw9nf6yyqzr",
+            ),
+            (
+                1,
+                "00000000000000000000000000000000",
+                "0400000000000000000000000000248",
+            ),
         ];
         for (table, internal, text) in cases {
-            let id = DocumentId { table: TableNumber(table), internal: InternalId(hex(internal)) };
+            let id = DocumentId {
+                table: TableNumber(table),
+                internal: InternalId(hex(internal)),
+            };
             assert_eq!(id.encode(), text);
             assert_eq!(DocumentId::parse(text).unwrap(), id);
         }
@@ -223,8 +244,14 @@ mod tests {
 
     #[test]
     fn text_order_is_internal_order() {
-        let a = DocumentId { table: TableNumber(10001), internal: InternalId([1; 16]) };
-        let b = DocumentId { table: TableNumber(10001), internal: InternalId([2; 16]) };
+        let a = DocumentId {
+            table: TableNumber(10001),
+            internal: InternalId([1; 16]),
+        };
+        let b = DocumentId {
+            table: TableNumber(10001),
+            internal: InternalId([2; 16]),
+        };
         assert!(a.encode() < b.encode());
     }
 }

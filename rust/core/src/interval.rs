@@ -27,7 +27,10 @@ impl Interval {
 
     /// The interval holding exactly `key`: `[key, key ++ 0x00)`.
     pub fn point(key: &[u8]) -> Interval {
-        Interval { start: key.to_vec(), end: crate::keys::successor(key) }
+        Interval {
+            start: key.to_vec(),
+            end: crate::keys::successor(key),
+        }
     }
 
     /// Whether `key` lies in the interval.
@@ -67,7 +70,10 @@ pub struct IntervalSet {
 impl IntervalSet {
     /// An empty set.
     pub fn new() -> Self {
-        IntervalSet { intervals: Vec::new(), normalized: true }
+        IntervalSet {
+            intervals: Vec::new(),
+            normalized: true,
+        }
     }
 
     /// Add an interval.
@@ -91,7 +97,8 @@ impl IntervalSet {
         if self.normalized {
             return;
         }
-        self.intervals.sort_unstable_by(|a, b| a.start.cmp(&b.start));
+        self.intervals
+            .sort_unstable_by(|a, b| a.start.cmp(&b.start));
         let mut merged: Vec<Interval> = Vec::with_capacity(self.intervals.len());
         for iv in self.intervals.drain(..) {
             match merged.last_mut() {
@@ -121,7 +128,9 @@ impl IntervalSet {
     /// The interval containing `key`, if any. The set must be normalized.
     pub fn find(&self, key: &[u8]) -> Option<&Interval> {
         debug_assert!(self.normalized);
-        let i = self.intervals.partition_point(|iv| iv.start.as_slice() <= key);
+        let i = self
+            .intervals
+            .partition_point(|iv| iv.start.as_slice() <= key);
         let iv = self.intervals.get(i.checked_sub(1)?)?;
         iv.contains(key).then_some(iv)
     }
@@ -134,11 +143,17 @@ impl IntervalSet {
             return None;
         }
         if sorted_keys.len() <= self.intervals.len() {
-            sorted_keys.iter().map(AsRef::as_ref).find(|k| self.find(k).is_some())
+            sorted_keys
+                .iter()
+                .map(AsRef::as_ref)
+                .find(|k| self.find(k).is_some())
         } else {
             self.intervals.iter().find_map(|iv| {
                 let i = sorted_keys.partition_point(|k| k.as_ref() < iv.start.as_slice());
-                sorted_keys.get(i).map(AsRef::as_ref).filter(|k| *k < iv.end.as_slice())
+                sorted_keys
+                    .get(i)
+                    .map(AsRef::as_ref)
+                    .filter(|k| *k < iv.end.as_slice())
             })
         }
     }
@@ -150,7 +165,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_interval() -> impl Strategy<Value = Interval> {
-        (prop::collection::vec(0u8..4, 0..3), prop::collection::vec(0u8..4, 0..3))
+        (
+            prop::collection::vec(0u8..4, 0..3),
+            prop::collection::vec(0u8..4, 0..3),
+        )
             .prop_filter_map("empty", |(a, b)| Interval::new(a, b))
     }
 

@@ -218,13 +218,19 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
+impl Reader<'_> {
     fn err(&self, reason: &'static str) -> KeyDecodeError {
-        KeyDecodeError { offset: self.pos, reason }
+        KeyDecodeError {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn byte(&mut self) -> Result<u8, KeyDecodeError> {
-        let b = *self.bytes.get(self.pos).ok_or_else(|| self.err("unexpected end"))?;
+        let b = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -235,7 +241,10 @@ impl<'a> Reader<'a> {
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], KeyDecodeError> {
         let end = self.pos + N;
-        let slice = self.bytes.get(self.pos..end).ok_or_else(|| self.err("unexpected end"))?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| self.err("unexpected end"))?;
         self.pos = end;
         let mut out = [0u8; N];
         out.copy_from_slice(slice);
@@ -277,21 +286,21 @@ impl<'a> Reader<'a> {
             }
             POS_INT64_2_TAG => {
                 let v = u16::from_be_bytes(self.take()?);
-                if v <= u16::from(u8::MAX) {
+                if u8::try_from(v).is_ok() {
                     return Err(self.err("non-canonical integer"));
                 }
                 Value::Int64(i64::from(v))
             }
             POS_INT64_4_TAG => {
                 let v = u32::from_be_bytes(self.take()?);
-                if v <= u32::from(u16::MAX) {
+                if u16::try_from(v).is_ok() {
                     return Err(self.err("non-canonical integer"));
                 }
                 Value::Int64(i64::from(v))
             }
             POS_INT64_8_TAG => {
                 let v = u64::from_be_bytes(self.take()?);
-                if v <= u64::from(u32::MAX) || v > i64::MAX as u64 {
+                if u32::try_from(v).is_ok() || i64::try_from(v).is_err() {
                     return Err(self.err("non-canonical integer"));
                 }
                 Value::Int64(v as i64)
@@ -326,7 +335,11 @@ impl<'a> Reader<'a> {
             }
             FLOAT64_TAG => {
                 let bits = u64::from_be_bytes(self.take()?);
-                let raw = if bits & (1 << 63) != 0 { bits & !(1 << 63) } else { !bits };
+                let raw = if bits & (1 << 63) != 0 {
+                    bits & !(1 << 63)
+                } else {
+                    !bits
+                };
                 Value::Float64(f64::from_bits(raw))
             }
             FALSE_TAG => Value::Boolean(false),
@@ -358,7 +371,10 @@ impl<'a> Reader<'a> {
                     }
                     let name = String::from_utf8(self.escaped()?)
                         .map_err(|_| self.err("invalid UTF-8 in a field name"))?;
-                    if fields.last_key_value().is_some_and(|(last, _)| *last >= name) {
+                    if fields
+                        .last_key_value()
+                        .is_some_and(|(last, _)| *last >= name)
+                    {
                         return Err(self.err("object fields out of order"));
                     }
                     let item = self.value(depth + 1)?;
@@ -366,7 +382,12 @@ impl<'a> Reader<'a> {
                 }
                 Value::Object(fields)
             }
-            _ => return Err(KeyDecodeError { offset: self.pos - 1, reason: "unknown tag" }),
+            _ => {
+                return Err(KeyDecodeError {
+                    offset: self.pos - 1,
+                    reason: "unknown tag",
+                });
+            }
         };
         Ok(Some(v))
     }
@@ -463,8 +484,26 @@ mod tests {
 
     #[test]
     fn integer_boundaries() {
-        let ints = [i64::MIN, -4_294_967_297, -2_147_483_649, -2_147_483_648, -32769, -32768, -129,
-            -128, -1, 0, 1, 255, 256, 65535, 65536, 4_294_967_295, 4_294_967_296, i64::MAX];
+        let ints = [
+            i64::MIN,
+            -4_294_967_297,
+            -2_147_483_649,
+            -2_147_483_648,
+            -32769,
+            -32768,
+            -129,
+            -128,
+            -1,
+            0,
+            1,
+            255,
+            256,
+            65535,
+            65536,
+            4_294_967_295,
+            4_294_967_296,
+            i64::MAX,
+        ];
         for pair in ints.windows(2) {
             assert!(value_key(&Value::Int64(pair[0])) < value_key(&Value::Int64(pair[1])));
         }

@@ -32,7 +32,11 @@ pub struct VersionChain {
 impl VersionChain {
     /// The version visible at snapshot `ts`: `Some(doc)` if present then.
     pub fn at(&self, ts: Timestamp) -> Option<&DocumentRef> {
-        self.versions.iter().rev().find(|(v, _)| *v <= ts).and_then(|(_, d)| d.as_ref())
+        self.versions
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= ts)
+            .and_then(|(_, d)| d.as_ref())
     }
 
     /// The version visible at `ts` with its own timestamp.
@@ -70,7 +74,11 @@ impl VersionChain {
     /// Drop versions no snapshot `>= min_ts` can see. Returns whether the chain is now empty
     /// (only a removal at or before `min_ts` was left).
     fn retain(&mut self, min_ts: Timestamp) -> bool {
-        let keep_from = self.versions.iter().rposition(|(v, _)| *v <= min_ts).unwrap_or(0);
+        let keep_from = self
+            .versions
+            .iter()
+            .rposition(|(v, _)| *v <= min_ts)
+            .unwrap_or(0);
         if keep_from > 0 {
             self.versions.drain(..keep_from);
         }
@@ -146,13 +154,12 @@ impl MvccStore {
 
     /// Apply one index change at `ts` (without a document revision: index backfills).
     pub fn apply_index(&mut self, ts: Timestamp, change: IndexChange) {
-        match self.index.get_mut(change.key.as_slice()) {
-            Some(chain) => chain.push(ts, change.doc),
-            None => {
-                let mut chain = VersionChain::default();
-                chain.push(ts, change.doc);
-                self.index.insert(change.key.into_boxed_slice(), chain);
-            }
+        if let Some(chain) = self.index.get_mut(change.key.as_slice()) {
+            chain.push(ts, change.doc);
+        } else {
+            let mut chain = VersionChain::default();
+            chain.push(ts, change.doc);
+            self.index.insert(change.key.into_boxed_slice(), chain);
         }
     }
 
@@ -201,11 +208,19 @@ impl MvccStore {
     /// Drop versions that no snapshot at or after `min_ts` can see. Returns the number of
     /// versions dropped.
     pub fn retain(&mut self, min_ts: Timestamp) -> usize {
-        let before: usize = self.documents.values().map(VersionChain::len).sum::<usize>()
+        let before: usize = self
+            .documents
+            .values()
+            .map(VersionChain::len)
+            .sum::<usize>()
             + self.index.values().map(VersionChain::len).sum::<usize>();
         self.documents.retain(|_, chain| !chain.retain(min_ts));
         self.index.retain(|_, chain| !chain.retain(min_ts));
-        let after: usize = self.documents.values().map(VersionChain::len).sum::<usize>()
+        let after: usize = self
+            .documents
+            .values()
+            .map(VersionChain::len)
+            .sum::<usize>()
             + self.index.values().map(VersionChain::len).sum::<usize>();
         before - after
     }
@@ -220,7 +235,10 @@ mod tests {
     use std::sync::Arc;
 
     fn doc(n: u8) -> DocumentRef {
-        let id = DocumentId { table: TableNumber(10001), internal: InternalId([n; 16]) };
+        let id = DocumentId {
+            table: TableNumber(10001),
+            internal: InternalId([n; 16]),
+        };
         Arc::new(Document::new(id, 1.0, Object::new()).unwrap())
     }
 
@@ -260,7 +278,10 @@ mod tests {
         for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
             store.apply_index(
                 Timestamp(i as u64 + 1),
-                IndexChange { key: k.to_vec(), doc: Some(doc(i as u8)) },
+                IndexChange {
+                    key: k.to_vec(),
+                    doc: Some(doc(i as u8)),
+                },
             );
         }
         let asc: Vec<&[u8]> = store.range(b"a", b"c", false).map(|(k, _)| k).collect();

@@ -83,7 +83,8 @@ pub fn index_range(index: &IndexDescriptor, table: &str, ops: &[RangeOp]) -> Res
                     return Err(bad(format!(
                         "index range on {}: eq({field:?}) is out of order; the next field is {}",
                         index_label(index, table),
-                        expected.map_or_else(|| "none (all fields used)".into(), |f| format!("{f:?}"))
+                        expected
+                            .map_or_else(|| "none (all fields used)".into(), |f| format!("{f:?}"))
                     )));
                 }
                 keys::encode_value(value, &mut prefix);
@@ -100,7 +101,7 @@ pub fn index_range(index: &IndexDescriptor, table: &str, ops: &[RangeOp]) -> Res
                              earlier bound on {f:?}",
                             index_label(index, table),
                             op.name()
-                        )))
+                        )));
                     }
                     None if expected.as_deref() != Some(field.as_str()) => {
                         return Err(bad(format!(
@@ -108,9 +109,11 @@ pub fn index_range(index: &IndexDescriptor, table: &str, ops: &[RangeOp]) -> Res
                              is {}",
                             index_label(index, table),
                             op.name(),
-                            expected
-                                .map_or_else(|| "none (all fields used)".into(), |f| format!("{f:?}"))
-                        )))
+                            expected.map_or_else(
+                                || "none (all fields used)".into(),
+                                |f| format!("{f:?}")
+                            )
+                        )));
                     }
                     _ => {}
                 }
@@ -154,7 +157,10 @@ pub fn index_range(index: &IndexDescriptor, table: &str, ops: &[RangeOp]) -> Res
         }
     };
     let end = end.ok_or_else(|| bad("index range has no upper end".into()))?;
-    Ok(Interval::new(start.clone(), end).unwrap_or(Interval { start: start.clone(), end: start }))
+    Ok(Interval::new(start.clone(), end).unwrap_or(Interval {
+        start: start.clone(),
+        end: start,
+    }))
 }
 
 /// Narrow a scan interval to what comes after cursor position `after` and up to position
@@ -201,7 +207,13 @@ mod tests {
     fn index() -> (Catalog, IndexDescriptor) {
         let mut c = Catalog::new();
         c.add_table("t", 0).unwrap();
-        c.add_index("t", "by_ab", vec!["a".into(), "b".into()], IndexState::Backfilling).unwrap();
+        c.add_index(
+            "t",
+            "by_ab",
+            vec!["a".into(), "b".into()],
+            IndexState::Backfilling,
+        )
+        .unwrap();
         let t = c.table("t").unwrap().clone();
         let d = c.index_by_name(&t, "by_ab").unwrap().clone();
         (c, d)
@@ -222,7 +234,10 @@ mod tests {
         let r = index_range(
             &d,
             "t",
-            &[RangeOp::Eq("a".into(), Value::Int64(1)), RangeOp::Gt("b".into(), Value::Int64(5))],
+            &[
+                RangeOp::Eq("a".into(), Value::Int64(1)),
+                RangeOp::Gt("b".into(), Value::Int64(5)),
+            ],
         )
         .unwrap();
         assert!(!r.contains(&key(&d, 1, 5)));
@@ -250,7 +265,10 @@ mod tests {
         let err = index_range(
             &d,
             "t",
-            &[RangeOp::Gt("a".into(), Value::Int64(1)), RangeOp::Eq("b".into(), Value::Int64(1))],
+            &[
+                RangeOp::Gt("a".into(), Value::Int64(1)),
+                RangeOp::Eq("b".into(), Value::Int64(1)),
+            ],
         )
         .unwrap_err();
         assert!(err.to_string().contains("after a range bound"), "{err}");

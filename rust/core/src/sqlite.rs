@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::catalog::Catalog;
 use crate::engine::PersistBatch;
@@ -68,7 +68,9 @@ fn corrupt_row(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn ts_of(v: i64, what: &str) -> Result<Timestamp> {
-    u64::try_from(v).map(Timestamp).map_err(|_| corrupt_row(what, "negative timestamp"))
+    u64::try_from(v)
+        .map(Timestamp)
+        .map_err(|_| corrupt_row(what, "negative timestamp"))
 }
 
 fn id_of(bytes: &[u8], what: &str) -> Result<DocumentId> {
@@ -81,12 +83,12 @@ impl SqlitePersistence {
     /// Errors: [`Error::Incompatible`] if another process holds it or its format is newer
     /// than this code; [`Error::Persistence`] for I/O and SQLite failures.
     pub fn open(path: &Path) -> Result<SqlitePersistence> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::Persistence(format!("cannot create {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::Persistence(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         let lock_path = lock_path(path);
         let mut lock = OpenOptions::new()
@@ -108,7 +110,10 @@ impl SqlitePersistence {
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::Persistence(format!("cannot lock {}: {e}", lock_path.display())))
+                return Err(Error::Persistence(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
             }
         }
         let _ = lock.set_len(0);
@@ -120,8 +125,11 @@ impl SqlitePersistence {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS globals (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
         )?;
-        let persistence =
-            SqlitePersistence { conn: Mutex::new(conn), path: path.to_owned(), _lock: lock };
+        let persistence = SqlitePersistence {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+            _lock: lock,
+        };
         persistence.migrate()?;
         Ok(persistence)
     }
@@ -135,12 +143,13 @@ impl SqlitePersistence {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         let version: i64 = tx
-            .query_row("SELECT value FROM globals WHERE name = 'format_version'", [], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
+            .query_row(
+                "SELECT value FROM globals WHERE name = 'format_version'",
+                [],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
             .optional()?
-            .map(|b| String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(-1))
-            .unwrap_or(0);
+            .map_or(0, |b| String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(-1));
         if !(0..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Incompatible(format!(
                 "database {} has format version {version}; this version of reactive reads \
@@ -163,7 +172,11 @@ impl SqlitePersistence {
     pub fn get_global(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let conn = self.conn.lock();
         Ok(conn
-            .query_row("SELECT value FROM globals WHERE name = ?1", params![name], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM globals WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
@@ -226,14 +239,23 @@ impl SqlitePersistence {
             let table: i64 = row.get(2)?;
             let value: Option<Vec<u8>> = row.get(3)?;
             let deleted: bool = row.get(4)?;
-            let prev_ts = row.get::<_, Option<i64>>(5)?.map(|p| ts_of(p, &what)).transpose()?;
+            let prev_ts = row
+                .get::<_, Option<i64>>(5)?
+                .map(|p| ts_of(p, &what))
+                .transpose()?;
             if table != i64::from(id.table.0) || deleted != value.is_none() {
                 return Err(Error::Corrupt(format!(
                     "document revision (id {id}, ts {ts}): table or deleted flag disagrees with \
                      the row"
                 )));
             }
-            loader.add_revision(DocumentRevision { id, ts, value, prev_ts, checksum: row.get(6)? })?;
+            loader.add_revision(DocumentRevision {
+                id,
+                ts,
+                value,
+                prev_ts,
+                checksum: row.get(6)?,
+            })?;
         }
         drop(rows);
         let mut stmt =
@@ -317,7 +339,12 @@ impl SqlitePersistence {
     }
 
     /// Compare every persisted index entry with the live documents of `store` at `ts`.
-    pub fn check(&self, catalog: &Catalog, store: &MvccStore, ts: Timestamp) -> Result<CheckReport> {
+    pub fn check(
+        &self,
+        catalog: &Catalog,
+        store: &MvccStore,
+        ts: Timestamp,
+    ) -> Result<CheckReport> {
         let mut checker = Checker::new(catalog);
         let conn = self.conn.lock();
         let mut stmt =

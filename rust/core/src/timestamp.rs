@@ -19,7 +19,9 @@ impl Timestamp {
 
     /// The wall clock now, in nanoseconds since the epoch (0 if the clock is before 1970).
     pub fn wall_clock() -> Timestamp {
-        let ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Timestamp(u64::try_from(ns).unwrap_or(u64::MAX).min(Self::MAX.0))
     }
 

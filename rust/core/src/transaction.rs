@@ -221,7 +221,9 @@ impl Transaction {
         self.reads.push(Interval::point(&key));
         let found = {
             let store = self.store.read();
-            store.get_with_ts(id, self.begin_ts).map(|(ts, d)| (ts, d.clone()))
+            store
+                .get_with_ts(id, self.begin_ts)
+                .map(|(ts, d)| (ts, d.clone()))
         };
         match found {
             Some((ts, doc)) => {
@@ -239,7 +241,12 @@ impl Transaction {
         Ok(())
     }
 
-    fn record_write(&mut self, id: DocumentId, old_ts: Option<Timestamp>, new: Option<DocumentRef>) -> Result<()> {
+    fn record_write(
+        &mut self,
+        id: DocumentId,
+        old_ts: Option<Timestamp>,
+        new: Option<DocumentRef>,
+    ) -> Result<()> {
         let is_new_doc = !self.writes.contains_key(&id);
         if is_new_doc && self.writes.len() + 1 > self.limits.max_documents_written {
             return Err(Error::LimitExceeded {
@@ -258,12 +265,11 @@ impl Transaction {
         }
         self.bytes_written += size;
         // The overlay: remove the keys of what this transaction saw, add the new ones.
-        let previous = match self.writes.get(&id) {
-            Some(w) => w.new.clone(),
-            None => {
-                let store = self.store.read();
-                store.get(&id, self.begin_ts).cloned()
-            }
+        let previous = if let Some(w) = self.writes.get(&id) {
+            w.new.clone()
+        } else {
+            let store = self.store.read();
+            store.get(&id, self.begin_ts).cloned()
         };
         if let Some(table) = self.catalog.table_by_number(id.table) {
             let indexes: Vec<&IndexDescriptor> = self.catalog.table_indexes(table).collect();
@@ -278,15 +284,11 @@ impl Transaction {
                 }
             }
         }
-        match self.writes.get_mut(&id) {
-            Some(w) => w.new = new,
-            None => {
-                let old = match (old_ts, previous) {
-                    (Some(ts), Some(doc)) => Some((ts, doc)),
-                    _ => None,
-                };
-                self.writes.insert(id, PendingWrite { old, new });
-            }
+        if let Some(w) = self.writes.get_mut(&id) {
+            w.new = new;
+        } else {
+            let old = old_ts.zip(previous);
+            self.writes.insert(id, PendingWrite { old, new });
         }
         Ok(())
     }
@@ -299,7 +301,10 @@ impl Transaction {
         }
         let creation_time = self.next_creation_time;
         self.next_creation_time = creation_time.next_up();
-        let id = DocumentId { table, internal: InternalId::generate(creation_time) };
+        let id = DocumentId {
+            table,
+            internal: InternalId::generate(creation_time),
+        };
         let doc = Arc::new(Document::new(id, creation_time, fields)?);
         self.record_write(id, None, Some(doc.clone()))?;
         Ok(doc)
@@ -308,8 +313,9 @@ impl Transaction {
     /// Replace the fields of an existing document (system fields are kept).
     pub fn replace(&mut self, id: &DocumentId, fields: Object) -> Result<DocumentRef> {
         self.check_writable("replace")?;
-        let (old_ts, current) =
-            self.current(id)?.ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
+        let (old_ts, current) = self
+            .current(id)?
+            .ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
         let doc = Arc::new(Document::new(*id, current.creation_time(), fields)?);
         self.record_write(*id, old_ts, Some(doc.clone()))?;
         Ok(doc)
@@ -318,8 +324,9 @@ impl Transaction {
     /// Delete an existing document; returns the deleted revision.
     pub fn delete(&mut self, id: &DocumentId) -> Result<DocumentRef> {
         self.check_writable("delete")?;
-        let (old_ts, current) =
-            self.current(id)?.ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
+        let (old_ts, current) = self
+            .current(id)?
+            .ok_or_else(|| Error::DocumentNotFound(id.encode()))?;
         self.record_write(*id, old_ts, None)?;
         Ok(current)
     }

@@ -13,6 +13,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fmt::Write as _;
 
 use crate::limits;
 
@@ -132,7 +133,10 @@ impl Value {
 
 /// Size of an object as [`Value::size`] counts it.
 pub fn object_size(fields: &Object) -> usize {
-    2 + fields.iter().map(|(k, v)| k.len() + 1 + v.size()).sum::<usize>()
+    2 + fields
+        .iter()
+        .map(|(k, v)| k.len() + 1 + v.size())
+        .sum::<usize>()
 }
 
 /// Compare two floats as Convex does (IEEE 754 total order, NaN by bit pattern).
@@ -189,11 +193,15 @@ impl FieldPath {
     /// Parse a dotted path (`"a.b"`). Each component must be a non-empty field name.
     pub fn parse(path: &str) -> Result<Self, ValueError> {
         if path.is_empty() {
-            return Err(ValueError::InvalidFieldPath { path: path.to_owned() });
+            return Err(ValueError::InvalidFieldPath {
+                path: path.to_owned(),
+            });
         }
         let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(ValueError::InvalidFieldPath { path: path.to_owned() });
+            return Err(ValueError::InvalidFieldPath {
+                path: path.to_owned(),
+            });
         }
         Ok(FieldPath(parts))
     }
@@ -225,7 +233,9 @@ impl fmt::Display for FieldPath {
 #[non_exhaustive]
 pub enum ValueError {
     /// Nesting deeper than the limit.
-    #[error("value at {path} is nested more than {limit} levels deep (limit: maximum nesting depth {limit})")]
+    #[error(
+        "value at {path} is nested more than {limit} levels deep (limit: maximum nesting depth {limit})"
+    )]
     TooDeep {
         /// Where the limit was crossed.
         path: String,
@@ -298,7 +308,10 @@ pub fn check_object(fields: &Object, path: &str) -> Result<(), ValueError> {
 
 fn check_fields(fields: &Object, path: &mut String, depth: usize) -> Result<(), ValueError> {
     if depth >= limits::MAX_VALUE_DEPTH {
-        return Err(ValueError::TooDeep { path: path.clone(), limit: limits::MAX_VALUE_DEPTH });
+        return Err(ValueError::TooDeep {
+            path: path.clone(),
+            limit: limits::MAX_VALUE_DEPTH,
+        });
     }
     if fields.len() > limits::MAX_OBJECT_FIELDS {
         return Err(ValueError::TooManyFields {
@@ -328,7 +341,10 @@ fn check_fields(fields: &Object, path: &mut String, depth: usize) -> Result<(), 
 /// [`limits::MAX_VALUE_DEPTH`] (i.e. the 65th level of nesting) is refused.
 fn check_inner(value: &Value, path: &mut String, depth: usize) -> Result<(), ValueError> {
     if matches!(value, Value::Array(_) | Value::Object(_)) && depth >= limits::MAX_VALUE_DEPTH {
-        return Err(ValueError::TooDeep { path: path.clone(), limit: limits::MAX_VALUE_DEPTH });
+        return Err(ValueError::TooDeep {
+            path: path.clone(),
+            limit: limits::MAX_VALUE_DEPTH,
+        });
     }
     match value {
         Value::Array(items) => {
@@ -341,7 +357,7 @@ fn check_inner(value: &Value, path: &mut String, depth: usize) -> Result<(), Val
             }
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
-                path.push_str(&format!("[{i}]"));
+                let _ = write!(path, "[{i}]");
                 check_inner(item, path, depth + 1)?;
                 path.truncate(len);
             }
@@ -403,7 +419,10 @@ mod tests {
         inner.insert("b".into(), Value::Int64(1));
         let mut o = Object::new();
         o.insert("a".into(), Value::Object(inner));
-        assert_eq!(FieldPath::parse("a.b").unwrap().lookup(&o), Some(&Value::Int64(1)));
+        assert_eq!(
+            FieldPath::parse("a.b").unwrap().lookup(&o),
+            Some(&Value::Int64(1))
+        );
         assert_eq!(FieldPath::parse("a.c").unwrap().lookup(&o), None);
         assert!(FieldPath::parse("a..b").is_err());
     }

@@ -37,7 +37,10 @@ pub struct WriteLogConfig {
 
 impl Default for WriteLogConfig {
     fn default() -> Self {
-        WriteLogConfig { max_age_ns: 60_000_000_000, max_entries: 250_000 }
+        WriteLogConfig {
+            max_age_ns: 60_000_000_000,
+            max_entries: 250_000,
+        }
     }
 }
 
@@ -61,7 +64,11 @@ pub struct Overlap {
 impl WriteLog {
     /// An empty log that can check transactions that began at or after `floor`.
     pub fn new(floor: Timestamp, config: WriteLogConfig) -> Self {
-        WriteLog { entries: VecDeque::new(), floor, config }
+        WriteLog {
+            entries: VecDeque::new(),
+            floor,
+            config,
+        }
     }
 
     /// The oldest begin timestamp that can be checked.
@@ -112,7 +119,9 @@ impl WriteLog {
         upto: Timestamp,
     ) -> impl Iterator<Item = &Arc<WriteLogEntry>> {
         let start = self.entries.partition_point(|e| e.ts <= after);
-        self.entries.range(start..).take_while(move |e| e.ts <= upto)
+        self.entries
+            .range(start..)
+            .take_while(move |e| e.ts <= upto)
     }
 
     /// The first write after `begin_ts` (up to `upto`) that lands in `reads` (normalized).
@@ -133,7 +142,10 @@ impl WriteLog {
         }
         for entry in self.between(begin_ts, upto) {
             if let Some(key) = reads.first_hit(&entry.keys) {
-                return Ok(Some(Overlap { ts: entry.ts, key: key.to_vec() }));
+                return Ok(Some(Overlap {
+                    ts: entry.ts,
+                    key: key.to_vec(),
+                }));
             }
         }
         Ok(None)
@@ -146,7 +158,10 @@ mod tests {
     use crate::interval::Interval;
 
     fn entry(ts: u64, keys: &[&[u8]]) -> Arc<WriteLogEntry> {
-        Arc::new(WriteLogEntry { ts: Timestamp(ts), keys: keys.iter().map(|k| (*k).into()).collect() })
+        Arc::new(WriteLogEntry {
+            ts: Timestamp(ts),
+            keys: keys.iter().map(|k| (*k).into()).collect(),
+        })
     }
 
     #[test]
@@ -158,18 +173,35 @@ mod tests {
         reads.push(Interval::new(b"l".to_vec(), b"n".to_vec()).unwrap());
         reads.push(Interval::point(b"a"));
         reads.normalize();
-        let hit = log.first_overlap(Timestamp(5), Timestamp::MAX, &reads).unwrap().unwrap();
+        let hit = log
+            .first_overlap(Timestamp(5), Timestamp::MAX, &reads)
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.ts, Timestamp(10));
-        let hit = log.first_overlap(Timestamp(10), Timestamp::MAX, &reads).unwrap().unwrap();
+        let hit = log
+            .first_overlap(Timestamp(10), Timestamp::MAX, &reads)
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.ts, Timestamp(20));
-        assert!(log.first_overlap(Timestamp(20), Timestamp::MAX, &reads).unwrap().is_none());
+        assert!(
+            log.first_overlap(Timestamp(20), Timestamp::MAX, &reads)
+                .unwrap()
+                .is_none()
+        );
         log.remove(Timestamp(20));
-        assert!(log.first_overlap(Timestamp(10), Timestamp::MAX, &reads).unwrap().is_none());
+        assert!(
+            log.first_overlap(Timestamp(10), Timestamp::MAX, &reads)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn trimming_raises_the_floor_but_keeps_pending() {
-        let config = WriteLogConfig { max_age_ns: 100, max_entries: 10 };
+        let config = WriteLogConfig {
+            max_age_ns: 100,
+            max_entries: 10,
+        };
         let mut log = WriteLog::new(Timestamp(0), config);
         log.append(entry(10, &[b"a"]));
         log.append(entry(20, &[b"b"]));
@@ -177,6 +209,9 @@ mod tests {
         assert_eq!(log.floor(), Timestamp(10));
         assert_eq!(log.len(), 1, "the entry above the visible timestamp stays");
         let reads = IntervalSet::new();
-        assert_eq!(log.first_overlap(Timestamp(5), Timestamp::MAX, &reads), Err(Timestamp(10)));
+        assert_eq!(
+            log.first_overlap(Timestamp(5), Timestamp::MAX, &reads),
+            Err(Timestamp(10))
+        );
     }
 }

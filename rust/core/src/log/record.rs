@@ -40,7 +40,13 @@ impl DocumentRevision {
         value: Option<Vec<u8>>,
         prev_ts: Option<Timestamp>,
     ) -> Self {
-        let mut r = DocumentRevision { id, ts, value, prev_ts, checksum: 0 };
+        let mut r = DocumentRevision {
+            id,
+            ts,
+            value,
+            prev_ts,
+            checksum: 0,
+        };
         r.checksum = r.compute_checksum();
         r
     }
@@ -107,7 +113,14 @@ impl IndexEntry {
         doc_id: DocumentId,
         deleted: bool,
     ) -> Self {
-        let mut e = IndexEntry { index_id, key, ts, doc_id, deleted, checksum: 0 };
+        let mut e = IndexEntry {
+            index_id,
+            key,
+            ts,
+            doc_id,
+            deleted,
+            checksum: 0,
+        };
         e.checksum = e.compute_checksum();
         e
     }
@@ -163,7 +176,12 @@ pub struct CommitRecord {
 impl CommitRecord {
     /// A commit record with its checksum computed.
     pub fn new(ts: Timestamp, document_count: u32, index_entry_count: u32) -> Self {
-        let mut r = CommitRecord { ts, document_count, index_entry_count, checksum: 0 };
+        let mut r = CommitRecord {
+            ts,
+            document_count,
+            index_entry_count,
+            checksum: 0,
+        };
         r.checksum = r.compute_checksum();
         r
     }
@@ -180,7 +198,10 @@ impl CommitRecord {
         if self.compute_checksum() == self.checksum {
             Ok(())
         } else {
-            Err(Error::Corrupt(format!("commit record (ts {}) fails its checksum", self.ts)))
+            Err(Error::Corrupt(format!(
+                "commit record (ts {}) fails its checksum",
+                self.ts
+            )))
         }
     }
 }
@@ -192,7 +213,10 @@ mod tests {
 
     #[test]
     fn checksums_catch_any_changed_field() {
-        let id = DocumentId { table: TableNumber(10001), internal: InternalId([1; 16]) };
+        let id = DocumentId {
+            table: TableNumber(10001),
+            internal: InternalId([1; 16]),
+        };
         let r = DocumentRevision::new(id, Timestamp(5), Some(vec![0, 3]), None);
         r.verify().unwrap();
         let mut bad = r.clone();

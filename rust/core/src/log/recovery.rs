@@ -69,7 +69,10 @@ impl Loader {
     pub fn add_commit(&mut self, record: CommitRecord) -> Result<()> {
         record.verify()?;
         if self.commits.insert(record.ts, record).is_some() {
-            return Err(Error::Corrupt(format!("two commit records at ts {}", record.ts)));
+            return Err(Error::Corrupt(format!(
+                "two commit records at ts {}",
+                record.ts
+            )));
         }
         Ok(())
     }
@@ -143,11 +146,11 @@ impl Loader {
                 None => None,
             };
             let previous = store.latest_ts(&id);
+            // No previous revision loaded is fine when one is named: it was garbage-collected.
             let prev_ok = match (revision.prev_ts, previous) {
                 (Some(p), Some(l)) => p == l,
-                (Some(_), None) => true, // the previous revision was garbage-collected
-                (None, None) => true,
                 (None, Some(_)) => false,
+                (_, None) => true,
             };
             if !prev_ok {
                 return Err(Error::Corrupt(format!(
@@ -161,8 +164,14 @@ impl Loader {
             let old = store.documents_latest(&id);
             let indexes: Vec<&IndexDescriptor> = self.catalog.table_indexes(table).collect();
             scratch.clear();
-            let changes =
-                index_changes(&indexes, old.as_ref(), doc.as_ref(), revision.ts, id, &mut scratch);
+            let changes = index_changes(
+                &indexes,
+                old.as_ref(),
+                doc.as_ref(),
+                revision.ts,
+                id,
+                &mut scratch,
+            );
             store.apply(revision.ts, id, doc, changes);
         }
         let last_commit = self.commits.keys().next_back().copied().unwrap_or_default();
@@ -180,7 +189,10 @@ fn torn(record: &CommitRecord, seen: &Seen) -> Error {
     Error::Corrupt(format!(
         "torn commit at ts {}: its record counts {} document revision(s) and {} index \
          entr(ies), the log holds {} and {}",
-        record.ts, record.document_count, record.index_entry_count, seen.documents,
+        record.ts,
+        record.document_count,
+        record.index_entry_count,
+        seen.documents,
         seen.index_entries
     ))
 }
@@ -206,7 +218,10 @@ pub struct Checker<'a> {
 impl<'a> Checker<'a> {
     /// A checker against this catalog.
     pub fn new(catalog: &'a Catalog) -> Self {
-        Checker { catalog, rows: HashMap::new() }
+        Checker {
+            catalog,
+            rows: HashMap::new(),
+        }
     }
 
     /// Feed one persisted index entry (any order).
@@ -214,7 +229,8 @@ impl<'a> Checker<'a> {
         let key = entry.keyspace_key();
         let newer = self.rows.get(&key).is_none_or(|(ts, _, _)| *ts < entry.ts);
         if newer {
-            self.rows.insert(key, (entry.ts, entry.doc_id, entry.deleted));
+            self.rows
+                .insert(key, (entry.ts, entry.doc_id, entry.deleted));
         }
     }
 
@@ -226,7 +242,9 @@ impl<'a> Checker<'a> {
             let Some(doc) = chain.at(ts) else { continue };
             report.documents += 1;
             let Some(table) = self.catalog.table_by_number(TableNumber(id.table.0)) else {
-                report.problems.push(format!("document {id} belongs to no table"));
+                report
+                    .problems
+                    .push(format!("document {id} belongs to no table"));
                 continue;
             };
             for index in self.catalog.table_indexes(table) {
@@ -276,13 +294,16 @@ impl<'a> Checker<'a> {
 }
 
 fn describe(catalog: &Catalog, key: &[u8]) -> String {
-    let name = IndexId::of_key(key).and_then(|i| catalog.index(i)).map_or_else(
-        || "?".to_owned(),
-        |i| {
-            let table =
-                catalog.table_by_number(TableNumber(i.table)).map_or("?", |t| t.name.as_str());
-            format!("{table}.{}", i.name)
-        },
-    );
+    let name = IndexId::of_key(key)
+        .and_then(|i| catalog.index(i))
+        .map_or_else(
+            || "?".to_owned(),
+            |i| {
+                let table = catalog
+                    .table_by_number(TableNumber(i.table))
+                    .map_or("?", |t| t.name.as_str());
+                format!("{table}.{}", i.name)
+            },
+        );
     format!("{name} key {}", hex(key.get(4..).unwrap_or_default()))
 }
