@@ -130,8 +130,9 @@ async def delete_then_read(ctx, id):
 @mutation(args={"writer": v.int64()})
 async def bump_pair(ctx, writer):
     """Add one to the writer's left and right counters (two documents, one commit)."""
-    left = await ctx.db.query("left").with_index("by_writer", lambda q: q.eq("writer", writer)).unique()
-    right = await ctx.db.query("right").with_index("by_writer", lambda q: q.eq("writer", writer)).unique()
+    mine = lambda q: q.eq("writer", writer)
+    left = await ctx.db.query("left").with_index("by_writer", mine).unique()
+    right = await ctx.db.query("right").with_index("by_writer", mine).unique()
     if left is None:
         await ctx.db.insert("left", {"writer": writer, "n": 1})
         await ctx.db.insert("right", {"writer": writer, "n": 1})
@@ -454,14 +455,14 @@ async def test_failed_mutation_writes_are_invisible(db_url: str, make_app: Any) 
     app_dir = make_app(
         {
             "m.py": APP
-            + '''
+            + """
 
 @mutation(args={})
 async def insert_then_fail(ctx):
     await ctx.db.insert("items", {"name": "doomed", "value": 1})
     assert (await ctx.db.query("items").collect())[-1]["name"] == "doomed"
     raise RuntimeError("boom")
-''',
+""",
             "schema.py": SCHEMA,
         }
     )
@@ -567,10 +568,9 @@ async def test_concurrent_reads_never_see_half_a_commit(db_url: str, make_app: A
         assert observations > 10
         assert thread_observations > 0
         final = await db.query("m:read_pairs")
-        assert final["left"] == final["right"] == {
-            "-1": 1,
-            **{str(w): rounds for w in range(writers)},
-        }
+        expected = {"-1": 1, **{str(w): rounds for w in range(writers)}}
+        assert final["left"] == expected
+        assert final["right"] == expected
         assert len(final["pairs"]) == 1 + writers * rounds
     finally:
         await db.close()

@@ -24,7 +24,7 @@ import reactive
 from reactive import ConvexError
 from reactive.errors import WriteConflict
 
-BANK = '''
+BANK = """
 import asyncio
 
 from reactive import ConvexError, mutation, query, v
@@ -51,7 +51,7 @@ async def transfer(ctx, src, dst, amount):
 @query(args={})
 async def balances(ctx):
     return {d["_id"]: d["balance"] for d in await ctx.db.query("accounts").collect()}
-'''
+"""
 
 BANK_SCHEMA = """
 from reactive import define_schema, define_table, v
@@ -169,10 +169,7 @@ async def test_concurrent_transfers_are_serializable(db_url: str, make_app: Any)
             for i in range(5)
         ]
         plans = [
-            [
-                (*rng.sample(accounts, 2), rng.randint(1, 60))
-                for _ in range(per_caller)
-            ]
+            [(*rng.sample(accounts, 2), rng.randint(1, 60)) for _ in range(per_caller)]
             for _ in range(callers)
         ]
         ledger: list[tuple[str, str, int, int]] = []  # (src, dst, amount, commit ts)
@@ -296,9 +293,7 @@ async def test_write_skew_is_refused_at_the_engine_level(
         await db.close()
 
 
-async def test_write_skew_with_disjoint_writes_and_blind_reader(
-    db_url: str, make_app: Any
-) -> None:
+async def test_write_skew_with_disjoint_writes_and_blind_reader(db_url: str, make_app: Any) -> None:
     """Three transactions on one snapshot: only those whose reads were overwritten fail."""
     db, _, ids = await _doctors_db(db_url, make_app)
     try:
@@ -406,9 +401,7 @@ async def test_mutation_that_always_conflicts_gives_up(db_url: str, make_app: An
     mod.HOOKS.clear()
 
 
-async def test_conflict_on_a_retry_succeeds_within_max_attempts(
-    db_url: str, make_app: Any
-) -> None:
+async def test_conflict_on_a_retry_succeeds_within_max_attempts(db_url: str, make_app: Any) -> None:
     app_dir = make_app({"m.py": CONFLICT})
     async with reactive.open(db_url, app=app_dir, max_attempts=3) as db:
         mod = _module(app_dir)

@@ -67,6 +67,20 @@ fn corrupt_row(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("{what}: {e}"))
 }
 
+/// Read a column; a value of the wrong type is a corrupt row, named by `what`.
+fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, idx: usize, what: &str) -> Result<T> {
+    row.get(idx).map_err(|e| match e {
+        rusqlite::Error::InvalidColumnType(_, name, ty) => {
+            corrupt_row(what, format!("column {name} holds a {ty}"))
+        }
+        rusqlite::Error::FromSqlConversionFailure(_, _, err) => corrupt_row(what, err),
+        rusqlite::Error::IntegralValueOutOfRange(_, v) => {
+            corrupt_row(what, format!("integer {v} out of range"))
+        }
+        other => Error::from(other),
+    })
+}
+
 fn ts_of(v: i64, what: &str) -> Result<Timestamp> {
     u64::try_from(v)
         .map(Timestamp)
@@ -149,7 +163,9 @@ impl SqlitePersistence {
                 |r| r.get::<_, Vec<u8>>(0),
             )
             .optional()?
-            .map_or(0, |b| String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(-1));
+            .map_or(0, |b| {
+                String::from_utf8_lossy(&b).parse::<i64>().unwrap_or(-1)
+            });
         if !(0..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Incompatible(format!(
                 "database {} has format version {version}; this version of reactive reads \
@@ -218,12 +234,14 @@ impl SqlitePersistence {
             conn.prepare("SELECT ts, document_count, index_entry_count, checksum FROM commits")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let ts = ts_of(row.get(0)?, "commit record")?;
+            let what = "commit record";
+            let ts = ts_of(col(row, 0, what)?, what)?;
+            let what = format!("commit record at ts {ts}");
             loader.add_commit(CommitRecord {
                 ts,
-                document_count: row.get(1)?,
-                index_entry_count: row.get(2)?,
-                checksum: row.get(3)?,
+                document_count: col(row, 1, &what)?,
+                index_entry_count: col(row, 2, &what)?,
+                checksum: col(row, 3, &what)?,
             })?;
         }
         drop(rows);
@@ -233,28 +251,28 @@ impl SqlitePersistence {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let ts = ts_of(row.get(0)?, "document revision")?;
+            let ts = ts_of(col(row, 0, "document revision")?, "document revision")?;
             let what = format!("document revision at ts {ts}");
-            let id = id_of(&row.get::<_, Vec<u8>>(1)?, &what)?;
-            let table: i64 = row.get(2)?;
-            let value: Option<Vec<u8>> = row.get(3)?;
-            let deleted: bool = row.get(4)?;
-            let prev_ts = row
-                .get::<_, Option<i64>>(5)?
+            let id = id_of(&col::<Vec<u8>>(row, 1, &what)?, &what)?;
+            let what = format!("document revision (id {id}, ts {ts})");
+            let table: i64 = col(row, 2, &what)?;
+            let value: Option<Vec<u8>> = col(row, 3, &what)?;
+            let deleted: bool = col(row, 4, &what)?;
+            let prev_ts = col::<Option<i64>>(row, 5, &what)?
                 .map(|p| ts_of(p, &what))
                 .transpose()?;
             if table != i64::from(id.table.0) || deleted != value.is_none() {
                 return Err(Error::Corrupt(format!(
-                    "document revision (id {id}, ts {ts}): table or deleted flag disagrees with \
-                     the row"
+                    "{what}: table or deleted flag disagrees with the row"
                 )));
             }
+            let checksum = col(row, 6, &what)?;
             loader.add_revision(DocumentRevision {
                 id,
                 ts,
                 value,
                 prev_ts,
-                checksum: row.get(6)?,
+                checksum,
             })?;
         }
         drop(rows);
@@ -365,15 +383,15 @@ impl SqlitePersistence {
 }
 
 fn read_index_row(row: &rusqlite::Row<'_>) -> Result<IndexEntry> {
-    let ts = ts_of(row.get(2)?, "index entry")?;
+    let ts = ts_of(col(row, 2, "index entry")?, "index entry")?;
     let what = format!("index entry at ts {ts}");
     Ok(IndexEntry {
-        index_id: crate::catalog::IndexId(row.get(0)?),
-        key: row.get(1)?,
+        index_id: crate::catalog::IndexId(col(row, 0, &what)?),
+        key: col(row, 1, &what)?,
         ts,
-        doc_id: id_of(&row.get::<_, Vec<u8>>(3)?, &what)?,
-        deleted: row.get(4)?,
-        checksum: row.get(5)?,
+        doc_id: id_of(&col::<Vec<u8>>(row, 3, &what)?, &what)?,
+        deleted: col(row, 4, &what)?,
+        checksum: col(row, 5, &what)?,
     })
 }
 
