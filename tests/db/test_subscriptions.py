@@ -41,6 +41,11 @@ async def first3(ctx):
     return [m["body"] for m in await ctx.db.query("messages").order("asc").take(3)]
 
 
+@query(args={})
+async def latest2(ctx):
+    return [m["body"] for m in await ctx.db.query("messages").order("desc").take(2)]
+
+
 @query(args={"id": v.string()})
 async def get(ctx, id):
     return await ctx.db.get(id)
@@ -215,6 +220,25 @@ async def test_take_depends_only_on_what_it_consumed(db: Any) -> None:
     await db.mutation("f:patch", {"id": ids[3], "fields": {"body": "m3?"}})
     assert await sub.get(timeout_s=5) == ["m1!", "m2", "m3?"]
     assert sub.runs == 4
+    sub.close()
+
+
+async def test_take_descending(db: Any) -> None:
+    ids = await db.mutation("f:send_many", {"channel": "a", "bodies": ["m0", "m1", "m2", "m3"]})
+    sub = db.subscribe("f:latest2", {})
+    assert await sub.get(timeout_s=5) == ["m3", "m2"]
+    # The older documents were not read.
+    await db.mutation("f:patch", {"id": ids[0], "fields": {"body": "m0!"}})
+    await db.mutation("f:delete", {"id": ids[1]})
+    await assert_quiet(sub)
+    assert sub.runs == 1
+    # A new document sorts first in descending order: a re-run.
+    await send(db, "b", "m4")
+    assert await sub.get(timeout_s=5) == ["m4", "m3"]
+    assert sub.runs == 2
+    await db.mutation("f:patch", {"id": ids[2], "fields": {"body": "m2!"}})
+    await assert_quiet(sub)
+    assert sub.runs == 2
     sub.close()
 
 
