@@ -96,7 +96,7 @@ def machine() -> dict[str, Any]:
         import reactive
 
         version = reactive.__version__
-    except Exception:  # noqa: BLE001 - a description, not a dependency
+    except Exception:
         version = "?"
     mount = mount_of(SCRATCH if SCRATCH.exists() else REPO)
     try:
@@ -207,10 +207,10 @@ def fmt(x: float | None, unit: str = "") -> str:
 
 
 def spread(samples: list[float]) -> str:
-    """``min–max`` of the samples, for judging noise."""
+    """``min-max`` of the samples, for judging noise."""
     if len(samples) < 2:
         return ""
-    return f"{fmt(min(samples))}–{fmt(max(samples))}"
+    return f"{fmt(min(samples))}-{fmt(max(samples))}"
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -223,16 +223,14 @@ def markdown_table(rows: list[Row]) -> str:
         anchor = fmt(r.anchor, r.unit) if r.anchor is not None else ""
         if r.anchor_name:
             anchor = f"{anchor} ({r.anchor_name})" if anchor else r.anchor_name
-        ratio = f"**{r.ratio:.2f}×**" if r.ratio is not None else ""
-        out.append(
-            f"| {r.name} | {fmt(r.reactive, r.unit)} | {anchor} | {ratio} | {r.target} |"
-        )
+        ratio = f"**{r.ratio:.2f}x**" if r.ratio is not None else ""
+        out.append(f"| {r.name} | {fmt(r.reactive, r.unit)} | {anchor} | {ratio} | {r.target} |")
     return "\n".join(out)
 
 
 def text_table(rows: list[Row]) -> str:
     """The rows as an aligned text table, with the spread of the samples."""
-    header = ("benchmark", "reactive", "(min–max)", "anchor", "(min–max)", "ratio", "target")
+    header = ("benchmark", "reactive", "(min-max)", "anchor", "(min-max)", "ratio", "target")
     lines = [header]
     for r in rows:
         lines.append(

@@ -306,6 +306,19 @@ def _tamper(path: Path, case: str, info: dict[str, Any]) -> list[str]:
                 (index_id, key, ts),
             ).rowcount
             expected = [str(ts), "index"]
+        elif case == "index_key":
+            ts, _ = info["puts"][5]
+            index_id, key = con.execute(
+                "SELECT index_id, key FROM indexes WHERE ts = ? ORDER BY index_id, key LIMIT 1",
+                (ts,),
+            ).fetchone()
+            flipped = bytearray(key)
+            flipped[-2] ^= 0x01
+            changed = con.execute(
+                "UPDATE indexes SET key = ? WHERE index_id = ? AND key = ? AND ts = ?",
+                (bytes(flipped), index_id, key, ts),
+            ).rowcount
+            expected = [str(ts), "index"]
         elif case == "commit_row":
             ts, _ = info["puts"][1]
             changed = con.execute("DELETE FROM commits WHERE ts = ?", (ts,)).rowcount
@@ -327,7 +340,9 @@ def _tamper(path: Path, case: str, info: dict[str, Any]) -> list[str]:
     return expected
 
 
-@pytest.mark.parametrize("case", ["document_value", "index_row", "commit_row", "prev_ts"])
+@pytest.mark.parametrize(
+    "case", ["document_value", "index_row", "index_key", "commit_row", "prev_ts"]
+)
 async def test_corruption_is_detected_at_open(
     tmp_path: Path, db_url: str, make_app: Any, case: str
 ) -> None:
@@ -346,6 +361,17 @@ async def test_corruption_is_detected_at_open(
     # Opening without the app (as `python -m reactive check` does) is refused too.
     with pytest.raises(CorruptionError):
         await reactive.open(db_url)
+    if case == "document_value":
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "reactive", "--db", db_url, "check"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "CorruptionError" in result.stderr
+        assert expected[0] in result.stderr
 
 
 async def test_untampered_database_reopens(db_url: str, make_app: Any) -> None:

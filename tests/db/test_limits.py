@@ -243,7 +243,6 @@ async def test_bad_document_is_refused_and_nothing_changes(
     message = str(info.value)
     for word in words:
         assert word in message, (word, message)
-    assert len(message) < 4000 or kind in ("depth_over", "array_depth_over")
     await assert_unchanged(vdb, before)
     # Still usable.
     await vdb.mutation("m:insert", {"kind": "int_ok"})
@@ -252,7 +251,9 @@ async def test_bad_document_is_refused_and_nothing_changes(
 
 
 @pytest.mark.parametrize("op", ["patch", "replace"])
-@pytest.mark.parametrize("kind", ["size_over", "depth_over", "set", "int_over", "dollar"])
+@pytest.mark.parametrize(
+    "kind", ["size_over", "depth_over", "set", "int_over", "dollar", "underscore", "int_key"]
+)
 async def test_bad_patch_or_replace_leaves_document_unchanged(
     vdb: reactive.Database, op: str, kind: str
 ) -> None:
@@ -786,6 +787,23 @@ async def test_schema_accepts_valid_documents_and_converts(sdb: reactive.Databas
     got = await sdb.query("m:get", {"id": user})
     assert type(got["age"]) is float and got["age"] == 40.0
     await assert_consistent(sdb)
+
+
+async def test_float64_and_int64_types_survive_reopen(db_url: str, make_app: MakeApp) -> None:
+    app = make_app(SCHEMA_APP)
+    async with reactive.open(db_url, app=app) as db:
+        doc_id = await db.mutation(
+            "m:insert", {"table": "things", "doc": {"f": 2**53, "i": 2**53 + 1, "u": 7}}
+        )
+        with pytest.raises(SchemaValidationError) as info:
+            await db.mutation("m:insert", {"table": "users", "doc": "ann"})
+        assert info.value.found == "string"
+    async with reactive.open(db_url, app=app) as db:
+        got = await db.query("m:get", {"id": doc_id})
+        assert type(got["f"]) is float and got["f"] == float(2**53)
+        assert type(got["i"]) is int and got["i"] == 2**53 + 1
+        assert type(got["u"]) is int and got["u"] == 7
+        assert type(got["_creationTime"]) is float
 
 
 async def test_invalid_patch_and_replace_leave_document_unchanged(sdb: reactive.Database) -> None:

@@ -229,20 +229,13 @@ def gate(monkeypatch: pytest.MonkeyPatch, small_backfill: None) -> asyncio.Event
     return event
 
 
-@pytest.mark.parametrize(
-    "knobs",
-    [{}, {"write_log_max_entries": 4}],
-    ids=["default", "short-write-log"],
-)
 async def test_large_table_backfills_in_background(
-    db_url: str, make_app: MakeApp, gate: asyncio.Event, knobs: dict[str, int]
+    db_url: str, make_app: MakeApp, gate: asyncio.Event
 ) -> None:
-    """With a short write log the backfill's snapshot falls out of the conflict window
-    while writes go on, and the backfill has to restart from a newer one."""
     async with reactive.open(db_url, app=make_app(app_files(NO_INDEX))) as db:
         ids = await db.mutation("m:seed", {"start": 0, "n": 300})
 
-    async with reactive.open(db_url, app=make_app(app_files(BY_K)), **knobs) as db:
+    async with reactive.open(db_url, app=make_app(app_files(BY_K))) as db:
         # Not ready yet: the backfill waits for the gate.
         assert len(db._background) == 1
         assert indexes(db)["by_k"]["ready_since"] is None
@@ -289,10 +282,34 @@ async def test_large_table_backfills_in_background(
         await assert_consistent(db, user_indexes=1)
         await db.mutation("m:insert_via_index", {"k": 1})
         await assert_consistent(db, user_indexes=1)
+        docs = snapshot(db)["items"]
 
     async with reactive.open(db_url, app=make_app(app_files(BY_K))) as db:
         assert not db._background
         assert snapshot(db)["items"] == docs
+        await assert_index_serves(db, "by_k", ["k"])
+        await assert_consistent(db, user_indexes=1)
+
+
+async def test_backfill_longer_than_the_write_log_window_finishes(
+    db_url: str, make_app: MakeApp, small_backfill: None
+) -> None:
+    """A backfill whose snapshot leaves the write-log window (by default 60 s or 250,000
+    commits; here 4 commits, while the backfill takes 30 chunk commits) must still finish.
+
+    Guarded by a generous timeout so a livelocked backfill fails the test instead of
+    hanging it; the backfill needs well under a second.
+    """
+    async with reactive.open(db_url, app=make_app(app_files(NO_INDEX))) as db:
+        await db.mutation("m:seed", {"start": 0, "n": 300})
+    async with reactive.open(
+        db_url, app=make_app(app_files(BY_K)), write_log_max_entries=4
+    ) as db:
+        try:
+            await asyncio.wait_for(db.wait_for_indexes(), timeout=10)
+        except TimeoutError:
+            pytest.fail("the background backfill never finished (it restarts from scratch)")
+        assert indexes(db)["by_k"]["ready_since"] is not None
         await assert_index_serves(db, "by_k", ["k"])
         await assert_consistent(db, user_indexes=1)
 
@@ -490,6 +507,65 @@ async def test_violating_schema_is_refused_and_nothing_changes(
         assert "extra" in {t["name"] for t in db._engine.tables()}
         await assert_index_serves(db, "by_k", ["k"])
         await assert_consistent(db, user_indexes=1)
+
+
+ID_FUNCTIONS = """
+from reactive import mutation, query
+
+
+@mutation
+async def insert(ctx, table, doc):
+    return await ctx.db.insert(table, doc)
+
+
+@mutation
+async def patch(ctx, id, fields):
+    await ctx.db.patch(id, fields)
+
+
+@query
+async def all(ctx, table):
+    return await ctx.db.query(table).collect()
+"""
+
+AUTHOR_SCHEMA = """
+from reactive import define_schema, define_table, v
+
+schema = define_schema({
+    "users": define_table({"name": v.string()}),
+    "posts": define_table({"author": %s}),
+})
+"""
+
+
+async def test_tightening_a_field_to_v_id_checks_stored_ids(
+    db_url: str, make_app: MakeApp
+) -> None:
+    loose = make_app({"m.py": ID_FUNCTIONS, "schema.py": AUTHOR_SCHEMA % "v.string()"})
+    strict_files = {"m.py": ID_FUNCTIONS, "schema.py": AUTHOR_SCHEMA % 'v.id("users")'}
+    async with reactive.open(db_url, app=loose) as db:
+        users = [
+            await db.mutation("m:insert", {"table": "users", "doc": {"name": f"u{i}"}})
+            for i in range(3)
+        ]
+        for uid in users:
+            await db.mutation("m:insert", {"table": "posts", "doc": {"author": uid}})
+        # An id of the wrong table.
+        bad = await db.mutation("m:insert", {"table": "posts", "doc": {"author": users[0]}})
+        post_ids = [d["_id"] for d in await db.query("m:all", {"table": "posts"})]
+        await db.mutation("m:patch", {"id": bad, "fields": {"author": post_ids[0]}})
+        before = snapshot(db)
+    with pytest.raises(SchemaError) as info:
+        await reactive.open(db_url, app=make_app(strict_files))
+    assert bad in str(info.value)
+    assert "posts" in str(info.value)
+    async with reactive.open(db_url, app=loose) as db:
+        assert snapshot(db) == before
+        await db.mutation("m:patch", {"id": bad, "fields": {"author": users[1]}})
+    async with reactive.open(db_url, app=make_app(strict_files)) as db:
+        posts = await db.query("m:all", {"table": "posts"})
+        assert sorted(p["author"] for p in posts) == sorted([*users, users[1]])
+        assert (await db.check())["problems"] == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class DatabaseReader:
     def _ids(self, table: str, text: str) -> bool:
         return self._txn.normalize_id(table, text) is not None
 
-    def _ensure_table(self, table: str) -> None:
+    def _check_table(self, table: str) -> None:
         if not isinstance(table, str):
             raise TableNotFoundError(f"table names are strings, not {type(table).__name__}")
         if self._txn.has_table(table):
@@ -71,9 +71,6 @@ class DatabaseReader:
         schema = self._db._app.schema
         if schema is not None and schema.strict_tables and table not in schema.tables:
             raise TableNotFoundError(f"table {table!r} is not in the schema")
-        self._db._engine.create_table(table)
-        self._db._flusher.nudge()
-        self._txn.refresh_catalog(self._db._engine)
 
     async def get(self, id: str) -> dict[str, Any] | None:
         """The document with this id, or ``None`` if there is none.
@@ -91,7 +88,7 @@ class DatabaseReader:
         Raises:
             TableNotFoundError: a schema is defined and does not have the table.
         """
-        self._ensure_table(table)
+        self._check_table(table)
         return Query(self, table)
 
     def normalize_id(self, table: str, id: str) -> str | None:
@@ -162,8 +159,10 @@ class DatabaseWriter(DatabaseReader):
             TableNotFoundError: the table is not in the schema.
             InvalidValueError / LimitExceededError: not a value, or over a limit.
         """
-        self._ensure_table(table)
+        self._check_table(table)
         fields = self._validate(table, document, "document")
+        if not self._txn.has_table(table):
+            self._txn.create_table(self._db._engine, table)
         return self._txn.insert(table, fields)
 
     def _existing(self, id: str) -> tuple[str, dict[str, Any]]:

@@ -69,6 +69,8 @@ class Database:
         self._runner = Runner(self, max_attempts=max_attempts)
         self._background: set[asyncio.Task[None]] = set()
         self._table_numbers: dict[str, int] = {}
+        self._retention_s = 60.0
+        self._retention_task: asyncio.Task[None] | None = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -78,6 +80,7 @@ class Database:
         url: str,
         app: str | Path | ModuleType | App | None,
         max_attempts: int,
+        retention_s: float,
         config: dict[str, int],
     ) -> Database:
         loaded_app = load_app(app)
@@ -90,7 +93,11 @@ class Database:
                 secret = os.urandom(32)
                 await persistence.set_global("cursor_secret", secret)
             db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
+            db._retention_s = retention_s
             db._flusher.start()
+            db._retention_task = asyncio.get_running_loop().create_task(
+                db._retention_loop(), name="reactive-retention"
+            )
         except BaseException:
             await persistence.close()
             raise
@@ -102,6 +109,18 @@ class Database:
             await db.close()
             raise
         return db
+
+    async def _retention_loop(self) -> None:
+        # Versions older than the retention window are dropped from memory, so memory does
+        # not grow with the number of updates; reads at timestamps inside it stay possible.
+        period = max(1.0, min(self._retention_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            min_ts = self._engine.visible_ts - int(self._retention_s * 1e9)
+            if min_ts > 0:
+                dropped = await asyncio.to_thread(self._engine.retain, min_ts)
+                if dropped:
+                    log.debug("retention dropped %d old versions", dropped)
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
@@ -116,6 +135,12 @@ class Database:
         """
         if self._closed:
             return
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            try:
+                await self._retention_task
+            except asyncio.CancelledError:
+                pass
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
@@ -308,6 +333,7 @@ def open(  # noqa: A001 - the public name is reactive.open, as DESIGN.md §1 spe
     *,
     app: str | Path | ModuleType | App | None = None,
     max_attempts: int = 32,
+    retention_s: float = 60.0,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -316,6 +342,8 @@ def open(  # noqa: A001 - the public name is reactive.open, as DESIGN.md §1 spe
         url: ``sqlite:///path.db`` (relative), ``sqlite:////abs/path.db``, or a file path.
         app: The app: a directory, an importable package name, a module or an ``App``.
         max_attempts: Attempts for a mutation that keeps hitting write conflicts.
+        retention_s: How long old versions stay readable in memory (point-in-time reads
+            with ``run_query(..., ts=...)``); older ones are dropped.
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -331,4 +359,4 @@ def open(  # noqa: A001 - the public name is reactive.open, as DESIGN.md §1 spe
     unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {list(_CONFIG_KEYS)}")
-    return _Opener(lambda: Database._open(url, app, max_attempts, dict(config)))
+    return _Opener(lambda: Database._open(url, app, max_attempts, retention_s, dict(config)))

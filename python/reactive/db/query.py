@@ -342,7 +342,7 @@ class Query:
         return docs[0] if docs else None
 
     def _fingerprint(self) -> bytes:
-        return repr((self._table, self._index, self._ops, self._order)).encode()
+        return repr((self._table, self._index, self._ops, self._order, self._filter)).encode()
 
     async def paginate(self, options: dict[str, Any]) -> PaginationResult:
         """One page: ``{"numItems": n, "cursor": str | None, "endCursor"?: str | None}``.

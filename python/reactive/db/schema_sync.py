@@ -79,8 +79,10 @@ async def backfill_index(db: Database, index_id: int, snapshot_ts: int) -> None:
         except TransactionTooOldError:
             # The write log no longer covers the snapshot: start again from a newer one.
             # Commits after the old snapshot maintained the index already.
+            # Documents before `after` are covered: the entries added stay, and commits since
+            # kept them current. Continue from `after` at a newer snapshot.
             await db._flusher.flush()
-            snapshot_ts, after = engine.visible_ts, None
+            snapshot_ts = engine.visible_ts
             continue
         if ts is not None:
             db._flusher.nudge()
@@ -102,17 +104,16 @@ async def apply_schema(db: Database, schema: DatabaseSchema | None) -> list[asyn
     """
     engine = db._engine
     backfills: list[tuple[int, int, int]] = []  # (index id, snapshot ts, table size)
+    if schema is None:
+        # No app schema (tools such as `python -m reactive check`): change nothing. An
+        # interrupted backfill resumes at the next open with the app.
+        return []
     catalog = {t["name"]: t for t in engine.tables()}
     for table in catalog.values():
         for index in table["indexes"]:
-            if index["ready_since"] is None and (
-                schema is None or table["name"] not in schema.tables
-            ):
+            if index["ready_since"] is None and table["name"] not in schema.tables:
                 # A backfill interrupted by a crash on an index the schema no longer has.
                 engine.drop_index(index["id"])
-    if schema is None:
-        await db._flusher.flush()
-        return []
     stored_raw = await db._persistence.get_global("schema")
     stored: dict[str, Any] = json.loads(stored_raw) if stored_raw else {}
     new_json: dict[str, Any] = json.loads(schema.to_json())

@@ -123,8 +123,9 @@ impl PyEngine {
     }
 
     /// Begin a transaction at the visible timestamp.
-    fn begin(&self, read_only: bool) -> PyTransaction {
-        PyTransaction::new(self.inner.begin(read_only))
+    fn begin(&self, py: Python<'_>, read_only: bool) -> PyResult<PyTransaction> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || Ok(engine.begin(read_only))).map(PyTransaction::new)
     }
 
     /// Begin a read-only transaction at an earlier timestamp inside the retention window.

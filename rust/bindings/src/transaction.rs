@@ -237,9 +237,21 @@ impl PyTransaction {
         let filter = filter.map(|f| to_expr(f, 0)).transpose()?;
         let ScanResult { docs, keys, done } = self.with(py, |t| {
             let catalog = Arc::clone(t.catalog());
-            let tdesc = catalog
-                .table(table)
-                .ok_or_else(|| Error::TableNotFound(table.into()))?;
+            let Some(tdesc) = catalog.table(table) else {
+                // A table that does not exist holds no documents; its creation is what
+                // would change the answer, so that is what the read set records.
+                if index != "by_id" && index != "by_creation_time" {
+                    return Err(Error::IndexNotFound {
+                        table: table.into(),
+                        index: index.into(),
+                    });
+                }
+                t.read_missing_table(table, new_query)?;
+                return Ok(ScanResult {
+                    done: true,
+                    ..ScanResult::default()
+                });
+            };
             let idesc =
                 catalog
                     .index_by_name(tdesc, index)
@@ -310,6 +322,31 @@ impl PyTransaction {
             .catalog()
             .table_by_number(id.table)
             .map(|t| t.name.clone()))
+    }
+
+    /// Create `table` inside this transaction (it exists for everyone once the transaction
+    /// commits; a transaction that fails leaves no table behind).
+    fn create_table(
+        &self,
+        py: Python<'_>,
+        engine: &crate::engine::PyEngine,
+        table: &str,
+    ) -> PyResult<()> {
+        let engine = Arc::clone(engine.inner());
+        self.with(py, move |t| {
+            if t.catalog().table(table).is_some() {
+                return Ok(());
+            }
+            match engine.reserve_table(table)? {
+                Some(reservation) => t.create_table(table, reservation),
+                // Created by a commit since this transaction began: it is empty at this
+                // snapshot, so seeing it is consistent.
+                None => {
+                    t.set_catalog(engine.catalog());
+                    Ok(())
+                }
+            }
+        })
     }
 
     /// Whether the transaction's catalog has this table.

@@ -8,9 +8,10 @@
 //! the same indexes, so each lookup really binary-searches instead of falling off an end.
 //!
 //! Variants give context: a 1-interval read set (a typical insert-only mutation reads one
-//! `by_id` point or nothing) and a 1,000-interval read set (keys outnumbered by intervals is
-//! the other branch of `IntervalSet::first_hit`), both against the same 10k window, and the
-//! 100-interval set against a 1k window (cost should scale with the window).
+//! `by_id` point or nothing; with fewer intervals than keys `IntervalSet::first_hit` takes
+//! its other branch) and a 1,000-interval read set (a deeper binary search per key), both
+//! against the same 10k window, and the 100-interval set against a 1k window (the cost is
+//! linear in the window).
 //!
 //! Run: `cargo bench -p reactive-core --bench conflict` (add `-- --quick` for a fast pass).
 //! `benches/run.py` parses the `thrpt:` line of `conflict/read100_log10k` (elements = checks).

@@ -107,6 +107,31 @@ pub struct TableDescriptor {
     pub indexes: BTreeMap<String, IndexId>,
 }
 
+/// The numbers a new table will have once a commit creates it: reserved when a transaction
+/// first writes to a table that does not exist, installed in the catalog by that
+/// transaction's commit (so a failed transaction leaves no table behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableReservation {
+    /// The table's number.
+    pub number: u32,
+    /// Its `by_id` index.
+    pub by_id: IndexId,
+    /// Its `by_creation_time` index.
+    pub by_creation_time: IndexId,
+}
+
+/// A pseudo-index whose keys are table names: reading a table that does not exist records
+/// a point on it, and the commit that creates the table writes that point, so readers of a
+/// missing table conflict with (and subscriptions are woken by) its creation.
+pub const TABLES_INDEX: IndexId = IndexId(0);
+
+/// The keyspace key of a table's name in [`TABLES_INDEX`].
+pub fn table_name_key(name: &str) -> Vec<u8> {
+    let mut key = TABLES_INDEX.prefix().to_vec();
+    crate::keys::encode_value(&crate::value::Value::String(name.to_owned()), &mut key);
+    key
+}
+
 /// Name of the built-in index on `_id`.
 pub const BY_ID: &str = "by_id";
 /// Name of the built-in index on `_creationTime`.
@@ -242,6 +267,63 @@ impl Catalog {
             )?;
         }
         Ok(TableNumber(number))
+    }
+
+    /// Reserve the numbers of a new table `name` without adding it (see
+    /// [`TableReservation`]).
+    pub fn reserve_table(&mut self, name: &str) -> Result<TableReservation, Error> {
+        check_identifier("table", name).map_err(Error::Schema)?;
+        let number = self.next_table;
+        self.next_table += 1;
+        let by_id = IndexId(self.next_index);
+        let by_creation_time = IndexId(self.next_index + 1);
+        self.next_index += 2;
+        Ok(TableReservation {
+            number,
+            by_id,
+            by_creation_time,
+        })
+    }
+
+    /// Add a table with the numbers of a reservation (ready from `ready_since`).
+    pub fn add_reserved_table(
+        &mut self,
+        name: &str,
+        r: &TableReservation,
+        ready_since: u64,
+    ) -> Result<(), Error> {
+        if self.by_name.contains_key(name) {
+            return Err(Error::Schema(SchemaError::new(format!(
+                "table {name:?} already exists"
+            ))));
+        }
+        self.next_table = self.next_table.max(r.number + 1);
+        self.next_index = self.next_index.max(r.by_creation_time.0 + 1);
+        let mut indexes = BTreeMap::new();
+        indexes.insert(BY_ID.to_owned(), r.by_id);
+        indexes.insert(BY_CREATION_TIME.to_owned(), r.by_creation_time);
+        self.tables.insert(
+            r.number,
+            TableDescriptor {
+                number: r.number,
+                name: name.to_owned(),
+                indexes,
+            },
+        );
+        self.by_name.insert(name.to_owned(), r.number);
+        for (id, index_name) in [(r.by_id, BY_ID), (r.by_creation_time, BY_CREATION_TIME)] {
+            let mut d = IndexDescriptor {
+                id,
+                table: r.number,
+                name: index_name.to_owned(),
+                user_fields: Vec::new(),
+                state: IndexState::Ready { since: ready_since },
+                key_fields: Vec::new(),
+            };
+            d.derive_key_fields()?;
+            self.indexes.insert(id, d);
+        }
+        Ok(())
     }
 
     /// Add a user index, in `state`; returns its id.

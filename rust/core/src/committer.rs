@@ -92,30 +92,40 @@ impl CommitterState {
         })
     }
 
-    /// Validate and queue a transaction's writes. Returns the commit timestamp.
-    pub fn commit(
-        &mut self,
+    /// OCC validation: no commit after `begin_ts` (pending ones included) wrote a key in
+    /// `reads`.
+    pub fn validate(
+        &self,
         catalog: &Catalog,
         begin_ts: Timestamp,
         reads: &IntervalSet,
-        writes: Vec<EncodedWrite>,
-        visible: Timestamp,
-    ) -> Result<Timestamp> {
+    ) -> Result<()> {
         match self
             .write_log
             .first_overlap(begin_ts, Timestamp::MAX, reads)
         {
-            Err(oldest) => return Err(Error::TransactionTooOld { begin_ts, oldest }),
-            Ok(Some(overlap)) => {
-                return Err(Self::conflict_error(catalog, overlap.ts, &overlap.key));
-            }
-            Ok(None) => {}
+            Err(oldest) => Err(Error::TransactionTooOld { begin_ts, oldest }),
+            Ok(Some(overlap)) => Err(Self::conflict_error(catalog, overlap.ts, &overlap.key)),
+            Ok(None) => Ok(()),
         }
+    }
+
+    /// Queue a validated transaction's writes against `catalog`; `extra_keys` are written
+    /// keys beyond the documents' index keys (names of tables it created). Returns the
+    /// commit timestamp.
+    pub fn prepare(
+        &mut self,
+        catalog: &Catalog,
+        writes: Vec<EncodedWrite>,
+        extra_keys: Vec<Vec<u8>>,
+        visible: Timestamp,
+    ) -> Result<Timestamp> {
         let ts = self.next_ts();
         let mut revisions = Vec::with_capacity(writes.len());
         let mut entries = Vec::new();
         let mut changes = Vec::with_capacity(writes.len());
-        let mut written: Vec<Box<[u8]>> = Vec::new();
+        let mut written: Vec<Box<[u8]>> =
+            extra_keys.into_iter().map(Vec::into_boxed_slice).collect();
         for EncodedWrite { id, write, stored } in writes {
             let table = catalog
                 .table_by_number(id.table)

@@ -47,13 +47,15 @@ impl Document {
                 )));
             }
         }
+        // The user's fields are checked before the system fields join them, so the
+        // 1024-fields limit is the user's to use.
+        check_object(&user_fields, "document")?;
         let mut fields = user_fields;
         fields.insert(ID_FIELD.to_owned(), Value::String(id.encode()));
         fields.insert(
             CREATION_TIME_FIELD.to_owned(),
             Value::Float64(creation_time),
         );
-        check_object(&fields, "document")?;
         let size = object_size(&fields);
         if size > limits::MAX_DOCUMENT_SIZE_BYTES {
             return Err(Error::LimitExceeded {

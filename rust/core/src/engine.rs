@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::catalog::{BY_ID, Catalog, IndexId, IndexState};
+use crate::catalog::{BY_ID, Catalog, IndexId, IndexState, TableReservation, table_name_key};
 use crate::committer::{CommitterState, encode_writes};
 use crate::document::DocumentRef;
+use crate::error::Conflict;
 use crate::error::{Error, Result};
 use crate::id::TableNumber;
+use crate::interval::hex;
 use crate::interval::{Interval, IntervalSet};
 use crate::keys;
 use crate::limits::TransactionLimits;
@@ -158,19 +160,57 @@ impl Engine {
     /// Validate and queue a transaction. Returns its commit timestamp, or `None` if it wrote
     /// nothing (a read-only transaction is serializable at its snapshot as it is).
     pub fn commit(&self, txn: Transaction) -> Result<Option<Timestamp>> {
-        let (begin_ts, reads, writes) = txn.into_parts();
-        if writes.is_empty() {
-            return Ok(None);
-        }
-        let encoded = encode_writes(writes);
+        let parts = txn.into_parts();
+        let encoded = encode_writes(parts.writes);
         if encoded.is_empty() {
+            // Nothing written (tables it created stay uncreated: they would be empty).
             return Ok(None);
         }
         let mut committer = self.committer.lock();
-        let catalog = self.catalog();
+        committer.validate(&self.catalog(), parts.begin_ts, &parts.reads)?;
+        let mut extra_keys = Vec::new();
+        let catalog = if parts.created_tables.is_empty() {
+            self.catalog()
+        } else {
+            let mut state = self.catalog.write();
+            let mut next = (*state.current).clone();
+            for (name, reservation) in &parts.created_tables {
+                match next.table(name) {
+                    Some(t) if t.number == reservation.number => {}
+                    Some(_) => {
+                        // Another transaction created the table first, with other numbers:
+                        // this one's ids name a table that will never exist. Retry.
+                        return Err(Error::Conflict(Conflict {
+                            table: name.clone(),
+                            key_hex: hex(&table_name_key(name)),
+                            ts: committer.last_ts,
+                        }));
+                    }
+                    None => next.add_reserved_table(name, reservation, committer.last_ts.0)?,
+                }
+                extra_keys.push(table_name_key(name));
+            }
+            state.current = Arc::new(next);
+            state.version += 1;
+            Arc::clone(&state.current)
+        };
         committer
-            .commit(&catalog, begin_ts, &reads, encoded, self.visible_ts())
+            .prepare(&catalog, encoded, extra_keys, self.visible_ts())
             .map(Some)
+    }
+
+    /// Reserve the numbers of a table a transaction is about to create (see
+    /// [`crate::catalog::TableReservation`]); `None` if the table exists.
+    pub fn reserve_table(&self, name: &str) -> Result<Option<TableReservation>> {
+        if self.catalog().table(name).is_some() {
+            return Ok(None);
+        }
+        self.change_catalog(|catalog, _| {
+            if catalog.table(name).is_some() {
+                return Ok(None);
+            }
+            catalog.reserve_table(name).map(Some)
+        })
     }
 
     /// Whether commits or catalog changes wait to be persisted.

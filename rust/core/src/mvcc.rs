@@ -110,12 +110,29 @@ pub struct IndexChange {
 pub struct MvccStore {
     documents: FxHashMap<DocumentId, VersionChain>,
     index: BTreeMap<Box<[u8]>, VersionChain>,
+    retained_from: Timestamp,
 }
 
 impl MvccStore {
     /// An empty store.
     pub fn new() -> Self {
         MvccStore::default()
+    }
+
+    /// The oldest snapshot the store can still serve: versions below it may be gone.
+    pub fn retained_from(&self) -> Timestamp {
+        self.retained_from
+    }
+
+    /// Fail if snapshot `ts` is older than what retention keeps.
+    pub fn check_snapshot(&self, ts: Timestamp) -> crate::error::Result<()> {
+        if ts < self.retained_from {
+            return Err(crate::error::Error::TransactionTooOld {
+                begin_ts: ts,
+                oldest: self.retained_from,
+            });
+        }
+        Ok(())
     }
 
     /// The document `id` at snapshot `ts`.
@@ -208,6 +225,7 @@ impl MvccStore {
     /// Drop versions that no snapshot at or after `min_ts` can see. Returns the number of
     /// versions dropped.
     pub fn retain(&mut self, min_ts: Timestamp) -> usize {
+        self.retained_from = self.retained_from.max(min_ts);
         let before: usize = self
             .documents
             .values()

@@ -7,9 +7,9 @@
 //! index may be used like any other.
 //!
 //! Invariants: the interval of a range is exactly the keys whose values satisfy it, because
-//! keys are tuples of self-delimiting encodings: `eq` fixes a prefix; `gte v` starts at
-//! `prefix ++ enc(v)`, `gt v` at the successor of every key with that prefix, and the upper
-//! bounds mirror them.
+//! keys are tuples of self-delimiting encodings and the byte after a whole value is a type
+//! tag (at most 0x15): `eq` values `P` cover `[P, P ++ 0xFF)`; `gte v` starts at
+//! `P ++ enc(v)`, `gt v` at `P ++ enc(v) ++ 0xFF`; the upper bounds mirror them.
 
 use crate::catalog::IndexDescriptor;
 use crate::error::{Error, Result};
@@ -131,29 +131,29 @@ pub fn index_range(index: &IndexDescriptor, table: &str, ops: &[RangeOp]) -> Res
             }
         }
     }
-    let end_of_prefix = || keys::prefix_successor(&prefix);
+    // After whole values, the next byte of a key is a tag (<= 0x15), so `values ++ 0xFF`
+    // is above every key that starts with exactly these values -- and below a key whose
+    // next value merely extends the last one's bytes ("a" vs "a\0" = 0x10 61 00 vs
+    // 0x10 61 00 FF 00), which `prefix_successor` would wrongly include.
+    let after_values = |mut k: Vec<u8>| {
+        k.push(0xFF);
+        k
+    };
     let start = match lower {
         None => prefix.clone(),
         Some((v, inclusive)) => {
             let mut k = prefix.clone();
             keys::encode_value(v, &mut k);
-            if inclusive {
-                k
-            } else {
-                keys::prefix_successor(&k).unwrap_or(k)
-            }
+            if inclusive { k } else { after_values(k) }
         }
     };
     let end = match upper {
-        None => end_of_prefix(),
+        None if position == 0 => keys::prefix_successor(&prefix),
+        None => Some(after_values(prefix.clone())),
         Some((v, inclusive)) => {
             let mut k = prefix.clone();
             keys::encode_value(v, &mut k);
-            if inclusive {
-                keys::prefix_successor(&k)
-            } else {
-                Some(k)
-            }
+            Some(if inclusive { after_values(k) } else { k })
         }
     };
     let end = end.ok_or_else(|| bad("index range has no upper end".into()))?;
@@ -255,6 +255,39 @@ mod tests {
         .unwrap();
         assert!(r.contains(&key(&d, 1, 5)) && r.contains(&key(&d, 1, 7)));
         assert!(!r.contains(&key(&d, 1, 8)) && !r.contains(&key(&d, 1, 4)));
+    }
+
+    #[test]
+    fn string_prefixes_are_distinct_values() {
+        let (_, d) = index();
+        let key_s = |a: &str| {
+            let mut k = d.id.prefix().to_vec();
+            keys::encode_value(&Value::String(a.into()), &mut k);
+            keys::encode_value(&Value::Int64(1), &mut k);
+            k
+        };
+        let eq = index_range(
+            &d,
+            "t",
+            &[RangeOp::Eq("a".into(), Value::String("a".into()))],
+        )
+        .unwrap();
+        assert!(eq.contains(&key_s("a")));
+        assert!(!eq.contains(&key_s("a\0")));
+        let gt = index_range(
+            &d,
+            "t",
+            &[RangeOp::Gt("a".into(), Value::String("a".into()))],
+        )
+        .unwrap();
+        assert!(gt.contains(&key_s("a\0")) && !gt.contains(&key_s("a")));
+        let lte = index_range(
+            &d,
+            "t",
+            &[RangeOp::Lte("a".into(), Value::String("a".into()))],
+        )
+        .unwrap();
+        assert!(lte.contains(&key_s("a")) && !lte.contains(&key_s("a\0")));
     }
 
     #[test]

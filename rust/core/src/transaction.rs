@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::catalog::{Catalog, IndexDescriptor, IndexId};
+use crate::catalog::{Catalog, IndexDescriptor, IndexId, TableReservation, table_name_key};
 use crate::document::{Document, DocumentRef};
 use crate::error::{Error, Limit, Result};
 use crate::filter::Expr;
@@ -68,6 +68,18 @@ pub struct ScanResult {
     pub done: bool,
 }
 
+/// What the committer takes from a finished transaction.
+pub struct CommitParts {
+    /// The snapshot it read.
+    pub begin_ts: Timestamp,
+    /// Its read set (normalized).
+    pub reads: IntervalSet,
+    /// Its writes.
+    pub writes: BTreeMap<DocumentId, PendingWrite>,
+    /// Tables it created, with their reserved numbers.
+    pub created_tables: Vec<(String, TableReservation)>,
+}
+
 /// A transaction in progress.
 pub struct Transaction {
     begin_ts: Timestamp,
@@ -83,6 +95,7 @@ pub struct Transaction {
     overlay: BTreeMap<Vec<u8>, Option<DocumentRef>>,
     bytes_written: usize,
     next_creation_time: f64,
+    created_tables: Vec<(String, TableReservation)>,
 }
 
 impl Transaction {
@@ -110,6 +123,7 @@ impl Transaction {
             overlay: BTreeMap::new(),
             bytes_written: 0,
             next_creation_time: base,
+            created_tables: Vec::new(),
         }
     }
 
@@ -157,10 +171,39 @@ impl Transaction {
         &self.writes
     }
 
-    /// Split into what the committer needs: begin timestamp, read set, writes.
-    pub fn into_parts(mut self) -> (Timestamp, IntervalSet, BTreeMap<DocumentId, PendingWrite>) {
+    /// Split into what the committer needs.
+    pub fn into_parts(mut self) -> CommitParts {
         self.reads.normalize();
-        (self.begin_ts, self.reads, self.writes)
+        CommitParts {
+            begin_ts: self.begin_ts,
+            reads: self.reads,
+            writes: self.writes,
+            created_tables: self.created_tables,
+        }
+    }
+
+    /// Create a table inside this transaction with reserved numbers: it exists for this
+    /// transaction now and for everyone once the transaction commits.
+    pub fn create_table(&mut self, name: &str, reservation: TableReservation) -> Result<()> {
+        self.check_writable("insert")?;
+        if self.catalog.table(name).is_some() {
+            return Ok(());
+        }
+        let mut catalog = (*self.catalog).clone();
+        catalog.add_reserved_table(name, &reservation, self.begin_ts.0)?;
+        self.catalog = Arc::new(catalog);
+        self.created_tables.push((name.to_owned(), reservation));
+        Ok(())
+    }
+
+    /// Record a read of a table that does not exist (it holds no documents): the commit that
+    /// creates it conflicts with this transaction and wakes subscriptions that read it.
+    pub fn read_missing_table(&mut self, name: &str, new_query: bool) -> Result<()> {
+        if new_query {
+            self.count_interval()?;
+        }
+        self.reads.push(Interval::point(&table_name_key(name)));
+        Ok(())
     }
 
     fn count_interval(&mut self) -> Result<()> {
@@ -221,6 +264,7 @@ impl Transaction {
         self.reads.push(Interval::point(&key));
         let found = {
             let store = self.store.read();
+            store.check_snapshot(self.begin_ts)?;
             store
                 .get_with_ts(id, self.begin_ts)
                 .map(|(ts, d)| (ts, d.clone()))
@@ -345,6 +389,7 @@ impl Transaction {
         let mut last_key: Option<Vec<u8>> = None;
         let store = Arc::clone(&self.store);
         let guard = store.read();
+        guard.check_snapshot(self.begin_ts)?;
         let base = guard.range(start, end, request.descending);
         let overlay: Box<dyn Iterator<Item = (&Vec<u8>, &Option<DocumentRef>)>> = {
             let r = self.overlay.range::<[u8], _>((

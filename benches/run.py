@@ -1,0 +1,134 @@
+"""Run every benchmark beside its anchor, in one process, and print the table.
+
+    .venv/bin/python benches/run.py            # full run (~6-10 minutes)
+    .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~2 minutes)
+    .venv/bin/python benches/run.py --only insert,scan --skip-rust
+
+Prints the machine, progress (stderr), an aligned table with each figure's spread, the
+notes, and the same table in Markdown (for README). Writes everything, samples included,
+to ``bench-results/latest.json``. Figures are medians of repetitions in which reactive and
+its anchor alternate, so both see the same machine noise; ratios are the figures of merit.
+Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_conflict
+import bench_get
+import bench_insert
+import bench_scan
+import bench_subscriptions
+import rust
+from common import (
+    RESULTS,
+    Row,
+    describe_machine,
+    log,
+    machine,
+    markdown_table,
+    print_rows,
+    write_json,
+)
+
+BENCHES: dict[str, ModuleType] = {
+    "insert": bench_insert,
+    "get": bench_get,
+    "scan": bench_scan,
+    "subscriptions": bench_subscriptions,
+    "conflict": bench_conflict,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHES)}"
+    )
+    parser.add_argument("--skip-rust", action="store_true", help="skip cargo (criterion) benches")
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
+    )
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHES)}")
+
+    info = machine()
+    started = datetime.now(UTC)
+    print(f"reactive benchmarks ({'quick' if args.quick else 'full'} run)")
+    print(f"machine: {describe_machine(info)}")
+    sys.stdout.flush()
+
+    rows: list[Row] = []
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    cargo = [n for n in ("subscriptions", "conflict") if n in names and rust.bench_exists(n)]
+    if cargo and not args.skip_rust:
+        # Compile the criterion benches first, in one go, so build time is not bench time.
+        log(f"[build] cargo bench --no-run {' '.join('--bench ' + n for n in cargo)} ...")
+        built = rust.build(cargo)
+        seconds["build"] = built.seconds
+        log(f"[build] {'done' if built.ok else 'FAILED'} in {built.seconds:.0f} s")
+        if not built.ok:
+            log(built.tail(30))
+    for name in names:
+        module = BENCHES[name]
+        if args.skip_rust and name == "conflict":
+            continue
+        log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        try:
+            if args.skip_rust and name == "subscriptions":
+                got = bench_subscriptions.engine_rows(args.quick)
+            else:
+                got = module.run(args.quick)
+        except Exception as exc:
+            traceback.print_exc()
+            got = [Row(name, f"{name} (failed)", "", None, notes=f"{type(exc).__name__}: {exc}")]
+        seconds[name] = time.perf_counter() - t0
+        log(f"[{name}] done in {seconds[name]:.0f} s")
+        rows.extend(got)
+    total = time.perf_counter() - t_all
+
+    info_end = machine()
+    print()
+    print_rows(rows)
+    print()
+    print(
+        f"Measured {started:%Y-%m-%d} on {info['nproc']} CPU(s) {info['cpu_model']}, "
+        f"Python {info['python']}, SQLite {info['sqlite']}, {info['db_filesystem']}; "
+        f"{'quick' if args.quick else 'full'} run, {total:.0f} s; load average "
+        f"{info['load_average']} → {info_end['load_average']}. Medians of repetitions; "
+        "ratio = reactive/anchor for throughput (higher is better)."
+    )
+    print()
+    print(markdown_table(rows))
+    write_json(
+        args.json,
+        {
+            "started": started.isoformat(),
+            "quick": args.quick,
+            "seconds": {"total": total, **seconds},
+            "machine": info,
+            "load_average_end": info_end["load_average"],
+            "rows": [r.to_json() for r in rows],
+        },
+    )
+    log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
