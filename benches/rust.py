@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from common import REPO, log
 
@@ -32,37 +34,60 @@ def bench_exists(name: str) -> bool:
     return (REPO / "rust" / "core" / "benches" / f"{name}.rs").exists()
 
 
+_EXECUTABLES: dict[str, Path] = {}
+"""Bench executables built by :func:`build`, by bench name."""
+
+
 def build(names: list[str], timeout: float = 900) -> CargoRun:
-    """Build several criterion benches in one cargo invocation (one compile of the crate)."""
-    args = ["cargo", "bench", "-p", "reactive-core", "--no-run"]
+    """Build criterion benches in one cargo invocation (one compile of the crate).
+
+    The executables are remembered, and :func:`cargo_bench` runs them as ``cargo bench``
+    would (``<exe> --bench``). Other engineers' edits to ``rust/core/src`` during a run then
+    cannot trigger a rebuild half way: every Rust figure of a run measures the same code.
+    """
+    args = ["cargo", "bench", "-p", "reactive-core", "--no-run", "--message-format=json"]
     for name in names:
         args += ["--bench", name]
     env = dict(os.environ, CARGO_TERM_COLOR="never")
     t0 = time.perf_counter()
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
-    return CargoRun(proc.returncode == 0, proc.stdout + proc.stderr, time.perf_counter() - t0)
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        target = msg.get("target") or {}
+        if (
+            msg.get("reason") == "compiler-artifact"
+            and msg.get("executable")
+            and "bench" in target.get("kind", [])
+            and target.get("name") in names
+        ):
+            _EXECUTABLES[target["name"]] = Path(msg["executable"])
+    ok = proc.returncode == 0 and all(n in _EXECUTABLES for n in names)
+    return CargoRun(ok, proc.stderr, time.perf_counter() - t0)
 
 
 def cargo_bench(name: str, args: list[str] | None = None, timeout: float = 900) -> CargoRun:
-    """``cargo bench -p reactive-core --bench <name> [-- args]``, building first.
+    """``cargo bench -p reactive-core --bench <name> [-- args]``.
 
-    The build is a separate step (``--no-run``) so its time is not mistaken for the bench's.
+    Builds first (a separate step, so its time is not mistaken for the bench's) unless
+    :func:`build` already did in this process; then runs the executable with ``--bench``
+    from the crate's directory, exactly what ``cargo bench`` runs.
     """
-    base = ["cargo", "bench", "-p", "reactive-core", "--bench", name]
+    exe = _EXECUTABLES.get(name)
+    if exe is None:
+        built = build([name], timeout)
+        if not built.ok:
+            return built
+        if built.seconds > 5:
+            log(f"  built bench {name} in {built.seconds:.0f} s")
+        exe = _EXECUTABLES[name]
     env = dict(os.environ, CARGO_TERM_COLOR="never")
     t0 = time.perf_counter()
-    build = subprocess.run(
-        [*base, "--no-run"], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout
-    )
-    built = time.perf_counter() - t0
-    if build.returncode != 0:
-        return CargoRun(False, build.stdout + build.stderr, built)
-    if built > 5:
-        log(f"  built bench {name} in {built:.0f} s")
-    t0 = time.perf_counter()
     proc = subprocess.run(
-        [*base, "--", *(args or [])],
-        cwd=REPO,
+        [str(exe), "--bench", *(args or [])],
+        cwd=REPO / "rust" / "core",
         capture_output=True,
         text=True,
         env=env,

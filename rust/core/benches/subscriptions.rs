@@ -5,14 +5,21 @@
 //! 16-byte document id for written/point keys. Mixes:
 //! * `prefix`: every subscription is one distinct prefix range `[P, succ(P))`;
 //! * `half_point`: even subscriptions are prefix ranges, odd ones point intervals;
-//! * `range` (informational): general ranges `[P ++ docid, succ(P))` held in the treap.
+//! * `range` (informational): "take 50 latest"-shaped ranges `[P ++ 8 bytes, succ(P))`,
+//!   which live in the per-bucket treaps.
 //!
 //! Each commit writes 2 keys that hit some subscription and 2 that hit none. `cold`
 //! cycles through a pool of 65 536 distinct commits (so lookups miss the CPU caches as
-//! they would in production); `hot` repeats one commit.
+//! they would in production); `hot` repeats one commit, as a plain criterion loop over one commit would.
+//!
+//! `cargo bench --bench subscriptions` runs criterion then prints the table; pass a
+//! filter matching no benchmark (`-- table`) to print only the table.
+
+// The results table is this benchmark's output.
+#![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use reactive_core::interval::Interval;
@@ -118,110 +125,130 @@ fn build(mix: Mix, n: usize) -> SubscriptionIndex {
     idx
 }
 
-/// Commits of 4 keys: 2 hitting random subscriptions, 2 hitting nothing, shuffled.
-fn commits(mix: Mix, n: usize, count: usize) -> Vec<Vec<Vec<u8>>> {
+/// Commits of 4 keys: `hits` hitting random subscriptions, the others hitting nothing
+/// (values no subscription uses), in random order.
+fn commits(mix: Mix, n: usize, count: usize, hits: u64) -> Vec<Vec<Vec<u8>>> {
+    let n = n as u64;
     (0..count as u64)
         .map(|c| {
-            let r = |j: u64| mix64(c * 8 + j);
-            let mut keys = vec![
-                mix.hit(r(0) % n as u64, r(1)),
-                mix.hit(r(2) % n as u64, r(3)),
-                doc_key(&prefix_key(n as u64 + r(4) % n as u64), r(5)),
-                doc_key(&prefix_key(n as u64 + r(6) % n as u64), r(7)),
-            ];
+            let r = |j: u64| mix64(c * 16 + j);
+            let mut keys: Vec<Vec<u8>> = (0..4)
+                .map(|k| {
+                    if k < hits {
+                        mix.hit(r(2 * k) % n, r(2 * k + 1))
+                    } else {
+                        doc_key(&prefix_key(n + r(2 * k) % n), r(2 * k + 1))
+                    }
+                })
+                .collect();
             keys.rotate_left((r(8) % 4) as usize);
             keys
         })
         .collect()
 }
 
-/// Median over rounds of the mean ns per commit, cycling through `pool`.
-fn median_ns(idx: &SubscriptionIndex, pool: &[Vec<Vec<u8>>], per_round: usize) -> f64 {
-    let mut j = 0;
-    let mut rounds: Vec<f64> = (0..31)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..per_round {
-                black_box(idx.matches(black_box(&pool[j % pool.len()])));
-                j += 1;
-            }
-            t.elapsed().as_nanos() as f64 / per_round as f64
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[rounds.len() / 2]
+/// Mean ns per commit over one round of commits, cycling through `pool` from `*j`.
+fn round_ns(idx: &SubscriptionIndex, pool: &[Vec<Vec<u8>>], j: &mut usize) -> f64 {
+    const PER_ROUND: usize = 10_000;
+    let t = Instant::now();
+    for _ in 0..PER_ROUND {
+        black_box(idx.matches(black_box(&pool[*j % pool.len()])));
+        *j += 1;
+    }
+    t.elapsed().as_nanos() as f64 / PER_ROUND as f64
 }
 
-struct Row {
-    mix: Mix,
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Built {
     size: usize,
     build_s: f64,
-    cold: f64,
-    hot: f64,
+    idx: SubscriptionIndex,
+    /// Commits with 2 hitting and 2 missing keys.
+    pool: Vec<Vec<Vec<u8>>>,
+    /// Commits whose 4 keys all miss.
+    misses: Vec<Vec<Vec<u8>>>,
 }
 
 fn main() {
     let mut c = Criterion::default()
         .sample_size(20)
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     let mut rows = Vec::new();
     for mix in [Mix::Prefix, Mix::HalfPoint, Mix::Range] {
+        let built: Vec<Built> = SIZES
+            .iter()
+            .map(|&size| {
+                let t = Instant::now();
+                let idx = build(mix, size);
+                let build_s = t.elapsed().as_secs_f64();
+                let pool = commits(mix, size, POOL, 2);
+                let misses = commits(mix, size, POOL, 0);
+                assert!(pool.iter().take(64).all(|c| !idx.matches(c).is_empty()));
+                assert!(misses.iter().take(64).all(|c| idx.matches(c).is_empty()));
+                Built {
+                    size,
+                    build_s,
+                    idx,
+                    pool,
+                    misses,
+                }
+            })
+            .collect();
         let mut group = c.benchmark_group(format!("matches_4_keys/{}", mix.name()));
-        for n in SIZES {
-            let t = Instant::now();
-            let idx = build(mix, n);
-            let build_s = t.elapsed().as_secs_f64();
-            let pool = commits(mix, n, POOL);
-            for commit in pool.iter().take(64) {
-                assert!(!idx.matches(commit).is_empty(), "commit must hit");
-            }
-            let mut j = 0;
-            group.bench_with_input(BenchmarkId::new("cold", n), &pool, |b, pool| {
-                b.iter(|| {
-                    j += 1;
-                    idx.matches(black_box(&pool[j % pool.len()]))
+        for b in &built {
+            for (name, pool) in [("cold", &b.pool[..]), ("hot", &b.pool[..1])] {
+                let mut j = 0;
+                group.bench_with_input(BenchmarkId::new(name, b.size), pool, |bench, pool| {
+                    bench.iter(|| {
+                        j += 1;
+                        b.idx.matches(black_box(&pool[j % pool.len()]))
+                    });
                 });
-            });
-            let cold = median_ns(&idx, &pool, 20_000);
-            let hot = median_ns(&idx, &pool[..1], 20_000);
-            rows.push(Row {
-                mix,
-                size: n,
-                build_s,
-                cold,
-                hot,
-            });
+            }
         }
         group.finish();
+        // Interleave sizes round by round so that machine noise hits all sizes alike.
+        let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; built.len()];
+        let mut cursors = vec![0; built.len()];
+        for _ in 0..41 {
+            for (i, b) in built.iter().enumerate() {
+                let mut j = cursors[i];
+                samples[i][0].push(round_ns(&b.idx, &b.pool, &mut cursors[i]));
+                samples[i][1].push(round_ns(&b.idx, &b.misses, &mut j));
+                samples[i][2].push(round_ns(&b.idx, &b.pool[..1], &mut 0));
+            }
+        }
+        for (b, s) in built.iter().zip(samples) {
+            let [cold, miss, hot] = s.map(median);
+            rows.push((mix, b.size, b.build_s, cold, miss, hot));
+        }
     }
     c.final_summary();
 
-    println!("\nmedian ns per commit (4 written keys: 2 hit, 2 miss)");
+    println!("\nmedian ns per commit of 4 written keys, 41 interleaved rounds of 10 000");
+    println!("  cold: 2 keys hit + 2 miss, 65 536 distinct commits cycled (cache-cold)");
+    println!("  cold-0: the same but all 4 keys miss; hot: one 2-hit commit repeated");
+    let header = ["mix", "subs", "build s", "cold", "cold-0", "hot"];
     println!(
-        "{:<11} {:>9} {:>9} {:>10} {:>10}",
-        "mix", "subs", "build s", "cold ns", "hot ns"
+        "{:<11} {:>9} {:>8} {:>8} {:>8} {:>8}",
+        header[0], header[1], header[2], header[3], header[4], header[5]
     );
-    for r in &rows {
-        println!(
-            "{:<11} {:>9} {:>9.2} {:>10.0} {:>10.0}",
-            r.mix.name(),
-            r.size,
-            r.build_s,
-            r.cold,
-            r.hot
-        );
+    for &(mix, size, build_s, cold, miss, hot) in &rows {
+        let name = mix.name();
+        println!("{name:<11} {size:>9} {build_s:>8.2} {cold:>8.0} {miss:>8.0} {hot:>8.0}");
     }
     for mix in [Mix::Prefix, Mix::HalfPoint, Mix::Range] {
-        let get = |n| rows.iter().find(|r| r.mix == mix && r.size == n);
+        let get = |n| rows.iter().find(|r| r.0 == mix && r.1 == n);
         if let (Some(a), Some(b)) = (get(1_000), get(1_000_000)) {
-            println!(
-                "{:<11} ratio 1M/1k: cold {:.2}x, hot {:.2}x",
-                mix.name(),
-                b.cold / a.cold,
-                b.hot / a.hot
-            );
+            let (cold, miss, hot) = (b.3 / a.3, b.4 / a.4, b.5 / a.5);
+            let name = mix.name();
+            println!("{name:<11} 1M/1k: cold {cold:.2}x, cold-0 {miss:.2}x, hot {hot:.2}x");
         }
     }
 }

@@ -219,6 +219,9 @@ fn loader_never_half_applies() {
     assert!(loader.finish().is_err());
 }
 
+/// Serializes take_batch + publish across the test's threads (the flusher's role).
+static PUBLISH: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 #[test]
 fn concurrent_transfers_keep_the_total() {
     let engine = Arc::new(empty_engine());
@@ -264,7 +267,6 @@ fn concurrent_transfers_keep_the_total() {
                     }
                     // Publish whatever is queued (any thread may do it; publication is in order
                     // because take_batch and publish happen under this lock).
-                    static PUBLISH: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
                     let _g = PUBLISH.lock();
                     flush(&engine);
                 }
