@@ -220,8 +220,8 @@ impl PyTransaction {
         order: &str,
         limit: Option<usize>,
         filter: Option<&Bound<'py, PyAny>>,
-        after: Option<Vec<u8>>,
-        until: Option<Vec<u8>>,
+        after: Option<&[u8]>,
+        until: Option<&[u8]>,
         new_query: bool,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, bool)> {
         let descending = match order {
@@ -266,7 +266,7 @@ impl PyTransaction {
                 });
             }
             let interval = query::index_range(idesc, table, &ops)?;
-            let interval = query::narrow(&interval, after.as_deref(), until.as_deref(), descending);
+            let interval = query::narrow(&interval, after, until, descending);
             if query::is_empty(&interval) {
                 return Ok(ScanResult {
                     done: true,
@@ -301,7 +301,7 @@ impl PyTransaction {
         let guard = self.inner.lock();
         let txn = guard
             .as_ref()
-            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+            .ok_or(CoreError(Error::TransactionFinished))?;
         Ok(txn
             .catalog()
             .table(table)
@@ -317,7 +317,7 @@ impl PyTransaction {
         let guard = self.inner.lock();
         let txn = guard
             .as_ref()
-            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+            .ok_or(CoreError(Error::TransactionFinished))?;
         Ok(txn
             .catalog()
             .table_by_number(id.table)
@@ -354,7 +354,7 @@ impl PyTransaction {
         let guard = self.inner.lock();
         let txn = guard
             .as_ref()
-            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+            .ok_or(CoreError(Error::TransactionFinished))?;
         Ok(txn.catalog().table(table).is_some())
     }
 
@@ -364,7 +364,7 @@ impl PyTransaction {
         let mut guard = self.inner.lock();
         let txn = guard
             .as_mut()
-            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+            .ok_or(CoreError(Error::TransactionFinished))?;
         txn.set_catalog(catalog);
         Ok(())
     }
@@ -375,7 +375,7 @@ impl PyTransaction {
         let guard = self.inner.lock();
         let txn = guard
             .as_ref()
-            .ok_or_else(|| CoreError(Error::TransactionFinished))?;
+            .ok_or(CoreError(Error::TransactionFinished))?;
         let (intervals, docs_read, bytes_read, docs_written, bytes_written) = txn.usage();
         let d = PyDict::new(py);
         d.set_item("index_ranges_read", intervals)?;

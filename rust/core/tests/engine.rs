@@ -219,7 +219,7 @@ fn loader_never_half_applies() {
     assert!(loader.finish().is_err());
 }
 
-/// Serializes take_batch + publish across the test's threads (the flusher's role).
+/// Serializes `take_batch` + `publish` across the test's threads (the flusher's role).
 static PUBLISH: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 #[test]
