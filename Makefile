@@ -41,10 +41,13 @@ fmt: setup
 	$(VPY) -m ruff check --fix python tests benches examples
 
 lint: setup
+	$(VPY) -m pip install --quiet -e '.[dev]'
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(VPY) -m ruff check python tests benches examples
 	$(VPY) -m ruff format --check python tests benches examples
+	$(VPY) -m mypy python/reactive
+	$(VPY) -m mypy.stubtest reactive._core
 
 clean:
 	rm -rf $(VENV) target .pytest_cache

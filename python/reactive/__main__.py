@@ -45,7 +45,7 @@ def _parse_args_json(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise SystemExit(f"error: ARGS_JSON is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise SystemExit("error: ARGS_JSON must be a JSON object, e.g. '{\"channel\": \"general\"}'")
+        raise SystemExit('error: ARGS_JSON must be a JSON object, e.g. \'{"channel": "general"}\'')
     return value
 
 

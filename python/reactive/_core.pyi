@@ -3,6 +3,21 @@
 from os import PathLike
 from typing import Any, final
 
+__all__ = [
+    "Engine",
+    "__version__",
+    "LoadedState",
+    "PersistBatch",
+    "SqliteStore",
+    "Transaction",
+    "check_value",
+    "decode_index_key",
+    "id_table_number",
+    "index_key",
+    "value_fingerprint",
+    "value_size",
+]
+
 __version__: str
 
 def value_fingerprint(value: Any) -> bytes: ...
@@ -11,6 +26,7 @@ def index_key(value: Any) -> bytes: ...
 def decode_index_key(key: bytes) -> Any: ...
 def value_size(value: Any) -> int: ...
 def id_table_number(text: str) -> int | None: ...
+
 @final
 class LoadedState:
     @property

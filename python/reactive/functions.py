@@ -1,5 +1,6 @@
-"""Function definitions (``@query``, ``@mutation``, ``@action`` and their ``internal_*``
-forms), function paths, and loading an app's functions and schema.
+"""Function definitions, function paths, and loading an app's functions and schema.
+
+``@query``, ``@mutation``, ``@action`` and their ``internal_*`` forms define functions.
 
 An app is a directory or importable package of Python modules (DESIGN.md §1). A function
 ``list`` defined in ``chat/messages.py`` has the path ``"messages:list"``; one in
@@ -85,6 +86,7 @@ class Function:
         self.__qualname__ = getattr(handler, "__qualname__", self.__name__)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly (no transaction, no validation)."""
         return self.handler(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -146,9 +148,7 @@ def canonicalize_path(path: str) -> str:
     module, sep, name = path.rpartition(":")
     if not sep:
         module, name = path, "default"
-    if module.endswith(".js"):
-        module = module[:-3]
-    elif module.endswith(".py"):
+    if module.endswith(".js") or module.endswith(".py"):
         module = module[:-3]
     components = module.split("/")
     ok = (
@@ -244,11 +244,14 @@ def load_app(app: str | Path | ModuleType | App | None) -> App:
                     f"app directory {path} must be named like a Python package"
                 )
             existing = sys.modules.get(package_name)
-            if existing is not None and getattr(existing, "__path__", None):
-                if Path(list(existing.__path__)[0]).resolve() != path:
-                    raise FunctionNotFoundError(
-                        f"a different package named {package_name!r} is already imported"
-                    )
+            if (
+                existing is not None
+                and getattr(existing, "__path__", None)
+                and Path(next(iter(existing.__path__))).resolve() != path
+            ):
+                raise FunctionNotFoundError(
+                    f"a different package named {package_name!r} is already imported"
+                )
             package = importlib.import_module(package_name)
         else:
             try:

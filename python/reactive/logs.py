@@ -1,5 +1,7 @@
-"""Log lines of function runs: ``print`` and ``logging`` inside a function become
-``"[LOG] text"`` lines (spec §9.4) that callers receive with the result.
+"""Log lines of function runs.
+
+``print`` and ``logging`` inside a function become ``"[LOG] text"`` lines (spec §9.4)
+that callers receive with the result.
 
 A context variable names the collector of the function running in the current task; a
 proxy installed once on ``sys.stdout`` and a ``logging`` handler on the root logger append
@@ -106,7 +108,7 @@ def install() -> None:
         if _installed:
             return
         if not isinstance(sys.stdout, _StdoutProxy) and sys.stdout is not None:
-            sys.stdout = _StdoutProxy(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = _StdoutProxy(sys.stdout)
         logging.getLogger().addHandler(_Handler(level=logging.DEBUG))
         _installed = True
 

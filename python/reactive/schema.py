@@ -426,7 +426,9 @@ class _V:
         """A dict with exactly these fields (``v.optional`` ones may be absent)."""
         if not isinstance(fields, Mapping):
             raise SchemaError("v.object(fields) needs a dict of validators")
-        return _Object({str(k): _as_validator(x, f"v.object field {k!r}") for k, x in fields.items()})
+        return _Object(
+            {str(k): _as_validator(x, f"v.object field {k!r}") for k, x in fields.items()}
+        )
 
     @staticmethod
     def record(keys: Validator, values: Validator) -> Validator:
@@ -557,7 +559,9 @@ class TableDefinition:
         """The table's JSON form (validator and indexes)."""
         return {
             "documentType": self.validator.to_json() if self.validator else None,
-            "indexes": [{"indexDescriptor": i.name, "fields": list(i.fields)} for i in self.indexes],
+            "indexes": [
+                {"indexDescriptor": i.name, "fields": list(i.fields)} for i in self.indexes
+            ],
             "searchIndexes": [
                 {
                     "indexDescriptor": i.name,

@@ -358,7 +358,7 @@ async def test_arguments_must_be_values(
 # per-transaction limits
 
 TXN_APP = {
-    "m.py": '''
+    "m.py": """
 from reactive import mutation, query
 
 
@@ -409,7 +409,7 @@ async def ids(ctx):
     async for doc in ctx.db.query("items"):
         out.append(doc["_id"])
     return out
-''',
+""",
 }
 
 
@@ -729,9 +729,7 @@ async def test_schema_refuses_invalid_documents(
     with pytest.raises(SchemaValidationError) as info:
         # A valid first insert in the same mutation must be rolled back too.
         first = {"name": "ok"} if table == "users" else {}
-        await sdb.mutation(
-            "m:insert_two", {"table": table, "first": first, "second": doc}
-        )
+        await sdb.mutation("m:insert_two", {"table": table, "first": first, "second": doc})
     err = info.value
     assert err.table == table
     assert err.path == path

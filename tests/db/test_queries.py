@@ -440,9 +440,9 @@ async def test_async_for_whole_and_break(db: Any) -> None:
     await insert(db, [{"name": f"{i:04d}", "v": i} for i in range(300)])
     everything = [f"{i:04d}" for i in range(300)]
     assert names(await db.query("f:iterate", {"index": "by_v"})) == everything
-    assert names(await db.query("f:iterate", {"index": "by_v", "order": "desc"})) == everything[
-        ::-1
-    ]
+    assert (
+        names(await db.query("f:iterate", {"index": "by_v", "order": "desc"})) == everything[::-1]
+    )
     assert names(await db.query("f:iterate", {})) == everything  # by creation time
     for stop in (1, 8, 9, 41):
         got = await db.query("f:iterate", {"index": "by_v", "stop": stop})
@@ -647,9 +647,7 @@ _SCALARS = st.one_of(
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
     max_leaves=6,
 )
 _ITEMS = st.lists(st.one_of(st.just(MISSING), _VALUES), min_size=1, max_size=12)
@@ -830,7 +828,7 @@ def test_mixed_type_ranges_match_reference(mixed: Mixed) -> None:
 
 @pytest.mark.parametrize("kind", [str, bytes])
 async def test_range_bounds_with_nul_extension(db: Any, kind: type) -> None:
-    """"a\\x00" sorts after "a" (a prefix sorts first) and differs from it, so eq("a") and
+    """ "a\\x00" sorts after "a" (a prefix sorts first) and differs from it, so eq("a") and
     lte("a") exclude it and gt("a") includes it; the same for bytes."""
 
     def val(s: str) -> Any:
@@ -838,8 +836,10 @@ async def test_range_bounds_with_nul_extension(db: Any, kind: type) -> None:
 
     await insert(
         db,
-        [{"name": n, "g": 1, "v": val(s)} for n, s in
-         [("a", "a"), ("a0", "a\x00"), ("a0b", "a\x00b"), ("b", "b"), ("empty", "")]],
+        [
+            {"name": n, "g": 1, "v": val(s)}
+            for n, s in [("a", "a"), ("a0", "a\x00"), ("a0b", "a\x00b"), ("b", "b"), ("empty", "")]
+        ],
     )
     everything = ["empty", "a", "a0", "a0b", "b"]
     assert names(await scan(db, index="by_g_v", ops=[("eq", "g", 1)])) == everything
@@ -901,8 +901,26 @@ async def test_reads_see_own_writes(db: Any) -> None:
 # Randomized: random writes against a plain-Python model of one table
 # ---------------------------------------------------------------------------------------
 
-_DOMAIN: list[Any] = [MISSING, None, 0, 1, 2, -1, 1.0, 0.5, -0.0, 0.0, False, True, "", "x", "y",
-                      b"z", [1], {"k": 1}]
+_DOMAIN: list[Any] = [
+    MISSING,
+    None,
+    0,
+    1,
+    2,
+    -1,
+    1.0,
+    0.5,
+    -0.0,
+    0.0,
+    False,
+    True,
+    "",
+    "x",
+    "y",
+    b"z",
+    [1],
+    {"k": 1},
+]
 
 
 def _rand_value(rng: random.Random) -> Any:
@@ -930,9 +948,7 @@ class Model:
             ref_key(doc["_id"]),
         )
 
-    def query(
-        self, ops: list[tuple[str, str, Any]], order: str, take: int | None
-    ) -> list[str]:
+    def query(self, ops: list[tuple[str, str, Any]], order: str, take: int | None) -> list[str]:
         def ok(doc: dict[str, Any]) -> bool:
             for op, field, value in ops:
                 k, b = ref_key(doc.get(field, MISSING)), ref_key(value)
@@ -1011,14 +1027,16 @@ async def test_random_writes_match_model(db: Any, seed: int) -> None:
                 new_id = next(it)
                 got = await db.query("f:get", {"id": new_id})
                 assert got is not None
-                model.docs[new_id] = {**op[1], "_id": new_id,
-                                      "_creationTime": got["_creationTime"]}
+                model.docs[new_id] = {**op[1], "_id": new_id, "_creationTime": got["_creationTime"]}
             elif op[0] == "patch":
                 model.docs[op[1]].update(op[2])
             elif op[0] == "replace":
                 old = model.docs[op[1]]
-                model.docs[op[1]] = {**op[2], "_id": old["_id"],
-                                     "_creationTime": old["_creationTime"]}
+                model.docs[op[1]] = {
+                    **op[2],
+                    "_id": old["_id"],
+                    "_creationTime": old["_creationTime"],
+                }
             else:
                 del model.docs[op[1]]
         for _ in range(6):

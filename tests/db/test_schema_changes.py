@@ -84,9 +84,7 @@ async def all(ctx, table):
 """
 
 
-def schema_source(
-    indexes: str = "", k_type: str = "v.int64()", extra_tables: str = ""
-) -> str:
+def schema_source(indexes: str = "", k_type: str = "v.int64()", extra_tables: str = "") -> str:
     return f"""
 from reactive import define_schema, define_table, v
 
@@ -302,9 +300,7 @@ async def test_backfill_longer_than_the_write_log_window_finishes(
     """
     async with reactive.open(db_url, app=make_app(app_files(NO_INDEX))) as db:
         await db.mutation("m:seed", {"start": 0, "n": 300})
-    async with reactive.open(
-        db_url, app=make_app(app_files(BY_K)), write_log_max_entries=4
-    ) as db:
+    async with reactive.open(db_url, app=make_app(app_files(BY_K)), write_log_max_entries=4) as db:
         try:
             await asyncio.wait_for(db.wait_for_indexes(), timeout=10)
         except TimeoutError:
@@ -538,9 +534,7 @@ schema = define_schema({
 """
 
 
-async def test_tightening_a_field_to_v_id_checks_stored_ids(
-    db_url: str, make_app: MakeApp
-) -> None:
+async def test_tightening_a_field_to_v_id_checks_stored_ids(db_url: str, make_app: MakeApp) -> None:
     loose = make_app({"m.py": ID_FUNCTIONS, "schema.py": AUTHOR_SCHEMA % "v.string()"})
     strict_files = {"m.py": ID_FUNCTIONS, "schema.py": AUTHOR_SCHEMA % 'v.id("users")'}
     async with reactive.open(db_url, app=loose) as db:

@@ -1,6 +1,13 @@
 """The embedded database: opening, functions, transactions, queries, subscriptions."""
 
-from reactive.db.context import ActionCtx, Auth, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
+from reactive.db.context import (
+    ActionCtx,
+    Auth,
+    DatabaseReader,
+    DatabaseWriter,
+    MutationCtx,
+    QueryCtx,
+)
 from reactive.db.database import Database, open
 from reactive.db.query import Expression, FilterBuilder, IndexRangeBuilder, Query
 from reactive.db.subscription import Subscription

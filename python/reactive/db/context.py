@@ -109,9 +109,7 @@ class DatabaseReader:
         until: bytes | None,
         new_query: bool,
     ) -> tuple[list[dict[str, Any]], list[bytes], bool]:
-        return self._txn.scan(
-            table, index, ops, order, limit, filter_tree, after, until, new_query
-        )
+        return self._txn.scan(table, index, ops, order, limit, filter_tree, after, until, new_query)
 
 
 class DatabaseWriter(DatabaseReader):

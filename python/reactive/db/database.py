@@ -10,6 +10,7 @@ Source: DESIGN.md §1 ("Embedded") and §2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import weakref
@@ -137,17 +138,13 @@ class Database:
             return
         if self._retention_task is not None:
             self._retention_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
-            except asyncio.CancelledError:
-                pass
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         await self._flusher.stop()
         self._closed = True
         for sub in list(self._subscriptions.values()):
@@ -270,9 +267,10 @@ class Database:
     def subscribe(
         self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
     ) -> Subscription:
-        """Watch a query: ``async for value in db.subscribe(path, args)`` yields the first
-        result, then each result that differs from the last, as commits change what the
-        query read.
+        """Watch a query: ``async for value in db.subscribe(path, args)``.
+
+        Yields the first result, then each result that differs from the last, as commits
+        change what the query read.
 
         Raises:
             FunctionNotFoundError: no public query at ``path``.
@@ -328,7 +326,7 @@ class _Opener:
             await self._db.close()
 
 
-def open(  # noqa: A001 - the public name is reactive.open, as DESIGN.md §1 specifies
+def open(
     url: str = "sqlite:///.reactive/db.sqlite3",
     *,
     app: str | Path | ModuleType | App | None = None,

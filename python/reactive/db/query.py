@@ -157,8 +157,11 @@ class FilterBuilder:
 
 
 class IndexRangeBuilder:
-    """The ``q`` passed to ``with_index``: ``eq`` on the index's fields in order, then at
-    most one lower (``gt``/``gte``) and one upper (``lt``/``lte``) bound on the next field."""
+    """The ``q`` passed to ``with_index``.
+
+    ``eq`` on the index's fields in order, then at most one lower (``gt``/``gte``) and one
+    upper (``lt``/``lte``) bound on the next field.
+    """
 
     __slots__ = ("ops",)
 
@@ -193,8 +196,11 @@ class IndexRangeBuilder:
 
 
 class Query:
-    """A query on one table; chain ``with_index``, ``order``, ``filter``, then end with
-    ``collect``, ``take``, ``first``, ``unique``, ``paginate`` or ``async for``."""
+    """A query on one table.
+
+    Chain ``with_index``, ``order``, ``filter``, then end with ``collect``, ``take``,
+    ``first``, ``unique``, ``paginate`` or ``async for``.
+    """
 
     def __init__(self, reader: DatabaseReader, table: str) -> None:
         self._reader = reader

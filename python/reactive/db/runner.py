@@ -149,8 +149,7 @@ class Runner:
             )
         if fn.kind != kind:
             raise FunctionNotFoundError(
-                f"{fn.path!r} is a {fn.kind}, not a {kind}; call it with "
-                f"{'db.' + fn.kind}(...)"
+                f"{fn.path!r} is a {fn.kind}, not a {kind}; call it with {'db.' + fn.kind}(...)"
             )
         return fn
 

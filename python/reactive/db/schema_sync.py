@@ -146,13 +146,13 @@ async def apply_schema(db: Database, schema: DatabaseSchema | None) -> list[asyn
     await db._flusher.flush()
     tasks: list[asyncio.Task[None]] = []
     for index_id, snapshot, _ in backfills:
-        table = next(
+        table_name: str = next(
             t["name"] for t in engine.tables() for i in t["indexes"] if i["id"] == index_id
         )
-        if engine.count_documents(table) <= FOREGROUND_BACKFILL_LIMIT:
+        if engine.count_documents(table_name) <= FOREGROUND_BACKFILL_LIMIT:
             await backfill_index(db, index_id, snapshot)
         else:
-            log.info("backfilling an index of %s in the background", table)
+            log.info("backfilling an index of %s in the background", table_name)
             tasks.append(
                 asyncio.get_running_loop().create_task(
                     backfill_index(db, index_id, snapshot), name=f"reactive-backfill-{index_id}"

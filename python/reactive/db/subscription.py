@@ -13,6 +13,7 @@ Source: DESIGN.md §2 "Subscriptions"; Convex's subscription worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from reactive import _core
@@ -121,7 +122,6 @@ class Subscription:
 
     def __del__(self) -> None:
         if not self._closed and self._id is not None:
-            try:
+            # The interpreter may be shutting down: nothing to report to.
+            with contextlib.suppress(Exception):
                 self._db._engine.unsubscribe(self._id)
-            except Exception:  # the interpreter may be shutting down
-                pass
