@@ -36,6 +36,15 @@ GROUPS = 100
 """Distinct values of ``x`` in inserted documents."""
 
 
+def _batch_counters(db: reactive.Database) -> tuple[int, int]:
+    """Durable batches and commits written so far by the group commit (0, 0 if unknown)."""
+    flusher = getattr(db, "_flusher", None)
+    return (
+        int(getattr(flusher, "batches_written", 0) or 0),
+        int(getattr(flusher, "commits_written", 0) or 0),
+    )
+
+
 async def reactive_inserts(
     directory: Path, callers: int, seconds: float, warmup: int = 200
 ) -> dict[str, Any]:
@@ -51,8 +60,7 @@ async def reactive_inserts(
 
     for _ in range(warmup):
         await db.mutation("docs:insert", next_args())
-    batches0 = db._flusher.batches_written
-    commits0 = db._flusher.commits_written
+    batches0, commits0 = _batch_counters(db)
     latencies: list[float] = []
     done = 0
     errors = 0
@@ -76,8 +84,8 @@ async def reactive_inserts(
     deadline = start + seconds
     await asyncio.gather(*(caller() for _ in range(callers)))
     elapsed = time.perf_counter() - start
-    batches = db._flusher.batches_written - batches0
-    commits = db._flusher.commits_written - commits0
+    batches1, commits1 = _batch_counters(db)
+    batches, commits = batches1 - batches0, commits1 - commits0
     expected = warmup + done
     in_engine = db._engine.count_documents("docs")
     await db.close()

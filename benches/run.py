@@ -1,6 +1,6 @@
 """Run every benchmark beside its anchor, in one process, and print the table.
 
-    .venv/bin/python benches/run.py            # full run (~6-10 minutes)
+    .venv/bin/python benches/run.py            # full run (~4.5-8 minutes)
     .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~2 minutes)
     .venv/bin/python benches/run.py --only insert,scan --skip-rust
 

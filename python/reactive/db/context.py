@@ -236,9 +236,24 @@ class _BaseCtx:
     def __init__(self, now: float, seed: int, identity: dict[str, Any] | None) -> None:
         self.now = now
         """Milliseconds since the epoch when the run began; the same on every retry."""
-        self.random = random.Random(seed)
+        self._seed = seed
+        self._random: random.Random | None = None
+        self._identity = identity
+        self._auth: Auth | None = None
+
+    @property
+    def random(self) -> random.Random:
         """A generator seeded once per run: a retried mutation draws the same numbers."""
-        self.auth = Auth(identity)
+        if self._random is None:
+            self._random = random.Random(self._seed)
+        return self._random
+
+    @property
+    def auth(self) -> Auth:
+        """The caller's identity."""
+        if self._auth is None:
+            self._auth = Auth(self._identity)
+        return self._auth
 
 
 class QueryCtx(_BaseCtx):

@@ -21,7 +21,7 @@ from typing import Any
 
 from reactive import _core
 from reactive.db.cursor import CursorCodec
-from reactive.db.flusher import Flusher
+from reactive.db.flusher import Flusher, WorkerFlusher
 from reactive.db.runner import MutationOutcome, QueryOutcome, Runner
 from reactive.db.schema_sync import apply_schema
 from reactive.db.subscription import Subscription
@@ -66,7 +66,12 @@ class Database:
         self._subscriptions: weakref.WeakValueDictionary[int, Subscription] = (
             weakref.WeakValueDictionary()
         )
-        self._flusher = Flusher(engine, persistence, self._invalidate)
+        start_worker = getattr(persistence, "start_worker", None)
+        self._flusher: Flusher | WorkerFlusher
+        if start_worker is not None:
+            self._flusher = WorkerFlusher(engine, start_worker(engine), self._invalidate)
+        else:
+            self._flusher = Flusher(engine, persistence, self._invalidate)
         self._runner = Runner(self, max_attempts=max_attempts)
         self._background: set[asyncio.Task[None]] = set()
         self._table_numbers: dict[str, int] = {}

@@ -1,4 +1,9 @@
-"""Group commit: one task writes queued commits to persistence, a batch at a time.
+"""Group commit: queued commits are written to persistence a batch at a time.
+
+Two implementations: :class:`WorkerFlusher` for backends whose writer runs in the core
+(SQLite: a Rust thread writes and publishes batches without the GIL), and :class:`Flusher`,
+an asyncio task, for backends written in Python (asyncio drivers).
+
 
 Commits queue in the engine as they are validated (``Engine.commit``); this task takes
 everything queued as one batch, writes it in one backend transaction, then publishes it
@@ -14,13 +19,14 @@ engine (never visible) and its waiters get ``PersistenceError``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 from reactive import _core
 from reactive.errors import DatabaseClosedError, PersistenceError, ReactiveError
 from reactive.persistence.base import Persistence
 
-__all__ = ["Flusher"]
+__all__ = ["Flusher", "WorkerFlusher"]
 
 
 class Flusher:
@@ -62,11 +68,12 @@ class Flusher:
         if self._stopping and self._task is None:
             raise DatabaseClosedError("the database is closed")
         fut = self._waiters.get(ts)
-        if fut is None:
+        if fut is None or fut.cancelled():
             fut = asyncio.get_running_loop().create_future()
             self._waiters[ts] = fut
         self._event.set()
-        await asyncio.shield(fut)
+        # A cancelled caller cancels only its own future; the flusher skips settled ones.
+        await fut
 
     async def flush(self) -> None:
         """Wait until everything queued now (commits and catalog changes) is persisted.
@@ -152,3 +159,131 @@ class Flusher:
                 fut.set_exception(DatabaseClosedError("the database closed before the commit"))
         self._waiters.clear()
         self._settle_flush(DatabaseClosedError("the database is closed"))
+
+
+class WorkerFlusher:
+    """Group commit by the core's worker thread (backends that offer one: SQLite).
+
+    The Rust worker waits for queued commits, writes each batch and publishes it without the
+    GIL, so writing overlaps the running of the next transactions; it announces completed
+    batches on a pipe that the event loop watches (``add_reader``). This class resolves the
+    waiters of those batches and dispatches their invalidated subscriptions.
+    """
+
+    def __init__(
+        self,
+        engine: _core.Engine,
+        worker: _core.GroupCommitWorker,
+        on_publish: Callable[[list[int]], None],
+    ) -> None:
+        self._engine = engine
+        self._worker = worker
+        self._on_publish = on_publish
+        self._fd = worker.fileno()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._covered = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self.commits_written = 0
+
+    @property
+    def batches_written(self) -> int:
+        """Batches written so far."""
+        return int(self._worker.batches_written)
+
+    def start(self) -> None:
+        """Watch the worker's pipe on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(self._fd, False)
+        self._loop.add_reader(self._fd, self._drain)
+
+    def nudge(self) -> None:
+        """Nothing to do: the engine wakes the worker itself when something is queued."""
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        for generation, timestamps, invalidated, error in self._worker.take_completions():
+            failure: BaseException | None = None
+            if error is not None:
+                failure = PersistenceError(f"the commit could not be made durable: {error}")
+            for ts in timestamps:
+                fut = self._waiters.pop(ts, None)
+                if fut is None or fut.done():
+                    continue
+                if failure is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(failure)
+            if failure is None:
+                self.commits_written += len(timestamps)
+                if invalidated:
+                    self._on_publish(invalidated)
+            self._covered = max(self._covered, generation)
+            keep: list[tuple[int, asyncio.Future[None]]] = []
+            for wanted, fut in self._flush_waiters:
+                if fut.done():
+                    continue
+                if failure is not None:
+                    fut.set_exception(failure)
+                elif wanted <= self._covered:
+                    fut.set_result(None)
+                else:
+                    keep.append((wanted, fut))
+            self._flush_waiters = keep
+
+    async def wait(self, ts: int) -> None:
+        """Wait until commit ``ts`` is durable and visible.
+
+        Raises:
+            PersistenceError: its batch failed to persist (the commit did not happen).
+        """
+        if self._engine.visible_ts >= ts:
+            return
+        if self._stopped:
+            raise DatabaseClosedError("the database is closed")
+        fut = self._waiters.get(ts)
+        if fut is None or fut.cancelled():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters[ts] = fut
+        if self._engine.visible_ts >= ts:  # published between the check and the future
+            self._waiters.pop(ts, None)
+            return
+        await fut
+
+    async def flush(self) -> None:
+        """Wait until everything queued now (commits and catalog changes) is persisted.
+
+        Raises:
+            PersistenceError: a batch failed to persist.
+        """
+        wanted = self._engine.queue_generation
+        self._drain()
+        if wanted <= self._covered:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((wanted, fut))
+        await fut
+
+    async def stop(self) -> None:
+        """Persist what is queued, stop the worker, settle every waiter."""
+        if self._stopped:
+            return
+        await asyncio.to_thread(self._worker.stop)
+        self._drain()
+        self._stopped = True
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+        closed = DatabaseClosedError("the database closed before the commit")
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(closed)
+        self._waiters.clear()
+        for _, fut in self._flush_waiters:
+            if not fut.done():
+                fut.set_exception(DatabaseClosedError("the database is closed"))
+        self._flush_waiters.clear()

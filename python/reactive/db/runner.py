@@ -26,7 +26,6 @@ from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, Mutat
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
-    InvalidValueError,
     RetryableError,
     WriteConflict,
 )
@@ -84,11 +83,15 @@ def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
     return checked  # type: ignore[no-any-return]
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _check_result(fn: Function, value: Any, ids: Any) -> Any:
-    try:
+    # Scalars need no trip into the core (the common results: None, an id, a number).
+    scalar = value is None or isinstance(value, (str, float, bool))
+    small_int = isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
+    if not (scalar or small_int):
         _core.check_value(value, f"return value of {fn.path}")
-    except InvalidValueError as exc:
-        raise InvalidValueError(str(exc)) from None
     if fn.returns is not None:
         try:
             value = fn.returns.check(value, "", ids)
@@ -127,6 +130,7 @@ class Runner:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self._resolved: dict[str, Function] = {}
         logs.install()
 
     def resolve(self, function: str | Function, kind: FunctionKind, internal_ok: bool) -> Function:
@@ -142,7 +146,11 @@ class Runner:
             path = function.path
         else:
             path = function
-        fn = self._db._app.lookup(path)
+        fn = self._resolved.get(path) if isinstance(path, str) else None
+        if fn is None:
+            fn = self._db._app.lookup(path)
+            if len(self._resolved) < 4096:
+                self._resolved[path] = fn
         if fn.internal and not internal_ok:
             raise FunctionNotFoundError(
                 f"could not find public function for {fn.path!r} (it is internal)"
@@ -195,10 +203,10 @@ class Runner:
         now = time.time() * 1000.0
         seed = random.getrandbits(64)
         last: RetryableError | None = None
+        checked = _validate_args(fn, args, self._db._id_checker)
         for attempt in range(1, self.max_attempts + 1):
             txn = engine.begin(False)
             writer = DatabaseWriter(txn, self._db)
-            checked = _validate_args(fn, args, writer._ids)
             ctx = MutationCtx(writer, now, seed, identity)
             collector = logs.LogCollector()
             token = logs.collecting(collector)

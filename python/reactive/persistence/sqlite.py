@@ -61,6 +61,13 @@ class SqlitePersistence:
         """Verify every index entry against the live documents."""
         return await asyncio.to_thread(self._store.check, engine)
 
+    def start_worker(self, engine: _core.Engine) -> _core.GroupCommitWorker:
+        """Start the core's group-commit worker writing to this database.
+
+        See ``reactive.db.flusher.WorkerFlusher``.
+        """
+        return self._store.start_worker(engine)
+
     async def close(self) -> None:
         """Close the file and release the lock."""
-        self._store.close()
+        await asyncio.to_thread(self._store.close)

@@ -143,6 +143,12 @@ impl PyEngine {
         detached(py, move || engine.commit(t)).map(|ts| ts.map(|t| t.0))
     }
 
+    /// The queue generation: grows with each commit, catalog change or index drop queued.
+    #[getter]
+    fn queue_generation(&self) -> u64 {
+        self.inner.queue_generation()
+    }
+
     /// Whether commits or catalog changes wait to be persisted.
     fn has_pending(&self) -> bool {
         self.inner.has_pending()

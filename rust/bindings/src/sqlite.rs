@@ -7,7 +7,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use reactive_core::error::Error;
+use reactive_core::log::worker::{BatchSink, GroupCommitWorker};
 use reactive_core::sqlite::SqlitePersistence;
+use std::os::fd::AsRawFd;
 
 use crate::batch::PyPersistBatch;
 use crate::detached;
@@ -80,14 +82,72 @@ impl PySqliteStore {
         Ok(d)
     }
 
+    /// Start the group-commit worker thread for `engine`: it writes queued commits to this
+    /// database in batches and publishes them, announcing each batch on a pipe.
+    fn start_worker(&self, py: Python<'_>, engine: &PyEngine) -> PyResult<PyGroupCommitWorker> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        let engine = Arc::clone(engine.inner());
+        let worker = detached(py, move || {
+            let sink: Arc<dyn BatchSink> = p;
+            GroupCommitWorker::start(engine, sink)
+        })?;
+        Ok(PyGroupCommitWorker { inner: worker })
+    }
+
     /// Close the file and release the process lock. Later calls raise
     /// `DatabaseClosedError`.
-    fn close(&self) {
-        self.inner.lock().take();
+    fn close(&self, py: Python<'_>) {
+        let store = self.inner.lock().take();
+        // Closing may checkpoint the WAL: file I/O, so without the GIL.
+        py.detach(move || drop(store));
+    }
+}
+
+/// The group-commit worker thread (see `reactive_core::log::worker`).
+#[pyclass(name = "GroupCommitWorker", frozen, module = "reactive._core")]
+pub struct PyGroupCommitWorker {
+    inner: GroupCommitWorker,
+}
+
+#[pymethods]
+impl PyGroupCommitWorker {
+    /// The read end of the pipe that gets one byte per completed batch.
+    fn fileno(&self) -> i32 {
+        self.inner.reader().as_raw_fd()
+    }
+
+    /// Completed batches since the last call:
+    /// `[(generation, [commit ts...], [invalidated subscription id...], error or None)]`.
+    #[allow(clippy::type_complexity)]
+    fn take_completions(&self) -> Vec<(u64, Vec<u64>, Vec<u64>, Option<String>)> {
+        self.inner
+            .take_completions()
+            .into_iter()
+            .map(|c| {
+                (
+                    c.generation,
+                    c.timestamps.into_iter().map(|t| t.0).collect(),
+                    c.invalidated.into_iter().map(|s| s.0).collect(),
+                    c.error.map(|e| e.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// Batches written so far.
+    #[getter]
+    fn batches_written(&self) -> u64 {
+        self.inner.batches_written()
+    }
+
+    /// Persist everything queued, then stop the thread (blocks; call it off the event loop).
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.inner.stop());
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySqliteStore>()?;
+    m.add_class::<PyGroupCommitWorker>()?;
     Ok(())
 }

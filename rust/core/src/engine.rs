@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::catalog::{BY_ID, Catalog, IndexId, IndexState, TableReservation, table_name_key};
 use crate::committer::{CommitterState, encode_writes};
@@ -66,6 +66,9 @@ pub struct PersistBatch {
     pub dropped_indexes: Vec<IndexId>,
     /// The catalog to store, if it changed since it was last persisted: (version, JSON).
     pub catalog: Option<(u64, String)>,
+    /// Everything queued at or before this queue generation is in this batch or an earlier
+    /// one (see [`Engine::queue_generation`]).
+    pub generation: u64,
 }
 
 impl PersistBatch {
@@ -84,6 +87,9 @@ pub struct Engine {
     retained_from: AtomicU64,
     subscriptions: Mutex<Subscriptions>,
     config: EngineConfig,
+    /// Counts what was queued for persistence; a group-commit worker waits on it.
+    queued: Mutex<u64>,
+    queued_changed: Condvar,
 }
 
 impl Engine {
@@ -99,6 +105,8 @@ impl Engine {
             committer: Mutex::new(CommitterState::new(loaded.max_ts, config.write_log)),
             visible: AtomicU64::new(loaded.max_ts.0),
             retained_from: AtomicU64::new(0),
+            queued: Mutex::new(0),
+            queued_changed: Condvar::new(),
             subscriptions: Mutex::new(Subscriptions {
                 index: SubscriptionIndex::new(),
                 next_id: 1,
@@ -194,9 +202,39 @@ impl Engine {
             state.version += 1;
             Arc::clone(&state.current)
         };
-        committer
-            .prepare(&catalog, encoded, extra_keys, self.visible_ts())
-            .map(Some)
+        let ts = committer.prepare(&catalog, encoded, extra_keys, self.visible_ts())?;
+        self.signal_queued();
+        Ok(Some(ts))
+    }
+
+    /// Note that something was queued for persistence (called with the committer lock
+    /// held, so a batch taken afterwards holds it).
+    fn signal_queued(&self) {
+        let mut n = self.queued.lock();
+        *n += 1;
+        self.queued_changed.notify_all();
+    }
+
+    /// The queue generation: it grows each time a commit, catalog change or index drop is
+    /// queued. A batch's `generation` says which of them it covers.
+    pub fn queue_generation(&self) -> u64 {
+        *self.queued.lock()
+    }
+
+    /// Block until the queue generation differs from `seen`, or `timeout` passes; returns
+    /// the generation. Wake waiters with [`Engine::wake`].
+    pub fn wait_queued(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let mut n = self.queued.lock();
+        if *n == seen {
+            let _ = self.queued_changed.wait_for(&mut n, timeout);
+        }
+        *n
+    }
+
+    /// Wake whoever waits in [`Engine::wait_queued`] (to stop a worker).
+    pub fn wake(&self) {
+        let _n = self.queued.lock();
+        self.queued_changed.notify_all();
     }
 
     /// Reserve the numbers of a table a transaction is about to create (see
@@ -223,6 +261,7 @@ impl Engine {
     /// Take everything pending as one batch for persistence.
     pub fn take_batch(&self) -> PersistBatch {
         let mut committer = self.committer.lock();
+        let generation = self.queue_generation();
         let (commits, dropped_indexes) = committer.take_batch();
         let catalog = self.catalog.read();
         let catalog_json = (catalog.version != catalog.persisted_version)
@@ -231,6 +270,7 @@ impl Engine {
             commits,
             dropped_indexes,
             catalog: catalog_json,
+            generation,
         }
     }
 
@@ -276,6 +316,7 @@ impl Engine {
         let mut committer = self.committer.lock();
         committer.abort(&batch.commits);
         committer.restore_drops(batch.dropped_indexes);
+        self.signal_queued();
     }
 
     fn change_catalog<T>(
@@ -288,6 +329,9 @@ impl Engine {
         let out = change(&mut next, committer.last_ts)?;
         state.current = Arc::new(next);
         state.version += 1;
+        drop(state);
+        self.signal_queued();
+        drop(committer);
         Ok(out)
     }
 
@@ -341,6 +385,7 @@ impl Engine {
         let end = (index.0 + 1).to_be_bytes().to_vec();
         self.store.write().remove_range(&start, &end);
         committer.drop_index(index);
+        self.signal_queued();
         Ok(())
     }
 
@@ -391,6 +436,9 @@ impl Engine {
         let mut committer = self.committer.lock();
         let ts =
             committer.commit_backfill(&catalog, index, snapshot_ts, &docs, self.visible_ts())?;
+        if ts.is_some() {
+            self.signal_queued();
+        }
         Ok((ts, next))
     }
 

@@ -382,6 +382,12 @@ impl SqlitePersistence {
     }
 }
 
+impl crate::log::worker::BatchSink for SqlitePersistence {
+    fn write_batch(&self, batch: &PersistBatch) -> Result<()> {
+        SqlitePersistence::write_batch(self, batch)
+    }
+}
+
 fn read_index_row(row: &rusqlite::Row<'_>) -> Result<IndexEntry> {
     let ts = ts_of(col(row, 2, "index entry")?, "index entry")?;
     let what = format!("index entry at ts {ts}");

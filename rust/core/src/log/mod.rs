@@ -8,3 +8,4 @@
 pub mod batch;
 pub mod record;
 pub mod recovery;
+pub mod worker;
