@@ -95,6 +95,8 @@ class Validator:
     """Base class of every validator. Instances are immutable."""
 
     is_optional = False
+    exact_type: type | None = None
+    """A type whose instances always pass unchanged (lets arrays check in one pass)."""
 
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         """Validate ``value``; return it, converted as Convex converts.
@@ -122,6 +124,8 @@ class _Any(Validator):
 
 
 class _String(Validator):
+    exact_type = str
+
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if isinstance(value, str):
             return value
@@ -135,6 +139,8 @@ class _String(Validator):
 
 
 class _Float64(Validator):
+    exact_type = float
+
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if isinstance(value, float):
             return value
@@ -168,6 +174,8 @@ class _Int64(Validator):
 
 
 class _Boolean(Validator):
+    exact_type = bool
+
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if isinstance(value, bool):
             return value
@@ -181,6 +189,8 @@ class _Boolean(Validator):
 
 
 class _Null(Validator):
+    exact_type = type(None)
+
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if value is None:
             return value
@@ -194,6 +204,8 @@ class _Null(Validator):
 
 
 class _Bytes(Validator):
+    exact_type = bytes
+
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if isinstance(value, bytes):
             return value
@@ -235,6 +247,9 @@ class _Array(Validator):
     def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValidationFailure(path, self.describe(), type_name(value))
+        exact = self.element.exact_type
+        if exact is not None and all(type(x) is exact for x in value):
+            return list(value)
         return [self.element.check(x, f"{path}[{i}]", ids) for i, x in enumerate(value)]
 
     def describe(self) -> str:

@@ -108,7 +108,7 @@ class DatabaseReader:
         after: bytes | None,
         until: bytes | None,
         new_query: bool,
-    ) -> tuple[list[dict[str, Any]], list[bytes], bool]:
+    ) -> tuple[list[dict[str, Any]], bytes | None, bool]:
         return self._txn.scan(table, index, ops, order, limit, filter_tree, after, until, new_query)
 
 

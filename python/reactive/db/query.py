@@ -297,7 +297,7 @@ class Query:
         after: bytes | None = None,
         until: bytes | None = None,
         new_query: bool = True,
-    ) -> tuple[list[dict[str, Any]], list[bytes], bool]:
+    ) -> tuple[list[dict[str, Any]], bytes | None, bool]:
         return self._reader._scan(
             self._table,
             self._index,
@@ -397,11 +397,11 @@ class Query:
                 "splitCursor": None,
                 "pageStatus": None,
             }
-        docs, keys, done = self._scan(num, after if isinstance(after, bytes) else None)
-        if done:
+        docs, last, done = self._scan(num, after if isinstance(after, bytes) else None)
+        if done or last is None:
             cont = codec.encode(CursorCodec.END, fingerprint)
         else:
-            cont = codec.encode(keys[-1], fingerprint)
+            cont = codec.encode(last, fingerprint)
         return {
             "page": docs,
             "isDone": done,
@@ -416,13 +416,13 @@ class Query:
         new_query = True
         while True:
             limit = _ITER_PAGES[min(page, len(_ITER_PAGES) - 1)]
-            docs, keys, done = self._scan(limit, after, None, new_query)
+            docs, last, done = self._scan(limit, after, None, new_query)
             new_query = False
             for doc in docs:
                 yield doc
-            if done or not keys:
+            if done or last is None:
                 return
-            after = keys[-1]
+            after = last
             page += 1
 
     def __await__(self) -> Any:

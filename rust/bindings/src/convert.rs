@@ -12,8 +12,11 @@ use pyo3::types::{
 };
 use reactive_core::codec;
 use reactive_core::keys;
-use reactive_core::limits::MAX_VALUE_DEPTH;
+use reactive_core::limits::{MAX_ARRAY_LEN, MAX_OBJECT_FIELDS, MAX_VALUE_DEPTH};
+use reactive_core::value::field_name_problem;
 use reactive_core::value::{Object, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use crate::errors::InvalidValueError;
 
@@ -186,13 +189,115 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
     })
 }
 
+thread_local! {
+    /// Field names already turned into Python strings: documents repeat their field names,
+    /// and a cached string also carries its hash, which the dict insert needs.
+    static FIELD_NAMES: RefCell<HashMap<Box<str>, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+/// Names longer than this are not cached.
+const MAX_CACHED_NAME: usize = 64;
+/// The cache stops growing at this many names.
+const MAX_CACHED_NAMES: usize = 4096;
+
+fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    if name.len() > MAX_CACHED_NAME {
+        return PyString::new(py, name);
+    }
+    FIELD_NAMES.with(|cache| {
+        if let Some(s) = cache.borrow().get(name) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::intern(py, name);
+        let mut cache = cache.borrow_mut();
+        if cache.len() < MAX_CACHED_NAMES {
+            cache.insert(name.into(), s.clone().unbind());
+        }
+        s
+    })
+}
+
 /// Convert an object to a Python dict.
 pub fn object_to_py<'py>(py: Python<'py>, fields: &Object) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (k, v) in fields {
-        dict.set_item(PyString::new(py, k), to_py(py, v)?)?;
+        dict.set_item(field_name(py, k), to_py(py, v)?)?;
     }
     Ok(dict)
+}
+
+/// Check, without converting, that an object is a value within the value limits.
+fn check(obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), ConvertError> {
+    if obj.is_none()
+        || obj.is_instance_of::<PyBool>()
+        || obj.is_instance_of::<PyFloat>()
+        || obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyByteArray>()
+    {
+        return Ok(());
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_str().map(|_| ()).map_err(|_| {
+            ConvertError::new("string is not valid Unicode (lone surrogates)".to_owned())
+        });
+    }
+    if obj.is_instance_of::<PyInt>() || obj.cast::<PyMemoryView>().is_ok() {
+        return convert(obj, depth).map(|_| ());
+    }
+    let container = |len: usize, limit: usize, what: &str| -> Result<usize, ConvertError> {
+        if depth >= MAX_VALUE_DEPTH {
+            return Err(ConvertError::new(format!(
+                "nested more than {MAX_VALUE_DEPTH} levels deep (limit: maximum nesting depth \
+                 {MAX_VALUE_DEPTH})"
+            )));
+        }
+        if len > limit {
+            return Err(ConvertError::new(format!(
+                "{what} has {len} elements (limit: at most {limit} {what} elements)"
+            )));
+        }
+        Ok(depth + 1)
+    };
+    if let Ok(list) = obj.cast::<PyList>() {
+        let d = container(list.len(), MAX_ARRAY_LEN, "array")?;
+        for (i, item) in list.iter().enumerate() {
+            check(&item, d).map_err(|e| e.at(format!("[{i}]")))?;
+        }
+        return Ok(());
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        let d = container(tuple.len(), MAX_ARRAY_LEN, "array")?;
+        for (i, item) in tuple.iter().enumerate() {
+            check(&item, d).map_err(|e| e.at(format!("[{i}]")))?;
+        }
+        return Ok(());
+    }
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        let d = container(dict.len(), MAX_OBJECT_FIELDS, "object")?;
+        for (k, v) in dict.iter() {
+            let Ok(key) = k.cast::<PyString>() else {
+                let type_name = k
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                return Err(ConvertError::new(format!(
+                    "object keys must be str, found {type_name}"
+                )));
+            };
+            let key = key
+                .to_str()
+                .map_err(|_| ConvertError::new("object key is not valid Unicode".to_owned()))?;
+            if let Some(reason) = field_name_problem(key) {
+                return Err(ConvertError::new(format!(
+                    "invalid field name {key:?}: {reason}"
+                )));
+            }
+            check(&v, d).map_err(|e| e.at(format!(".{key}")))?;
+        }
+        return Ok(());
+    }
+    convert(obj, depth).map(|_| ())
 }
 
 /// Bytes that are equal exactly when two values are equal (int64 1 and float 1.0 differ,
@@ -207,9 +312,7 @@ fn value_fingerprint(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<Py
 /// Check that an object is a Convex value within the value limits; returns it unchanged.
 #[pyfunction]
 fn check_value<'py>(value: &Bound<'py, PyAny>, root: &str) -> PyResult<Bound<'py, PyAny>> {
-    let v = to_value(value, root)?;
-    reactive_core::value::check_value(&v, root)
-        .map_err(|e| InvalidValueError::new_err(e.to_string()))?;
+    check(value, 0).map_err(|e| e.into_py(root))?;
     Ok(value.clone())
 }
 

@@ -206,9 +206,10 @@ impl PyTransaction {
 
     /// Scan `table`'s index `index` over the range `ops` (a list of `(op, field, value)`).
     ///
-    /// Returns `(documents, keys, done)`: up to `limit` documents passing `filter`, their
-    /// keyspace keys (cursor positions), and whether the range was exhausted. `after` and
-    /// `until` are cursor positions (exclusive start, inclusive end in scan order).
+    /// Returns `(documents, last_key, done)`: up to `limit` documents passing `filter`, the
+    /// keyspace key of the last entry scanned (a cursor position) and whether the range was
+    /// exhausted. `after` and `until` are cursor positions (exclusive start, inclusive end
+    /// in scan order).
     #[pyo3(signature = (table, index, ops, order, limit, filter, after, until, new_query))]
     #[allow(clippy::too_many_arguments)]
     fn scan<'py>(
@@ -223,7 +224,7 @@ impl PyTransaction {
         after: Option<&[u8]>,
         until: Option<&[u8]>,
         new_query: bool,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, bool)> {
+    ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyBytes>>, bool)> {
         let descending = match order {
             "asc" => false,
             "desc" => true,
@@ -235,7 +236,11 @@ impl PyTransaction {
         };
         let ops = to_range_ops(ops)?;
         let filter = filter.map(|f| to_expr(f, 0)).transpose()?;
-        let ScanResult { docs, keys, done } = self.with(py, |t| {
+        let ScanResult {
+            docs,
+            last_key,
+            done,
+        } = self.with(py, |t| {
             let catalog = Arc::clone(t.catalog());
             let Some(tdesc) = catalog.table(table) else {
                 // A table that does not exist holds no documents; its creation is what
@@ -286,11 +291,7 @@ impl PyTransaction {
         for d in &docs {
             out_docs.append(object_to_py(py, &d.fields)?)?;
         }
-        let out_keys = PyList::empty(py);
-        for k in &keys {
-            out_keys.append(PyBytes::new(py, k))?;
-        }
-        Ok((out_docs, out_keys, done))
+        Ok((out_docs, last_key.map(|k| PyBytes::new(py, &k)), done))
     }
 
     /// `s` if it is a valid id of `table`, else `None`.

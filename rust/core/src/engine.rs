@@ -558,11 +558,7 @@ impl Engine {
             filter: None,
             new_query: true,
         })?;
-        let next = if result.done {
-            None
-        } else {
-            result.keys.last().cloned()
-        };
+        let next = if result.done { None } else { result.last_key };
         Ok((result.docs, next))
     }
 }

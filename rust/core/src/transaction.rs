@@ -62,8 +62,8 @@ pub struct ScanRequest {
 pub struct ScanResult {
     /// The documents that passed the filter, in scan order.
     pub docs: Vec<DocumentRef>,
-    /// Their keyspace keys.
-    pub keys: Vec<Vec<u8>>,
+    /// The keyspace key of the last entry scanned (a cursor position), if any.
+    pub last_key: Option<Vec<u8>>,
     /// Whether the scan reached the end of the interval.
     pub done: bool,
 }
@@ -386,71 +386,66 @@ impl Transaction {
         let Interval { start, end } = &request.interval;
         let limit = request.limit.unwrap_or(usize::MAX);
         let mut result = ScanResult::default();
-        let mut last_key: Option<Vec<u8>> = None;
-        let store = Arc::clone(&self.store);
-        let guard = store.read();
-        guard.check_snapshot(self.begin_ts)?;
-        let base = guard.range(start, end, request.descending);
-        let overlay: Box<dyn Iterator<Item = (&Vec<u8>, &Option<DocumentRef>)>> = {
-            let r = self.overlay.range::<[u8], _>((
+        let mut scanned_docs = 0usize;
+        let mut scanned_bytes = 0usize;
+        let mut error = None;
+        {
+            let guard = self.store.read();
+            guard.check_snapshot(self.begin_ts)?;
+            let base = guard.range(start, end, request.descending);
+            let range = self.overlay.range::<[u8], _>((
                 std::ops::Bound::Included(start.as_slice()),
                 std::ops::Bound::Excluded(end.as_slice()),
             ));
-            if request.descending {
-                Box::new(r.rev())
-            } else {
-                Box::new(r)
-            }
-        };
-        // Collect first, count after: the overlay borrows `self` immutably.
-        let mut found: Vec<(Vec<u8>, DocumentRef)> = Vec::new();
-        let mut merged = Merge {
-            base: base.peekable(),
-            overlay: overlay.peekable(),
-            descending: request.descending,
-            ts: self.begin_ts,
-        };
-        let mut scanned: Vec<usize> = Vec::new();
-        let mut passed = 0usize;
-        let mut error = None;
-        while passed < limit {
-            let Some((key, doc)) = merged.next() else {
-                result.done = true;
-                break;
+            let overlay: Box<dyn Iterator<Item = (&Vec<u8>, &Option<DocumentRef>)>> =
+                if request.descending {
+                    Box::new(range.rev())
+                } else {
+                    Box::new(range)
+                };
+            let mut merged = Merge {
+                base: base.peekable(),
+                overlay: overlay.peekable(),
+                descending: request.descending,
+                ts: self.begin_ts,
             };
-            scanned.push(doc.size);
-            let pass = match &request.filter {
-                Some(f) => match f.matches(&doc.fields) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        error = Some(e);
-                        break;
-                    }
-                },
-                None => true,
-            };
-            last_key = Some(key.clone());
-            if pass {
-                passed += 1;
-                found.push((key, doc));
+            let mut last: Option<&[u8]> = None;
+            let mut passed = 0usize;
+            // Stop one past the read limit: the limit check below reports it.
+            while passed < limit && scanned_docs <= self.limits.max_documents_read {
+                let Some((key, doc)) = merged.next() else {
+                    result.done = true;
+                    break;
+                };
+                scanned_docs += 1;
+                scanned_bytes += doc.size;
+                let pass = match &request.filter {
+                    Some(f) => match f.matches(&doc.fields) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    },
+                    None => true,
+                };
+                last = Some(key);
+                if pass {
+                    passed += 1;
+                    result.docs.push(Arc::clone(doc));
+                }
             }
-            if scanned.len() > self.limits.max_documents_read {
-                break;
-            }
+            result.last_key = last.map(<[u8]>::to_vec);
         }
-        drop(merged);
-        drop(guard);
-        for size in scanned {
-            self.documents_read += 1;
-            self.bytes_read += size;
-        }
+        self.documents_read += scanned_docs;
+        self.bytes_read += scanned_bytes;
         self.check_read_limits()?;
         if let Some(e) = error {
             return Err(e);
         }
         let covered = if result.done {
             Interval::new(start.clone(), end.clone())
-        } else if let Some(last) = &last_key {
+        } else if let Some(last) = &result.last_key {
             if request.descending {
                 Interval::new(last.clone(), end.clone())
             } else {
@@ -461,10 +456,6 @@ impl Transaction {
         };
         if let Some(iv) = covered {
             self.reads.push(iv);
-        }
-        for (k, d) in found {
-            result.keys.push(k);
-            result.docs.push(d);
         }
         Ok(result)
     }
@@ -506,7 +497,7 @@ where
     B: Iterator<Item = (&'a [u8], &'a VersionChain)>,
     O: Iterator<Item = (&'a Vec<u8>, &'a Option<DocumentRef>)>,
 {
-    type Item = (Vec<u8>, DocumentRef);
+    type Item = (&'a [u8], &'a DocumentRef);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -527,12 +518,12 @@ where
             if take_overlay {
                 let (k, d) = self.overlay.next()?;
                 if let Some(d) = d {
-                    return Some((k.clone(), d.clone()));
+                    return Some((k.as_slice(), d));
                 }
             } else {
                 let (k, chain) = self.base.next()?;
                 if let Some(d) = chain.at(self.ts) {
-                    return Some((k.to_vec(), d.clone()));
+                    return Some((k, d));
                 }
             }
         }

@@ -9,9 +9,12 @@
 //! was accepted and not aborted has its entry here, pending (not yet durable) ones included;
 //! only entries at or below the visible timestamp are trimmed, so a pending commit is always
 //! checked against. A transaction that began below `floor` cannot be checked and gets
-//! [`crate::error::Error::TransactionTooOld`].
+//! [`crate::error::Error::TransactionTooOld`]. `latest` maps every key of the window to the
+//! newest timestamp that wrote it (as FoundationDB's resolver keeps), so a transaction with
+//! many commits after its begin timestamp is checked per read interval, not per commit.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::interval::IntervalSet;
@@ -39,7 +42,7 @@ impl Default for WriteLogConfig {
     fn default() -> Self {
         WriteLogConfig {
             max_age_ns: 60_000_000_000,
-            max_entries: 250_000,
+            max_entries: 100_000,
         }
     }
 }
@@ -50,7 +53,12 @@ pub struct WriteLog {
     entries: VecDeque<Arc<WriteLogEntry>>,
     floor: Timestamp,
     config: WriteLogConfig,
+    latest: BTreeMap<Box<[u8]>, Timestamp>,
 }
+
+/// Above this many commits after a transaction's begin timestamp, the check goes through
+/// `latest` (cost per read interval) rather than through each commit.
+const PER_COMMIT_CHECK_LIMIT: usize = 32;
 
 /// A write that overlaps a read set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +76,7 @@ impl WriteLog {
             entries: VecDeque::new(),
             floor,
             config,
+            latest: BTreeMap::new(),
         }
     }
 
@@ -89,6 +98,14 @@ impl WriteLog {
     /// Append a commit's entry; its `ts` is above every entry's.
     pub fn append(&mut self, entry: Arc<WriteLogEntry>) {
         debug_assert!(self.entries.back().is_none_or(|e| e.ts < entry.ts));
+        for key in &entry.keys {
+            match self.latest.get_mut(key) {
+                Some(ts) => *ts = entry.ts,
+                None => {
+                    self.latest.insert(key.clone(), entry.ts);
+                }
+            }
+        }
         self.entries.push_back(entry);
     }
 
@@ -96,6 +113,13 @@ impl WriteLog {
     pub fn remove(&mut self, ts: Timestamp) {
         if let Ok(i) = self.entries.binary_search_by(|e| e.ts.cmp(&ts)) {
             self.entries.remove(i);
+            // Rare (a batch failed to persist): rebuild the newest writer of every key.
+            self.latest.clear();
+            for entry in &self.entries {
+                for key in &entry.keys {
+                    self.latest.insert(key.clone(), entry.ts);
+                }
+            }
         }
     }
 
@@ -108,7 +132,13 @@ impl WriteLog {
                 break;
             }
             self.floor = front.ts;
-            self.entries.pop_front();
+            if let Some(old) = self.entries.pop_front() {
+                for key in &old.keys {
+                    if self.latest.get(key) == Some(&old.ts) {
+                        self.latest.remove(key);
+                    }
+                }
+            }
         }
     }
 
@@ -138,6 +168,25 @@ impl WriteLog {
             return Err(self.floor);
         }
         if reads.is_empty() {
+            return Ok(None);
+        }
+        let start = self.entries.partition_point(|e| e.ts <= begin_ts);
+        let after = self.entries.len() - start;
+        let newest = self.entries.back().map_or(Timestamp::ZERO, |e| e.ts);
+        // `latest` holds only each key's newest writer: exact when every entry is <= upto.
+        if after > PER_COMMIT_CHECK_LIMIT && upto >= newest {
+            for iv in reads.intervals() {
+                let range = self.latest.range::<[u8], _>((
+                    Bound::Included(iv.start.as_slice()),
+                    Bound::Excluded(iv.end.as_slice()),
+                ));
+                if let Some((key, ts)) = range.into_iter().find(|(_, ts)| **ts > begin_ts) {
+                    return Ok(Some(Overlap {
+                        ts: *ts,
+                        key: key.to_vec(),
+                    }));
+                }
+            }
             return Ok(None);
         }
         for entry in self.between(begin_ts, upto) {
