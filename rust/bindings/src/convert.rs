@@ -228,7 +228,31 @@ pub fn object_to_py<'py>(py: Python<'py>, fields: &Object) -> PyResult<Bound<'py
 
 /// Check, without converting, that an object is a value within the value limits.
 fn check(obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), ConvertError> {
-    if obj.is_none()
+    // Exact types first, most common first: one pointer comparison each.
+    if obj.is_exact_instance_of::<PyString>() {
+        // ASCII strings are valid as they are; others must encode to UTF-8.
+        let s = obj
+            .cast::<PyString>()
+            .map_err(|e| ConvertError::new(e.to_string()))?;
+        return s.to_str().map(|_| ()).map_err(|_| {
+            ConvertError::new("string is not valid Unicode (lone surrogates)".to_owned())
+        });
+    }
+    if obj.is_exact_instance_of::<PyFloat>()
+        || obj.is_none()
+        || obj.is_exact_instance_of::<PyBool>()
+    {
+        return Ok(());
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        return obj.extract::<i64>().map(|_| ()).map_err(|_| {
+            ConvertError::new(format!(
+                "int {} is outside the int64 range [-2**63, 2**63) (limit: int64 range)",
+                obj.str().map(|s| s.to_string()).unwrap_or_default()
+            ))
+        });
+    }
+    if obj.is_instance_of::<PyBool>()
         || obj.is_instance_of::<PyBool>()
         || obj.is_instance_of::<PyFloat>()
         || obj.is_instance_of::<PyBytes>()
