@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
-use reactive_core::codec;
+use reactive_core::codec::{self, Token};
+use reactive_core::document::Document;
 use reactive_core::keys;
 use reactive_core::limits::{MAX_ARRAY_LEN, MAX_OBJECT_FIELDS, MAX_VALUE_DEPTH};
 use reactive_core::value::field_name_problem;
@@ -18,7 +19,7 @@ use reactive_core::value::{Object, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::errors::InvalidValueError;
+use crate::errors::{CoreError, InvalidValueError};
 
 /// Where in the value a conversion failed, innermost last, and why.
 struct ConvertError {
@@ -224,6 +225,39 @@ pub fn object_to_py<'py>(py: Python<'py>, fields: &Object) -> PyResult<Bound<'py
         dict.set_item(field_name(py, k), to_py(py, v)?)?;
     }
     Ok(dict)
+}
+
+/// Decode one value of the plain codec straight into Python objects.
+fn decoded_to_py<'py>(py: Python<'py>, d: &mut codec::Decoder<'_>) -> PyResult<Bound<'py, PyAny>> {
+    let corrupt = |e: codec::CodecError| CoreError(reactive_core::Error::from(e));
+    Ok(match d.next_token().map_err(corrupt)? {
+        Token::Null => py.None().into_bound(py),
+        Token::Int(i) => i.into_pyobject(py)?.into_any(),
+        Token::Float(f) => PyFloat::new(py, f).into_any(),
+        Token::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+        Token::Str(s) => PyString::new(py, s).into_any(),
+        Token::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Token::Array(n) => {
+            let list = PyList::empty(py);
+            for _ in 0..n {
+                list.append(decoded_to_py(py, d)?)?;
+            }
+            list.into_any()
+        }
+        Token::Object(n) => {
+            let dict = PyDict::new(py);
+            for _ in 0..n {
+                let name = d.field_name().map_err(corrupt)?;
+                dict.set_item(field_name(py, name), decoded_to_py(py, d)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+/// A document as a Python dict (decoded from its contiguous encoding).
+pub fn document_to_py<'py>(py: Python<'py>, doc: &Document) -> PyResult<Bound<'py, PyAny>> {
+    decoded_to_py(py, &mut codec::Decoder::new(doc.encoded()))
 }
 
 /// Check, without converting, that an object is a value within the value limits.

@@ -15,7 +15,7 @@ use reactive_core::timestamp::Timestamp;
 use reactive_core::write_log::WriteLogConfig;
 
 use crate::batch::PyPersistBatch;
-use crate::convert::object_to_py;
+use crate::convert::document_to_py;
 use crate::detached;
 use crate::errors::CoreError;
 use crate::transaction::PyTransaction;
@@ -325,7 +325,7 @@ impl PyEngine {
         })?;
         let out = PyList::empty(py);
         for d in &docs {
-            out.append(object_to_py(py, &d.fields)?)?;
+            out.append(document_to_py(py, d)?)?;
         }
         Ok((out, next))
     }

@@ -13,7 +13,7 @@ use reactive_core::query::{self, RangeOp};
 use reactive_core::transaction::{ScanRequest, ScanResult, Transaction};
 use reactive_core::value::FieldPath;
 
-use crate::convert::{object_to_py, to_object, to_value};
+use crate::convert::{document_to_py, to_object, to_value};
 use crate::detached;
 use crate::errors::{CoreError, InvalidQueryError};
 
@@ -176,10 +176,10 @@ impl PyTransaction {
     }
 
     /// The document with this id as the transaction sees it, or `None`.
-    fn get<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn get<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let id = parse_id(id)?;
         let doc = self.with(py, |t| t.get(&id))?;
-        doc.map(|d| object_to_py(py, &d.fields)).transpose()
+        doc.map(|d| document_to_py(py, &d)).transpose()
     }
 
     /// Insert a document (`fields` without system fields) into `table`; returns the new id.
@@ -289,7 +289,7 @@ impl PyTransaction {
         })?;
         let out_docs = PyList::empty(py);
         for d in &docs {
-            out_docs.append(object_to_py(py, &d.fields)?)?;
+            out_docs.append(document_to_py(py, d)?)?;
         }
         Ok((out_docs, last_key.map(|k| PyBytes::new(py, &k)), done))
     }

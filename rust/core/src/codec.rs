@@ -106,21 +106,56 @@ pub fn encode_plain(value: &Value) -> Vec<u8> {
 
 /// Encode a value for storage: format byte + payload, compressed above the threshold.
 pub fn encode_stored(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.push(FORMAT_PLAIN);
-    encode_into(value, &mut out);
-    if out.len() > COMPRESSION_THRESHOLD_BYTES
-        && let Ok(compressed) = zstd::bulk::compress(&out[1..], ZSTD_LEVEL)
+    store_plain(&encode_plain(value))
+}
+
+/// The stored form of a plain payload: format byte + payload, compressed (zstd) when it is
+/// at least [`COMPRESSION_THRESHOLD_BYTES`] and compression makes it smaller.
+pub fn store_plain(plain: &[u8]) -> Vec<u8> {
+    if plain.len() >= COMPRESSION_THRESHOLD_BYTES
+        && let Ok(compressed) = zstd::bulk::compress(plain, ZSTD_LEVEL)
+        && compressed.len() + 6 < plain.len()
     {
         let mut z = Vec::with_capacity(compressed.len() + 6);
         z.push(FORMAT_ZSTD);
-        write_varint((out.len() - 1) as u64, &mut z);
+        write_varint(plain.len() as u64, &mut z);
         z.extend_from_slice(&compressed);
-        if z.len() < out.len() {
-            return z;
+        return z;
+    }
+    let mut out = Vec::with_capacity(plain.len() + 1);
+    out.push(FORMAT_PLAIN);
+    out.extend_from_slice(plain);
+    out
+}
+
+/// The plain encoding of an encoded object without its field `name` (copied, not decoded).
+pub fn object_without(object: &[u8], name: &str) -> Result<Vec<u8>, CodecError> {
+    let mut d = Decoder::new(object);
+    let Token::Object(n) = d.next_token()? else {
+        return Err(CodecError {
+            offset: 0,
+            reason: "not an object",
+        });
+    };
+    let mut fields: Vec<&[u8]> = Vec::with_capacity(n);
+    let mut dropped = false;
+    for _ in 0..n {
+        let start = d.pos();
+        let field = d.field_name()?;
+        d.skip_value()?;
+        if field == name {
+            dropped = true;
+        } else {
+            fields.push(&object[start..d.pos()]);
         }
     }
-    out
+    let mut out = Vec::with_capacity(object.len());
+    out.push(T_OBJECT);
+    write_varint((n - usize::from(dropped)) as u64, &mut out);
+    for f in fields {
+        out.extend_from_slice(f);
+    }
+    Ok(out)
 }
 
 struct Reader<'a> {
@@ -128,7 +163,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn err(&self, reason: &'static str) -> CodecError {
         CodecError {
             offset: self.pos,
@@ -157,7 +192,7 @@ impl Reader<'_> {
         Err(self.err("varint too long"))
     }
 
-    fn slice(&mut self, len: u64) -> Result<&[u8], CodecError> {
+    fn slice(&mut self, len: u64) -> Result<&'a [u8], CodecError> {
         let len = usize::try_from(len).map_err(|_| self.err("length too large"))?;
         let end = self
             .pos
@@ -250,6 +285,190 @@ impl Reader<'_> {
     }
 }
 
+/// One step of a streaming decode of the plain encoding (see [`Decoder`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token<'a> {
+    /// `null`
+    Null,
+    /// An int64.
+    Int(i64),
+    /// A float64.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string, borrowed from the input.
+    Str(&'a str),
+    /// Bytes, borrowed from the input.
+    Bytes(&'a [u8]),
+    /// An array of this many items follows.
+    Array(usize),
+    /// An object of this many fields follows; read each with [`Decoder::field_name`] then
+    /// its value.
+    Object(usize),
+}
+
+/// A streaming decoder of the plain encoding: values are read token by token without
+/// building [`Value`]s (for conversions straight into another representation).
+pub struct Decoder<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Decoder {
+            reader: Reader { bytes, pos: 0 },
+        }
+    }
+
+    /// The position in the input.
+    pub fn pos(&self) -> usize {
+        self.reader.pos
+    }
+
+    /// The next token. Counts of arrays and objects are checked against the bytes left.
+    pub fn next_token(&mut self) -> Result<Token<'a>, CodecError> {
+        let r = &mut self.reader;
+        Ok(match r.byte()? {
+            T_NULL => Token::Null,
+            T_INT => {
+                let z = r.varint()?;
+                Token::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            T_FLOAT => {
+                let b = r.slice(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Token::Float(f64::from_bits(u64::from_le_bytes(a)))
+            }
+            T_FALSE => Token::Bool(false),
+            T_TRUE => Token::Bool(true),
+            T_STRING => {
+                let len = r.varint()?;
+                let at = r.pos;
+                let s = r.slice(len)?;
+                Token::Str(std::str::from_utf8(s).map_err(|_| CodecError {
+                    offset: at,
+                    reason: "invalid UTF-8",
+                })?)
+            }
+            T_BYTES => {
+                let len = r.varint()?;
+                Token::Bytes(r.slice(len)?)
+            }
+            T_ARRAY => {
+                let count = r.varint()?;
+                if count > (r.bytes.len() - r.pos) as u64 {
+                    return Err(r.err("array count past the end"));
+                }
+                Token::Array(count as usize)
+            }
+            T_OBJECT => {
+                let count = r.varint()?;
+                if count > (r.bytes.len() - r.pos) as u64 {
+                    return Err(r.err("field count past the end"));
+                }
+                Token::Object(count as usize)
+            }
+            _ => {
+                r.pos -= 1;
+                return Err(r.err("unknown tag"));
+            }
+        })
+    }
+
+    /// The name of the next field of an object.
+    pub fn field_name(&mut self) -> Result<&'a str, CodecError> {
+        let len = self.reader.varint()?;
+        let at = self.reader.pos;
+        let s = self.reader.slice(len)?;
+        std::str::from_utf8(s).map_err(|_| CodecError {
+            offset: at,
+            reason: "invalid UTF-8 in a name",
+        })
+    }
+
+    /// Skip one whole value; returns the bytes it spanned.
+    pub fn skip_value(&mut self) -> Result<&'a [u8], CodecError> {
+        let start = self.reader.pos;
+        // Open containers: (is an object, items left).
+        let mut open: smallvec::SmallVec<[(bool, usize); 8]> = smallvec::SmallVec::new();
+        self.push_container(&mut open)?;
+        while let Some(top) = open.last_mut() {
+            if top.1 == 0 {
+                open.pop();
+                continue;
+            }
+            top.1 -= 1;
+            if top.0 {
+                self.field_name()?;
+            }
+            self.push_container(&mut open)?;
+        }
+        Ok(&self.reader.bytes[start..self.reader.pos])
+    }
+
+    fn push_container(
+        &mut self,
+        open: &mut smallvec::SmallVec<[(bool, usize); 8]>,
+    ) -> Result<(), CodecError> {
+        match self.next_token()? {
+            Token::Array(n) => open.push((false, n)),
+            Token::Object(n) => open.push((true, n)),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The encoded value at `path` inside an encoded object (its bytes, tag included), or `None`
+/// when a component is missing or not an object.
+pub fn lookup<'a>(object: &'a [u8], path: &[String]) -> Result<Option<&'a [u8]>, CodecError> {
+    let mut current = object;
+    for part in path {
+        let mut d = Decoder::new(current);
+        let Token::Object(n) = d.next_token()? else {
+            return Ok(None);
+        };
+        let mut found = None;
+        for _ in 0..n {
+            let name = d.field_name()?;
+            if name == part.as_str() {
+                found = Some(d.skip_value()?);
+                break;
+            }
+            if name > part.as_str() {
+                // Names are sorted: the field is absent.
+                break;
+            }
+            d.skip_value()?;
+        }
+        match found {
+            Some(v) => current = v,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Append the index-key encoding ([`crate::keys`]) of an encoded value, without building a
+/// [`Value`] for scalars.
+pub fn transcode_to_key(value: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut d = Decoder::new(value);
+    match d.next_token()? {
+        Token::Null => crate::keys::encode_value(&Value::Null, out),
+        Token::Int(i) => crate::keys::encode_value(&Value::Int64(i), out),
+        Token::Float(f) => crate::keys::encode_value(&Value::Float64(f), out),
+        Token::Bool(b) => crate::keys::encode_value(&Value::Boolean(b), out),
+        Token::Str(s) => crate::keys::encode_str(s, out),
+        Token::Bytes(b) => crate::keys::encode_bytes(b, out),
+        Token::Array(_) | Token::Object(_) => {
+            crate::keys::encode_value(&decode_plain(value)?, out);
+        }
+    }
+    Ok(())
+}
+
 /// Decode a plain payload (no format byte) that it fills exactly.
 pub fn decode_plain(bytes: &[u8]) -> Result<Value, CodecError> {
     let mut reader = Reader { bytes, pos: 0 };
@@ -305,8 +524,30 @@ mod tests {
         }
 
         #[test]
+        fn streaming_reads_agree_with_decoding(v in arb_value(), name in "[a-c]{1,2}") {
+            let plain = encode_plain(&v);
+            let mut key = Vec::new();
+            transcode_to_key(&plain, &mut key).unwrap();
+            prop_assert_eq!(key, crate::keys::value_key(&v));
+            let mut d = Decoder::new(&plain);
+            prop_assert_eq!(d.skip_value().unwrap().len(), plain.len());
+            let mut o = Object::new();
+            o.insert(name.clone(), v.clone());
+            o.insert("zz".into(), Value::Null);
+            let obj = encode_plain(&Value::Object(o));
+            let found = lookup(&obj, std::slice::from_ref(&name)).unwrap().unwrap();
+            prop_assert_eq!(decode_plain(found).unwrap(), v);
+            prop_assert!(lookup(&obj, &["b0".to_owned()]).unwrap().is_none());
+            let without = object_without(&obj, &name).unwrap();
+            prop_assert_eq!(decode_plain(&without).unwrap().as_object().map(|o| o.len()), Some(1));
+        }
+
+        #[test]
         fn hostile_input_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_stored(&bytes);
+            let _ = Decoder::new(&bytes).skip_value();
+            let _ = lookup(&bytes, &["a".to_owned()]);
+            let _ = transcode_to_key(&bytes, &mut Vec::new());
         }
     }
 

@@ -10,8 +10,9 @@
 
 use std::cmp::Ordering;
 
+use crate::document::FieldSource;
 use crate::error::{Error, Result};
-use crate::value::{FieldPath, Object, Value, cmp_optional};
+use crate::value::{FieldPath, Value, cmp_optional};
 
 /// Deepest expression tree accepted.
 pub const MAX_EXPRESSION_DEPTH: usize = 64;
@@ -91,9 +92,9 @@ impl Expr {
     }
 
     /// Evaluate against a document's fields; `None` is `undefined`.
-    pub fn eval(&self, doc: &Object) -> Result<Option<Value>> {
+    pub fn eval<S: FieldSource + ?Sized>(&self, doc: &S) -> Result<Option<Value>> {
         Ok(match self {
-            Expr::Field(path) => path.lookup(doc).cloned(),
+            Expr::Field(path) => doc.field(path),
             Expr::Literal(v) => Some(v.clone()),
             Expr::Compare(op, a, b) => {
                 let (a, b) = (a.eval(doc)?, b.eval(doc)?);
@@ -140,7 +141,7 @@ impl Expr {
     }
 
     /// Whether a document passes: the expression evaluates to `true`.
-    pub fn matches(&self, doc: &Object) -> Result<bool> {
+    pub fn matches<S: FieldSource + ?Sized>(&self, doc: &S) -> Result<bool> {
         Ok(matches!(self.eval(doc)?, Some(Value::Boolean(true))))
     }
 }
@@ -193,6 +194,7 @@ fn arith(op: Arithmetic, a: Option<Value>, b: Option<Value>) -> Result<Option<Va
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Object;
 
     fn field(name: &str) -> Expr {
         Expr::Field(FieldPath::parse(name).unwrap())

@@ -136,6 +136,18 @@ pub fn float_key_bits(f: f64) -> u64 {
     }
 }
 
+/// Append the encoding of a string value.
+pub fn encode_str(s: &str, out: &mut Vec<u8>) {
+    out.push(STRING_TAG);
+    write_escaped(s.as_bytes(), out);
+}
+
+/// Append the encoding of a bytes value.
+pub fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
+    out.push(BYTES_TAG);
+    write_escaped(b, out);
+}
+
 /// Append the encoding of one value.
 pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
     match value {

@@ -420,7 +420,7 @@ impl Transaction {
                 scanned_docs += 1;
                 scanned_bytes += doc.size;
                 let pass = match &request.filter {
-                    Some(f) => match f.matches(&doc.fields) {
+                    Some(f) => match f.matches(doc.as_ref()) {
                         Ok(p) => p,
                         Err(e) => {
                             error = Some(e);

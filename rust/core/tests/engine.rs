@@ -253,8 +253,8 @@ fn concurrent_transfers_keep_the_total() {
                         Some(Value::Int64(b)) => *b,
                         _ => panic!("no balance"),
                     };
-                    let a = balance(&txn.get(&from).unwrap().unwrap().fields);
-                    let b = balance(&txn.get(&to).unwrap().unwrap().fields);
+                    let a = balance(&txn.get(&from).unwrap().unwrap().fields());
+                    let b = balance(&txn.get(&to).unwrap().unwrap().fields());
                     let amount = 7.min(a);
                     txn.replace(&from, obj(&[("balance", Value::Int64(a - amount))]))
                         .unwrap();
@@ -280,15 +280,22 @@ fn concurrent_transfers_keep_the_total() {
     let mut txn = engine.begin(true);
     let total: i64 = ids
         .iter()
-        .map(
-            |id| match txn.get(id).unwrap().unwrap().fields.get("balance") {
+        .map(|id| {
+            match txn
+                .get(id)
+                .unwrap()
+                .unwrap()
+                .fields()
+                .get("balance")
+                .cloned()
+            {
                 Some(Value::Int64(b)) => {
-                    assert!(*b >= 0);
-                    *b
+                    assert!(b >= 0);
+                    b
                 }
                 _ => panic!(),
-            },
-        )
+            }
+        })
         .sum();
     assert_eq!(total, 400);
 }
