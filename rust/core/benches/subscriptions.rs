@@ -3,9 +3,10 @@
 //!
 //! Key shape: 4-byte index id, tag 0x10, a string value (8-15 bytes), 0x00, then a
 //! 16-byte document id for written/point keys. Mixes:
-//! * `prefix`: every subscription is one distinct prefix range `[P, succ(P))`;
+//! * `prefix`: every subscription is the range of one distinct index value,
+//!   `[P, P ++ 0xFF)` (what `with_index(q.eq(...))` reads);
 //! * `half_point`: even subscriptions are prefix ranges, odd ones point intervals;
-//! * `range` (informational): "take 50 latest"-shaped ranges `[P ++ 8 bytes, succ(P))`,
+//! * `range` (informational): "take 50 latest"-shaped ranges `[P ++ key, P ++ 0xFF)`,
 //!   which live in the per-bucket treaps.
 //!
 //! Each commit writes 2 keys that hit some subscription and 2 that hit none. `cold`
@@ -49,19 +50,18 @@ fn prefix_key(i: u64) -> Vec<u8> {
     k
 }
 
-fn successor(p: &[u8]) -> Vec<u8> {
+/// The end of an index range of `eq`s on the values `p`: `p ++ 0xFF` (see
+/// `reactive_core::query`).
+fn after_values(p: &[u8]) -> Vec<u8> {
     let mut e = p.to_vec();
-    while e.last() == Some(&0xFF) {
-        e.pop();
-    }
-    if let Some(last) = e.last_mut() {
-        *last += 1;
-    }
+    e.push(0xFF);
     e
 }
 
+/// A document's key under `prefix`: the float64 tag of `_creationTime` follows the values.
 fn doc_key(prefix: &[u8], doc: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
+    k.push(0x0D);
     k.extend(mix64(doc).to_be_bytes());
     k.extend(mix64(!doc).to_be_bytes());
     k
@@ -89,14 +89,14 @@ impl Mix {
             Mix::HalfPoint if i % 2 == 1 => Interval::point(&doc_key(&p, i)),
             Mix::Range => {
                 let mut lo = p.clone();
-                lo.extend([0x40; 8]);
+                lo.extend([0x0D, 0x40, 0, 0, 0, 0, 0, 0, 0]);
                 Interval {
-                    end: successor(&p),
+                    end: after_values(&p),
                     start: lo,
                 }
             }
             _ => Interval {
-                end: successor(&p),
+                end: after_values(&p),
                 start: p,
             },
         }
@@ -108,7 +108,7 @@ impl Mix {
             Mix::HalfPoint if i % 2 == 1 => doc_key(&prefix_key(i), i),
             Mix::Range => {
                 let mut k = prefix_key(i);
-                k.extend([0x80; 8]);
+                k.extend([0x0D, 0x80, 0, 0, 0, 0, 0, 0, 0]);
                 k.extend(mix64(salt).to_be_bytes());
                 k
             }

@@ -539,7 +539,7 @@ mod tests {
             prop_assert_eq!(decode_plain(found).unwrap(), v);
             prop_assert!(lookup(&obj, &["b0".to_owned()]).unwrap().is_none());
             let without = object_without(&obj, &name).unwrap();
-            prop_assert_eq!(decode_plain(&without).unwrap().as_object().map(|o| o.len()), Some(1));
+            prop_assert_eq!(decode_plain(&without).unwrap().as_object().map(Object::len), Some(1));
         }
 
         #[test]

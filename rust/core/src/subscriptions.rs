@@ -13,8 +13,9 @@
 //! * **Buckets.** Every interval `[s, e)` lies inside the set of keys starting with
 //!   `p = lcp(s, e)`. One hash map, keyed by byte strings `p`, holds per key: the point
 //!   interval `[p, p ++ 0x00)`, the prefix interval `[p, prefix_successor(p))` (all keys
-//!   starting with `p`), and a treap of the other intervals whose longest common prefix
-//!   is `p`. A written key `k` probes `k[..len]` for each distinct indexed length
+//!   starting with `p`), the *equal-values* interval `[p, p ++ 0xFF)` (what an index
+//!   range of `eq`s reads: keys starting with `p` whose next byte is not 0xFF), and a
+//!   treap of the other intervals whose longest common prefix is `p`. A written key `k` probes `k[..len]` for each distinct indexed length
 //!   `len <= |k|` (a short sorted list in practice: lengths cluster by index shape),
 //!   plus `k` itself for points.
 //! * **Filter.** A blocked Bloom filter (one `u64` word per probe, 11-32 bits per
@@ -72,6 +73,7 @@ enum Home {
     Free,
     Point(Arc<[u8]>),
     Prefix(Arc<[u8]>),
+    Equal(Arc<[u8]>),
     /// Bucket key and treap node.
     Range(Arc<[u8]>, u32),
 }
@@ -90,6 +92,8 @@ struct Bucket {
     point: u32,
     /// Slot of the keys starting with `p`.
     prefix: u32,
+    /// Slot of `[p, p ++ 0xFF)`.
+    equal: u32,
     /// Treap of the other intervals with longest common prefix `p`.
     root: u32,
 }
@@ -99,13 +103,18 @@ struct Bucket {
 enum Kind {
     Point,
     Prefix,
+    Equal,
     /// General range; the length of `lcp(s, e)`.
     Range(usize),
 }
 
 fn classify(s: &[u8], e: &[u8]) -> Kind {
-    if e.len() == s.len() + 1 && e.last() == Some(&0) && e.starts_with(s) {
-        return Kind::Point;
+    if e.len() == s.len() + 1 && e.starts_with(s) {
+        match e.last() {
+            Some(0) => return Kind::Point,
+            Some(0xFF) => return Kind::Equal,
+            _ => {}
+        }
     }
     // `e == prefix_successor(s)`: strip trailing 0xFF from `s`, increment the last byte.
     let m = s.len() - s.iter().rev().take_while(|&&b| b == 0xFF).count();
@@ -207,7 +216,12 @@ impl SubscriptionIndex {
         for (key, len) in probes {
             if let Some(b) = self.buckets.get(&key[..len]) {
                 let point = if len == key.len() { b.point } else { NIL };
-                hits.extend([point, b.prefix].into_iter().filter(|&s| s != NIL));
+                let equal = if key.get(len) == Some(&0xFF) {
+                    NIL
+                } else {
+                    b.equal
+                };
+                hits.extend([point, b.prefix, equal].into_iter().filter(|&s| s != NIL));
                 self.tree.stab(b.root, &key[len..], &mut hits);
             }
         }
@@ -279,6 +293,7 @@ impl SubscriptionIndex {
                 let found = match kind {
                     Kind::Point => bucket.point,
                     Kind::Prefix => bucket.prefix,
+                    Kind::Equal => bucket.equal,
                     Kind::Range(_) => self.tree.find(bucket.root, tails.0, tails.1),
                 };
                 if found != NIL {
@@ -292,6 +307,7 @@ impl SubscriptionIndex {
         let empty = Bucket {
             point: NIL,
             prefix: NIL,
+            equal: NIL,
             root: NIL,
         };
         let bucket = self.buckets.entry(Arc::clone(&key)).or_insert(empty);
@@ -304,6 +320,10 @@ impl SubscriptionIndex {
             Kind::Prefix => {
                 bucket.prefix = slot;
                 Home::Prefix(Arc::clone(&key))
+            }
+            Kind::Equal => {
+                bucket.equal = slot;
+                Home::Equal(Arc::clone(&key))
             }
             Kind::Range(_) => {
                 let node;
@@ -338,7 +358,7 @@ impl SubscriptionIndex {
         let home = std::mem::replace(&mut s.home, Home::Free);
         let key = match &home {
             Home::Free => return,
-            Home::Point(k) | Home::Prefix(k) | Home::Range(k, _) => Arc::clone(k),
+            Home::Point(k) | Home::Prefix(k) | Home::Equal(k) | Home::Range(k, _) => Arc::clone(k),
         };
         self.free_slots.push(slot);
         let Some(b) = self.buckets.get_mut(&key) else {
@@ -350,10 +370,11 @@ impl SubscriptionIndex {
                 self.points -= 1;
             }
             Home::Prefix(_) => b.prefix = NIL,
+            Home::Equal(_) => b.equal = NIL,
             Home::Range(_, node) => b.root = self.tree.remove(b.root, node),
             Home::Free => {}
         }
-        if (b.point, b.prefix, b.root) == (NIL, NIL, NIL) {
+        if (b.point, b.prefix, b.equal, b.root) == (NIL, NIL, NIL, NIL) {
             self.buckets.remove(&key);
             if self.filter.remove() {
                 self.filter.rebuild(self.buckets.keys().map(|k| &**k));
@@ -684,6 +705,7 @@ mod tests {
                     Home::Free => continue,
                     Home::Point(k) => (self.buckets[k].point, k),
                     Home::Prefix(k) => (self.buckets[k].prefix, k),
+                    Home::Equal(k) => (self.buckets[k].equal, k),
                     Home::Range(k, n) => (self.tree.node(*n).slot, k),
                 };
                 assert_eq!(b, s);
@@ -703,7 +725,7 @@ mod tests {
             let mut nodes = 0;
             for (k, b) in &self.buckets {
                 assert!(self.filter.may_contain(k));
-                assert!(b.point != NIL || b.prefix != NIL || b.root != NIL);
+                assert!(b.point != NIL || b.prefix != NIL || b.equal != NIL || b.root != NIL);
                 self.check_tree(b.root, u32::MAX, &mut nodes);
             }
             assert_eq!(nodes + self.tree.free.len(), self.tree.nodes.len());
@@ -842,6 +864,11 @@ mod tests {
             key()
                 .prop_filter("has successor", |k| k.iter().any(|&b| b != 0xFF))
                 .prop_map(|k| prefix(&k)),
+            key().prop_map(|k| {
+                let mut e = k.clone();
+                e.push(0xFF);
+                iv(&k, &e)
+            }),
             (key(), key()).prop_map(|(a, b)| iv(&a.clone().min(b.clone()), &a.max(b))),
         ]
     }
