@@ -55,10 +55,14 @@ class Auth:
 class DatabaseReader:
     """``ctx.db`` in a query: read-only access at the transaction's snapshot."""
 
-    def __init__(self, txn: _core.Transaction, db: Database) -> None:
+    def __init__(self, txn: _core.Transaction, db: Database, journal: str | None = None) -> None:
         self._txn = txn
         self._db = db
         self._cursors: CursorCodec = db._cursors
+        # Query journals (spec §6.9): the end cursor a paginated query reached on its first
+        # run, so that re-runs cover exactly the same range (gapless reactive pagination).
+        self._journal_in = journal
+        self._journal_out: str | None = None
 
     def _ids(self, table: str, text: str) -> bool:
         return self._txn.normalize_id(table, text) is not None

@@ -75,6 +75,8 @@ class Database:
         self._runner = Runner(self, max_attempts=max_attempts)
         self._background: set[asyncio.Task[None]] = set()
         self._table_numbers: dict[str, int] = {}
+        # The newest commit whose invalidations have been dispatched (<= engine.visible_ts).
+        self._published_ts = int(engine.visible_ts)
         self._retention_s = 60.0
         self._retention_task: asyncio.Task[None] | None = None
 
@@ -183,6 +185,14 @@ class Database:
         """The newest visible commit timestamp (u64 ns since the epoch)."""
         return int(self._engine.visible_ts)
 
+    @property
+    def published_timestamp(self) -> int:
+        """The newest commit timestamp whose subscription invalidations were delivered.
+
+        A snapshot at it is consistent with every watcher's state.
+        """
+        return self._published_ts
+
     def _id_checker(self, table: str, text: str) -> bool:
         number = _core.id_table_number(text)
         if number is None:
@@ -222,11 +232,16 @@ class Database:
         internal: bool = False,
         identity: dict[str, Any] | None = None,
         ts: int | None = None,
+        journal: str | None = None,
     ) -> QueryOutcome:
-        """Run a query and return its outcome: value or error, log lines, transaction."""
+        """Run a query and return its outcome.
+
+        The outcome holds the value or error, log lines, transaction and journal; ``ts``
+        reads at that timestamp (inside the retention window).
+        """
         self._check_open()
         fn = self._runner.resolve(path, "query", internal)
-        return await self._runner.run_query(fn, args, identity, ts)
+        return await self._runner.run_query(fn, args, identity, ts, journal)
 
     async def mutation(
         self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
@@ -284,11 +299,14 @@ class Database:
         fn = self._runner.resolve(path, "query", internal)
         return Subscription(self, fn, args)
 
-    def _invalidate(self, subscription_ids: list[int]) -> None:
+    def _invalidate(self, subscription_ids: list[int], first_ts: int, last_ts: int) -> None:
+        # Called in commit order as batches are published; `first_ts` is the batch's first
+        # commit (a watcher's result is valid only before it).
+        self._published_ts = max(self._published_ts, last_ts)
         for sid in subscription_ids:
             sub = self._subscriptions.get(sid)
             if sub is not None:
-                sub._invalidate()
+                sub._invalidate(first_ts)
 
     # -- maintenance ---------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class Flusher:
         self,
         engine: _core.Engine,
         persistence: Persistence,
-        on_publish: Callable[[list[int]], None],
+        on_publish: Callable[[list[int], int, int], None],
     ) -> None:
         self._engine = engine
         self._persistence = persistence
@@ -119,12 +119,14 @@ class Flusher:
         invalidated = self._engine.publish(batch)
         self.batches_written += 1
         self.commits_written += len(batch)
-        for ts in batch.timestamps:
+        stamps = batch.timestamps
+        if stamps:
+            # Before waking anyone: what they read next must reflect this batch.
+            self._on_publish(invalidated, stamps[0], stamps[-1])
+        for ts in stamps:
             fut = self._waiters.pop(ts, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
-        if invalidated:
-            self._on_publish(invalidated)
         return None
 
     async def _run(self) -> None:
@@ -174,7 +176,7 @@ class WorkerFlusher:
         self,
         engine: _core.Engine,
         worker: _core.GroupCommitWorker,
-        on_publish: Callable[[list[int]], None],
+        on_publish: Callable[[list[int], int, int], None],
     ) -> None:
         self._engine = engine
         self._worker = worker
@@ -211,6 +213,9 @@ class WorkerFlusher:
             failure: BaseException | None = None
             if error is not None:
                 failure = PersistenceError(f"the commit could not be made durable: {error}")
+            elif timestamps:
+                # Before waking anyone: what they read next must reflect this batch.
+                self._on_publish(invalidated, timestamps[0], timestamps[-1])
             for ts in timestamps:
                 fut = self._waiters.pop(ts, None)
                 if fut is None or fut.done():
@@ -221,8 +226,6 @@ class WorkerFlusher:
                     fut.set_exception(failure)
             if failure is None:
                 self.commits_written += len(timestamps)
-                if invalidated:
-                    self._on_publish(invalidated)
             self._covered = max(self._covered, generation)
             keep: list[tuple[int, asyncio.Future[None]]] = []
             for wanted, fut in self._flush_waiters:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from reactive.db.cursor import CursorCodec
-from reactive.errors import InvalidQueryError, ReactiveError
+from reactive.errors import InvalidCursorError, InvalidQueryError, ReactiveError
 
 if TYPE_CHECKING:
     from reactive.db.context import DatabaseReader
@@ -373,6 +373,15 @@ class Query:
         fingerprint = self._fingerprint()
         after = codec.decode(options.get("cursor"), fingerprint)
         end_cursor = options.get("endCursor")
+        journal = self._reader._journal_in
+        if end_cursor is None and journal is not None:
+            # A re-run of a reactive page ends where its first run did (spec §17); a
+            # journal this query did not issue is ignored.
+            try:
+                codec.decode(journal, fingerprint)
+                end_cursor = journal
+            except InvalidCursorError:
+                end_cursor = None
         if after is CursorCodec.END:
             return {
                 "page": [],
@@ -390,6 +399,7 @@ class Query:
                 after if isinstance(after, bytes) else None,
                 until if isinstance(until, bytes) else None,
             )
+            self._reader._journal_out = end_cursor
             return {
                 "page": docs,
                 "isDone": until is CursorCodec.END,
@@ -402,6 +412,8 @@ class Query:
             cont = codec.encode(CursorCodec.END, fingerprint)
         else:
             cont = codec.encode(last, fingerprint)
+        if self._reader._journal_out is None:
+            self._reader._journal_out = cont
         return {
             "page": docs,
             "isDone": done,

@@ -40,12 +40,16 @@ __all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
 
 @dataclass
 class QueryOutcome:
-    """A query run: its value (or error), log lines and the transaction it read in."""
+    """A query run: its value (or error), log lines, transaction and journal.
+
+    The journal is the end cursor of a paginated query, kept for its re-runs.
+    """
 
     value: Any
     log_lines: list[str]
     txn: _core.Transaction
     error: BaseException | None = None
+    journal: str | None = None
 
 
 @dataclass
@@ -167,8 +171,11 @@ class Runner:
         args: Any,
         identity: dict[str, Any] | None = None,
         ts: int | None = None,
+        journal: str | None = None,
     ) -> QueryOutcome:
         """Run a query at the visible timestamp (or at ``ts``, a point-in-time read).
+
+        ``journal`` is the journal of an earlier run of this query (spec §6.9).
 
         Errors of the function are returned in ``outcome.error`` (with the transaction, so
         a subscription can still watch what the failed run read); errors before it runs
@@ -176,7 +183,7 @@ class Runner:
         """
         engine = self._db._engine
         txn = engine.begin(True) if ts is None else engine.begin_at(ts)
-        reader = DatabaseReader(txn, self._db)
+        reader = DatabaseReader(txn, self._db, journal)
         args = _validate_args(fn, args, reader._ids)
         ctx = QueryCtx(reader, time.time() * 1000.0, random.getrandbits(64), identity)
         collector = logs.LogCollector()
@@ -185,10 +192,10 @@ class Runner:
             value = await _call(fn, ctx, args)
             value = _check_result(fn, value, reader._ids)
         except Exception as exc:
-            return QueryOutcome(None, collector.finish(), txn, exc)
+            return QueryOutcome(None, collector.finish(), txn, exc, reader._journal_out)
         finally:
             logs.reset(token)
-        return QueryOutcome(value, collector.finish(), txn)
+        return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
 
     async def run_mutation(
         self, fn: Function, args: Any, identity: dict[str, Any] | None = None

@@ -44,7 +44,7 @@ class Subscription:
         self._yielded = False
         self.runs = 0
 
-    def _invalidate(self) -> None:
+    def _invalidate(self, ts: int = 0) -> None:
         self._invalidated.set()
 
     async def _run(self) -> tuple[Any, BaseException | None]:

@@ -10,6 +10,7 @@ mod batch;
 mod convert;
 mod engine;
 mod errors;
+mod json;
 mod sqlite;
 mod transaction;
 
@@ -32,5 +33,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     batch::register(m)?;
     sqlite::register(m)?;
     convert::register(m)?;
+    json::register(m)?;
     Ok(())
 }

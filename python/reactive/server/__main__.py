@@ -1,0 +1,80 @@
+"""``python -m reactive.server``: serve an app over WebSocket and HTTP on one port.
+
+Options: ``--app DIR`` (the app), ``--db URL`` (default ``$REACTIVE_DB_URL``, else an
+embedded SQLite file under ``./.reactive/``), ``--host`` (127.0.0.1), ``--port`` (3210),
+``--max-frame-bytes`` (16 MiB), ``--admin-key`` (``$REACTIVE_ADMIN_KEY``), ``--jwt-key``
+(``$REACTIVE_JWT_KEY``), ``--jwt-issuer``, ``--jwt-audience``, ``--log-level``.
+
+SIGTERM or SIGINT: stop accepting, close sockets (1012, clients reconnect), persist queued
+commits, exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+__all__ = ["main"]
+
+DEFAULT_DB = "sqlite:///.reactive/db.sqlite3"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options and serve until stopped."""
+    import uvicorn
+
+    from reactive.server.app import DEFAULT_MAX_FRAME_BYTES, ServerConfig, create_app
+
+    parser = argparse.ArgumentParser(
+        prog="python -m reactive.server", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--app", default=None, help="app directory or importable package")
+    parser.add_argument("--db", default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3210)
+    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES)
+    parser.add_argument("--admin-key", default=os.environ.get("REACTIVE_ADMIN_KEY"))
+    parser.add_argument("--jwt-key", default=os.environ.get("REACTIVE_JWT_KEY"))
+    parser.add_argument("--jwt-issuer", default=os.environ.get("REACTIVE_JWT_ISSUER"))
+    parser.add_argument("--jwt-audience", default=os.environ.get("REACTIVE_JWT_AUDIENCE"))
+    parser.add_argument("--log-level", default="info")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = ServerConfig(
+        db_url=ns.db,
+        app=ns.app,
+        max_frame_bytes=ns.max_frame_bytes,
+        admin_key=ns.admin_key,
+        jwt_key=ns.jwt_key,
+        jwt_issuer=ns.jwt_issuer,
+        jwt_audience=ns.jwt_audience,
+    )
+    app = create_app(config)
+    uv = uvicorn.Config(
+        app,
+        host=ns.host,
+        port=ns.port,
+        ws_max_size=ns.max_frame_bytes,
+        ws_ping_interval=5.0,
+        ws_ping_timeout=120.0,
+        lifespan="on",
+        log_level=ns.log_level,
+        timeout_graceful_shutdown=3,
+        access_log=False,
+    )
+    server = uvicorn.Server(uv)
+    print(
+        f"reactive: serving {ns.app or '(no app)'} on http://{ns.host}:{ns.port} "
+        f"(database {ns.db})",
+        flush=True,
+    )
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The ASGI application: the sync protocol over WebSocket and the HTTP API on one port.
+
+Routes: ``/api/sync`` and ``/api/{version}/sync`` (WebSocket, spec §2), the function routes
+of spec §13, ``/instance_name``, ``/instance_version`` and ``/health``. ``/api/*`` answers
+CORS as Convex does (the request's origin mirrored, credentials allowed, preflights cached
+for a day). A path starting with ``//`` (a deployment URL with a trailing slash) is served as
+if it had one slash.
+
+The database opens in the application's lifespan and closes (queued commits persisted) on
+shutdown; open sockets are closed with code 1012 so clients reconnect to the next server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+import reactive
+from reactive.db.database import Database
+from reactive.server.auth import Authenticator
+from reactive.server.connection import Connection, MutationCache
+from reactive.server.http import HttpApi
+from reactive.server.queries import QueryCache
+
+__all__ = ["Server", "ServerConfig", "create_app"]
+
+log = logging.getLogger("reactive.server")
+
+DEFAULT_MAX_FRAME_BYTES = 16 << 20
+
+
+@dataclass
+class ServerConfig:
+    """What a server serves and how.
+
+    Attributes:
+        db_url: The database URL (``sqlite:///…``).
+        app: The app (directory, package name, module).
+        max_frame_bytes: Largest WebSocket frame or HTTP body accepted (bytes).
+        admin_key: Key accepted in ``Admin`` tokens (``Authorization: Convex <key>``).
+        jwt_key: Key to verify user JWTs with (HS256 secret or PEM public key).
+        jwt_issuer: Required issuer of user JWTs.
+        jwt_audience: Required audience of user JWTs.
+        instance_name: What ``/instance_name`` answers.
+        open_options: Extra options for :func:`reactive.open`.
+    """
+
+    db_url: str
+    app: Any = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    admin_key: str | None = None
+    jwt_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    instance_name: str = "reactive"
+    open_options: dict[str, Any] = field(default_factory=dict)
+
+
+class Server:
+    """One served database: its sockets, shared live queries and mutation replay cache."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.authenticate = Authenticator(
+            admin_key=config.admin_key,
+            jwt_key=config.jwt_key,
+            jwt_issuer=config.jwt_issuer,
+            jwt_audience=config.jwt_audience,
+        )
+        self.max_request_bytes = config.max_frame_bytes
+        self.instance_name = config.instance_name
+        self.ping_check_s = 1.0
+        self.mutations = MutationCache()
+        self.connections: set[Connection] = set()
+        self._db: Database | None = None
+        self._queries: QueryCache | None = None
+        self.http = HttpApi(self)
+
+    @property
+    def db(self) -> Database:
+        """The open database."""
+        if self._db is None:
+            raise RuntimeError("the server's database is not open")
+        return self._db
+
+    @property
+    def queries(self) -> QueryCache:
+        """The shared live queries."""
+        if self._queries is None:
+            raise RuntimeError("the server's database is not open")
+        return self._queries
+
+    async def open(self) -> None:
+        """Open the database."""
+        self._db = await reactive.open(
+            self.config.db_url, app=self.config.app, **self.config.open_options
+        )
+        self._queries = QueryCache(self._db)
+
+    async def close(self) -> None:
+        """Close every socket (1012: restart) and then the database."""
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.ws.close(1012, "ServiceRestart"), 2.0)
+        if self._db is not None:
+            await self._db.close()
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        """Serve one sync socket."""
+        conn = Connection(self, websocket)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+
+class _CollapseSlashes:
+    """Serve ``//api/…`` as ``/api/…`` (clients given a URL with a trailing slash)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope.get("path", "")
+            if path.startswith("//"):
+                scope = dict(scope)
+                scope["path"] = "/" + path.lstrip("/")
+        await self.app(scope, receive, send)
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The ASGI application serving ``config``'s app and database."""
+    server = Server(config)
+    api = server.http
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.open()
+        app.state.server = server
+        try:
+            yield
+        finally:
+            await server.close()
+
+    async def query(request: Request) -> Response:
+        if request.method == "GET":
+            return await api.query_get(request)
+        return await api.call(request, "query")
+
+    async def mutation(request: Request) -> Response:
+        return await api.call(request, "mutation")
+
+    async def action(request: Request) -> Response:
+        return await api.call(request, "action")
+
+    async def function(request: Request) -> Response:
+        return await api.call(request, None)
+
+    routes = [
+        WebSocketRoute("/api/sync", server.websocket),
+        WebSocketRoute("/api/{version}/sync", server.websocket),
+        Route("/api/query", query, methods=["GET", "POST"]),
+        Route("/api/mutation", mutation, methods=["POST"]),
+        Route("/api/action", action, methods=["POST"]),
+        Route("/api/function", function, methods=["POST"]),
+        Route("/api/run/{path:path}", api.run_path, methods=["POST"]),
+        Route("/api/query_ts", api.query_ts, methods=["POST"]),
+        Route("/api/query_at_ts", api.query_at_ts, methods=["POST"]),
+        Route("/api/query_batch", api.query_batch, methods=["POST"]),
+        Route("/instance_name", api.instance_name, methods=["GET"]),
+        Route("/instance_version", api.instance_version, methods=["GET"]),
+        Route("/health", api.health, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(_CollapseSlashes),
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=".*",
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "OPTIONS", "PATCH", "DELETE", "PUT"],
+            allow_headers=["*"],
+            max_age=86400,
+        ),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.server = server
+    return app

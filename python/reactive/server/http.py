@@ -1,0 +1,280 @@
+"""The HTTP API (spec §13): run functions, consistent reads, health.
+
+A function that ran answers HTTP 200 with ``{"status": "success", "value": …}`` or
+``{"status": "error", "errorMessage": …, "errorData"?: …}`` (``logLines`` when any). A
+request that fails before a function runs (bad JSON, bad path, unknown function, refused
+token, body too large) answers 4xx with ``{"code": …, "message": …}``.
+
+Values are Convex JSON (``format: "convex_encoded_json"``, what the official clients ask
+for) or the clean form (``format: "json"``, the default: int64 as decimal strings, bytes as
+base64 strings).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from reactive import _core
+from reactive.errors import (
+    FunctionNotFoundError,
+    InvalidValueError,
+    ReactiveError,
+    TransactionTooOldError,
+)
+from reactive.functions import Function, FunctionKind, canonicalize_path
+from reactive.server.queries import error_message
+from reactive.sync.messages import ProtocolError, decode_ts, encode_ts, loads
+from reactive.sync.session import AuthFailure
+
+if TYPE_CHECKING:
+    from reactive.server.app import Server
+
+__all__ = ["HttpApi"]
+
+_CONVEX_FORMATS = {"convex_encoded_json", "convex_json"}
+_CLEAN_FORMATS = {"json", "convex_clean_json"}
+
+
+class RequestError(Exception):
+    """A request refused before any function ran."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> Response:
+        """The JSON error response."""
+        return JSONResponse({"code": self.code, "message": self.message}, status_code=self.status)
+
+
+def _clean(fmt: Any) -> bool:
+    if fmt is None:
+        return True
+    if fmt in _CONVEX_FORMATS:
+        return False
+    if fmt in _CLEAN_FORMATS:
+        return True
+    raise RequestError(400, "BadFormat", f"unsupported format {fmt!r:.60}")
+
+
+def _args_of(body: dict[str, Any]) -> Any:
+    args = body.get("args", {})
+    if isinstance(args, list):
+        if len(args) != 1:
+            raise RequestError(400, "BadArgs", "args must be an object or [object]")
+        args = args[0]
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise RequestError(400, "BadArgs", "args must be an object or [object]")
+    return args
+
+
+class HttpApi:
+    """The HTTP routes of one server."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        limit = self.server.max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+        if not data:
+            return {}
+        try:
+            body = loads(bytes(data))
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
+        return body
+
+    def _identity(self, request: Request) -> dict[str, Any] | None:
+        try:
+            return self.server.authenticate.from_header(request.headers.get("authorization"))
+        except AuthFailure as exc:
+            raise RequestError(401, "Unauthenticated", str(exc)) from None
+
+    def _function(self, path: Any, kind: FunctionKind | None) -> Function:
+        if not isinstance(path, str):
+            raise RequestError(400, "BadConvexFunctionIdentifier", "path must be a string")
+        try:
+            canonical = canonicalize_path(path)
+        except FunctionNotFoundError as exc:
+            raise RequestError(400, "BadConvexFunctionIdentifier", str(exc)) from None
+        try:
+            fn = self.server.db.app.lookup(canonical)
+        except FunctionNotFoundError as exc:
+            raise RequestError(404, "FunctionNotFound", str(exc)) from None
+        if fn.internal:
+            raise RequestError(
+                404, "FunctionNotFound", f"could not find public function for {canonical!r}"
+            )
+        if kind is not None and fn.kind != kind:
+            raise RequestError(
+                400, "WrongFunctionType", f"{canonical!r} is a {fn.kind}, not a {kind}"
+            )
+        return fn
+
+    async def _run(
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None,
+        clean: bool,
+        ts: int | None = None,
+    ) -> dict[str, Any]:
+        runner = self.server.db._runner
+        logs: list[str] = []
+        try:
+            value_args = _core.from_convex_json(args, "args")
+            if fn.kind == "query":
+                outcome = await runner.run_query(fn, value_args, identity, ts)
+                logs = outcome.log_lines
+                if outcome.error is not None:
+                    raise outcome.error
+                value = outcome.value
+            elif fn.kind == "mutation":
+                m = await runner.run_mutation(fn, value_args, identity)
+                logs, value = m.log_lines, m.value
+            else:
+                a = await runner.run_action(fn, value_args, identity)
+                logs, value = a.log_lines, a.value
+            out: dict[str, Any] = {
+                "status": "success",
+                "value": json.loads(_core.convex_json(value, clean)),
+            }
+        except TransactionTooOldError as exc:
+            raise RequestError(400, "OutOfRetention", str(exc)) from None
+        except Exception as exc:
+            message, data = error_message(exc)
+            out = {"status": "error", "errorMessage": message}
+            if data is not None and isinstance(exc, ReactiveError):
+                data_value = getattr(exc, "data", None)
+                try:
+                    out["errorData"] = json.loads(_core.convex_json(data_value, clean))
+                except InvalidValueError:
+                    out["errorData"] = str(data_value)
+        if logs:
+            out["logLines"] = logs
+        return out
+
+    async def call(self, request: Request, kind: FunctionKind | None) -> Response:
+        """``POST /api/query|mutation|action|function``."""
+        try:
+            body = await self._body(request)
+            identity = self._identity(request)
+            fn = self._function(body.get("path"), kind)
+            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse(result)
+
+    async def query_get(self, request: Request) -> Response:
+        """``GET /api/query?path=…&args=<json>&format=…``."""
+        try:
+            identity = self._identity(request)
+            fn = self._function(request.query_params.get("path"), "query")
+            raw = request.query_params.get("args") or "{}"
+            try:
+                args = loads(raw)
+            except ValueError as exc:
+                raise RequestError(400, "BadArgs", f"args is not valid JSON: {exc}") from None
+            result = await self._run(
+                fn, _args_of({"args": args}), identity, _clean(request.query_params.get("format"))
+            )
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse(result)
+
+    async def run_path(self, request: Request) -> Response:
+        """``POST /api/run/{module path}/{function}``: any kind, default format ``json``."""
+        rest = request.path_params.get("path", "").strip("/")
+        module, _, name = rest.rpartition("/")
+        try:
+            if not module or not name:
+                raise RequestError(
+                    400,
+                    "BadConvexFunctionIdentifier",
+                    f"/api/run/{rest[:200]} names no function: use /api/run/<module>/<function>",
+                )
+            body = await self._body(request)
+            identity = self._identity(request)
+            fn = self._function(f"{module}:{name}", None)
+            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse(result)
+
+    async def query_ts(self, request: Request) -> Response:
+        """``POST /api/query_ts``: the snapshot the next consistent reads can use."""
+        return JSONResponse({"ts": encode_ts(self.server.db.published_timestamp)})
+
+    async def query_at_ts(self, request: Request) -> Response:
+        """``POST /api/query_at_ts``: a query at an earlier snapshot (within retention)."""
+        try:
+            body = await self._body(request)
+            identity = self._identity(request)
+            fn = self._function(body.get("path"), "query")
+            try:
+                ts = decode_ts(body.get("ts"), "ts")
+            except ProtocolError as exc:
+                raise RequestError(400, "BadTimestamp", str(exc)) from None
+            if ts > self.server.db.published_timestamp:
+                raise RequestError(400, "BadTimestamp", "ts is in the future")
+            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")), ts)
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse(result)
+
+    async def query_batch(self, request: Request) -> Response:
+        """``POST /api/query_batch``: several queries at one snapshot."""
+        try:
+            body = await self._body(request)
+            identity = self._identity(request)
+            queries = body.get("queries")
+            if not isinstance(queries, list):
+                raise RequestError(400, "BadJsonBody", "queries must be an array")
+            ts = self.server.db.published_timestamp
+            results = []
+            for q in queries:
+                if not isinstance(q, dict):
+                    raise RequestError(400, "BadJsonBody", "each query must be an object")
+                try:
+                    fn = self._function(q.get("path"), "query")
+                    results.append(
+                        await self._run(fn, _args_of(q), identity, _clean(q.get("format")), ts)
+                    )
+                except RequestError as exc:
+                    results.append({"status": "error", "errorMessage": exc.message})
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse({"results": results})
+
+    async def instance_name(self, request: Request) -> Response:
+        """``GET /instance_name``."""
+        return PlainTextResponse(self.server.instance_name)
+
+    async def instance_version(self, request: Request) -> Response:
+        """``GET /instance_version``."""
+        return PlainTextResponse(_core.__version__)
+
+    async def health(self, request: Request) -> Response:
+        """``GET /health``: 200 while the database is open."""
+        db = self.server.db
+        if db._closed:
+            return JSONResponse({"status": "closed"}, status_code=503)
+        return JSONResponse({"status": "ok", "ts": str(db.published_timestamp)})

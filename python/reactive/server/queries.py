@@ -1,0 +1,230 @@
+"""Live queries shared by every socket of the server.
+
+A query is identified by (canonical path, arguments, identity, journal). However many
+sockets watch it, it runs once per snapshot and is registered once with the engine's
+subscription index; a commit that touches its read set marks it stale from that commit on
+and tells its watchers, which compute their next transition.
+
+Each result carries the range of timestamps where it is valid: from the snapshot it ran at
+until the first commit (of the batch) that invalidated it. A transition at snapshot ``T``
+uses the result when ``T`` is in that range and otherwise re-runs the query at exactly
+``T``, sharing that run with every socket asking for ``T`` — so all the results of one
+transition hold at one snapshot, and a commit re-runs each affected query once.
+
+Source: DESIGN.md §2 "Subscriptions"; spec §6.5 (transitions, unchanged results not sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from reactive import _core
+from reactive.errors import ConvexError, ReactiveError
+from reactive.functions import Function
+from reactive.sync.messages import dumps
+from reactive.sync.session import QueryResult
+
+if TYPE_CHECKING:
+    from reactive.db.database import Database
+
+__all__ = ["QueryCache", "SharedQuery", "error_message", "identity_key"]
+
+_NEVER = 2**64
+
+
+def error_message(exc: BaseException) -> tuple[str, str | None]:
+    """The client-facing message of a function error, and ConvexError data as JSON.
+
+    The message follows Convex's form, ``[Request ID: …] Server Error`` then
+    ``Uncaught <Error>: <message>``; ``ConvexError`` data travels separately.
+    """
+    request_id = secrets.token_hex(8)
+    if isinstance(exc, ConvexError):
+        try:
+            data = _core.convex_json(exc.data)
+        except ReactiveError:
+            data = _core.convex_json(str(exc.data))
+        return f"[Request ID: {request_id}] Server Error\nUncaught ConvexError: {data}", data
+    return (
+        f"[Request ID: {request_id}] Server Error\nUncaught {type(exc).__name__}: {exc}",
+        None,
+    )
+
+
+def identity_key(identity: dict[str, Any] | None) -> str:
+    """A canonical string for an identity (part of a shared query's key)."""
+    return "" if identity is None else dumps(dict(sorted(identity.items())))
+
+
+def _fingerprint(*parts: str | None) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(b"\x00" if part is None else b"\x01" + part.encode())
+        h.update(b"\xff")
+    return h.digest()
+
+
+@dataclass
+class _Version:
+    """One computed result and the timestamps where it holds: ``[valid_ts, stale_ts)``."""
+
+    result: QueryResult
+    valid_ts: int
+    stale_ts: int = _NEVER
+
+
+class SharedQuery:
+    """One live query, shared by the sockets that watch it."""
+
+    def __init__(
+        self,
+        cache: QueryCache,
+        key: tuple[str, bytes, str, str | None],
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None,
+        journal: str | None,
+    ) -> None:
+        self._cache = cache
+        self.key = key
+        self.fn = fn
+        self.args = args
+        self.identity = identity
+        self.journal = journal
+        self.latest: _Version | None = None
+        self.subscription: int | None = None
+        self.watchers: dict[Callable[[], None], int] = {}
+        self.runs = 0
+        self._running: dict[int, asyncio.Future[QueryResult]] = {}
+
+    def _invalidate(self, ts: int = 0) -> None:
+        """A published batch starting at ``ts`` touched what the latest result read."""
+        latest = self.latest
+        if latest is not None and latest.stale_ts == _NEVER:
+            latest.stale_ts = max(ts, latest.valid_ts + 1)
+        for watcher in list(self.watchers):
+            watcher()
+
+    async def result_at(self, ts: int) -> QueryResult:
+        """The result at snapshot ``ts`` (running the query if no held result covers it)."""
+        latest = self.latest
+        if latest is not None and latest.valid_ts <= ts < latest.stale_ts:
+            return latest.result
+        running = self._running.get(ts)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
+        self._running[ts] = fut
+        try:
+            result = await self._run(ts)
+            fut.set_result(result)
+            return result
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._running[ts]
+
+    async def _run(self, ts: int) -> QueryResult:
+        db = self._cache.db
+        outcome = await db._runner.run_query(self.fn, self.args, self.identity, ts, self.journal)
+        self.runs += 1
+        self._cache.runs += 1
+        logs = tuple(outcome.log_lines)
+        if outcome.error is None:
+            try:
+                value_json = _core.convex_json(outcome.value)
+            except ReactiveError as exc:
+                outcome.error = exc
+        if outcome.error is None:
+            journal = outcome.journal
+            result = QueryResult(
+                _fingerprint(value_json, dumps(list(logs)), journal),
+                value_json=value_json,
+                log_lines=logs,
+                journal=journal,
+            )
+        else:
+            message, data = error_message(outcome.error)
+            # The request id differs per run: leave it out of the fingerprint.
+            stable = message.split("\n", 1)[-1]
+            result = QueryResult(
+                _fingerprint(None, stable, data, dumps(list(logs))),
+                error_message=message,
+                error_data_json=data,
+                log_lines=logs,
+                journal=outcome.journal,
+            )
+        latest = self.latest
+        if latest is None or ts >= latest.valid_ts:
+            engine = db._engine
+            if self.subscription is None:
+                self.subscription, missed = engine.subscribe(outcome.txn)
+                db._subscriptions[self.subscription] = self  # type: ignore[assignment]
+            else:
+                missed = engine.resubscribe(self.subscription, outcome.txn)
+            self.latest = _Version(result, ts, ts + 1 if missed else _NEVER)
+        return result
+
+    def close(self) -> None:
+        """Stop watching (no socket uses it any more)."""
+        db = self._cache.db
+        if self.subscription is not None:
+            db._subscriptions.pop(self.subscription, None)
+            if not db._closed:
+                db._engine.unsubscribe(self.subscription)
+            self.subscription = None
+
+
+class QueryCache:
+    """The shared queries of one server, with reference counts per watcher."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._entries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
+        self._refs: dict[tuple[str, bytes, str, str | None], int] = {}
+        self.runs = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def acquire(
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None,
+        journal: str | None,
+        watcher: Callable[[], None],
+    ) -> SharedQuery:
+        """The shared query for these inputs, with ``watcher`` told of its changes."""
+        key = (fn.path or "", _core.value_fingerprint(args), identity_key(identity), journal)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = SharedQuery(self, key, fn, args, identity, journal)
+            self._entries[key] = entry
+        self._refs[key] = self._refs.get(key, 0) + 1
+        entry.watchers[watcher] = entry.watchers.get(watcher, 0) + 1
+        return entry
+
+    def release(self, entry: SharedQuery, watcher: Callable[[], None]) -> None:
+        """Drop one watcher's reference; the query stops when none is left."""
+        key = entry.key
+        left = self._refs.get(key, 0) - 1
+        uses = entry.watchers.get(watcher, 0) - 1
+        if uses > 0:
+            entry.watchers[watcher] = uses
+        else:
+            entry.watchers.pop(watcher, None)
+        if left > 0:
+            self._refs[key] = left
+            return
+        self._refs.pop(key, None)
+        if self._entries.get(key) is entry:
+            del self._entries[key]
+        entry.close()

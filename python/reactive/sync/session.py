@@ -1,0 +1,449 @@
+"""The sync protocol of one socket as a sans-I/O state machine.
+
+Events go in (a client frame, a mutation or action finished, the query results of a
+transition, a watched query changed, the clock); effects come out (:class:`Send` a frame,
+:class:`Close`, :class:`RunMutation`, :class:`RunAction`, :class:`ComputeTransition`). The
+machine never does I/O and imports no asyncio: the server's connection task drives it.
+
+Rules kept (``shared/spec/convex-wire-protocol.md`` §6-7):
+
+* Versions start at ``{querySet: 0, identity: 0, ts: 0}``; every ``Transition`` starts at
+  the previous one's end, so a client never sees a start-version mismatch.
+* ``ModifyQuerySet`` must start at the last received version (else ``FatalError``);
+  ``Authenticate`` likewise for identities (else close).
+* At most one transition is computed at a time; triggers meanwhile fold into the next.
+  Its results are all taken at one snapshot (the driver's job), and only queries whose
+  result or log lines changed are sent (fingerprints).
+* Mutations run one at a time in arrival order; each ``MutationResponse`` is followed by a
+  transition whose end timestamp is at least the commit's (the clients release the
+  mutation only then). Actions run concurrently.
+* Something is sent at least every ``ping_interval_s`` (``{"type": "Ping"}``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from reactive.sync.messages import (
+    Action,
+    Add,
+    Authenticate,
+    Connect,
+    Event,
+    ModifyQuerySet,
+    Mutation,
+    ProtocolError,
+    Remove,
+    dumps,
+    encode_ts,
+    parse_client_message,
+)
+
+__all__ = [
+    "AuthFailure",
+    "Close",
+    "ComputeTransition",
+    "Effect",
+    "QueryResult",
+    "QuerySpec",
+    "RunAction",
+    "RunMutation",
+    "Send",
+    "SyncSession",
+]
+
+PING_INTERVAL_S = 15.0
+"""Idle time after which a ``Ping`` is sent (Convex's backend uses 15 s)."""
+MAX_QUEUED_MUTATIONS = 1000
+"""Mutations queued per socket before the socket is closed (Convex's limit)."""
+
+
+class AuthFailure(Exception):
+    """A token that the authenticator refuses (its message goes to the client)."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send this text frame."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the socket with this code and reason (after sending what came before)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunMutation:
+    """Run a mutation; report with :meth:`SyncSession.mutation_finished`."""
+
+    request_id: int
+    udf_path: str
+    args: Any
+    identity: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RunAction:
+    """Run an action; report with :meth:`SyncSession.action_finished`."""
+
+    request_id: int
+    udf_path: str
+    args: Any
+    identity: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One query of the set, as the client asked for it (args still Convex JSON)."""
+
+    udf_path: str
+    args: Any
+    journal: str | None
+
+
+@dataclass(frozen=True)
+class ComputeTransition:
+    """Compute every query of ``queries`` at one snapshot ``>= min_ts``.
+
+    Report with :meth:`SyncSession.transition_computed`.
+    """
+
+    queries: dict[int, QuerySpec]
+    identity: dict[str, Any] | None
+    min_ts: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's result as the driver computed it.
+
+    ``value_json`` (success) or ``error_message`` (failure, with ``error_data_json`` for a
+    ConvexError); ``fingerprint`` is equal for equal results (value, error, log lines,
+    journal).
+    """
+
+    fingerprint: bytes
+    value_json: str | None = None
+    error_message: str | None = None
+    error_data_json: str | None = None
+    log_lines: tuple[str, ...] = ()
+    journal: str | None = None
+
+
+Effect = Send | Close | RunMutation | RunAction | ComputeTransition
+
+
+@dataclass
+class _Pending:
+    """Triggers received while a transition was computing."""
+
+    needed: bool = False
+    min_ts: int = 0
+
+
+@dataclass
+class SyncSession:
+    """The protocol state of one socket.
+
+    Args:
+        authenticate: ``(token_type, value) -> identity`` for ``User``/``Admin`` tokens;
+            raises :class:`AuthFailure` to refuse. ``None`` refuses every token.
+        server_ts: Returns the server's clock in ns (for ``serverTs``); injected so tests
+            are deterministic.
+    """
+
+    authenticate: Any = None
+    session_id: str | None = None
+    connected: bool = False
+    received_query_set: int = 0
+    received_identity: int = 0
+    version_query_set: int = 0
+    version_identity: int = 0
+    version_ts: int = 0
+    identity: dict[str, Any] | None = None
+    queries: dict[int, QuerySpec] = field(default_factory=dict)
+    sent: dict[int, bytes] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)
+    mutations: deque[Mutation] = field(default_factory=deque)
+    mutation_running: bool = False
+    computing: bool = False
+    pending: _Pending = field(default_factory=_Pending)
+    closed: bool = False
+    last_send_s: float = 0.0
+    client_clock_skew_ms: float | None = None
+    # A mutation responded since the last transition: the next one must be sent even if
+    # empty (it is what releases the mutation in the clients).
+    must_send: bool = False
+    # The identity and query-set version requested by the transition being computed.
+    _computing_versions: tuple[int, int] = (0, 0)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _fatal(self, message: str) -> list[Effect]:
+        self.closed = True
+        return [
+            Send(dumps({"type": "FatalError", "error": message[:4096]})),
+            Close(1000, "BadRequest"),
+        ]
+
+    def _need_transition(self, min_ts: int = 0) -> list[Effect]:
+        self.pending.needed = True
+        self.pending.min_ts = max(self.pending.min_ts, min_ts)
+        return self._maybe_compute()
+
+    def _maybe_compute(self) -> list[Effect]:
+        if self.closed or self.computing or not self.pending.needed or not self.connected:
+            return []
+        self.computing = True
+        min_ts = self.pending.min_ts
+        self.pending = _Pending()
+        self._computing_versions = (self.received_query_set, self.received_identity)
+        return [ComputeTransition(dict(self.queries), self.identity, min_ts)]
+
+    def _next_mutation(self) -> list[Effect]:
+        if self.mutation_running or not self.mutations or self.closed:
+            return []
+        m = self.mutations.popleft()
+        self.mutation_running = True
+        return [RunMutation(m.request_id, m.udf_path, m.args, self.identity)]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def receive(self, text: str | bytes, now_ms: float | None = None) -> list[Effect]:
+        """A frame from the client (``now_ms``: the server clock, for the clock skew)."""
+        if self.closed:
+            return []
+        try:
+            msg = parse_client_message(text)
+        except ProtocolError as exc:
+            return self._fatal(f"Invalid message: {exc}")
+        if isinstance(msg, Connect):
+            if self.connected:
+                return self._fatal("Connect was sent twice on one socket")
+            self.connected = True
+            self.session_id = msg.session_id
+            if msg.client_ts and now_ms is not None:
+                self.client_clock_skew_ms = msg.client_ts - now_ms
+            return self._maybe_compute()
+        if not self.connected:
+            return self._fatal("the first message on a socket must be Connect")
+        if isinstance(msg, ModifyQuerySet):
+            return self._modify(msg)
+        if isinstance(msg, Mutation):
+            if len(self.mutations) >= MAX_QUEUED_MUTATIONS:
+                self.closed = True
+                return [Close(1013, "TooManyConcurrentRequests: mutation queue full")]
+            self.mutations.append(msg)
+            return self._next_mutation()
+        if isinstance(msg, Action):
+            return [RunAction(msg.request_id, msg.udf_path, msg.args, self.identity)]
+        if isinstance(msg, Authenticate):
+            return self._authenticate(msg)
+        if isinstance(msg, Event):
+            return []
+        return self._fatal("unhandled message")  # pragma: no cover - parse covers all types
+
+    def _modify(self, msg: ModifyQuerySet) -> list[Effect]:
+        if msg.base_version != self.received_query_set:
+            return self._fatal(
+                f"Base version {msg.base_version} passed up doesn't match the current "
+                f"version {self.received_query_set}"
+            )
+        if msg.new_version <= msg.base_version:
+            return self._fatal("ModifyQuerySet.newVersion must be greater than baseVersion")
+        for mod in msg.modifications:
+            if isinstance(mod, Add):
+                if mod.query_id in self.queries:
+                    self.closed = True
+                    return [Close(1011, f"InternalServerError: query {mod.query_id} added twice")]
+                self.queries[mod.query_id] = QuerySpec(mod.udf_path, mod.args, mod.journal)
+                self.removed.discard(mod.query_id)
+                self.sent.pop(mod.query_id, None)
+            elif isinstance(mod, Remove):
+                if mod.query_id not in self.queries:
+                    self.closed = True
+                    return [
+                        Close(1011, f"InternalServerError: query {mod.query_id} is not in the set")
+                    ]
+                del self.queries[mod.query_id]
+                self.removed.add(mod.query_id)
+        self.received_query_set = msg.new_version
+        return self._need_transition()
+
+    def _authenticate(self, msg: Authenticate) -> list[Effect]:
+        if msg.base_version != self.received_identity:
+            self.closed = True
+            return [Close(1011, "InternalServerError: identity version mismatch")]
+        if msg.token_type == "None":
+            identity = None
+        else:
+            try:
+                if self.authenticate is None:
+                    raise AuthFailure("this server accepts no authentication tokens")
+                identity = self.authenticate(msg.token_type, msg.value)
+            except AuthFailure as exc:
+                self.closed = True
+                error = {
+                    "type": "AuthError",
+                    "error": str(exc),
+                    "baseVersion": self.version_identity,
+                    "authUpdateAttempted": True,
+                }
+                return [Send(dumps(error)), Close(1000, "AuthError")]
+        self.identity = identity
+        self.received_identity += 1
+        # Every query re-runs under the new identity and is sent again.
+        self.sent.clear()
+        return self._need_transition()
+
+    def watched_changed(self) -> list[Effect]:
+        """A query of this socket got a new result (a commit touched what it read)."""
+        return self._need_transition()
+
+    def mutation_finished(
+        self,
+        request_id: int,
+        *,
+        ts: int | None = None,
+        value_json: str | None = None,
+        error_message: str | None = None,
+        error_data_json: str | None = None,
+        log_lines: list[str] | tuple[str, ...] = (),
+    ) -> list[Effect]:
+        """The running mutation finished.
+
+        It committed at ``ts`` with ``value_json``, or failed with ``error_message`` (and
+        ``error_data_json`` for a ConvexError).
+        """
+        self.mutation_running = False
+        if self.closed:
+            return []
+        logs = dumps(list(log_lines))
+        if error_message is None:
+            text = (
+                f'{{"type":"MutationResponse","requestId":{request_id},"success":true,'
+                f'"result":{value_json or "null"},"ts":"{encode_ts(ts or 0)}","logLines":{logs}}}'
+            )
+        else:
+            data = f',"errorData":{error_data_json}' if error_data_json is not None else ""
+            text = (
+                f'{{"type":"MutationResponse","requestId":{request_id},"success":false,'
+                f'"result":{dumps(error_message)},"ts":null,"logLines":{logs}{data}}}'
+            )
+        self.must_send = True
+        effects: list[Effect] = [Send(text)]
+        effects += self._need_transition(ts or 0)
+        effects += self._next_mutation()
+        return effects
+
+    def action_finished(
+        self,
+        request_id: int,
+        *,
+        value_json: str | None = None,
+        error_message: str | None = None,
+        error_data_json: str | None = None,
+        log_lines: list[str] | tuple[str, ...] = (),
+    ) -> list[Effect]:
+        """An action finished (successfully with ``value_json``, or with an error)."""
+        if self.closed:
+            return []
+        logs = dumps(list(log_lines))
+        if error_message is None:
+            text = (
+                f'{{"type":"ActionResponse","requestId":{request_id},"success":true,'
+                f'"result":{value_json or "null"},"logLines":{logs}}}'
+            )
+        else:
+            data = f',"errorData":{error_data_json}' if error_data_json is not None else ""
+            text = (
+                f'{{"type":"ActionResponse","requestId":{request_id},"success":false,'
+                f'"result":{dumps(error_message)},"logLines":{logs}{data}}}'
+            )
+        # The action's mutations may have changed what this socket watches.
+        return [Send(text), *self._need_transition()]
+
+    def transition_computed(
+        self, ts: int, results: dict[int, QueryResult], server_ts_ns: int
+    ) -> list[Effect]:
+        """The results of the requested :class:`ComputeTransition`, all at snapshot ``ts``."""
+        self.computing = False
+        if self.closed:
+            return []
+        query_set, identity = self._computing_versions
+        ts = max(ts, self.version_ts)
+        mods: list[str] = []
+        for query_id, result in results.items():
+            if query_id not in self.queries or self.sent.get(query_id) == result.fingerprint:
+                continue
+            self.sent[query_id] = result.fingerprint
+            logs = dumps(list(result.log_lines))
+            journal = dumps(result.journal)
+            if result.error_message is None:
+                mods.append(
+                    f'{{"type":"QueryUpdated","queryId":{query_id},'
+                    f'"value":{result.value_json or "null"},"logLines":{logs},'
+                    f'"journal":{journal}}}'
+                )
+            else:
+                data = (
+                    f',"errorData":{result.error_data_json}'
+                    if result.error_data_json is not None
+                    else ""
+                )
+                mods.append(
+                    f'{{"type":"QueryFailed","queryId":{query_id},'
+                    f'"errorMessage":{dumps(result.error_message)},"logLines":{logs},'
+                    f'"journal":{journal}{data}}}'
+                )
+        for query_id in sorted(self.removed):
+            mods.append(f'{{"type":"QueryRemoved","queryId":{query_id}}}')
+            self.sent.pop(query_id, None)
+        self.removed.clear()
+        start = (
+            f'{{"querySet":{self.version_query_set},"identity":{self.version_identity},'
+            f'"ts":"{encode_ts(self.version_ts)}"}}'
+        )
+        end = f'{{"querySet":{query_set},"identity":{identity},"ts":"{encode_ts(ts)}"}}'
+        unchanged = (query_set, identity, ts) == (
+            self.version_query_set,
+            self.version_identity,
+            self.version_ts,
+        )
+        effects: list[Effect] = []
+        # An empty transition to where the client already is tells it nothing; skip it
+        # unless a mutation response since the last one waits for it.
+        if mods or not unchanged or self.must_send:
+            self.must_send = False
+            skew = dumps(self.client_clock_skew_ms)
+            effects.append(
+                Send(
+                    f'{{"type":"Transition","startVersion":{start},"endVersion":{end},'
+                    f'"modifications":[{",".join(mods)}],"clientClockSkew":{skew},'
+                    f'"serverTs":{server_ts_ns}}}'
+                )
+            )
+            self.version_query_set, self.version_identity, self.version_ts = (
+                query_set,
+                identity,
+                ts,
+            )
+        effects += self._maybe_compute()
+        return effects
+
+    def ping_due(self, now_s: float, interval_s: float = PING_INTERVAL_S) -> list[Effect]:
+        """A ``Ping`` if nothing was sent for ``interval_s`` (call it from a timer)."""
+        if self.closed or now_s - self.last_send_s < interval_s:
+            return []
+        return [Send('{"type":"Ping"}')]
+
+    def sent_at(self, now_s: float) -> None:
+        """Record that a frame was sent at ``now_s``."""
+        self.last_send_s = now_s
