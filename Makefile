@@ -6,7 +6,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CARGO  ?= cargo
 
-.PHONY: setup build demo test test-rust test-python bench bench-rust fmt lint stubtest clean
+.PHONY: setup build serve demo test test-rust test-python bench bench-rust fmt lint stubtest clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ setup: $(VPY)
 	$(VPY) -m pip install --quiet -e '.[test]'
 
 build: setup
+
+# The main job: the chat example served over WebSocket + HTTP on 127.0.0.1:3210, on the
+# embedded SQLite default (./.reactive/db.sqlite3).
+serve: setup
+	$(VPY) -m reactive.server --app examples/chat
 
 demo: setup
 	$(VPY) examples/chat_demo.py

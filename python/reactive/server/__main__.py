@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 __all__ = ["main"]
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
     )
     server = uvicorn.Server(uv)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
+    # handler that was in place before it: make that a no-op, so a clean shutdown exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     print(
         f"reactive: serving {ns.app or '(no app)'} on http://{ns.host}:{ns.port} "
         f"(database {ns.db})",
