@@ -70,6 +70,8 @@ class DatabaseReader:
     def _check_table(self, table: str) -> None:
         if not isinstance(table, str):
             raise TableNotFoundError(f"table names are strings, not {type(table).__name__}")
+        if table.startswith("_"):
+            raise TableNotFoundError(f"table {table!r}: tables starting with '_' are system tables")
         if self._txn.has_table(table):
             return
         schema = self._db._app.schema

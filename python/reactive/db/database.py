@@ -265,11 +265,16 @@ class Database:
         *,
         internal: bool = False,
         identity: dict[str, Any] | None = None,
+        request: tuple[str, int] | None = None,
     ) -> MutationOutcome:
-        """Run a mutation and return its outcome: value, log lines, commit timestamp."""
+        """Run a mutation and return its outcome: value, log lines, commit timestamp.
+
+        ``request`` (session id, request id) makes it exactly-once across replays (see
+        ``Runner.run_mutation``).
+        """
         self._check_open()
         fn = self._runner.resolve(path, "mutation", internal)
-        return await self._runner.run_mutation(fn, args, identity)
+        return await self._runner.run_mutation(fn, args, identity, request)
 
     async def action(
         self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reactive import _core, logs
+from reactive.db import system
 from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
 from reactive.errors import (
     ArgumentValidationError,
@@ -31,6 +32,7 @@ from reactive.errors import (
 )
 from reactive.functions import Function, FunctionKind
 from reactive.schema import ValidationFailure, type_name
+from reactive.sync.messages import loads
 
 if TYPE_CHECKING:
     from reactive.db.database import Database
@@ -54,12 +56,17 @@ class QueryOutcome:
 
 @dataclass
 class MutationOutcome:
-    """A committed mutation: its value, log lines, commit timestamp and attempts made."""
+    """A committed mutation: its value, log lines, commit timestamp and attempts made.
+
+    ``replayed`` is true when the result was recorded by an earlier run of the same client
+    request (nothing ran; ``ts`` is then a snapshot at or after that run's commit).
+    """
 
     value: Any
     log_lines: list[str]
     ts: int
     attempts: int = 1
+    replayed: bool = False
 
 
 @dataclass
@@ -198,9 +205,17 @@ class Runner:
         return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
 
     async def run_mutation(
-        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None = None,
+        request: tuple[str, int] | None = None,
     ) -> MutationOutcome:
         """Run a mutation to a durable commit, retrying conflicts.
+
+        ``request`` (session id, request id) makes it exactly-once across client replays:
+        its result is recorded in ``_session_requests`` with its writes, and a replay of
+        a recorded request returns the recorded result without running (spec §6.8).
 
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
@@ -218,8 +233,18 @@ class Runner:
             collector = logs.LogCollector()
             token = logs.collecting(collector)
             try:
+                if request is not None:
+                    done = system.find_session_request(txn, *request)
+                    if done is not None:
+                        value = _core.from_convex_json(loads(done["value"]), "result")
+                        seen = max(txn.begin_ts, self._db.published_timestamp)
+                        return MutationOutcome(value, list(done["logLines"]), seen, attempt, True)
                 value = await _call(fn, ctx, checked)
                 value = _check_result(fn, value, writer._ids)
+                if request is not None:
+                    system.record_session_request(
+                        txn, *request, _core.convex_json(value), list(collector.lines)
+                    )
                 ts = engine.commit(txn)
             except RetryableError as exc:
                 last = exc

@@ -30,8 +30,9 @@ from starlette.websockets import WebSocket
 
 import reactive
 from reactive.db.database import Database
+from reactive.db.system import ensure_system_tables, prune_session_requests
 from reactive.server.auth import Authenticator
-from reactive.server.connection import Connection, MutationCache
+from reactive.server.connection import Connection
 from reactive.server.http import HttpApi
 from reactive.server.queries import QueryCache
 
@@ -70,7 +71,7 @@ class ServerConfig:
 
 
 class Server:
-    """One served database: its sockets, shared live queries and mutation replay cache."""
+    """One served database: its sockets and shared live queries."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -83,10 +84,10 @@ class Server:
         self.max_request_bytes = config.max_frame_bytes
         self.instance_name = config.instance_name
         self.ping_check_s = 1.0
-        self.mutations = MutationCache()
         self.connections: set[Connection] = set()
         self._db: Database | None = None
         self._queries: QueryCache | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self.http = HttpApi(self)
 
     @property
@@ -108,10 +109,27 @@ class Server:
         self._db = await reactive.open(
             self.config.db_url, app=self.config.app, **self.config.open_options
         )
+        await ensure_system_tables(self._db)
         self._queries = QueryCache(self._db)
+        self._pruner = asyncio.get_running_loop().create_task(
+            self._prune(), name="reactive-prune-session-requests"
+        )
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            try:
+                while await prune_session_requests(self.db) > 0:
+                    await asyncio.sleep(0)
+            except Exception as exc:
+                log.warning("pruning old session requests failed: %s", exc)
 
     async def close(self) -> None:
         """Close every socket (1012: restart) and then the database."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pruner
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(1012, "ServiceRestart"), 2.0)

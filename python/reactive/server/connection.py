@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -38,41 +36,9 @@ from reactive.sync.session import (
 if TYPE_CHECKING:
     from reactive.server.app import Server
 
-__all__ = ["Connection", "MutationCache"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("reactive.server")
-
-
-@dataclass(frozen=True)
-class _Done:
-    """A committed mutation, kept to answer a replay of it (spec §6.8)."""
-
-    ts: int
-    value_json: str
-    log_lines: tuple[str, ...]
-
-
-class MutationCache:
-    """Outcomes of successful mutations by (session id, request id), most recent kept.
-
-    A JS client resends mutations it still tracks after a reconnect, on the same session
-    id; answering a replay from here instead of running it again keeps it exactly-once
-    while this server runs.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._done: OrderedDict[tuple[str, int], _Done] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, session: str, request: int) -> _Done | None:
-        """The stored outcome, if this mutation already committed."""
-        return self._done.get((session, request))
-
-    def put(self, session: str, request: int, done: _Done) -> None:
-        """Remember a committed mutation."""
-        self._done[(session, request)] = done
-        if len(self._done) > self._capacity:
-            self._done.popitem(last=False)
 
 
 def _spec_error(message: str) -> QueryResult:
@@ -192,43 +158,29 @@ class Connection:
         return self.server.db._runner.resolve(path, kind, internal_ok=False)  # type: ignore[arg-type]
 
     async def _run_mutation(self, effect: RunMutation) -> None:
-        session_id = self.session.session_id or ""
-        done = self.server.mutations.get(session_id, effect.request_id)
+        session_id = self.session.session_id
+        request = (session_id, effect.request_id) if session_id else None
         payload: dict[str, Any]
-        if done is not None:
+        try:
+            fn = self._resolve(effect.udf_path, "mutation")
+            args = _core.from_convex_json(effect.args, "args")
+            outcome = await self.server.db._runner.run_mutation(fn, args, effect.identity, request)
             payload = {
                 "request_id": effect.request_id,
-                "ts": done.ts,
-                "value_json": done.value_json,
-                "log_lines": done.log_lines,
+                "ts": outcome.ts,
+                "value_json": _core.convex_json(outcome.value),
+                "log_lines": outcome.log_lines,
             }
-        else:
-            try:
-                fn = self._resolve(effect.udf_path, "mutation")
-                args = _core.from_convex_json(effect.args, "args")
-                outcome = await self.server.db._runner.run_mutation(fn, args, effect.identity)
-                value_json = _core.convex_json(outcome.value)
-                self.server.mutations.put(
-                    session_id,
-                    effect.request_id,
-                    _Done(outcome.ts, value_json, tuple(outcome.log_lines)),
-                )
-                payload = {
-                    "request_id": effect.request_id,
-                    "ts": outcome.ts,
-                    "value_json": value_json,
-                    "log_lines": outcome.log_lines,
-                }
-            except Exception as exc:
-                message, data = error_message(exc)
-                if not isinstance(exc, ReactiveError):
-                    log.debug("mutation %s failed", effect.udf_path, exc_info=exc)
-                payload = {
-                    "request_id": effect.request_id,
-                    "error_message": message,
-                    "error_data_json": data,
-                    "log_lines": getattr(exc, "log_lines", ()),
-                }
+        except Exception as exc:
+            message, data = error_message(exc)
+            if not isinstance(exc, ReactiveError):
+                log.debug("mutation %s failed", effect.udf_path, exc_info=exc)
+            payload = {
+                "request_id": effect.request_id,
+                "error_message": message,
+                "error_data_json": data,
+                "log_lines": getattr(exc, "log_lines", ()),
+            }
         self._events.put_nowait(("mutation", payload))
 
     async def _run_action(self, effect: RunAction) -> None:

@@ -184,6 +184,12 @@ impl PyEngine {
         detached(py, move || engine.create_table(name)).map(|t| t.0)
     }
 
+    /// Create a system table (name starting with `_`) if it does not exist.
+    fn create_system_table(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.create_system_table(name)).map(|t| t.0)
+    }
+
     /// Add a backfilling index; returns `(index_id, snapshot_ts)`.
     fn add_index(
         &self,

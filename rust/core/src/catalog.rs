@@ -242,6 +242,21 @@ impl Catalog {
     /// Add a table with its built-in indexes (ready from `ready_since`); returns its number.
     pub fn add_table(&mut self, name: &str, ready_since: u64) -> Result<TableNumber, Error> {
         check_identifier("table", name).map_err(Error::Schema)?;
+        self.add_table_named(name, ready_since)
+    }
+
+    /// Add a system table (its name starts with `_`; users cannot name such tables).
+    pub fn add_system_table(&mut self, name: &str, ready_since: u64) -> Result<TableNumber, Error> {
+        let Some(rest) = name.strip_prefix('_') else {
+            return Err(Error::Schema(SchemaError::new(format!(
+                "system table names start with '_', not {name:?}"
+            ))));
+        };
+        check_identifier("table", rest).map_err(Error::Schema)?;
+        self.add_table_named(name, ready_since)
+    }
+
+    fn add_table_named(&mut self, name: &str, ready_since: u64) -> Result<TableNumber, Error> {
         if self.by_name.contains_key(name) {
             return Err(Error::Schema(SchemaError::new(format!(
                 "table {name:?} already exists"

@@ -348,6 +348,19 @@ impl Engine {
         })
     }
 
+    /// Create a system table (name starting with `_`) if it does not exist.
+    pub fn create_system_table(&self, name: &str) -> Result<TableNumber> {
+        if let Some(t) = self.catalog().table(name) {
+            return Ok(TableNumber(t.number));
+        }
+        self.change_catalog(|catalog, last_ts| {
+            if let Some(t) = catalog.table(name) {
+                return Ok(TableNumber(t.number));
+            }
+            catalog.add_system_table(name, last_ts.0)
+        })
+    }
+
     /// Add an index in the backfilling state. Returns its id and the snapshot timestamp the
     /// backfill reads at: every commit after it maintains the index.
     pub fn add_index(
