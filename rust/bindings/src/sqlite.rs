@@ -73,7 +73,7 @@ impl PySqliteStore {
             let catalog = engine.catalog();
             let ts = engine.visible_ts();
             let store = engine.store().read();
-            p.check(&catalog, &store, ts)
+            p.check(catalog, &store, ts)
         })?;
         let d = PyDict::new(py);
         d.set_item("documents", report.documents)?;

@@ -13,6 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -20,8 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::catalog::Catalog;
 use crate::engine::PersistBatch;
 use crate::error::{Error, Result};
-use crate::id::DocumentId;
-use crate::log::record::{CommitRecord, DocumentRevision, IndexEntry};
+use crate::log::record::{CommitRecord, DocumentRevision, IndexEntry, row_ts};
 use crate::log::recovery::{CheckReport, Checker, LoadedState, Loader};
 use crate::mvcc::MvccStore;
 use crate::timestamp::Timestamp;
@@ -82,16 +82,6 @@ fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, idx: usize, what: &
         }
         other => Error::from(other),
     })
-}
-
-fn ts_of(v: i64, what: &str) -> Result<Timestamp> {
-    u64::try_from(v)
-        .map(Timestamp)
-        .map_err(|_| corrupt_row(what, "negative timestamp"))
-}
-
-fn id_of(bytes: &[u8], what: &str) -> Result<DocumentId> {
-    DocumentId::from_bytes(bytes).map_err(|e| corrupt_row(what, format!("bad document id: {e}")))
 }
 
 impl SqlitePersistence {
@@ -240,14 +230,12 @@ impl SqlitePersistence {
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let what = "commit record";
-            let ts = ts_of(col(row, 0, what)?, what)?;
-            let what = format!("commit record at ts {ts}");
-            loader.add_commit(CommitRecord {
-                ts,
-                document_count: col(row, 1, &what)?,
-                index_entry_count: col(row, 2, &what)?,
-                checksum: col(row, 3, &what)?,
-            })?;
+            loader.add_commit(CommitRecord::from_row(
+                col(row, 0, what)?,
+                col(row, 1, what)?,
+                col(row, 2, what)?,
+                col(row, 3, what)?,
+            )?)?;
         }
         drop(rows);
         let mut stmt = conn.prepare(
@@ -256,29 +244,16 @@ impl SqlitePersistence {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let ts = ts_of(col(row, 0, "document revision")?, "document revision")?;
-            let what = format!("document revision at ts {ts}");
-            let id = id_of(&col::<Vec<u8>>(row, 1, &what)?, &what)?;
-            let what = format!("document revision (id {id}, ts {ts})");
-            let table: i64 = col(row, 2, &what)?;
-            let value: Option<Vec<u8>> = col(row, 3, &what)?;
-            let deleted: bool = col(row, 4, &what)?;
-            let prev_ts = col::<Option<i64>>(row, 5, &what)?
-                .map(|p| ts_of(p, &what))
-                .transpose()?;
-            if table != i64::from(id.table.0) || deleted != value.is_none() {
-                return Err(Error::Corrupt(format!(
-                    "{what}: table or deleted flag disagrees with the row"
-                )));
-            }
-            let checksum = col(row, 6, &what)?;
-            loader.add_revision(DocumentRevision {
-                id,
-                ts,
-                value,
-                prev_ts,
-                checksum,
-            })?;
+            let what = "document revision";
+            loader.add_revision(DocumentRevision::from_row(
+                col(row, 0, what)?,
+                &col::<Vec<u8>>(row, 1, what)?,
+                col(row, 2, what)?,
+                col(row, 3, what)?,
+                col(row, 4, what)?,
+                col(row, 5, what)?,
+                col(row, 6, what)?,
+            )?)?;
         }
         drop(rows);
         let mut stmt =
@@ -364,7 +339,7 @@ impl SqlitePersistence {
     /// Compare every persisted index entry with the live documents of `store` at `ts`.
     pub fn check(
         &self,
-        catalog: &Catalog,
+        catalog: Arc<Catalog>,
         store: &MvccStore,
         ts: Timestamp,
     ) -> Result<CheckReport> {
@@ -394,16 +369,15 @@ impl crate::log::worker::BatchSink for SqlitePersistence {
 }
 
 fn read_index_row(row: &rusqlite::Row<'_>) -> Result<IndexEntry> {
-    let ts = ts_of(col(row, 2, "index entry")?, "index entry")?;
-    let what = format!("index entry at ts {ts}");
-    Ok(IndexEntry {
-        index_id: crate::catalog::IndexId(col(row, 0, &what)?),
-        key: col(row, 1, &what)?,
-        ts,
-        doc_id: id_of(&col::<Vec<u8>>(row, 3, &what)?, &what)?,
-        deleted: col(row, 4, &what)?,
-        checksum: col(row, 5, &what)?,
-    })
+    let what = "index entry";
+    IndexEntry::from_row(
+        col(row, 0, what)?,
+        col(row, 1, what)?,
+        col(row, 2, what)?,
+        &col::<Vec<u8>>(row, 3, what)?,
+        col(row, 4, what)?,
+        col(row, 5, what)?,
+    )
 }
 
 /// Delete an index's rows and take them out of their commits' counts.
@@ -429,7 +403,7 @@ fn drop_index_rows(tx: &rusqlite::Transaction<'_>, index: u32) -> Result<()> {
         if docs == 0 && remaining == 0 {
             tx.execute("DELETE FROM commits WHERE ts = ?1", params![ts])?;
         } else {
-            let r = CommitRecord::new(ts_of(ts, "commit record")?, docs, remaining);
+            let r = CommitRecord::new(row_ts(ts, "commit record")?, docs, remaining);
             tx.execute(
                 "UPDATE commits SET index_entry_count = ?2, checksum = ?3 WHERE ts = ?1",
                 params![ts, r.index_entry_count, r.checksum],

@@ -127,7 +127,7 @@ fn timestamps_increase_and_commits_survive_reopen() {
         flush_to(&engine, &store);
         ids.push(doc.id);
         let report = store
-            .check(&engine.catalog(), &engine.store().read(), ts)
+            .check(engine.catalog(), &engine.store().read(), ts)
             .unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }

@@ -13,6 +13,13 @@ use crate::interval::hex;
 use crate::timestamp::Timestamp;
 
 const DOCUMENT_DOMAIN: u8 = b'D';
+
+/// A timestamp column value; a negative one is a corrupt row.
+pub fn row_ts(v: i64, what: &str) -> Result<Timestamp> {
+    u64::try_from(v)
+        .map(Timestamp)
+        .map_err(|_| Error::Corrupt(format!("{what}: negative timestamp {v}")))
+}
 const INDEX_DOMAIN: u8 = b'I';
 const COMMIT_DOMAIN: u8 = b'C';
 const NO_PREV_TS: u64 = u64::MAX;
@@ -49,6 +56,42 @@ impl DocumentRevision {
         };
         r.checksum = r.compute_checksum();
         r
+    }
+
+    /// A revision read back from a `documents` row, checking the row's shape (the id
+    /// parses, the table column matches the id, `deleted` matches a missing value); the
+    /// checksum is verified by the loader.
+    pub fn from_row(
+        ts: i64,
+        id: &[u8],
+        table: i64,
+        value: Option<Vec<u8>>,
+        deleted: bool,
+        prev_ts: Option<i64>,
+        checksum: i64,
+    ) -> Result<Self> {
+        let ts = row_ts(ts, "document revision")?;
+        let id = DocumentId::from_bytes(id).map_err(|e| {
+            Error::Corrupt(format!(
+                "document revision at ts {ts}: bad document id: {e}"
+            ))
+        })?;
+        let what = format!("document revision (id {id}, ts {ts})");
+        if table != i64::from(id.table.0) || deleted != value.is_none() {
+            return Err(Error::Corrupt(format!(
+                "{what}: table or deleted flag disagrees with the row"
+            )));
+        }
+        let prev_ts = prev_ts.map(|p| row_ts(p, &what)).transpose()?;
+        let checksum = u32::try_from(checksum)
+            .map_err(|_| Error::Corrupt(format!("{what}: checksum out of range")))?;
+        Ok(DocumentRevision {
+            id,
+            ts,
+            value,
+            prev_ts,
+            checksum,
+        })
     }
 
     /// The table of the document.
@@ -137,6 +180,33 @@ impl IndexEntry {
         crc32c::crc32c_append(c, &[u8::from(self.deleted)])
     }
 
+    /// An entry read back from an `indexes` row (the checksum is verified by the loader).
+    pub fn from_row(
+        index_id: i64,
+        key: Vec<u8>,
+        ts: i64,
+        doc_id: &[u8],
+        deleted: bool,
+        checksum: i64,
+    ) -> Result<Self> {
+        let ts = row_ts(ts, "index entry")?;
+        let what = format!("index entry at ts {ts}");
+        let doc_id = DocumentId::from_bytes(doc_id)
+            .map_err(|e| Error::Corrupt(format!("{what}: bad document id: {e}")))?;
+        let index_id = u32::try_from(index_id)
+            .map_err(|_| Error::Corrupt(format!("{what}: index id out of range")))?;
+        let checksum = u32::try_from(checksum)
+            .map_err(|_| Error::Corrupt(format!("{what}: checksum out of range")))?;
+        Ok(IndexEntry {
+            index_id: IndexId(index_id),
+            key,
+            ts,
+            doc_id,
+            deleted,
+            checksum,
+        })
+    }
+
     /// The keyspace key (index id prefix + key).
     pub fn keyspace_key(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.key.len() + 4);
@@ -191,6 +261,28 @@ impl CommitRecord {
         c = crc32c::crc32c_append(c, &self.ts.0.to_be_bytes());
         c = crc32c::crc32c_append(c, &self.document_count.to_be_bytes());
         crc32c::crc32c_append(c, &self.index_entry_count.to_be_bytes())
+    }
+
+    /// A commit record read back from a `commits` row (the checksum is verified by the
+    /// loader).
+    pub fn from_row(
+        ts: i64,
+        document_count: i64,
+        index_entry_count: i64,
+        checksum: i64,
+    ) -> Result<Self> {
+        let ts = row_ts(ts, "commit record")?;
+        let field = |v: i64, name: &str| {
+            u32::try_from(v).map_err(|_| {
+                Error::Corrupt(format!("commit record (ts {ts}): {name} out of range"))
+            })
+        };
+        Ok(CommitRecord {
+            ts,
+            document_count: field(document_count, "document_count")?,
+            index_entry_count: field(index_entry_count, "index_entry_count")?,
+            checksum: field(checksum, "checksum")?,
+        })
     }
 
     /// Check the checksum; the error names the commit.

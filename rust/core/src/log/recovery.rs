@@ -209,15 +209,15 @@ pub struct CheckReport {
 }
 
 /// Compares persisted index entries with the index keys the live documents imply.
-pub struct Checker<'a> {
-    catalog: &'a Catalog,
+pub struct Checker {
+    catalog: Arc<Catalog>,
     /// Latest persisted row per keyspace key: (ts, doc id, deleted).
     rows: HashMap<Vec<u8>, (Timestamp, DocumentId, bool)>,
 }
 
-impl<'a> Checker<'a> {
+impl Checker {
     /// A checker against this catalog.
-    pub fn new(catalog: &'a Catalog) -> Self {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
         Checker {
             catalog,
             rows: HashMap::new(),
@@ -268,11 +268,11 @@ impl<'a> Checker<'a> {
                 Some(d) if d == doc => {}
                 Some(d) => report.problems.push(format!(
                     "index entry {} points to document {doc}, but document {d} has that key",
-                    describe(self.catalog, key)
+                    describe(&self.catalog, key)
                 )),
                 None => report.problems.push(format!(
                     "index entry {} (document {doc}) matches no live document",
-                    describe(self.catalog, key)
+                    describe(&self.catalog, key)
                 )),
             }
         }
@@ -284,7 +284,7 @@ impl<'a> Checker<'a> {
             if !present {
                 report.problems.push(format!(
                     "document {id} has no index entry {}",
-                    describe(self.catalog, key)
+                    describe(&self.catalog, key)
                 ));
             }
         }
