@@ -50,6 +50,7 @@ start() {
     if [ ! -f "$dir/pg/PG_VERSION" ]; then
         as_user "$pg_user" "$bin/initdb" -D "$dir/pg" -U reactive --auth=trust -E UTF8 >/dev/null
     fi
+    as_user "$pg_user" "$bin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1 || \
     as_user "$pg_user" "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg-run/pg.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir/pg-run -c fsync=on -c max_connections=200" start >/dev/null
     "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U reactive -d postgres -tAc \
@@ -62,6 +63,7 @@ start() {
         [ "$(id -u)" != 0 ] || chown -R "$my_user" "$dir/mysql"
     fi
     local sock="$dir/mysql-run/mysql.sock"
+    mariadb -S "$sock" -u root -e "SELECT 1" >/dev/null 2>&1 || \
     mariadbd --no-defaults --datadir="$dir/mysql" --user="$my_user" --bind-address=127.0.0.1 \
         --port="$my_port" --socket="$sock" --pid-file="$dir/mysql-run/mysql.pid" \
         --log-error="$dir/mysql-run/mysql.log" --innodb-flush-log-at-trx-commit=1 \

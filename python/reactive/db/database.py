@@ -90,9 +90,10 @@ class Database:
         max_attempts: int,
         retention_s: float,
         config: dict[str, int],
+        persistence_options: dict[str, Any],
     ) -> Database:
         loaded_app = load_app(app)
-        persistence = await open_persistence(url)
+        persistence = await open_persistence(url, **persistence_options)
         try:
             state = await persistence.load()
             engine = _core.Engine(state, config)
@@ -360,6 +361,8 @@ def open(
     app: str | Path | ModuleType | App | None = None,
     max_attempts: int = 32,
     retention_s: float = 60.0,
+    pool_size: int | None = None,
+    timeout_s: float | None = None,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -370,6 +373,8 @@ def open(
         max_attempts: Attempts for a mutation that keeps hitting write conflicts.
         retention_s: How long old versions stay readable in memory (point-in-time reads
             with ``run_query(..., ts=...)``); older ones are dropped.
+        pool_size: Connections to a PostgreSQL or MySQL server (default 8).
+        timeout_s: Timeout of every wait on a PostgreSQL or MySQL server (default 30 s).
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -385,4 +390,11 @@ def open(
     unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {list(_CONFIG_KEYS)}")
-    return _Opener(lambda: Database._open(url, app, max_attempts, retention_s, dict(config)))
+    options: dict[str, Any] = {}
+    if pool_size is not None:
+        options["pool_size"] = pool_size
+    if timeout_s is not None:
+        options["timeout_s"] = timeout_s
+    return _Opener(
+        lambda: Database._open(url, app, max_attempts, retention_s, dict(config), options)
+    )

@@ -1,19 +1,28 @@
 """Persistence backends, chosen by URL.
 
-``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path) open
-the embedded SQLite backend. Drivers of other backends are imported only when their URL is
-used.
+* ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path): the
+  embedded SQLite default.
+* ``postgresql://user:pass@host:5432/db`` (also ``postgres://``): PostgreSQL, on asyncpg
+  (``pip install 'reactive[postgres]'``).
+* ``mysql://user:pass@host:3306/db``: MySQL or MariaDB, on asyncmy
+  (``pip install 'reactive[mysql]'``).
+
+Parts missing from a ``postgresql://`` or ``mysql://`` URL come from
+``REACTIVE_POSTGRES_HOST/PORT/USER/PASSWORD/DATABASE`` or the ``REACTIVE_MYSQL_*``
+equivalents; a URL of just ``postgresql://`` or ``mysql://`` takes all of them. Drivers are
+imported only when their URL is used.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from reactive.errors import PersistenceError
 from reactive.persistence.base import CheckReport, Persistence
 
-__all__ = ["CheckReport", "Persistence", "open_persistence", "sqlite_path"]
+__all__ = ["CheckReport", "Persistence", "open_persistence", "resolve_url", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> Path:
@@ -22,6 +31,8 @@ def sqlite_path(url: str) -> Path:
     Raises:
         PersistenceError: the URL names no file.
     """
+    if not url:
+        raise PersistenceError("the database URL is empty; use e.g. sqlite:///app.db")
     if url.startswith("sqlite:"):
         rest = url[len("sqlite:") :]
         if rest.startswith("///"):
@@ -40,18 +51,54 @@ def sqlite_path(url: str) -> Path:
     return Path(url)
 
 
-async def open_persistence(url: str) -> Persistence:
-    """Open the backend a URL names.
+def resolve_url(url: str) -> str:
+    """Fill the parts a ``postgresql://``/``mysql://`` URL leaves out from the environment."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    prefix = {
+        "postgresql": "REACTIVE_POSTGRES_",
+        "postgres": "REACTIVE_POSTGRES_",
+        "mysql": "REACTIVE_MYSQL_",
+    }.get(scheme)
+    if prefix is None:
+        return url
+    parts = urlsplit(url)
+    env = os.environ.get
+    host = parts.hostname or env(prefix + "HOST") or "127.0.0.1"
+    port = parts.port or env(prefix + "PORT")
+    user = parts.username or env(prefix + "USER")
+    password = parts.password or env(prefix + "PASSWORD")
+    database = parts.path.lstrip("/") or env(prefix + "DATABASE") or ""
+    auth = ""
+    if user:
+        auth = quote(user, safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        auth += "@"
+    return f"{scheme}://{auth}{host}{':' + str(port) if port else ''}/{database}"
+
+
+async def open_persistence(url: str, **options: object) -> Persistence:
+    """Open the backend a URL names (``options``: ``pool_size``, ``timeout_s`` for servers).
 
     Raises:
         PersistenceError: an unknown scheme, or the backend fails to open.
     """
+    url = resolve_url(url)
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "sqlite", "file"):
         from reactive.persistence.sqlite import SqlitePersistence
 
         target = Path(urlsplit(url).path) if scheme == "file" else sqlite_path(url)
         return await SqlitePersistence.open(target, url)
+    if scheme in ("postgresql", "postgres"):
+        from reactive.persistence.postgres import PostgresPersistence
+
+        return await PostgresPersistence.open(url, **options)  # type: ignore[arg-type]
+    if scheme == "mysql":
+        from reactive.persistence.mysql import MysqlPersistence
+
+        return await MysqlPersistence.open(url, **options)  # type: ignore[arg-type]
     raise PersistenceError(
-        f"unsupported database URL scheme {scheme!r} in {url!r}; use sqlite:///path.db"
+        f"unsupported database URL scheme {scheme!r} in {url!r}; use sqlite:///path.db, "
+        "postgresql://… or mysql://…"
     )

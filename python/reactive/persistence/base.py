@@ -56,6 +56,19 @@ class Persistence(Protocol):
         """Durably set a named global value."""
         ...
 
+    async def read_documents(self, ids: list[str], ts: int) -> dict[str, bytes | None]:
+        """The stored value of each document at snapshot ``ts`` (``None``: absent/deleted)."""
+        ...
+
+    async def read_index_range(
+        self, index_id: int, start: bytes, end: bytes, ts: int, limit: int = 1000
+    ) -> list[tuple[bytes, bytes]]:
+        """Live entries of an index with ``start <= key < end`` at ``ts``, in key order.
+
+        Returns ``[(key without the index prefix, document id bytes)]``.
+        """
+        ...
+
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents, both directions."""
         ...

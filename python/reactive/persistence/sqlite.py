@@ -8,6 +8,8 @@ file beside the database). Source: ``rust/core/src/sqlite.rs``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from reactive import _core
@@ -56,6 +58,46 @@ class SqlitePersistence:
     async def set_global(self, name: str, value: bytes) -> None:
         """Durably set a named global value."""
         await asyncio.to_thread(self._store.set_global, name, value)
+
+    def _read_connection(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+
+    async def read_documents(self, ids: list[str], ts: int) -> dict[str, bytes | None]:
+        """The stored value of each document at snapshot ``ts`` (``None``: absent/deleted)."""
+
+        def read() -> dict[str, bytes | None]:
+            out: dict[str, bytes | None] = {}
+            with contextlib.closing(self._read_connection()) as conn:
+                for text in ids:
+                    raw = _core.id_bytes(text)
+                    row = None
+                    if raw is not None:
+                        row = conn.execute(
+                            "SELECT value FROM documents WHERE id = ? AND ts <= ? "
+                            "ORDER BY ts DESC LIMIT 1",
+                            (raw, ts),
+                        ).fetchone()
+                    out[text] = None if row is None or row[0] is None else bytes(row[0])
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def read_index_range(
+        self, index_id: int, start: bytes, end: bytes, ts: int, limit: int = 1000
+    ) -> list[tuple[bytes, bytes]]:
+        """Live entries of an index with ``start <= key < end`` at ``ts``, in key order."""
+
+        def read() -> list[tuple[bytes, bytes]]:
+            with contextlib.closing(self._read_connection()) as conn:
+                rows = conn.execute(
+                    "SELECT key, doc_id, deleted FROM indexes i WHERE index_id = ? AND ts = "
+                    "(SELECT max(ts) FROM indexes j WHERE j.index_id = i.index_id AND j.key = "
+                    "i.key AND j.ts <= ?) AND key >= ? AND key < ? ORDER BY key",
+                    (index_id, ts, start, end),
+                ).fetchall()
+            return [(bytes(k), bytes(d)) for k, d, deleted in rows if not deleted][:limit]
+
+        return await asyncio.to_thread(read)
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents."""

@@ -397,6 +397,34 @@ fn value_size(value: &Bound<'_, PyAny>) -> PyResult<usize> {
     Ok(to_value(value, "value")?.size())
 }
 
+/// The checksum of a `commits` row (CRC-32C of its canonical form): backends that recount
+/// a commit's rows (dropping an index, pruning old versions) rewrite it with this.
+#[pyfunction]
+fn commit_checksum(ts: u64, document_count: u32, index_entry_count: u32) -> u32 {
+    reactive_core::log::record::CommitRecord::new(
+        reactive_core::timestamp::Timestamp(ts),
+        document_count,
+        index_entry_count,
+    )
+    .checksum
+}
+
+/// The bytes of an id (as stored in `documents.id`), or `None` if `text` is not an id.
+#[pyfunction]
+fn id_bytes<'py>(py: Python<'py>, text: &str) -> Option<Bound<'py, PyBytes>> {
+    reactive_core::id::DocumentId::parse(text)
+        .ok()
+        .map(|id| PyBytes::new(py, &id.to_bytes()))
+}
+
+/// The text of an id from its stored bytes.
+#[pyfunction]
+fn id_text(bytes: &[u8]) -> PyResult<String> {
+    reactive_core::id::DocumentId::from_bytes(bytes)
+        .map(|id| id.encode())
+        .map_err(|e| InvalidValueError::new_err(format!("not a document id: {e}")))
+}
+
 /// The table number an id names, or `None` if `text` is not a valid id.
 #[pyfunction]
 fn id_table_number(text: &str) -> Option<u32> {
@@ -407,6 +435,9 @@ fn id_table_number(text: &str) -> Option<u32> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(id_table_number, m)?)?;
+    m.add_function(wrap_pyfunction!(commit_checksum, m)?)?;
+    m.add_function(wrap_pyfunction!(id_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(id_text, m)?)?;
     m.add_function(wrap_pyfunction!(value_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(check_value, m)?)?;
     m.add_function(wrap_pyfunction!(index_key, m)?)?;

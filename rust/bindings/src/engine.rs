@@ -184,6 +184,12 @@ impl PyEngine {
         detached(py, move || engine.create_table(name)).map(|t| t.0)
     }
 
+    /// Create table `name` with number `number` (importing a snapshot).
+    fn create_table_numbered(&self, py: Python<'_>, name: &str, number: u32) -> PyResult<u32> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.create_table_numbered(name, number)).map(|t| t.0)
+    }
+
     /// Create a system table (name starting with `_`) if it does not exist.
     fn create_system_table(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
         let engine = Arc::clone(&self.inner);

@@ -11,6 +11,7 @@ mod convert;
 mod engine;
 mod errors;
 mod json;
+mod loader;
 mod sqlite;
 mod transaction;
 
@@ -34,5 +35,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sqlite::register(m)?;
     convert::register(m)?;
     json::register(m)?;
+    loader::register(m)?;
     Ok(())
 }

@@ -191,6 +191,21 @@ impl PyTransaction {
         })
     }
 
+    /// Insert a document with a given `_id` and `_creationTime` (importing a snapshot).
+    fn insert_existing(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        creation_time: f64,
+        fields: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let parsed = parse_id(id)?;
+        let fields = to_object(fields, &format!("document {id}"))?;
+        self.with(py, |t| {
+            t.insert_existing(parsed, creation_time, fields).map(|_| ())
+        })
+    }
+
     /// Replace a document's fields (system fields are kept).
     fn replace(&self, py: Python<'_>, id: &str, fields: &Bound<'_, PyAny>) -> PyResult<()> {
         let parsed = parse_id(id)?;

@@ -256,6 +256,25 @@ impl Catalog {
         self.add_table_named(name, ready_since)
     }
 
+    /// Add a table with a given number (importing a snapshot whose ids carry it).
+    pub fn add_table_numbered(
+        &mut self,
+        name: &str,
+        number: u32,
+        ready_since: u64,
+    ) -> Result<TableNumber, Error> {
+        check_identifier("table", name).map_err(Error::Schema)?;
+        if number == 0 || self.tables.contains_key(&number) {
+            return Err(Error::Schema(SchemaError::new(format!(
+                "table number {number} of {name:?} is taken or invalid"
+            ))));
+        }
+        let next = std::mem::replace(&mut self.next_table, number);
+        let out = self.add_table_named(name, ready_since);
+        self.next_table = next.max(number + 1);
+        out
+    }
+
     fn add_table_named(&mut self, name: &str, ready_since: u64) -> Result<TableNumber, Error> {
         if self.by_name.contains_key(name) {
             return Err(Error::Schema(SchemaError::new(format!(

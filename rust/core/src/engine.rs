@@ -348,6 +348,11 @@ impl Engine {
         })
     }
 
+    /// Create table `name` with number `number` (importing a snapshot whose ids carry it).
+    pub fn create_table_numbered(&self, name: &str, number: u32) -> Result<TableNumber> {
+        self.change_catalog(|catalog, last_ts| catalog.add_table_numbered(name, number, last_ts.0))
+    }
+
     /// Create a system table (name starting with `_`) if it does not exist.
     pub fn create_system_table(&self, name: &str) -> Result<TableNumber> {
         if let Some(t) = self.catalog().table(name) {

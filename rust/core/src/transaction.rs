@@ -354,6 +354,33 @@ impl Transaction {
         Ok(doc)
     }
 
+    /// Insert a document with a given id and creation time (importing a snapshot). The id's
+    /// table must exist and the id must be new.
+    pub fn insert_existing(
+        &mut self,
+        id: DocumentId,
+        creation_time: f64,
+        fields: Object,
+    ) -> Result<DocumentRef> {
+        self.check_writable("insert")?;
+        if self.catalog.table_by_number(id.table).is_none() {
+            return Err(Error::TableNotFound(id.table.0.to_string()));
+        }
+        if !(creation_time > 0.0 && creation_time < 9_007_199_254_740_992.0) {
+            return Err(Error::InvalidDocument(format!(
+                "document {id}: _creationTime {creation_time} is out of range"
+            )));
+        }
+        if self.current(&id)?.is_some() {
+            return Err(Error::InvalidDocument(format!(
+                "document {id} already exists"
+            )));
+        }
+        let doc = Arc::new(Document::new(id, creation_time, fields)?);
+        self.record_write(id, None, Some(doc.clone()))?;
+        Ok(doc)
+    }
+
     /// Replace the fields of an existing document (system fields are kept).
     pub fn replace(&mut self, id: &DocumentId, fields: Object) -> Result<DocumentRef> {
         self.check_writable("replace")?;

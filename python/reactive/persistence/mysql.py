@@ -1,0 +1,492 @@
+"""The MySQL / MariaDB backend (``mysql://user:pass@host:3306/db``), on asyncmy.
+
+The same tables as the other backends (InnoDB; keys split as
+:mod:`reactive.persistence.sql` says, the prefix within InnoDB's 3072-byte key limit). A
+batch is one transaction that first checks the writer's lease epoch under a row lock
+(``SELECT … FOR UPDATE``); the lease itself is a named lock (``GET_LOCK``) held on a
+dedicated connection. A connection lost while a batch commits is resolved by reading the
+batch's first commit record back, as for PostgreSQL.
+
+Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
+process gets ``IncompatibleDatabaseError``; a database of a newer format too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from reactive import _core
+from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.persistence.base import CheckReport
+from reactive.persistence.sql import (
+    KEY_PREFIX_BYTES,
+    LEASE_EPOCH,
+    LOAD_BATCH_ROWS,
+    SqlUrl,
+    parse_sql_url,
+    split_key,
+)
+
+__all__ = ["MysqlPersistence"]
+
+log = logging.getLogger("reactive.persistence.mysql")
+
+FORMAT_VERSION = 1
+
+MIGRATIONS: list[list[str]] = [
+    # 0 -> 1
+    [
+        """CREATE TABLE IF NOT EXISTS commits (
+            ts BIGINT PRIMARY KEY,
+            document_count INT NOT NULL,
+            index_entry_count INT NOT NULL,
+            checksum BIGINT NOT NULL) ENGINE=InnoDB""",
+        """CREATE TABLE IF NOT EXISTS documents (
+            ts BIGINT NOT NULL,
+            id VARBINARY(64) NOT NULL,
+            table_id INT NOT NULL,
+            value LONGBLOB,
+            deleted BOOLEAN NOT NULL,
+            prev_ts BIGINT,
+            checksum BIGINT NOT NULL,
+            PRIMARY KEY (ts, id),
+            KEY documents_by_id (id, ts)) ENGINE=InnoDB""",
+        f"""CREATE TABLE IF NOT EXISTS indexes (
+            ts BIGINT NOT NULL,
+            index_id INT NOT NULL,
+            key_prefix VARBINARY({KEY_PREFIX_BYTES}) NOT NULL,
+            key_suffix LONGBLOB NOT NULL,
+            key_hash BINARY(16) NOT NULL,
+            doc_id VARBINARY(64) NOT NULL,
+            deleted BOOLEAN NOT NULL,
+            checksum BIGINT NOT NULL,
+            PRIMARY KEY (ts, index_id, key_hash),
+            KEY indexes_by_key (index_id, key_prefix, key_hash, ts)) ENGINE=InnoDB""",
+    ],
+]
+
+
+def _driver() -> Any:
+    try:
+        import asyncmy
+        import asyncmy.errors
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise PersistenceError(
+            "the MySQL backend needs asyncmy: pip install 'reactive[mysql]'"
+        ) from exc
+    return asyncmy
+
+
+def _wrap(what: str, exc: BaseException) -> PersistenceError:
+    err = PersistenceError(f"mysql: {what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    asyncmy = _driver()
+    return (OSError, asyncio.TimeoutError, asyncmy.errors.Error)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    asyncmy = _driver()
+    if isinstance(exc, (ConnectionError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, asyncmy.errors.OperationalError) and exc.args:
+        return exc.args[0] in (2006, 2013, 2055)  # server gone / lost connection
+    return isinstance(exc, asyncmy.errors.InterfaceError)
+
+
+class MysqlPersistence:
+    """A MySQL or MariaDB database.
+
+    Args:
+        url: ``mysql://user:pass@host:port/database``.
+        pool_size: Connections for commits and reads.
+        timeout_s: Timeout of every wait on the server.
+    """
+
+    def __init__(self, url: SqlUrl, pool: Any, lease: Any, epoch: int, timeout_s: float) -> None:
+        self._url = url
+        self.url = url.redacted()
+        self._pool = pool
+        self._lease = lease
+        self._epoch = epoch
+        self._timeout_s = timeout_s
+        self._lost_lease = False
+
+    @staticmethod
+    def _connect_args(url: SqlUrl, timeout_s: float) -> dict[str, Any]:
+        return {
+            "host": url.host,
+            "port": url.port or 3306,
+            "user": url.user or "root",
+            "password": url.password or "",
+            "db": url.database,
+            "connect_timeout": timeout_s,
+            "autocommit": False,
+        }
+
+    @classmethod
+    async def open(
+        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0
+    ) -> MysqlPersistence:
+        """Connect, migrate, take the writer lease.
+
+        Raises:
+            IncompatibleDatabaseError: another process holds the lease, or the format is
+                newer than this code.
+            PersistenceError: the server cannot be reached or refuses.
+        """
+        asyncmy = _driver()
+        parsed = parse_sql_url(url)
+        args = cls._connect_args(parsed, timeout_s)
+        try:
+            lease = await asyncio.wait_for(asyncmy.connect(**args), timeout_s)
+        except _errors() as exc:
+            raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
+        try:
+            async with lease.cursor() as cur:
+                await cur.execute("SELECT GET_LOCK(%s, 0)", (f"reactive:{parsed.database}",))
+                (got,) = await cur.fetchone()
+            if got != 1:
+                raise IncompatibleDatabaseError(
+                    f"database {parsed.redacted()} is open in another process (it holds the "
+                    "writer lease); one process at a time may open it"
+                )
+            await cls._migrate(lease, parsed)
+            async with lease.cursor() as cur:
+                await cur.execute(
+                    "SELECT value FROM globals WHERE name = %s FOR UPDATE", (LEASE_EPOCH,)
+                )
+                row = await cur.fetchone()
+                epoch = int(bytes(row[0]).decode()) + 1 if row is not None else 1
+                await cur.execute(
+                    "REPLACE INTO globals (name, value) VALUES (%s, %s)",
+                    (LEASE_EPOCH, str(epoch).encode()),
+                )
+            await lease.commit()
+            pool = await asyncmy.create_pool(minsize=1, maxsize=pool_size, **args)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                lease.close()
+            if isinstance(exc, _errors()):
+                raise _wrap("opening failed", exc) from exc
+            raise
+        return cls(parsed, pool, lease, epoch, timeout_s)
+
+    @staticmethod
+    async def _migrate(conn: Any, url: SqlUrl) -> None:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                "CREATE TABLE IF NOT EXISTS globals (name VARCHAR(191) PRIMARY KEY, "
+                "value LONGBLOB NOT NULL) ENGINE=InnoDB"
+            )
+            await cur.execute("SELECT value FROM globals WHERE name = 'format_version'")
+            row = await cur.fetchone()
+            version = int(bytes(row[0]).decode()) if row is not None else 0
+            if version > FORMAT_VERSION:
+                raise IncompatibleDatabaseError(
+                    f"database {url.redacted()} has format version {version}; this version of "
+                    f"reactive reads formats up to {FORMAT_VERSION}: upgrade reactive to open it"
+                )
+            for i in range(version, FORMAT_VERSION):
+                for statement in MIGRATIONS[i]:
+                    await cur.execute(statement)
+                await cur.execute(
+                    "REPLACE INTO globals (name, value) VALUES ('format_version', %s)",
+                    (str(i + 1).encode(),),
+                )
+        await conn.commit()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_global(self, name: str) -> bytes | None:
+        """A named global value, or ``None``."""
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT value FROM globals WHERE name = %s", (name,))
+                row = await cur.fetchone()
+                await conn.rollback()
+        except _errors() as exc:
+            raise _wrap("reading globals", exc) from exc
+        return None if row is None else bytes(row[0])
+
+    async def set_global(self, name: str, value: bytes) -> None:
+        """Durably set a named global value."""
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute(
+                        "REPLACE INTO globals (name, value) VALUES (%s, %s)", (name, value)
+                    )
+                await conn.commit()
+        except _errors() as exc:
+            raise _wrap("writing globals", exc) from exc
+
+    async def _stream(self, conn: Any, sql: str, sink: Any, convert: Any = tuple) -> None:
+        from asyncmy.cursors import SSCursor
+
+        async with conn.cursor(SSCursor) as cur:
+            await cur.execute(sql)
+            while True:
+                rows = await cur.fetchmany(LOAD_BATCH_ROWS)
+                if not rows:
+                    break
+                await asyncio.to_thread(sink, [convert(r) for r in rows])
+
+    @staticmethod
+    def _document_row(r: Any) -> tuple[Any, ...]:
+        return (
+            r[0],
+            bytes(r[1]),
+            r[2],
+            None if r[3] is None else bytes(r[3]),
+            bool(r[4]),
+            r[5],
+            r[6],
+        )
+
+    @staticmethod
+    def _index_row(r: Any) -> tuple[Any, ...]:
+        return (r[0], bytes(r[1]), r[2], bytes(r[3]), bool(r[4]), r[5])
+
+    async def load(self) -> _core.LoadedState:
+        """Rebuild the state from the log, verifying every record."""
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    await cur.execute("SELECT value FROM globals WHERE name = 'catalog'")
+                    catalog = await cur.fetchone()
+                    await cur.execute("SELECT value FROM globals WHERE name = 'max_ts'")
+                    max_ts = await cur.fetchone()
+                loader = _core.Loader(
+                    None if catalog is None else bytes(catalog[0]).decode(),
+                    int(bytes(max_ts[0]).decode()) if max_ts is not None else 0,
+                )
+                await self._stream(
+                    conn,
+                    "SELECT ts, document_count, index_entry_count, checksum FROM commits",
+                    loader.add_commits,
+                )
+                await self._stream(
+                    conn,
+                    "SELECT ts, id, table_id, value, deleted, prev_ts, checksum FROM documents "
+                    "ORDER BY ts",
+                    loader.add_documents,
+                    self._document_row,
+                )
+                await self._stream(
+                    conn,
+                    "SELECT index_id, CONCAT(key_prefix, key_suffix), ts, doc_id, deleted, "
+                    "checksum FROM indexes",
+                    loader.add_index_entries,
+                    self._index_row,
+                )
+                await conn.rollback()
+        except _errors() as exc:
+            raise _wrap("loading", exc) from exc
+        return await asyncio.to_thread(loader.finish)
+
+    async def check(self, engine: _core.Engine) -> CheckReport:
+        """Verify every index entry against the live documents, both directions."""
+        checker = _core.Checker(engine)
+        try:
+            async with self._pool.acquire() as conn:
+                await self._stream(
+                    conn,
+                    "SELECT index_id, CONCAT(key_prefix, key_suffix), ts, doc_id, deleted, "
+                    "checksum FROM indexes",
+                    checker.add_index_entries,
+                    self._index_row,
+                )
+                await conn.rollback()
+        except _errors() as exc:
+            raise _wrap("checking", exc) from exc
+        return checker.finish()
+
+    async def read_documents(self, ids: list[str], ts: int) -> dict[str, bytes | None]:
+        """The stored value of each document at snapshot ``ts`` (``None``: absent/deleted)."""
+        out: dict[str, bytes | None] = {}
+        async with self._pool.acquire() as conn, conn.cursor() as cur:
+            for text in ids:
+                raw = _core.id_bytes(text)
+                if raw is None:
+                    out[text] = None
+                    continue
+                await cur.execute(
+                    "SELECT value FROM documents WHERE id = %s AND ts <= %s "
+                    "ORDER BY ts DESC LIMIT 1",
+                    (raw, ts),
+                )
+                row = await cur.fetchone()
+                out[text] = None if row is None or row[0] is None else bytes(row[0])
+            await conn.rollback()
+        return out
+
+    async def read_index_range(
+        self, index_id: int, start: bytes, end: bytes, ts: int, limit: int = 1000
+    ) -> list[tuple[bytes, bytes]]:
+        """Index entries with ``start <= key < end`` live at ``ts``: ``[(key, doc id)]``."""
+        async with self._pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT CONCAT(key_prefix, key_suffix) AS k, doc_id, deleted, ts FROM indexes "
+                "WHERE index_id = %s AND ts <= %s AND key_prefix >= %s AND key_prefix <= %s "
+                "ORDER BY key_prefix, key_suffix, ts DESC",
+                (index_id, ts, start[:KEY_PREFIX_BYTES], end[:KEY_PREFIX_BYTES]),
+            )
+            rows = await cur.fetchall()
+            await conn.rollback()
+        out: list[tuple[bytes, bytes]] = []
+        seen: set[bytes] = set()
+        for key, doc, deleted, _ in rows:
+            key = bytes(key)
+            if key in seen or not start <= key < end:
+                continue
+            seen.add(key)
+            if not deleted:
+                out.append((key, bytes(doc)))
+        return out[:limit]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def write_batch(self, batch: _core.PersistBatch) -> None:
+        """Write one batch in one transaction; durable on return.
+
+        Raises:
+            PersistenceError: nothing of the batch was written (or the lease is lost).
+        """
+        if self._lost_lease:
+            raise PersistenceError("this process lost its writer lease; it can no longer commit")
+        commits = batch.commit_rows()
+        documents = batch.document_rows()
+        entries = [
+            (ts, index_id, *split_key(key), doc, deleted, checksum)
+            for (index_id, key, ts, doc, deleted, checksum) in batch.index_rows()
+        ]
+        drops = batch.dropped_indexes()
+        catalog = batch.catalog_json()
+        max_ts = batch.max_ts
+        try:
+            async with self._pool.acquire() as conn:
+                try:
+                    await self._write(conn, commits, documents, entries, drops, catalog, max_ts)
+                except PersistenceError:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                    raise
+                except _errors() as exc:
+                    if _lost_connection(exc) and commits and await self._committed(commits[0][0]):
+                        log.warning("a batch whose connection was lost did commit")
+                        return
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                    raise _wrap("the commit failed", exc) from exc
+        except PersistenceError:
+            raise
+        except _errors() as exc:
+            raise _wrap("the commit failed", exc) from exc
+
+    async def _write(
+        self,
+        conn: Any,
+        commits: list[tuple[int, int, int, int]],
+        documents: list[tuple[Any, ...]],
+        entries: list[tuple[Any, ...]],
+        drops: list[int],
+        catalog: str | None,
+        max_ts: int | None,
+    ) -> None:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                "SELECT value FROM globals WHERE name = %s FOR UPDATE", (LEASE_EPOCH,)
+            )
+            row = await cur.fetchone()
+            if row is None or int(bytes(row[0]).decode()) != self._epoch:
+                self._lost_lease = True
+                raise PersistenceError(
+                    "this process lost its writer lease (another process opened the database); "
+                    "it can no longer commit"
+                )
+            if commits:
+                await cur.executemany(
+                    "INSERT INTO commits (ts, document_count, index_entry_count, checksum) "
+                    "VALUES (%s, %s, %s, %s)",
+                    commits,
+                )
+            if documents:
+                await cur.executemany(
+                    "INSERT INTO documents (ts, id, table_id, value, deleted, prev_ts, checksum) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    documents,
+                )
+            if entries:
+                await cur.executemany(
+                    "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, "
+                    "doc_id, deleted, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    entries,
+                )
+            for index_id in drops:
+                await self._drop_index_rows(cur, index_id)
+            if catalog is not None:
+                await cur.execute(
+                    "REPLACE INTO globals (name, value) VALUES ('catalog', %s)", (catalog.encode(),)
+                )
+            if max_ts is not None:
+                await cur.execute(
+                    "REPLACE INTO globals (name, value) VALUES ('max_ts', %s)",
+                    (str(max_ts).encode(),),
+                )
+        await conn.commit()
+
+    @staticmethod
+    async def _drop_index_rows(cur: Any, index_id: int) -> None:
+        await cur.execute("SELECT DISTINCT ts FROM indexes WHERE index_id = %s", (index_id,))
+        stamps = [r[0] for r in await cur.fetchall()]
+        await cur.execute("DELETE FROM indexes WHERE index_id = %s", (index_id,))
+        for ts in stamps:
+            await cur.execute(
+                "SELECT document_count, (SELECT count(*) FROM indexes WHERE ts = %s) "
+                "FROM commits WHERE ts = %s",
+                (ts, ts),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                continue
+            documents, entries = int(row[0]), int(row[1])
+            if documents == 0 and entries == 0:
+                await cur.execute("DELETE FROM commits WHERE ts = %s", (ts,))
+            else:
+                await cur.execute(
+                    "UPDATE commits SET index_entry_count = %s, checksum = %s WHERE ts = %s",
+                    (entries, _core.commit_checksum(ts, documents, entries), ts),
+                )
+
+    async def _committed(self, ts: int) -> bool:
+        """Whether commit ``ts`` is in the database (after a lost connection)."""
+        for attempt in range(10):
+            try:
+                async with self._pool.acquire() as conn, conn.cursor() as cur:
+                    await cur.execute("SELECT 1 FROM commits WHERE ts = %s", (ts,))
+                    found = await cur.fetchone() is not None
+                    await conn.rollback()
+                    return found
+            except _errors():
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        raise PersistenceError(
+            "mysql: a batch's connection was lost during COMMIT and the server stayed "
+            "unreachable: whether it committed is unknown; reopen the database to find out"
+        )
+
+    async def close(self) -> None:
+        """Close the pool and release the lease."""
+        with contextlib.suppress(Exception):
+            self._pool.close()
+            await asyncio.wait_for(self._pool.wait_closed(), self._timeout_s)
+        with contextlib.suppress(Exception):
+            self._lease.close()

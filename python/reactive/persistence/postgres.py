@@ -1,0 +1,459 @@
+"""The PostgreSQL backend (``postgresql://user:pass@host:5432/db``), on asyncpg.
+
+Tables (DESIGN.md §2, created and upgraded by the numbered migrations below): ``documents``
+(one row per document revision), ``indexes`` (one row per index entry; keys split as
+:mod:`reactive.persistence.sql` says), ``commits`` (rows per commit), ``globals``. A batch
+is one SERIALIZABLE transaction that first checks the writer's lease epoch under a row lock.
+
+A connection lost while a batch commits leaves its outcome unknown: the adapter reconnects
+and looks for the batch's first commit record, then reports the batch committed or failed —
+never half-applied (one transaction) and never applied twice.
+
+Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
+process gets ``IncompatibleDatabaseError``; a database of a newer format too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from reactive import _core
+from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.persistence.base import CheckReport
+from reactive.persistence.sql import (
+    KEY_PREFIX_BYTES,
+    LEASE_EPOCH,
+    LOAD_BATCH_ROWS,
+    SqlUrl,
+    parse_sql_url,
+    split_key,
+)
+
+__all__ = ["PostgresPersistence"]
+
+log = logging.getLogger("reactive.persistence.postgres")
+
+FORMAT_VERSION = 1
+#: Advisory lock key of the writer lease ("reactive" in ASCII).
+LEASE_LOCK = 0x7265616374697665
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1
+    """
+    CREATE TABLE IF NOT EXISTS globals (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+    CREATE TABLE IF NOT EXISTS commits (
+        ts BIGINT PRIMARY KEY,
+        document_count INTEGER NOT NULL,
+        index_entry_count INTEGER NOT NULL,
+        checksum BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS documents (
+        ts BIGINT NOT NULL,
+        id BYTEA NOT NULL,
+        table_id INTEGER NOT NULL,
+        value BYTEA,
+        deleted BOOLEAN NOT NULL,
+        prev_ts BIGINT,
+        checksum BIGINT NOT NULL,
+        PRIMARY KEY (ts, id));
+    CREATE INDEX IF NOT EXISTS documents_by_id ON documents (id, ts);
+    CREATE TABLE IF NOT EXISTS indexes (
+        ts BIGINT NOT NULL,
+        index_id INTEGER NOT NULL,
+        key_prefix BYTEA NOT NULL,
+        key_suffix BYTEA NOT NULL,
+        key_hash BYTEA NOT NULL,
+        doc_id BYTEA NOT NULL,
+        deleted BOOLEAN NOT NULL,
+        checksum BIGINT NOT NULL,
+        PRIMARY KEY (ts, index_id, key_hash));
+    CREATE INDEX IF NOT EXISTS indexes_by_key ON indexes (index_id, key_prefix, key_hash, ts);
+    """,
+]
+
+
+def _driver() -> Any:
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise PersistenceError(
+            "the PostgreSQL backend needs asyncpg: pip install 'reactive[postgres]'"
+        ) from exc
+    return asyncpg
+
+
+def _wrap(what: str, exc: BaseException) -> PersistenceError:
+    err = PersistenceError(f"postgresql: {what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+class PostgresPersistence:
+    """A PostgreSQL database.
+
+    Args:
+        url: ``postgresql://user:pass@host:port/database``.
+        pool_size: Connections for commits and reads.
+        timeout_s: Timeout of every wait on the server (connect, query, commit).
+    """
+
+    def __init__(self, url: SqlUrl, pool: Any, lease: Any, epoch: int, timeout_s: float) -> None:
+        self._url = url
+        self.url = url.redacted()
+        self._pool = pool
+        self._lease = lease
+        self._epoch = epoch
+        self._timeout_s = timeout_s
+        self._lost_lease = False
+
+    @classmethod
+    async def open(
+        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0
+    ) -> PostgresPersistence:
+        """Connect, migrate, take the writer lease.
+
+        Raises:
+            IncompatibleDatabaseError: another process holds the lease, or the format is
+                newer than this code.
+            PersistenceError: the server cannot be reached or refuses.
+        """
+        asyncpg = _driver()
+        parsed = parse_sql_url(url)
+        kwargs = {
+            "host": parsed.host,
+            "port": parsed.port or 5432,
+            "user": parsed.user,
+            "password": parsed.password,
+            "database": parsed.database,
+            "timeout": timeout_s,
+            "command_timeout": timeout_s,
+        }
+        try:
+            lease = await asyncpg.connect(**kwargs)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
+        try:
+            if not await lease.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_LOCK):
+                raise IncompatibleDatabaseError(
+                    f"database {parsed.redacted()} is open in another process (it holds the "
+                    "writer lease); one process at a time may open it"
+                )
+            await cls._migrate(lease, parsed)
+            async with lease.transaction():
+                row = await lease.fetchval(
+                    "SELECT value FROM globals WHERE name = $1 FOR UPDATE", LEASE_EPOCH
+                )
+                epoch = int(bytes(row).decode()) + 1 if row is not None else 1
+                await lease.execute(
+                    "INSERT INTO globals (name, value) VALUES ($1, $2) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    LEASE_EPOCH,
+                    str(epoch).encode(),
+                )
+            pool = await asyncpg.create_pool(min_size=1, max_size=pool_size, **kwargs)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await lease.close()
+            if isinstance(exc, (asyncpg.PostgresError, OSError)):
+                raise _wrap("opening failed", exc) from exc
+            raise
+        return cls(parsed, pool, lease, epoch, timeout_s)
+
+    @staticmethod
+    async def _migrate(conn: Any, url: SqlUrl) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LEASE_LOCK + 1)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS globals (name TEXT PRIMARY KEY, value BYTEA NOT NULL)"
+            )
+            raw = await conn.fetchval("SELECT value FROM globals WHERE name = 'format_version'")
+            version = int(bytes(raw).decode()) if raw is not None else 0
+            if version > FORMAT_VERSION:
+                raise IncompatibleDatabaseError(
+                    f"database {url.redacted()} has format version {version}; this version of "
+                    f"reactive reads formats up to {FORMAT_VERSION}: upgrade reactive to open it"
+                )
+            for i in range(version, FORMAT_VERSION):
+                await conn.execute(MIGRATIONS[i])
+                await conn.execute(
+                    "INSERT INTO globals (name, value) VALUES ('format_version', $1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    str(i + 1).encode(),
+                )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_global(self, name: str) -> bytes | None:
+        """A named global value, or ``None``."""
+        asyncpg = _driver()
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                raw = await conn.fetchval("SELECT value FROM globals WHERE name = $1", name)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("reading globals", exc) from exc
+        return None if raw is None else bytes(raw)
+
+    async def set_global(self, name: str, value: bytes) -> None:
+        """Durably set a named global value."""
+        asyncpg = _driver()
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                await conn.execute(
+                    "INSERT INTO globals (name, value) VALUES ($1, $2) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    name,
+                    value,
+                )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("writing globals", exc) from exc
+
+    async def _stream(self, conn: Any, sql: str, sink: Any) -> None:
+        batch: list[tuple[Any, ...]] = []
+        async for record in conn.cursor(sql, prefetch=LOAD_BATCH_ROWS):
+            batch.append(tuple(record))
+            if len(batch) >= LOAD_BATCH_ROWS:
+                await asyncio.to_thread(sink, batch)
+                batch = []
+        if batch:
+            await asyncio.to_thread(sink, batch)
+
+    async def load(self) -> _core.LoadedState:
+        """Rebuild the state from the log, verifying every record."""
+        asyncpg = _driver()
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                catalog = await conn.fetchval("SELECT value FROM globals WHERE name = 'catalog'")
+                max_ts = await conn.fetchval("SELECT value FROM globals WHERE name = 'max_ts'")
+                loader = _core.Loader(
+                    None if catalog is None else bytes(catalog).decode(),
+                    int(bytes(max_ts).decode()) if max_ts is not None else 0,
+                )
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    await self._stream(
+                        conn,
+                        "SELECT ts, document_count, index_entry_count, checksum FROM commits",
+                        loader.add_commits,
+                    )
+                    await self._stream(
+                        conn,
+                        "SELECT ts, id, table_id, value, deleted, prev_ts, checksum "
+                        "FROM documents ORDER BY ts",
+                        loader.add_documents,
+                    )
+                    await self._stream(
+                        conn,
+                        "SELECT index_id, key_prefix || key_suffix, ts, doc_id, deleted, checksum "
+                        "FROM indexes",
+                        loader.add_index_entries,
+                    )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("loading", exc) from exc
+        return await asyncio.to_thread(loader.finish)
+
+    async def check(self, engine: _core.Engine) -> CheckReport:
+        """Verify every index entry against the live documents, both directions."""
+        asyncpg = _driver()
+        checker = _core.Checker(engine)
+        try:
+            async with (
+                self._pool.acquire(timeout=self._timeout_s) as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                await self._stream(
+                    conn,
+                    "SELECT index_id, key_prefix || key_suffix, ts, doc_id, deleted, checksum "
+                    "FROM indexes",
+                    checker.add_index_entries,
+                )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("checking", exc) from exc
+        return checker.finish()
+
+    async def read_documents(self, ids: list[str], ts: int) -> dict[str, bytes | None]:
+        """The stored value of each document at snapshot ``ts`` (``None``: absent/deleted)."""
+        out: dict[str, bytes | None] = {}
+        async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            for text in ids:
+                raw = _core.id_bytes(text)
+                if raw is None:
+                    out[text] = None
+                    continue
+                value = await conn.fetchrow(
+                    "SELECT value FROM documents WHERE id = $1 AND ts <= $2 "
+                    "ORDER BY ts DESC LIMIT 1",
+                    raw,
+                    ts,
+                )
+                out[text] = None if value is None or value[0] is None else bytes(value[0])
+        return out
+
+    async def read_index_range(
+        self, index_id: int, start: bytes, end: bytes, ts: int, limit: int = 1000
+    ) -> list[tuple[bytes, bytes]]:
+        """Index entries with ``start <= key < end`` live at ``ts``: ``[(key, doc id)]``.
+
+        Keys are without the 4-byte index prefix; entries come in key order.
+        """
+        sql = """
+            SELECT DISTINCT ON (key_prefix, key_suffix)
+                   key_prefix || key_suffix AS key, doc_id, deleted
+            FROM indexes
+            WHERE index_id = $1 AND ts <= $2
+              AND key_prefix >= $3 AND key_prefix <= $4
+              AND key_prefix || key_suffix >= $5 AND key_prefix || key_suffix < $6
+            ORDER BY key_prefix, key_suffix, ts DESC
+        """
+        async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            rows = await conn.fetch(
+                sql, index_id, ts, start[:KEY_PREFIX_BYTES], end[:KEY_PREFIX_BYTES], start, end
+            )
+        out = [(bytes(r["key"]), bytes(r["doc_id"])) for r in rows if not r["deleted"]]
+        return out[:limit]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def write_batch(self, batch: _core.PersistBatch) -> None:
+        """Write one batch in one SERIALIZABLE transaction; durable on return.
+
+        Raises:
+            PersistenceError: nothing of the batch was written (or the lease is lost).
+        """
+        asyncpg = _driver()
+        if self._lost_lease:
+            raise PersistenceError("this process lost its writer lease; it can no longer commit")
+        commits = batch.commit_rows()
+        documents = batch.document_rows()
+        entries = [
+            (ts, index_id, *split_key(key), doc, deleted, checksum)
+            for (index_id, key, ts, doc, deleted, checksum) in batch.index_rows()
+        ]
+        drops = batch.dropped_indexes()
+        catalog = batch.catalog_json()
+        max_ts = batch.max_ts
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                try:
+                    await self._write(conn, commits, documents, entries, drops, catalog, max_ts)
+                except (
+                    TimeoutError,
+                    asyncpg.ConnectionDoesNotExistError,
+                    asyncpg.InterfaceError,
+                    ConnectionError,
+                ) as exc:
+                    # The outcome is unknown: the COMMIT may or may not have happened.
+                    if commits and await self._committed(commits[0][0]):
+                        log.warning("a batch whose connection was lost did commit")
+                        return
+                    raise _wrap("the commit failed (connection lost)", exc) from exc
+        except PersistenceError:
+            raise
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("the commit failed", exc) from exc
+
+    async def _write(
+        self,
+        conn: Any,
+        commits: list[tuple[int, int, int, int]],
+        documents: list[tuple[Any, ...]],
+        entries: list[tuple[Any, ...]],
+        drops: list[int],
+        catalog: str | None,
+        max_ts: int | None,
+    ) -> None:
+        async with conn.transaction(isolation="serializable"):
+            epoch = await conn.fetchval(
+                "SELECT value FROM globals WHERE name = $1 FOR UPDATE", LEASE_EPOCH
+            )
+            if epoch is None or int(bytes(epoch).decode()) != self._epoch:
+                self._lost_lease = True
+                raise PersistenceError(
+                    "this process lost its writer lease (another process opened the database); "
+                    "it can no longer commit"
+                )
+            if commits:
+                await conn.executemany(
+                    "INSERT INTO commits (ts, document_count, index_entry_count, checksum) "
+                    "VALUES ($1, $2, $3, $4)",
+                    commits,
+                )
+            if documents:
+                await conn.executemany(
+                    "INSERT INTO documents (ts, id, table_id, value, deleted, prev_ts, checksum) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    documents,
+                )
+            if entries:
+                await conn.executemany(
+                    "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, doc_id, "
+                    "deleted, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    entries,
+                )
+            for index_id in drops:
+                await self._drop_index_rows(conn, index_id)
+            if catalog is not None:
+                await conn.execute(
+                    "INSERT INTO globals (name, value) VALUES ('catalog', $1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    catalog.encode(),
+                )
+            if max_ts is not None:
+                await conn.execute(
+                    "INSERT INTO globals (name, value) VALUES ('max_ts', $1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    str(max_ts).encode(),
+                )
+
+    @staticmethod
+    async def _drop_index_rows(conn: Any, index_id: int) -> None:
+        stamps = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT DISTINCT ts FROM indexes WHERE index_id = $1", index_id
+            )
+        ]
+        await conn.execute("DELETE FROM indexes WHERE index_id = $1", index_id)
+        for ts in stamps:
+            row = await conn.fetchrow(
+                "SELECT document_count, (SELECT count(*) FROM indexes WHERE ts = $1) "
+                "FROM commits WHERE ts = $1",
+                ts,
+            )
+            if row is None:
+                continue
+            documents, entries = int(row[0]), int(row[1])
+            if documents == 0 and entries == 0:
+                await conn.execute("DELETE FROM commits WHERE ts = $1", ts)
+            else:
+                await conn.execute(
+                    "UPDATE commits SET index_entry_count = $2, checksum = $3 WHERE ts = $1",
+                    ts,
+                    entries,
+                    _core.commit_checksum(ts, documents, entries),
+                )
+
+    async def _committed(self, ts: int) -> bool:
+        """Whether commit ``ts`` is in the database (after a lost connection)."""
+        asyncpg = _driver()
+        for attempt in range(10):
+            try:
+                async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                    return bool(
+                        await conn.fetchval(
+                            "SELECT EXISTS (SELECT 1 FROM commits WHERE ts = $1)", ts
+                        )
+                    )
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        raise PersistenceError(
+            "postgresql: a batch's connection was lost during COMMIT and the server stayed "
+            "unreachable: whether it committed is unknown; reopen the database to find out"
+        )
+
+    async def close(self) -> None:
+        """Close the pool and release the lease."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._pool.close(), self._timeout_s)
+        with contextlib.suppress(Exception):
+            await self._lease.close()
