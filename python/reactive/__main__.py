@@ -5,7 +5,11 @@ Commands:
     data TABLE                       print a table's documents, one JSON object per line
     check                            verify every index entry against the documents
     tables                           list tables and their indexes
+    export [URL] PATH                write a snapshot ZIP (Convex's export layout) of URL
+    import [URL] PATH                load a snapshot ZIP into URL (tables absent or empty)
 
+``export``/``import`` take the database URL as their first argument or from ``--db``; they
+stream (a table is never held whole in memory) and show a progress bar on a terminal.
 Every command takes ``--db URL`` (default: ``$REACTIVE_DB_URL``, else
 ``sqlite:///.reactive/db.sqlite3``). Values print as JSON; ``bytes`` as ``{"$bytes": b64}``.
 Exit status: 0 on success, 1 when ``check`` finds problems or a function fails, 2 on usage
@@ -123,6 +127,84 @@ async def _tables(ns: argparse.Namespace) -> int:
     return 0
 
 
+class _RichProgress:
+    """Rich progress bars, one per table (``reactive.snapshot.Progress``)."""
+
+    def __init__(self, unit: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        count = MofNCompleteColumn() if unit == "documents" else TaskProgressColumn()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            count,
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=_stderr_console(),
+            transient=False,
+        )
+
+    def add_table(self, name: str, total: int | None) -> Any:
+        return self.progress.add_task(name, total=total)
+
+    def advance(self, task: Any, amount: int) -> None:
+        self.progress.advance(task, amount)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _snapshot_paths(ns: argparse.Namespace) -> tuple[str, str]:
+    if ns.path is None:
+        return ns.db, ns.target
+    return ns.target, ns.path
+
+
+async def _export(ns: argparse.Namespace) -> int:
+    import reactive
+    from reactive.snapshot import export_snapshot
+
+    url, path = _snapshot_paths(ns)
+    async with reactive.open(url) as db:
+        bars = _RichProgress("documents")
+        with bars.progress:
+            report = await export_snapshot(db, path, progress=bars)
+    print(
+        f"exported {report.documents} documents from {len(report.tables)} table(s) at "
+        f"timestamp {report.ts} to {path}"
+    )
+    return 0
+
+
+async def _import(ns: argparse.Namespace) -> int:
+    import reactive
+    from reactive.snapshot import import_snapshot
+
+    url, path = _snapshot_paths(ns)
+    if not os.path.exists(path):
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    async with reactive.open(url) as db:
+        bars = _RichProgress("bytes")
+        with bars.progress:
+            report = await import_snapshot(db, path, progress=bars)
+    for skipped in report.skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
+    print(f"imported {report.documents} documents into {len(report.tables)} table(s) from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m reactive`` and the ``reactive`` script."""
     parser = argparse.ArgumentParser(prog="python -m reactive", description=__doc__.split("\n")[0])
@@ -146,8 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     p_tables = sub.add_parser("tables", help="list tables and indexes")
     p_tables.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    for name, help_text in (
+        ("export", "write a snapshot ZIP of the database"),
+        ("import", "load a snapshot ZIP into the database"),
+    ):
+        p_snap = sub.add_parser(name, help=help_text)
+        p_snap.add_argument("target", metavar="URL_OR_PATH", help="database URL, or the ZIP path")
+        p_snap.add_argument("path", nargs="?", default=None, help="the ZIP path (after URL)")
+        p_snap.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
-    handlers = {"run": _run, "data": _data, "check": _check, "tables": _tables}
+    handlers = {
+        "run": _run,
+        "data": _data,
+        "check": _check,
+        "tables": _tables,
+        "export": _export,
+        "import": _import,
+    }
     from reactive.errors import ReactiveError
 
     try:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator, Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -79,6 +79,8 @@ class Database:
         self._published_ts = int(engine.visible_ts)
         self._retention_s = 60.0
         self._retention_task: asyncio.Task[None] | None = None
+        # Snapshots in use by long readers (exports): retention keeps them readable.
+        self._pins: dict[int, int] = {}
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -126,6 +128,8 @@ class Database:
         while True:
             await asyncio.sleep(period)
             min_ts = self._engine.visible_ts - int(self._retention_s * 1e9)
+            if self._pins:
+                min_ts = min(min_ts, min(self._pins))
             if min_ts > 0:
                 dropped = await asyncio.to_thread(self._engine.retain, min_ts)
                 if dropped:
@@ -205,25 +209,27 @@ class Database:
             wanted = self._table_numbers.get(table)
         return wanted == number
 
-    async def query(
+    def query(
         self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
-    ) -> Any:
-        """Run a query at the newest snapshot; returns its result.
+    ) -> QueryCall:
+        """Run a query: ``await db.query(path, args)``, or ``.at(ts)`` for an older snapshot.
+
+        ``await db.query(path, args)`` reads the newest snapshot;
+        ``await db.query(path, args).at(ts)`` reads the snapshot at commit timestamp ``ts``
+        (u64 ns, inside the retention window: a point-in-time read).
 
         Args:
             path: ``"module:function"`` (any spelling of spec §14) or the function object.
             args: The argument object (validated against the function's ``args``).
             internal: Also allow internal functions (for admin tools).
 
-        Raises:
+        Raises (when awaited):
             FunctionNotFoundError: no public query at ``path``.
             ArgumentValidationError: bad arguments.
+            InvalidQueryError: ``ts`` is in the future or older than the retention window.
             ConvexError / Exception: whatever the function raised.
         """
-        outcome = await self.run_query(path, args, internal=internal)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.value
+        return QueryCall(self, path, args, internal, None)
 
     async def run_query(
         self,
@@ -316,6 +322,31 @@ class Database:
 
     # -- maintenance ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def pin_snapshot(self, ts: int | None = None) -> Iterator[int]:
+        """Keep the snapshot at ``ts`` (default: the newest) readable while the block runs.
+
+        However long the block takes, retention does not drop versions the snapshot can
+        see. Yields ``ts``.
+
+        Raises:
+            InvalidQueryError: ``ts`` is already older than the retention window.
+        """
+        self._check_open()
+        if ts is None:
+            ts = self._engine.visible_ts
+        else:
+            self._engine.begin_at(ts)  # refuses a snapshot that has left the window
+        self._pins[ts] = self._pins.get(ts, 0) + 1
+        try:
+            yield ts
+        finally:
+            left = self._pins[ts] - 1
+            if left:
+                self._pins[ts] = left
+            else:
+                del self._pins[ts]
+
     async def check(self) -> CheckReport:
         """Verify every persisted index entry against the documents, both directions.
 
@@ -329,6 +360,66 @@ class Database:
         """Wait until background index backfills are done."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+class QueryCall(Coroutine[Any, Any, Any]):
+    """A query about to run, what :meth:`Database.query` returns.
+
+    Await it (or hand it to ``asyncio.create_task``: it is a coroutine), or pick a snapshot
+    first with :meth:`at`.
+    """
+
+    __slots__ = ("_args", "_db", "_inner", "_internal", "_path", "_ts")
+
+    def __init__(
+        self,
+        db: Database,
+        path: str | Function,
+        args: dict[str, Any] | None,
+        internal: bool,
+        ts: int | None,
+    ) -> None:
+        self._db = db
+        self._path = path
+        self._args = args
+        self._internal = internal
+        self._ts = ts
+        self._inner: Coroutine[Any, Any, Any] | None = None
+
+    def at(self, ts: int) -> QueryCall:
+        """The same query at the snapshot of commit timestamp ``ts``.
+
+        ``ts`` is u64 nanoseconds since the epoch, e.g. a ``db.timestamp`` seen earlier.
+        """
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+            raise TypeError(f"ts must be a non-negative int timestamp, got {ts!r}")
+        return QueryCall(self._db, self._path, self._args, self._internal, ts)
+
+    async def _run(self) -> Any:
+        outcome = await self._db.run_query(
+            self._path, self._args, internal=self._internal, ts=self._ts
+        )
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    def _coroutine(self) -> Coroutine[Any, Any, Any]:
+        if self._inner is None:
+            self._inner = self._run()
+        return self._inner
+
+    def send(self, value: Any) -> Any:
+        return self._coroutine().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coroutine().throw(*args)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coroutine().__await__()
 
 
 class _Opener:

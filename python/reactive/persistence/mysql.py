@@ -150,7 +150,8 @@ class MysqlPersistence:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
             async with lease.cursor() as cur:
-                await cur.execute("SELECT GET_LOCK(%s, 0)", (f"reactive:{parsed.database}",))
+                # Wait a moment: a process that just closed may still be disconnecting.
+                await cur.execute("SELECT GET_LOCK(%s, 2)", (f"reactive:{parsed.database}",))
                 (got,) = await cur.fetchone()
             if got != 1:
                 raise IncompatibleDatabaseError(
@@ -488,5 +489,12 @@ class MysqlPersistence:
         with contextlib.suppress(Exception):
             self._pool.close()
             await asyncio.wait_for(self._pool.wait_closed(), self._timeout_s)
+        with contextlib.suppress(Exception):
+            # Released explicitly: closing the socket frees it only once the server notices.
+            async with self._lease.cursor() as cur:
+                await asyncio.wait_for(
+                    cur.execute("SELECT RELEASE_LOCK(%s)", (f"reactive:{self._url.database}",)),
+                    self._timeout_s,
+                )
         with contextlib.suppress(Exception):
             self._lease.close()

@@ -135,7 +135,13 @@ class PostgresPersistence:
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
-            if not await lease.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_LOCK):
+            # Try for a moment: a process that just closed may still be disconnecting.
+            for attempt in range(20):
+                if await lease.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_LOCK):
+                    break
+                if attempt < 19:
+                    await asyncio.sleep(0.1)
+            else:
                 raise IncompatibleDatabaseError(
                     f"database {parsed.redacted()} is open in another process (it holds the "
                     "writer lease); one process at a time may open it"
@@ -455,5 +461,10 @@ class PostgresPersistence:
         """Close the pool and release the lease."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), self._timeout_s)
+        with contextlib.suppress(Exception):
+            # Unlocked explicitly: a closed socket frees it only once the server notices.
+            await asyncio.wait_for(
+                self._lease.execute("SELECT pg_advisory_unlock($1)", LEASE_LOCK), self._timeout_s
+            )
         with contextlib.suppress(Exception):
             await self._lease.close()

@@ -7,10 +7,16 @@
 //! the HTTP API, §11.3) writes int64 as a decimal string, bytes as a base64 string and
 //! non-finite floats as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
 //!
+//! The *export* format (`export_json`, snapshot export ZIPs, §11.3 and §16) writes int64 as a
+//! JSON integer, every finite float64 with a decimal point or an exponent (`42.0`, `-0.0`,
+//! `1e21`), non-finite floats as `$float`, bytes as `$bytes`, and object keys sorted by
+//! byte order.
+//!
 //! Decoding (`from_convex_json`) takes what Python's `json.loads` produced: every JSON number
-//! becomes a float64 (the clients send numbers as float64); an object whose only key is
-//! `$integer`, `$float` or `$bytes` becomes that value; `$set`/`$map` and any other key
-//! starting with `$` are refused with an `InvalidValueError` naming where.
+//! becomes a float64 (the clients send numbers as float64) unless `export` is set, when a
+//! number written without a decimal point or exponent (a Python `int`) is an int64; an
+//! object whose only key is `$integer`, `$float` or `$bytes` becomes that value; `$set`/`$map`
+//! and any other key starting with `$` are refused with an `InvalidValueError` naming where.
 
 use std::fmt::Write as _;
 
@@ -36,13 +42,26 @@ fn write_json_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
+/// Which Convex JSON dialect to write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `convex_encoded_json`: lossless, `$integer`/`$float`/`$bytes`.
+    Encoded,
+    /// `json` (clean): int64 as decimal strings, bytes as base64 strings; lossy.
+    Clean,
+    /// `export_json`: int64 as JSON integers, floats always with '.' or an exponent.
+    Export,
+}
+
 fn special_float(f: f64) -> bool {
     !f.is_finite() || (f == 0.0 && f.is_sign_negative())
 }
 
-fn write_float(out: &mut String, f: f64, clean: bool) {
-    if special_float(f) {
-        if clean {
+fn write_float(out: &mut String, f: f64, format: Format) {
+    if format == Format::Export && f == 0.0 && f.is_sign_negative() {
+        out.push_str("-0.0");
+    } else if special_float(f) {
+        if format == Format::Clean {
             let text = if f.is_nan() {
                 "\"NaN\""
             } else if f.is_infinite() && f > 0.0 {
@@ -66,7 +85,7 @@ fn write_float(out: &mut String, f: f64, clean: bool) {
     }
 }
 
-fn encode(obj: &Bound<'_, PyAny>, out: &mut String, clean: bool, depth: usize) -> PyResult<()> {
+fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize) -> PyResult<()> {
     if depth > MAX_VALUE_DEPTH + 1 {
         return Err(InvalidValueError::new_err(format!(
             "value nested more than {MAX_VALUE_DEPTH} levels deep (limit: maximum nesting depth)"
@@ -82,13 +101,15 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, clean: bool, depth: usize) -
             .map_err(|_| InvalidValueError::new_err("string is not valid Unicode"))?;
         write_json_str(out, s);
     } else if let Ok(f) = obj.cast::<PyFloat>() {
-        write_float(out, f.value(), clean);
+        write_float(out, f.value(), format);
     } else if let Ok(i) = obj.cast::<PyInt>() {
         let v: i64 = i.extract().map_err(|_| {
             InvalidValueError::new_err("int is outside the int64 range (limit: int64 range)")
         })?;
-        if clean {
+        if format == Format::Clean {
             let _ = write!(out, "\"{v}\"");
+        } else if format == Format::Export {
+            let _ = write!(out, "{v}");
         } else {
             let _ = write!(
                 out,
@@ -107,7 +128,7 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, clean: bool, depth: usize) -
         } else {
             obj.call_method0("tobytes")?.extract()?
         };
-        if clean {
+        if format == Format::Clean {
             let _ = write!(out, "\"{}\"", STANDARD.encode(bytes));
         } else {
             let _ = write!(out, "{{\"$bytes\":\"{}\"}}", STANDARD.encode(bytes));
@@ -118,27 +139,35 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, clean: bool, depth: usize) -
             if i > 0 {
                 out.push(',');
             }
-            encode(&item?, out, clean, depth + 1)?;
+            encode(&item?, out, format, depth + 1)?;
         }
         out.push(']');
     } else if let Ok(d) = obj.cast::<PyDict>() {
-        out.push('{');
-        for (i, (k, v)) in d.iter().enumerate() {
+        let mut fields = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
             let Ok(key) = k.cast::<PyString>() else {
                 return Err(InvalidValueError::new_err(format!(
                     "object keys must be str, found {}",
                     type_name(&k)
                 )));
             };
+            let key = key
+                .to_str()
+                .map_err(|_| InvalidValueError::new_err("object key is not valid Unicode"))?
+                .to_owned();
+            fields.push((key, v));
+        }
+        if format == Format::Export {
+            fields.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        }
+        out.push('{');
+        for (i, (key, v)) in fields.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            let key = key
-                .to_str()
-                .map_err(|_| InvalidValueError::new_err("object key is not valid Unicode"))?;
             write_json_str(out, key);
             out.push(':');
-            encode(&v, out, clean, depth + 1)?;
+            encode(v, out, format, depth + 1)?;
         }
         out.push('}');
     } else {
@@ -155,7 +184,17 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, clean: bool, depth: usize) -
 #[pyo3(signature = (value, clean=false))]
 fn convex_json(value: &Bound<'_, PyAny>, clean: bool) -> PyResult<String> {
     let mut out = String::with_capacity(64);
-    encode(value, &mut out, clean, 0)?;
+    let format = if clean { Format::Clean } else { Format::Encoded };
+    encode(value, &mut out, format, 0)?;
+    Ok(out)
+}
+
+/// The `export_json` text of a value (snapshot exports): int64 as JSON integers, floats
+/// with a decimal point or exponent, object keys sorted by byte order.
+#[pyfunction]
+fn export_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let mut out = String::with_capacity(128);
+    encode(value, &mut out, Format::Export, 0)?;
     Ok(out)
 }
 
@@ -179,6 +218,7 @@ fn decode<'py>(
     obj: &Bound<'py, PyAny>,
     path: &mut String,
     depth: usize,
+    export: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     if depth > MAX_VALUE_DEPTH + 1 {
         return Err(InvalidValueError::new_err(format!(
@@ -192,6 +232,15 @@ fn decode<'py>(
         return Ok(obj.clone());
     }
     if let Ok(i) = obj.cast::<PyInt>() {
+        if export {
+            // Export JSON: a number without '.' or an exponent is an int64.
+            let v: i64 = i.extract().map_err(|_| {
+                InvalidValueError::new_err(format!(
+                    "{path}: integer outside the int64 range (limit: int64 range)"
+                ))
+            })?;
+            return Ok(v.into_pyobject(py)?.into_any());
+        }
         // A JSON number is a float64, whatever its text looks like.
         let f: f64 = i.extract().map_err(|_| {
             InvalidValueError::new_err(format!("{path}: number too large for a float64"))
@@ -203,7 +252,7 @@ fn decode<'py>(
         for (i, item) in list.iter().enumerate() {
             let len = path.len();
             let _ = write!(path, "[{i}]");
-            out.append(decode(py, &item, path, depth + 1)?)?;
+            out.append(decode(py, &item, path, depth + 1, export)?)?;
             path.truncate(len);
         }
         return Ok(out.into_any());
@@ -223,7 +272,7 @@ fn decode<'py>(
                 "$float" => {
                     let b = eight(decode_b64(&v, "$float", path)?, "$float", path)?;
                     let f = f64::from_le_bytes(b);
-                    if !special_float(f) {
+                    if !special_float(f) && !export {
                         return Err(InvalidValueError::new_err(format!(
                             "{path}: $float may only hold NaN, Infinity, -Infinity or -0.0; \
                              send other floats as JSON numbers"
@@ -255,7 +304,7 @@ fn decode<'py>(
             let len = path.len();
             path.push('.');
             path.push_str(&key);
-            let value = decode(py, &v, path, depth + 1)?;
+            let value = decode(py, &v, path, depth + 1, export)?;
             path.truncate(len);
             out.set_item(k, value)?;
         }
@@ -267,20 +316,23 @@ fn decode<'py>(
     )))
 }
 
-/// Turn parsed Convex JSON (from `json.loads`) into a value; `root` names it in errors.
+/// Turn parsed Convex JSON (from `json.loads`) into a value; `root` names it in errors;
+/// `export` reads the export format, where a JSON integer is an int64.
 #[pyfunction]
-#[pyo3(signature = (obj, root="value"))]
+#[pyo3(signature = (obj, root="value", export=false))]
 fn from_convex_json<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     root: &str,
+    export: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut path = root.to_owned();
-    decode(py, obj, &mut path, 0)
+    decode(py, obj, &mut path, 0, export)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convex_json, m)?)?;
     m.add_function(wrap_pyfunction!(from_convex_json, m)?)?;
+    m.add_function(wrap_pyfunction!(export_json, m)?)?;
     Ok(())
 }
