@@ -60,27 +60,27 @@ class ServerProcess:
 def _spawn(
     app: Path, db_url: str, port: int, log_path: Path, extra: tuple[str, ...]
 ) -> subprocess.Popen[bytes]:
-    log = open(log_path, "ab")  # noqa: SIM115 - the process owns it
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reactive.server",
-            "--app",
-            str(app),
-            "--db",
-            db_url,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(ROOT),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reactive.server",
+                "--app",
+                str(app),
+                "--db",
+                db_url,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

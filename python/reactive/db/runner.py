@@ -15,6 +15,7 @@ Source: DESIGN.md §1-2; Convex's OCC retry behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 import time
@@ -28,6 +29,7 @@ from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
     RetryableError,
+    ValidationError,
     WriteConflict,
 )
 from reactive.functions import Function, FunctionKind
@@ -113,6 +115,12 @@ def _check_result(fn: Function, value: Any, ids: Any) -> Any:
     return value
 
 
+def _attach_log_lines(exc: BaseException, lines: list[str]) -> None:
+    """Keep what a failed mutation or action printed: callers read ``exc.log_lines``."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.log_lines = lines  # type: ignore[attr-defined]
+
+
 async def _call(fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
     result = fn.handler(ctx, **args)
     if inspect.isawaitable(result):
@@ -184,14 +192,17 @@ class Runner:
 
         ``journal`` is the journal of an earlier run of this query (spec §6.9).
 
-        Errors of the function are returned in ``outcome.error`` (with the transaction, so
-        a subscription can still watch what the failed run read); errors before it runs
-        (arguments) are raised.
+        Errors of the function and of its arguments are returned in ``outcome.error``
+        (with the transaction, so a subscription can still watch what the failed run
+        read); a snapshot outside the retention window is raised.
         """
         engine = self._db._engine
         txn = engine.begin(True) if ts is None else engine.begin_at(ts)
         reader = DatabaseReader(txn, self._db, journal)
-        args = _validate_args(fn, args, reader._ids)
+        try:
+            args = _validate_args(fn, args, reader._ids)
+        except ValidationError as exc:
+            return QueryOutcome(None, [], txn, exc, None)
         ctx = QueryCtx(reader, time.time() * 1000.0, random.getrandbits(64), identity)
         collector = logs.LogCollector()
         token = logs.collecting(collector)
@@ -251,6 +262,9 @@ class Runner:
                 delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
                 await asyncio.sleep(delay * random.random())
                 continue
+            except Exception as exc:
+                _attach_log_lines(exc, collector.finish())
+                raise
             finally:
                 logs.reset(token)
             if ts is None:
@@ -281,11 +295,15 @@ class Runner:
                 if q.error is not None:
                     raise q.error
                 return q.value
-            if kind == "mutation":
-                m = await self.run_mutation(target, nested_args, identity)
-                collector.lines.extend(m.log_lines)
-                return m.value
-            a = await self.run_action(target, nested_args, identity)
+            try:
+                if kind == "mutation":
+                    m = await self.run_mutation(target, nested_args, identity)
+                    collector.lines.extend(m.log_lines)
+                    return m.value
+                a = await self.run_action(target, nested_args, identity)
+            except Exception as exc:
+                collector.lines.extend(getattr(exc, "log_lines", ()))
+                raise
             collector.lines.extend(a.log_lines)
             return a.value
 
@@ -294,6 +312,9 @@ class Runner:
         try:
             value = await _call(fn, ctx, checked)
             value = _check_result(fn, value, self._db._id_checker)
+        except Exception as exc:
+            _attach_log_lines(exc, collector.finish())
+            raise
         finally:
             logs.reset(token)
         return ActionOutcome(value, collector.finish())

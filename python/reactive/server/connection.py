@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reactive import _core
-from reactive.errors import ReactiveError
+from reactive.errors import ReactiveError, RetryableError
 from reactive.functions import Function
 from reactive.server.queries import SharedQuery, error_message
 from reactive.sync.session import (
@@ -235,11 +235,19 @@ class Connection:
         try:
             for query_id, spec in effect.queries.items():
                 held = self._acquire(query_id, spec, effect.identity)
-                if isinstance(held, SharedQuery):
-                    results[query_id] = await held.result_at(ts)
-                else:
+                if not isinstance(held, SharedQuery):
                     results[query_id] = held
-        except Exception as exc:  # an engine failure (e.g. the snapshot left retention)
+                    continue
+                try:
+                    results[query_id] = await held.result_at(ts)
+                except RetryableError:
+                    raise
+                except Exception as exc:
+                    # This query cannot run (not a passing state of the engine): it fails,
+                    # alone, as QueryFailed; the other queries and the socket go on.
+                    log.warning("query %s failed outside its function: %r", spec.udf_path, exc)
+                    results[query_id] = _spec_error(error_message(exc)[0].split("\n", 1)[-1])
+        except RetryableError as exc:  # e.g. the snapshot left retention: compute again
             log.warning("computing a transition failed, retrying: %s", exc)
             await asyncio.sleep(0.05)
             self._events.put_nowait(("transition", (ts, {})))

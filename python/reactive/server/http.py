@@ -160,6 +160,7 @@ class HttpApi:
         except TransactionTooOldError as exc:
             raise RequestError(400, "OutOfRetention", str(exc)) from None
         except Exception as exc:
+            logs = list(getattr(exc, "log_lines", None) or logs)
             message, data = error_message(exc)
             out = {"status": "error", "errorMessage": message}
             if data is not None and isinstance(exc, ReactiveError):

@@ -90,6 +90,15 @@ def _u32(msg: dict[str, Any], name: str) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    # Informational only (how many times the client connected): anything odd counts as 0.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return max(0, min(int(value), MAX_U32))
+
+
 def _str(msg: dict[str, Any], name: str) -> str:
     value = msg.get(name)
     if not isinstance(value, str):
@@ -218,9 +227,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         client_ts = msg.get("clientTs")
         return Connect(
             session_id=_str(msg, "sessionId"),
-            connection_count=int(msg.get("connectionCount") or 0)
-            if isinstance(msg.get("connectionCount"), (int, float))
-            else 0,
+            connection_count=_count(msg.get("connectionCount")),
             last_close_reason=reason if isinstance(reason, str) else None,
             max_observed_timestamp=None
             if max_ts is None

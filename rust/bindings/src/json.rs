@@ -155,6 +155,12 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
                 .to_str()
                 .map_err(|_| InvalidValueError::new_err("object key is not valid Unicode"))?
                 .to_owned();
+            if format != Format::Clean && key.starts_with('$') {
+                // Only the encoding's own objects may have `$` keys (spec §11.1).
+                return Err(InvalidValueError::new_err(format!(
+                    "field name {key:?} starts with '$', which is reserved"
+                )));
+            }
             fields.push((key, v));
         }
         if format == Format::Export {
