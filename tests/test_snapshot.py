@@ -11,9 +11,8 @@ import math
 import os
 import subprocess
 import sys
-import uuid
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,78 +60,6 @@ APP = {
             return await q.with_index("by_name", lambda q: q.eq("name", name)).unique()
     """,
 }
-
-
-def _blocking(coro: Any) -> None:
-    # Run admin SQL from sync fixtures even inside a running event loop: its own thread.
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coro).result()
-
-
-def _fresh_pg(base: str) -> tuple[str, Callable[[], None]]:
-    import asyncpg
-
-    name = f"rt_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _blocking(run(f'CREATE DATABASE "{name}"'))
-    head, _, _ = base.rpartition("/")
-    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    return f"{head}/{name}", lambda: _blocking(run(drop))
-
-
-def _fresh_mysql(base: str) -> tuple[str, Callable[[], None]]:
-    from urllib.parse import urlsplit
-
-    import asyncmy
-
-    name = f"rt_{uuid.uuid4().hex[:12]}"
-    u = urlsplit(base)
-
-    async def run(sql: str) -> None:
-        conn = await asyncmy.connect(
-            host=u.hostname, port=u.port or 3306, user=u.username, password=u.password or ""
-        )
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql)
-        finally:
-            conn.close()
-
-    _blocking(run(f"CREATE DATABASE `{name}`"))
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}", lambda: _blocking(run(f"DROP DATABASE IF EXISTS `{name}`"))
-
-
-@pytest.fixture
-def backend_urls(tmp_path: Path) -> Any:
-    """Fresh database URLs: ``urls("sqlite")``, ``urls("postgres")``, ``urls("mysql")``."""
-    cleanups: list[Callable[[], None]] = []
-    counter = iter(range(1000))
-
-    def make(kind: str) -> str:
-        if kind == "sqlite":
-            return f"sqlite:///{tmp_path / f'db{next(counter)}.sqlite3'}"
-        env = {"postgres": "REACTIVE_TEST_POSTGRES_URL", "mysql": "REACTIVE_TEST_MYSQL_URL"}[kind]
-        base = os.environ.get(env)
-        if not base:
-            pytest.skip(f"{env} is not set")
-        url, cleanup = (_fresh_pg if kind == "postgres" else _fresh_mysql)(base)
-        cleanups.append(cleanup)
-        return url
-
-    yield make
-    for cleanup in cleanups:
-        cleanup()
 
 
 async def _dump(db: reactive.Database, ts: int | None = None) -> dict[str, list[str]]:

@@ -5,6 +5,7 @@ Commands:
     data TABLE                       print a table's documents, one JSON object per line
     check                            verify every index entry against the documents
     tables                           list tables and their indexes
+    gc [--keep-seconds S]            delete versions older than S seconds (default 60)
     export [URL] PATH                write a snapshot ZIP (Convex's export layout) of URL
     import [URL] PATH                load a snapshot ZIP into URL (tables absent or empty)
 
@@ -127,6 +128,20 @@ async def _tables(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _gc(ns: argparse.Namespace) -> int:
+    import reactive
+
+    async with reactive.open(ns.db) as db:
+        report = await db.gc(keep_s=ns.keep_seconds)
+        counts = getattr(db._persistence, "row_counts", None)
+        left = f"; {(await counts())[0]} revisions remain" if counts is not None else ""
+    print(
+        f"deleted {report.documents_deleted} old revisions and "
+        f"{report.index_entries_deleted} index entries{left}"
+    )
+    return 0
+
+
 class _RichProgress:
     """Rich progress bars, one per table (``reactive.snapshot.Progress``)."""
 
@@ -228,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     p_tables = sub.add_parser("tables", help="list tables and indexes")
     p_tables.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_gc = sub.add_parser("gc", help="delete versions older than the retention window")
+    p_gc.add_argument("--keep-seconds", type=float, default=60.0, help="default: %(default)s")
+    p_gc.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     for name, help_text in (
         ("export", "write a snapshot ZIP of the database"),
         ("import", "load a snapshot ZIP into the database"),
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "tables": _tables,
         "export": _export,
         "import": _import,
+        "gc": _gc,
     }
     from reactive.errors import ReactiveError
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import Coroutine, Generator, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from reactive.db.subscription import Subscription
 from reactive.errors import DatabaseClosedError
 from reactive.functions import App, Function, load_app
 from reactive.persistence import open_persistence
-from reactive.persistence.base import CheckReport, Persistence
+from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, PruneReport
 
 __all__ = ["Database", "open"]
 
@@ -103,6 +104,10 @@ class Database:
             if secret is None:
                 secret = os.urandom(32)
                 await persistence.set_global("cursor_secret", secret)
+            retained = await persistence.get_global(RETAINED_TS)
+            if retained is not None:
+                # Versions below it were pruned from persistence: refuse reads there.
+                engine.retain(int(retained.decode()))
             db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
             db._retention_s = retention_s
             db._flusher.start()
@@ -127,13 +132,52 @@ class Database:
         period = max(1.0, min(self._retention_s / 4, 30.0))
         while True:
             await asyncio.sleep(period)
-            min_ts = self._engine.visible_ts - int(self._retention_s * 1e9)
+            min_ts = self._retention_cutoff(self._retention_s)
             if self._pins:
                 min_ts = min(min_ts, min(self._pins))
             if min_ts > 0:
                 dropped = await asyncio.to_thread(self._engine.retain, min_ts)
                 if dropped:
                     log.debug("retention dropped %d old versions", dropped)
+                await self._prune_persistence(min_ts)
+
+    def _retention_cutoff(self, keep_s: float) -> int:
+        # Commit timestamps follow the wall clock (ns); an idle database still ages.
+        return min(self._engine.visible_ts, time.time_ns() - int(keep_s * 1e9))
+
+    async def _prune_persistence(self, cutoff: int) -> None:
+        try:
+            report = await self._persistence.prune(self._engine, cutoff)
+        except Exception as exc:  # retried at the next tick; commits are unaffected
+            log.warning("pruning old versions from persistence failed: %s", exc)
+            return
+        if report.documents_deleted or report.index_entries_deleted:
+            log.debug(
+                "retention pruned %d revisions and %d index entries from persistence",
+                report.documents_deleted,
+                report.index_entries_deleted,
+            )
+
+    async def gc(self, keep_s: float | None = None) -> PruneReport:
+        """Garbage-collect old versions now, in memory and in persistence.
+
+        Versions that no snapshot newer than ``keep_s`` seconds ago (default: the retention
+        window) can see are deleted; pinned snapshots are kept. Returns what persistence
+        deleted. The background retention task does the same periodically.
+
+        Raises:
+            PersistenceError: the backend failed (what was deleted stays deleted).
+        """
+        self._check_open()
+        await self._flusher.flush()
+        keep = self._retention_s if keep_s is None else keep_s
+        cutoff = self._retention_cutoff(keep)
+        if self._pins:
+            cutoff = min(cutoff, min(self._pins))
+        if cutoff <= 0:
+            return PruneReport()
+        await asyncio.to_thread(self._engine.retain, cutoff)
+        return await self._persistence.prune(self._engine, cutoff)
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)

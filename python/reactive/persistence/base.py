@@ -12,14 +12,39 @@ for a newer format or a database held by another process.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from reactive import _core
 
-__all__ = ["CheckReport", "Persistence"]
+__all__ = ["PRUNE_CHUNK_REVISIONS", "RETAINED_TS", "CheckReport", "Persistence", "PruneReport"]
 
 CheckReport = dict[str, Any]
 """``{"documents": int, "index_entries": int, "problems": [str]}``."""
+
+RETAINED_TS = "retained_ts"
+"""The global holding the timestamp persistence is pruned to (decimal text): snapshots at or
+after it are complete; older ones are not readable after a restart."""
+
+PRUNE_CHUNK_REVISIONS = 2000
+"""Revisions of the retention window handled per prune transaction."""
+
+
+@dataclass
+class PruneReport:
+    """What :meth:`Persistence.prune` did: rows deleted and the new retained timestamp."""
+
+    retained_ts: int = 0
+    revisions: int = 0
+    documents_deleted: int = 0
+    index_entries_deleted: int = 0
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        """Fold in one chunk's ``{"retained_ts", "revisions", ...}``."""
+        self.retained_ts = max(self.retained_ts, int(chunk["retained_ts"]))
+        self.revisions += int(chunk["revisions"])
+        self.documents_deleted += int(chunk["documents_deleted"])
+        self.index_entries_deleted += int(chunk["index_entries_deleted"])
 
 
 @runtime_checkable
@@ -66,6 +91,17 @@ class Persistence(Protocol):
         """Live entries of an index with ``start <= key < end`` at ``ts``, in key order.
 
         Returns ``[(key without the index prefix, document id bytes)]``.
+        """
+        ...
+
+    async def prune(self, engine: _core.Engine, cutoff: int) -> PruneReport:
+        """Delete the rows no snapshot at or after ``cutoff`` (u64 ns) needs.
+
+        Those are revisions superseded at or before it, deletions at or before it, and
+        their index rows (``reactive_core::log::prune``). Incremental (each revision is
+        looked at once) and in short transactions that never block commits for long; the
+        ``retained_ts`` global records how far it got, and reopening refuses reads below
+        it. Returns what it deleted.
         """
         ...
 

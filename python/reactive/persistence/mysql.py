@@ -20,13 +20,20 @@ from typing import Any
 
 from reactive import _core
 from reactive.errors import IncompatibleDatabaseError, PersistenceError
-from reactive.persistence.base import CheckReport
+from reactive.persistence.base import (
+    PRUNE_CHUNK_REVISIONS,
+    RETAINED_TS,
+    CheckReport,
+    PruneReport,
+)
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
     LEASE_EPOCH,
     LOAD_BATCH_ROWS,
     SqlUrl,
+    choose_window,
     parse_sql_url,
+    recount_commits,
     split_key,
 )
 
@@ -371,12 +378,15 @@ class MysqlPersistence:
             for (index_id, key, ts, doc, deleted, checksum) in batch.index_rows()
         ]
         drops = batch.dropped_indexes()
+        adjusted = [ts for ts, _ in batch.count_adjustments()]
         catalog = batch.catalog_json()
         max_ts = batch.max_ts
         try:
             async with self._pool.acquire() as conn:
                 try:
-                    await self._write(conn, commits, documents, entries, drops, catalog, max_ts)
+                    await self._write(
+                        conn, commits, documents, entries, adjusted, drops, catalog, max_ts
+                    )
                 except PersistenceError:
                     with contextlib.suppress(Exception):
                         await conn.rollback()
@@ -399,6 +409,7 @@ class MysqlPersistence:
         commits: list[tuple[int, int, int, int]],
         documents: list[tuple[Any, ...]],
         entries: list[tuple[Any, ...]],
+        adjusted: list[int],
         drops: list[int],
         catalog: str | None,
         max_ts: int | None,
@@ -426,12 +437,20 @@ class MysqlPersistence:
                     "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     documents,
                 )
-            if entries:
-                await cur.executemany(
-                    "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, "
-                    "doc_id, deleted, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    entries,
-                )
+            late = set(adjusted)
+            fresh = [e for e in entries if e[0] not in late]
+            backfill = [e for e in entries if e[0] in late]
+            insert = (
+                "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, "
+                "doc_id, deleted, checksum) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            )
+            if fresh:
+                await cur.executemany(insert, fresh)
+            if backfill:
+                # At their revisions' timestamps; a resumed backfill may write a row again.
+                await cur.executemany(insert + " ON DUPLICATE KEY UPDATE ts = ts", backfill)
+            if adjusted:  # index backfill rows written at earlier commits' timestamps
+                await self._recount(cur, adjusted)
             for index_id in drops:
                 await self._drop_index_rows(cur, index_id)
             if catalog is not None:
@@ -450,23 +469,143 @@ class MysqlPersistence:
         await cur.execute("SELECT DISTINCT ts FROM indexes WHERE index_id = %s", (index_id,))
         stamps = [r[0] for r in await cur.fetchall()]
         await cur.execute("DELETE FROM indexes WHERE index_id = %s", (index_id,))
-        for ts in stamps:
-            await cur.execute(
-                "SELECT document_count, (SELECT count(*) FROM indexes WHERE ts = %s) "
-                "FROM commits WHERE ts = %s",
-                (ts, ts),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                continue
-            documents, entries = int(row[0]), int(row[1])
-            if documents == 0 and entries == 0:
-                await cur.execute("DELETE FROM commits WHERE ts = %s", (ts,))
-            else:
+        await MysqlPersistence._recount(cur, stamps)
+
+    @staticmethod
+    async def _recount(cur: Any, stamps: list[int]) -> None:
+        """Rewrite the commit records at ``stamps`` to count the rows now there."""
+        for i in range(0, len(stamps), 500):
+            part = stamps[i : i + 500]
+            marks = ", ".join(["%s"] * len(part))
+            counts: list[dict[int, int]] = []
+            for table in ("documents", "indexes"):
                 await cur.execute(
-                    "UPDATE commits SET index_entry_count = %s, checksum = %s WHERE ts = %s",
-                    (entries, _core.commit_checksum(ts, documents, entries), ts),
+                    f"SELECT ts, count(*) FROM {table} WHERE ts IN ({marks}) GROUP BY ts", part
                 )
+                counts.append({int(r[0]): int(r[1]) for r in await cur.fetchall()})
+            await cur.execute(f"SELECT ts FROM commits WHERE ts IN ({marks}) FOR UPDATE", part)
+            existing = {int(r[0]) for r in await cur.fetchall()}
+            updates, deletes = recount_commits(part, existing, counts[0], counts[1])
+            if updates:
+                await cur.executemany(
+                    "UPDATE commits SET document_count = %s, index_entry_count = %s, "
+                    "checksum = %s WHERE ts = %s",
+                    updates,
+                )
+            if deletes:
+                marks = ", ".join(["%s"] * len(deletes))
+                await cur.execute(f"DELETE FROM commits WHERE ts IN ({marks})", deletes)
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def prune(self, engine: _core.Engine, cutoff: int) -> PruneReport:
+        """Delete rows no snapshot at or after ``cutoff`` needs (see ``Persistence.prune``).
+
+        Runs at READ COMMITTED, so its row locks never take gap locks that would hold up
+        commits appending at the end of the log.
+
+        Raises:
+            PersistenceError: the server failed (rows deleted by finished chunks stay
+                deleted; the next call goes on from there).
+        """
+        report = PruneReport()
+        try:
+            while True:
+                async with self._pool.acquire() as conn:
+                    try:
+                        async with conn.cursor() as cur:
+                            await cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                            await cur.execute("START TRANSACTION")
+                            chunk = await self._prune_chunk(cur, engine, cutoff)
+                        await conn.commit()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await conn.rollback()
+                        raise
+                report.add(chunk)
+                if chunk["done"]:
+                    return report
+                await asyncio.sleep(0)
+        except PersistenceError:
+            raise
+        except _errors() as exc:
+            raise _wrap("pruning old versions failed", exc) from exc
+
+    async def _prune_chunk(self, cur: Any, engine: _core.Engine, cutoff: int) -> dict[str, Any]:
+        await cur.execute("SELECT value FROM globals WHERE name = %s", (LEASE_EPOCH,))
+        row = await cur.fetchone()
+        if row is None or int(bytes(row[0]).decode()) != self._epoch:
+            self._lost_lease = True
+            raise PersistenceError("this process lost its writer lease; it cannot prune")
+        await cur.execute("SELECT value FROM globals WHERE name = %s FOR UPDATE", (RETAINED_TS,))
+        row = await cur.fetchone()
+        start = int(bytes(row[0]).decode()) if row is not None else 0
+        chunk: dict[str, Any] = {
+            "retained_ts": start,
+            "revisions": 0,
+            "documents_deleted": 0,
+            "index_entries_deleted": 0,
+            "done": True,
+        }
+        if cutoff <= start:
+            return chunk
+        limit = PRUNE_CHUNK_REVISIONS
+        select = "SELECT ts, id, value, prev_ts FROM documents "
+
+        def window_row(r: Any) -> tuple[int, bytes, bytes | None, int | None]:
+            return (
+                int(r[0]),
+                bytes(r[1]),
+                None if r[2] is None else bytes(r[2]),
+                None if r[3] is None else int(r[3]),
+            )
+
+        await cur.execute(
+            select + "WHERE ts > %s AND ts <= %s ORDER BY ts, id LIMIT %s", (start, cutoff, limit)
+        )
+        rows = [window_row(r) for r in await cur.fetchall()]
+        rows, through, whole = choose_window(rows, limit, cutoff)
+        if whole is not None:
+            await cur.execute(select + "WHERE ts = %s", (whole,))
+            rows = [window_row(r) for r in await cur.fetchall()]
+        values: dict[tuple[int, bytes], bytes | None] = {}
+        for _, doc_id, _, prev in rows:
+            if prev is not None:
+                await cur.execute(
+                    "SELECT value FROM documents WHERE ts = %s AND id = %s", (prev, doc_id)
+                )
+                found = await cur.fetchone()
+                if found is not None:
+                    values[(prev, doc_id)] = None if found[0] is None else bytes(found[0])
+        window = [
+            (ts, doc_id, value, prev, None if prev is None else values.get((prev, doc_id)))
+            for ts, doc_id, value, prev in rows
+        ]
+        doc_keys, entry_keys = engine.prune_plan(window)
+        touched: set[int] = set()
+        deleted = 0
+        for ts, doc_id in doc_keys:
+            deleted += await cur.execute(
+                "DELETE FROM documents WHERE ts = %s AND id = %s", (ts, doc_id)
+            )
+            touched.add(ts)
+        chunk["documents_deleted"] = deleted
+        deleted = 0
+        for ts, index_id, key, doc_id in entry_keys:
+            deleted += await cur.execute(
+                "DELETE FROM indexes WHERE ts = %s AND index_id = %s AND key_hash = %s "
+                "AND doc_id = %s",
+                (ts, index_id, split_key(key)[2], doc_id),
+            )
+            touched.add(ts)
+        chunk["index_entries_deleted"] = deleted
+        await self._recount(cur, sorted(touched))
+        await cur.execute(
+            "REPLACE INTO globals (name, value) VALUES (%s, %s)",
+            (RETAINED_TS, str(through).encode()),
+        )
+        chunk.update(retained_ts=through, revisions=len(rows), done=through >= cutoff)
+        return chunk
 
     async def _committed(self, ts: int) -> bool:
         """Whether commit ``ts`` is in the database (after a lost connection)."""

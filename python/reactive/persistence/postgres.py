@@ -22,13 +22,20 @@ from typing import Any
 
 from reactive import _core
 from reactive.errors import IncompatibleDatabaseError, PersistenceError
-from reactive.persistence.base import CheckReport
+from reactive.persistence.base import (
+    PRUNE_CHUNK_REVISIONS,
+    RETAINED_TS,
+    CheckReport,
+    PruneReport,
+)
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
     LEASE_EPOCH,
     LOAD_BATCH_ROWS,
     SqlUrl,
+    choose_window,
     parse_sql_url,
+    recount_commits,
     split_key,
 )
 
@@ -336,12 +343,15 @@ class PostgresPersistence:
             for (index_id, key, ts, doc, deleted, checksum) in batch.index_rows()
         ]
         drops = batch.dropped_indexes()
+        adjusted = [ts for ts, _ in batch.count_adjustments()]
         catalog = batch.catalog_json()
         max_ts = batch.max_ts
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 try:
-                    await self._write(conn, commits, documents, entries, drops, catalog, max_ts)
+                    await self._write(
+                        conn, commits, documents, entries, adjusted, drops, catalog, max_ts
+                    )
                 except (
                     TimeoutError,
                     asyncpg.ConnectionDoesNotExistError,
@@ -364,6 +374,7 @@ class PostgresPersistence:
         commits: list[tuple[int, int, int, int]],
         documents: list[tuple[Any, ...]],
         entries: list[tuple[Any, ...]],
+        adjusted: list[int],
         drops: list[int],
         catalog: str | None,
         max_ts: int | None,
@@ -390,12 +401,20 @@ class PostgresPersistence:
                     "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     documents,
                 )
-            if entries:
-                await conn.executemany(
-                    "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, doc_id, "
-                    "deleted, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    entries,
-                )
+            late = set(adjusted)
+            fresh = [e for e in entries if e[0] not in late]
+            backfill = [e for e in entries if e[0] in late]
+            insert = (
+                "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, doc_id, "
+                "deleted, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            )
+            if fresh:
+                await conn.executemany(insert, fresh)
+            if backfill:
+                # At their revisions' timestamps; a resumed backfill may write a row again.
+                await conn.executemany(insert + " ON CONFLICT DO NOTHING", backfill)
+            if adjusted:  # index backfill rows written at earlier commits' timestamps
+                await self._recount(conn, adjusted)
             for index_id in drops:
                 await self._drop_index_rows(conn, index_id)
             if catalog is not None:
@@ -420,24 +439,151 @@ class PostgresPersistence:
             )
         ]
         await conn.execute("DELETE FROM indexes WHERE index_id = $1", index_id)
-        for ts in stamps:
-            row = await conn.fetchrow(
-                "SELECT document_count, (SELECT count(*) FROM indexes WHERE ts = $1) "
-                "FROM commits WHERE ts = $1",
-                ts,
+        await PostgresPersistence._recount(conn, stamps)
+
+    @staticmethod
+    async def _recount(conn: Any, stamps: list[int]) -> None:
+        """Rewrite the commit records at ``stamps`` to count the rows now there."""
+        if not stamps:
+            return
+        documents = dict(
+            await conn.fetch(
+                "SELECT ts, count(*) FROM documents WHERE ts = ANY($1::bigint[]) GROUP BY ts",
+                stamps,
             )
-            if row is None:
-                continue
-            documents, entries = int(row[0]), int(row[1])
-            if documents == 0 and entries == 0:
-                await conn.execute("DELETE FROM commits WHERE ts = $1", ts)
-            else:
-                await conn.execute(
-                    "UPDATE commits SET index_entry_count = $2, checksum = $3 WHERE ts = $1",
-                    ts,
-                    entries,
-                    _core.commit_checksum(ts, documents, entries),
-                )
+        )
+        entries = dict(
+            await conn.fetch(
+                "SELECT ts, count(*) FROM indexes WHERE ts = ANY($1::bigint[]) GROUP BY ts",
+                stamps,
+            )
+        )
+        existing = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT ts FROM commits WHERE ts = ANY($1::bigint[]) FOR UPDATE", stamps
+            )
+        }
+        updates, deletes = recount_commits(stamps, existing, documents, entries)
+        if updates:
+            await conn.executemany(
+                "UPDATE commits SET document_count = $1, index_entry_count = $2, checksum = $3 "
+                "WHERE ts = $4",
+                updates,
+            )
+        if deletes:
+            await conn.execute("DELETE FROM commits WHERE ts = ANY($1::bigint[])", deletes)
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def prune(self, engine: _core.Engine, cutoff: int) -> PruneReport:
+        """Delete rows no snapshot at or after ``cutoff`` needs (see ``Persistence.prune``).
+
+        Raises:
+            PersistenceError: the server failed (rows deleted by finished chunks stay
+                deleted; the next call goes on from there).
+        """
+        asyncpg = _driver()
+        report = PruneReport()
+        try:
+            while True:
+                async with (
+                    self._pool.acquire(timeout=self._timeout_s) as conn,
+                    conn.transaction(),
+                ):
+                    chunk = await self._prune_chunk(conn, engine, cutoff)
+                report.add(chunk)
+                if chunk["done"]:
+                    return report
+                await asyncio.sleep(0)
+        except PersistenceError:
+            raise
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("pruning old versions failed", exc) from exc
+
+    async def _prune_chunk(self, conn: Any, engine: _core.Engine, cutoff: int) -> dict[str, Any]:
+        epoch = await conn.fetchval("SELECT value FROM globals WHERE name = $1", LEASE_EPOCH)
+        if epoch is None or int(bytes(epoch).decode()) != self._epoch:
+            self._lost_lease = True
+            raise PersistenceError("this process lost its writer lease; it cannot prune")
+        raw = await conn.fetchval(
+            "SELECT value FROM globals WHERE name = $1 FOR UPDATE", RETAINED_TS
+        )
+        start = int(bytes(raw).decode()) if raw is not None else 0
+        chunk: dict[str, Any] = {
+            "retained_ts": start,
+            "revisions": 0,
+            "documents_deleted": 0,
+            "index_entries_deleted": 0,
+            "done": True,
+        }
+        if cutoff <= start:
+            return chunk
+        limit = PRUNE_CHUNK_REVISIONS
+        select = "SELECT ts, id, value, prev_ts FROM documents "
+        rows = [
+            (r[0], bytes(r[1]), None if r[2] is None else bytes(r[2]), r[3])
+            for r in await conn.fetch(
+                select + "WHERE ts > $1 AND ts <= $2 ORDER BY ts, id LIMIT $3",
+                start,
+                cutoff,
+                limit,
+            )
+        ]
+        rows, through, whole = choose_window(rows, limit, cutoff)
+        if whole is not None:
+            rows = [
+                (r[0], bytes(r[1]), None if r[2] is None else bytes(r[2]), r[3])
+                for r in await conn.fetch(select + "WHERE ts = $1", whole)
+            ]
+        previous = [(r[3], r[1]) for r in rows if r[3] is not None]
+        values: dict[tuple[int, bytes], bytes | None] = {}
+        if previous:
+            for r in await conn.fetch(
+                "SELECT d.ts, d.id, d.value FROM documents d "
+                "JOIN unnest($1::bigint[], $2::bytea[]) AS t(ts, id) "
+                "ON d.ts = t.ts AND d.id = t.id",
+                [p[0] for p in previous],
+                [p[1] for p in previous],
+            ):
+                values[(r[0], bytes(r[1]))] = None if r[2] is None else bytes(r[2])
+        window = [
+            (ts, doc_id, value, prev, None if prev is None else values.get((prev, doc_id)))
+            for ts, doc_id, value, prev in rows
+        ]
+        doc_keys, entry_keys = engine.prune_plan(window)
+        touched: list[int] = []
+        if doc_keys:
+            gone = await conn.fetch(
+                "DELETE FROM documents d USING unnest($1::bigint[], $2::bytea[]) AS t(ts, id) "
+                "WHERE d.ts = t.ts AND d.id = t.id RETURNING d.ts",
+                [k[0] for k in doc_keys],
+                [k[1] for k in doc_keys],
+            )
+            chunk["documents_deleted"] = len(gone)
+            touched += [r[0] for r in gone]
+        if entry_keys:
+            gone = await conn.fetch(
+                "DELETE FROM indexes i USING unnest($1::bigint[], $2::integer[], $3::bytea[], "
+                "$4::bytea[]) AS t(ts, index_id, key_hash, doc_id) WHERE i.ts = t.ts "
+                "AND i.index_id = t.index_id AND i.key_hash = t.key_hash "
+                "AND i.doc_id = t.doc_id RETURNING i.ts",
+                [k[0] for k in entry_keys],
+                [k[1] for k in entry_keys],
+                [split_key(k[2])[2] for k in entry_keys],
+                [k[3] for k in entry_keys],
+            )
+            chunk["index_entries_deleted"] = len(gone)
+            touched += [r[0] for r in gone]
+        await self._recount(conn, sorted(set(touched)))
+        await conn.execute(
+            "INSERT INTO globals (name, value) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            RETAINED_TS,
+            str(through).encode(),
+        )
+        chunk.update(retained_ts=through, revisions=len(rows), done=through >= cutoff)
+        return chunk
 
     async def _committed(self, ts: int) -> bool:
         """Whether commit ``ts`` is in the database (after a lost connection)."""

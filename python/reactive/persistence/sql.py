@@ -26,7 +26,10 @@ __all__ = [
     "LEASE_EPOCH",
     "LOAD_BATCH_ROWS",
     "SqlUrl",
+    "WindowRow",
+    "choose_window",
     "parse_sql_url",
+    "recount_commits",
     "split_key",
 ]
 
@@ -36,6 +39,65 @@ LEASE_EPOCH = "lease_epoch"
 """The ``globals`` row that fences writers."""
 LOAD_BATCH_ROWS = 5000
 """Rows handed to the core per call while loading."""
+
+
+WindowRow = tuple[int, bytes, bytes | None, int | None]
+"""A revision of the retention window as read: ``(ts, id, value or None, prev_ts or None)``."""
+
+
+def choose_window(
+    rows: list[WindowRow], limit: int, cutoff: int
+) -> tuple[list[WindowRow], int, int | None]:
+    """Cut a window read with ``ORDER BY ts, id LIMIT limit`` at a commit boundary.
+
+    Returns ``(rows to prune, timestamp pruned through, ts to read whole or None)``: when
+    the chunk is full, its last commit is left for the next chunk, unless one commit fills
+    the chunk, in which case the caller reads that commit whole (the third value).
+    """
+    if len(rows) < limit:
+        return rows, cutoff, None
+    last = rows[-1][0]
+    if rows[0][0] == last:
+        return rows, last, last
+    return [r for r in rows if r[0] < last], last - 1, None
+
+
+def recount_commits(
+    stamps: list[int],
+    existing: set[int],
+    documents: dict[int, int],
+    entries: dict[int, int],
+) -> tuple[list[tuple[int, int, int, int]], list[int]]:
+    """Commit records to rewrite after rows at ``stamps`` were added or deleted.
+
+    ``documents``/``entries`` count the rows now at each timestamp. Returns ``(updates
+    [(document_count, index_entry_count, checksum, ts)], deletes [ts])``: a commit left
+    with no rows is deleted.
+
+    Raises:
+        CorruptionError: rows sit at a timestamp that has no commit record.
+    """
+    from reactive.errors import CorruptionError
+
+    updates: list[tuple[int, int, int, int]] = []
+    deletes: list[int] = []
+    for ts in sorted(set(stamps)):
+        d, e = documents.get(ts, 0), entries.get(ts, 0)
+        if ts not in existing:
+            if d or e:
+                raise CorruptionError(f"rows at ts {ts} have no commit record")
+            continue
+        if d == 0 and e == 0:
+            deletes.append(ts)
+        else:
+            updates.append((d, e, _core_checksum(ts, d, e), ts))
+    return updates, deletes
+
+
+def _core_checksum(ts: int, documents: int, entries: int) -> int:
+    from reactive import _core
+
+    return _core.commit_checksum(ts, documents, entries)
 
 
 def split_key(key: bytes) -> tuple[bytes, bytes, bytes]:

@@ -3,17 +3,20 @@
 The core does the work with the GIL released; this adapter only moves it off the event loop
 (``asyncio.to_thread``). Journal WAL, ``synchronous=FULL``; one process at a time (a lock
 file beside the database). Source: ``rust/core/src/sqlite.rs``.
+
+Every access goes through the core's connection. Do not open the database file with
+Python's ``sqlite3`` in the same process while it is open: two copies of SQLite in one
+process break each other's POSIX locks (https://sqlite.org/howtocorrupt.html, section
+2.2), which can lose commits. Use ``python -m reactive data``/``export`` or another process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from pathlib import Path
 
 from reactive import _core
-from reactive.persistence.base import CheckReport
+from reactive.persistence.base import PRUNE_CHUNK_REVISIONS, CheckReport, PruneReport
 
 __all__ = ["SqlitePersistence"]
 
@@ -59,45 +62,39 @@ class SqlitePersistence:
         """Durably set a named global value."""
         await asyncio.to_thread(self._store.set_global, name, value)
 
-    def _read_connection(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-
     async def read_documents(self, ids: list[str], ts: int) -> dict[str, bytes | None]:
         """The stored value of each document at snapshot ``ts`` (``None``: absent/deleted)."""
-
-        def read() -> dict[str, bytes | None]:
-            out: dict[str, bytes | None] = {}
-            with contextlib.closing(self._read_connection()) as conn:
-                for text in ids:
-                    raw = _core.id_bytes(text)
-                    row = None
-                    if raw is not None:
-                        row = conn.execute(
-                            "SELECT value FROM documents WHERE id = ? AND ts <= ? "
-                            "ORDER BY ts DESC LIMIT 1",
-                            (raw, ts),
-                        ).fetchone()
-                    out[text] = None if row is None or row[0] is None else bytes(row[0])
-            return out
-
-        return await asyncio.to_thread(read)
+        known = [(text, _core.id_bytes(text)) for text in ids]
+        raw = [b for _, b in known if b is not None]
+        values = iter(await asyncio.to_thread(self._store.read_documents, raw, ts))
+        return {text: None if b is None else next(values) for text, b in known}
 
     async def read_index_range(
         self, index_id: int, start: bytes, end: bytes, ts: int, limit: int = 1000
     ) -> list[tuple[bytes, bytes]]:
         """Live entries of an index with ``start <= key < end`` at ``ts``, in key order."""
+        rows = await asyncio.to_thread(
+            self._store.read_index_range, index_id, start, end, ts, limit
+        )
+        return [(bytes(k), bytes(d)) for k, d in rows]
 
-        def read() -> list[tuple[bytes, bytes]]:
-            with contextlib.closing(self._read_connection()) as conn:
-                rows = conn.execute(
-                    "SELECT key, doc_id, deleted FROM indexes i WHERE index_id = ? AND ts = "
-                    "(SELECT max(ts) FROM indexes j WHERE j.index_id = i.index_id AND j.key = "
-                    "i.key AND j.ts <= ?) AND key >= ? AND key < ? ORDER BY key",
-                    (index_id, ts, start, end),
-                ).fetchall()
-            return [(bytes(k), bytes(d)) for k, d, deleted in rows if not deleted][:limit]
+    async def row_counts(self) -> tuple[int, int, int]:
+        """Rows in ``(documents, indexes, commits)``."""
+        return await asyncio.to_thread(self._store.row_counts)
 
-        return await asyncio.to_thread(read)
+    async def prune(self, engine: _core.Engine, cutoff: int) -> PruneReport:
+        """Delete rows no snapshot at or after ``cutoff`` needs (see ``Persistence.prune``).
+
+        Each chunk is one short transaction on the writer's connection, between commits.
+        """
+        report = PruneReport()
+        while True:
+            chunk = await asyncio.to_thread(
+                self._store.prune, engine, cutoff, PRUNE_CHUNK_REVISIONS
+            )
+            report.add(chunk)
+            if chunk["done"]:
+                return report
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents."""

@@ -124,6 +124,22 @@ impl PyPersistBatch {
         Ok(out)
     }
 
+    /// `(ts, n)`: index entries the batch writes at an earlier commit's timestamp (index
+    /// backfills), to add to that commit's `index_entry_count` (recomputing its checksum).
+    fn count_adjustments(&self) -> Vec<(u64, u32)> {
+        let guard = self.inner.lock();
+        guard
+            .as_ref()
+            .map(|b| {
+                b.commits
+                    .count_adjustments()
+                    .into_iter()
+                    .map(|(ts, n)| (ts.0, n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Index ids whose rows the batch deletes.
     fn dropped_indexes(&self) -> Vec<u32> {
         let guard = self.inner.lock();

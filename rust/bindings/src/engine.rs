@@ -8,7 +8,9 @@ use pyo3::types::{PyDict, PyList};
 use reactive_core::catalog::{IndexId, IndexState};
 use reactive_core::engine::{Engine, EngineConfig};
 use reactive_core::error::Error;
+use reactive_core::id::DocumentId;
 use reactive_core::limits::TransactionLimits;
+use reactive_core::log::prune::WindowRevision;
 use reactive_core::log::recovery::LoadedState;
 use reactive_core::subscriptions::SubscriptionId;
 use reactive_core::timestamp::Timestamp;
@@ -313,6 +315,44 @@ impl PyEngine {
     fn retain(&self, py: Python<'_>, min_ts: u64) -> PyResult<usize> {
         let engine = Arc::clone(&self.inner);
         detached(py, move || Ok(engine.retain(Timestamp(min_ts))))
+    }
+
+    /// The rows that retention deletes for a window of revisions (`reactive_core::log::prune`):
+    /// `window` is `[(ts, id bytes, value or None, prev_ts or None, prev value or None)]`;
+    /// returns `(documents [(ts, id bytes)], index entries [(ts, index_id, key, doc id)])`.
+    #[allow(clippy::type_complexity)]
+    fn prune_plan(
+        &self,
+        py: Python<'_>,
+        window: Vec<(u64, Vec<u8>, Option<Vec<u8>>, Option<u64>, Option<Vec<u8>>)>,
+    ) -> PyResult<(Vec<(u64, Vec<u8>)>, Vec<(u64, u32, Vec<u8>, Vec<u8>)>)> {
+        let catalog = self.inner.catalog();
+        let plan = detached(py, move || {
+            let mut revisions = Vec::with_capacity(window.len());
+            for (ts, id, value, prev_ts, prev_value) in window {
+                let id = DocumentId::from_bytes(&id).map_err(|e| {
+                    Error::Corrupt(format!("document revision at ts {ts}: bad id: {e}"))
+                })?;
+                revisions.push(WindowRevision {
+                    ts: Timestamp(ts),
+                    id,
+                    value,
+                    prev_ts: prev_ts.map(Timestamp),
+                    prev_value,
+                });
+            }
+            reactive_core::log::prune::plan(&catalog, &revisions)
+        })?;
+        Ok((
+            plan.documents
+                .into_iter()
+                .map(|(ts, id)| (ts.0, id.to_bytes()))
+                .collect(),
+            plan.index_entries
+                .into_iter()
+                .map(|(ts, index, key, id)| (ts.0, index.0, key, id.to_bytes()))
+                .collect(),
+        ))
     }
 
     /// Number of live documents of `table` at the visible timestamp.

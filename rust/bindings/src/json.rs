@@ -190,7 +190,11 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
 #[pyo3(signature = (value, clean=false))]
 fn convex_json(value: &Bound<'_, PyAny>, clean: bool) -> PyResult<String> {
     let mut out = String::with_capacity(64);
-    let format = if clean { Format::Clean } else { Format::Encoded };
+    let format = if clean {
+        Format::Clean
+    } else {
+        Format::Encoded
+    };
     encode(value, &mut out, format, 0)?;
     Ok(out)
 }

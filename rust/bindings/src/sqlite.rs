@@ -82,6 +82,76 @@ impl PySqliteStore {
         Ok(d)
     }
 
+    /// The stored value of each document (id bytes) at snapshot `ts` (`None`: absent).
+    fn read_documents(
+        &self,
+        py: Python<'_>,
+        ids: Vec<Vec<u8>>,
+        ts: u64,
+    ) -> PyResult<Vec<Option<Vec<u8>>>> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        detached(py, move || {
+            p.read_documents(&ids, reactive_core::timestamp::Timestamp(ts))
+        })
+    }
+
+    /// Live `(key, document id)` entries of an index with `start <= key < end` at `ts`.
+    fn read_index_range(
+        &self,
+        py: Python<'_>,
+        index_id: u32,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        ts: u64,
+        limit: usize,
+    ) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        detached(py, move || {
+            p.read_index_range(
+                index_id,
+                &start,
+                &end,
+                reactive_core::timestamp::Timestamp(ts),
+                limit,
+            )
+        })
+    }
+
+    /// Rows in `(documents, indexes, commits)`.
+    fn row_counts(&self, py: Python<'_>) -> PyResult<(u64, u64, u64)> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        detached(py, move || p.row_counts())
+    }
+
+    /// Delete rows no snapshot at or after `cutoff` needs, continuing from the last call;
+    /// at most about `max_revisions` window revisions in this call's one transaction.
+    /// Returns `{"retained_ts", "revisions", "documents_deleted", "index_entries_deleted",
+    /// "done"}`.
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        engine: &PyEngine,
+        cutoff: u64,
+        max_revisions: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let p = self.get().map_err(crate::errors::CoreError)?;
+        let catalog = engine.inner().catalog();
+        let progress = detached(py, move || {
+            p.prune(
+                &catalog,
+                reactive_core::timestamp::Timestamp(cutoff),
+                max_revisions,
+            )
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("retained_ts", progress.retained_ts.0)?;
+        d.set_item("revisions", progress.revisions)?;
+        d.set_item("documents_deleted", progress.documents_deleted)?;
+        d.set_item("index_entries_deleted", progress.index_entries_deleted)?;
+        d.set_item("done", progress.done)?;
+        Ok(d)
+    }
+
     /// Start the group-commit worker thread for `engine`: it writes queued commits to this
     /// database in batches and publishes them, announcing each batch on a pipe.
     fn start_worker(&self, py: Python<'_>, engine: &PyEngine) -> PyResult<PyGroupCommitWorker> {

@@ -169,15 +169,22 @@ impl CommitterState {
         Ok(ts)
     }
 
-    /// Queue a backfill chunk of `index`: entries for `docs` as of snapshot `snapshot_ts`,
-    /// skipping documents written after it (those commits maintained the index already).
-    /// Returns the chunk's commit timestamp, or `None` if nothing was left to add.
+    /// Queue a backfill chunk of `index`: entries for `docs` (each with the timestamp of its
+    /// revision) as of snapshot `snapshot_ts`, skipping documents written after it (those
+    /// commits maintained the index already). Returns the chunk's commit timestamp, or
+    /// `None` if nothing was left to add.
+    ///
+    /// The persisted rows are written at each document's revision timestamp, as if the
+    /// index had existed when the revision was committed (the batch adds them to those
+    /// commits' counts, [`crate::log::batch::CommitBatch::count_adjustments`]): every index
+    /// row then belongs to a revision, and retention removes it with that revision. In
+    /// memory the entries appear at the chunk's own timestamp.
     pub fn commit_backfill(
         &mut self,
         catalog: &Catalog,
         index: IndexId,
         snapshot_ts: Timestamp,
-        docs: &[DocumentRef],
+        docs: &[(Timestamp, DocumentRef)],
         visible: Timestamp,
     ) -> Result<Option<Timestamp>> {
         if snapshot_ts < self.write_log.floor() {
@@ -204,12 +211,12 @@ impl CommitterState {
             })
             .collect();
         let mut selected = Vec::new();
-        for doc in docs {
+        for (revision_ts, doc) in docs {
             let Some(key) = Transaction::by_id_key(catalog, &doc.id) else {
                 continue;
             };
             if !written_since.contains(key.as_slice()) {
-                selected.push(doc);
+                selected.push((*revision_ts, doc));
             }
         }
         if selected.is_empty() {
@@ -218,9 +225,15 @@ impl CommitterState {
         let ts = self.next_ts();
         let mut entries = Vec::with_capacity(selected.len());
         let mut index_only = Vec::with_capacity(selected.len());
-        for doc in selected {
+        for (revision_ts, doc) in selected {
             let key = doc.index_key(descriptor);
-            entries.push(IndexEntry::new(index, key[4..].to_vec(), ts, doc.id, false));
+            entries.push(IndexEntry::new(
+                index,
+                key[4..].to_vec(),
+                revision_ts,
+                doc.id,
+                false,
+            ));
             index_only.push(IndexChange {
                 key,
                 doc: Some(Arc::clone(doc)),
@@ -231,7 +244,7 @@ impl CommitterState {
             .map(|c| c.key.clone().into_boxed_slice())
             .collect();
         keys.sort_unstable();
-        let record = CommitRecord::new(ts, 0, entries.len() as u32);
+        let record = CommitRecord::new(ts, 0, 0);
         let written = Arc::new(WriteLogEntry { ts, keys });
         self.write_log.append(Arc::clone(&written));
         self.write_log.trim(ts, visible);
@@ -283,8 +296,10 @@ impl CommitterState {
 }
 
 /// The index changes of one document write, in every index of its table, and the rows
-/// persistence records for them (keys whose document changed but that stay are not rows:
-/// a row names a document, and readers look the revision up by timestamp).
+/// persistence records for them: for each index, the new key (also when it stays, so every
+/// revision has its own index rows and retention can delete a superseded revision's rows
+/// by their exact keys) and, when the key changed or the document is deleted, the removal
+/// of the old key.
 pub fn index_changes(
     indexes: &[&IndexDescriptor],
     old: Option<&DocumentRef>,
@@ -307,9 +322,7 @@ pub fn index_changes(
             });
         }
         if let Some(nk) = new_key {
-            if old_key.as_ref() != Some(&nk) {
-                entries.push(IndexEntry::new(index.id, nk[4..].to_vec(), ts, id, false));
-            }
+            entries.push(IndexEntry::new(index.id, nk[4..].to_vec(), ts, id, false));
             changes.push(IndexChange {
                 key: nk,
                 doc: new.cloned(),

@@ -436,7 +436,7 @@ impl Engine {
             Some(k) => keys::successor(k),
             None => by_id.prefix().to_vec(),
         };
-        let mut docs: Vec<DocumentRef> = Vec::with_capacity(chunk);
+        let mut docs: Vec<(Timestamp, DocumentRef)> = Vec::with_capacity(chunk);
         let mut last_key = None;
         {
             let store = self.store.read();
@@ -445,8 +445,8 @@ impl Engine {
                     break;
                 }
                 last_key = Some(key.to_vec());
-                if let Some(doc) = chain.at(snapshot_ts) {
-                    docs.push(Arc::clone(doc));
+                if let Some((ts, doc)) = chain.at_with_ts(snapshot_ts) {
+                    docs.push((ts, Arc::clone(doc)));
                 }
             }
         }

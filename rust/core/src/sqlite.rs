@@ -9,6 +9,11 @@
 //! Invariants: a batch is one SQLite transaction (all of its rows or none); the schema is
 //! created and upgraded by the numbered migrations below, and a database whose format
 //! version is newer than [`FORMAT_VERSION`] is refused.
+//!
+//! Every access goes through this connection (SQLite bundled in the extension). Another
+//! copy of SQLite in the same process (Python's `sqlite3`) must not open the file while it
+//! is open: closing its descriptor would drop this one's POSIX locks, which can lose or
+//! corrupt commits (<https://sqlite.org/howtocorrupt.html>, "multiple copies of SQLite").
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -21,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::catalog::Catalog;
 use crate::engine::PersistBatch;
 use crate::error::{Error, Result};
+use crate::log::prune::WindowRevision;
 use crate::log::record::{CommitRecord, DocumentRevision, IndexEntry, row_ts};
 use crate::log::recovery::{CheckReport, Checker, LoadedState, Loader};
 use crate::mvcc::MvccStore;
@@ -273,6 +279,7 @@ impl SqlitePersistence {
         }
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut added: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
         {
             let mut commit_stmt = tx.prepare_cached(
                 "INSERT INTO commits (ts, document_count, index_entry_count, checksum) \
@@ -284,6 +291,12 @@ impl SqlitePersistence {
             )?;
             let mut index_stmt = tx.prepare_cached(
                 "INSERT INTO indexes (index_id, key, ts, doc_id, deleted, checksum) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            // Backfill rows go at their revision's timestamp; a backfill resumed after a
+            // restart may write a row again (the same row): it is kept once and counted once.
+            let mut backfill_stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO indexes (index_id, key, ts, doc_id, deleted, checksum) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for commit in &batch.commits.commits {
@@ -306,16 +319,24 @@ impl SqlitePersistence {
                     ])?;
                 }
                 for e in &commit.index_entries {
-                    index_stmt.execute(params![
+                    let row = params![
                         e.index_id.0,
                         e.key,
                         e.ts.0 as i64,
                         e.doc_id.to_bytes(),
                         e.deleted,
                         e.checksum
-                    ])?;
+                    ];
+                    if e.ts == commit.ts {
+                        index_stmt.execute(row)?;
+                    } else if backfill_stmt.execute(row)? > 0 {
+                        *added.entry(e.ts.0 as i64).or_insert(0) += 1;
+                    }
                 }
             }
+        }
+        for (ts, n) in added {
+            adjust_commit(&tx, ts, 0, n)?;
         }
         for index in &batch.dropped_indexes {
             drop_index_rows(&tx, index.0)?;
@@ -334,6 +355,158 @@ impl SqlitePersistence {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Delete the rows no snapshot at or after `cutoff` needs ([`crate::log::prune`]),
+    /// going on from where the last call stopped (the `retained_ts` global), at most about
+    /// `max_revisions` revisions of the window in this call's one transaction. The
+    /// revisions of a commit are never split between calls.
+    pub fn prune(
+        &self,
+        catalog: &Catalog,
+        cutoff: Timestamp,
+        max_revisions: usize,
+    ) -> Result<PruneProgress> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let from = global_ts(&tx, RETAINED_TS)?;
+        let mut progress = PruneProgress {
+            retained_ts: from.max(Timestamp(0)),
+            ..PruneProgress::default()
+        };
+        if cutoff <= from {
+            progress.done = true;
+            return Ok(progress);
+        }
+        let limit = max_revisions.max(1);
+        let mut window = read_window(&tx, from, cutoff, limit)?;
+        let through = if window.len() < limit {
+            cutoff
+        } else {
+            let last = window.last().map_or(cutoff, |r| r.ts);
+            if window.first().map(|r| r.ts) == Some(last) {
+                // One commit fills the chunk: take all of it.
+                window = read_window_at(&tx, last)?;
+                last
+            } else {
+                window.retain(|r| r.ts < last);
+                Timestamp(last.0 - 1)
+            }
+        };
+        for revision in &mut window {
+            if let Some(p) = revision.prev_ts {
+                revision.prev_value = tx
+                    .query_row(
+                        "SELECT value FROM documents WHERE ts = ?1 AND id = ?2",
+                        params![p.0 as i64, revision.id.to_bytes()],
+                        |r| r.get::<_, Option<Vec<u8>>>(0),
+                    )
+                    .optional()?
+                    .flatten();
+            }
+        }
+        let plan = crate::log::prune::plan(catalog, &window)?;
+        let mut adjustments: std::collections::BTreeMap<i64, (i64, i64)> =
+            std::collections::BTreeMap::new();
+        {
+            let mut del_doc =
+                tx.prepare_cached("DELETE FROM documents WHERE ts = ?1 AND id = ?2")?;
+            for (ts, id) in &plan.documents {
+                let n = del_doc.execute(params![ts.0 as i64, id.to_bytes()])?;
+                progress.documents_deleted += n;
+                adjustments.entry(ts.0 as i64).or_default().0 -= n as i64;
+            }
+            let mut del_entry = tx.prepare_cached(
+                "DELETE FROM indexes WHERE ts = ?1 AND index_id = ?2 AND key = ?3 AND doc_id = ?4",
+            )?;
+            for (ts, index, key, id) in &plan.index_entries {
+                let n = del_entry.execute(params![ts.0 as i64, index.0, key, id.to_bytes()])?;
+                progress.index_entries_deleted += n;
+                adjustments.entry(ts.0 as i64).or_default().1 -= n as i64;
+            }
+        }
+        for (ts, (docs, entries)) in adjustments {
+            if docs != 0 || entries != 0 {
+                adjust_commit(&tx, ts, docs, entries)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO globals (name, value) VALUES (?1, ?2)",
+            params![RETAINED_TS, through.0.to_string().into_bytes()],
+        )?;
+        tx.commit()?;
+        progress.revisions = window.len();
+        progress.retained_ts = through;
+        progress.done = through >= cutoff;
+        Ok(progress)
+    }
+
+    /// The stored value of each document (id bytes) at snapshot `ts`: `None` when it did
+    /// not exist then or was deleted. For tools and checks (it scans by id, which the log
+    /// tables are not keyed by); the engine serves reads from memory.
+    pub fn read_documents(&self, ids: &[Vec<u8>], ts: Timestamp) -> Result<Vec<Option<Vec<u8>>>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT value FROM documents WHERE id = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let value: Option<Option<Vec<u8>>> = stmt
+                .query_row(params![id, ts.0 as i64], |r| r.get(0))
+                .optional()?;
+            out.push(value.flatten());
+        }
+        Ok(out)
+    }
+
+    /// Live entries `(key, document id)` of index `index` with `start <= key < end` at
+    /// snapshot `ts`, in key order, at most `limit`. For tools and checks.
+    pub fn read_index_range(
+        &self,
+        index: u32,
+        start: &[u8],
+        end: &[u8],
+        ts: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, doc_id, deleted, ts FROM indexes WHERE index_id = ?1 AND ts <= ?2 \
+             AND key >= ?3 AND key < ?4",
+        )?;
+        let mut rows = stmt.query(params![index, ts.0 as i64, start, end])?;
+        // The newest row of each key at `ts` decides.
+        let mut newest: std::collections::BTreeMap<Vec<u8>, (i64, Vec<u8>, bool)> =
+            std::collections::BTreeMap::new();
+        while let Some(row) = rows.next()? {
+            let key: Vec<u8> = row.get(0)?;
+            let doc: Vec<u8> = row.get(1)?;
+            let deleted: bool = row.get(2)?;
+            let at: i64 = row.get(3)?;
+            match newest.get(&key) {
+                Some((t, _, _)) if *t >= at => {}
+                _ => {
+                    newest.insert(key, (at, doc, deleted));
+                }
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .filter(|(_, (_, _, deleted))| !deleted)
+            .map(|(k, (_, d, _))| (k, d))
+            .take(limit)
+            .collect())
+    }
+
+    /// Rows in `(documents, indexes, commits)`.
+    pub fn row_counts(&self) -> Result<(u64, u64, u64)> {
+        let conn = self.conn.lock();
+        let count = |table: &str| -> Result<u64> {
+            let n: i64 =
+                conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok((count("documents")?, count("indexes")?, count("commits")?))
     }
 
     /// Compare every persisted index entry with the live documents of `store` at `ts`.
@@ -389,29 +562,133 @@ fn drop_index_rows(tx: &rusqlite::Transaction<'_>, index: u32) -> Result<()> {
         rows.collect::<std::result::Result<_, _>>()?
     };
     for (ts, n) in counts {
-        let Some((docs, entries)) = tx
-            .query_row(
-                "SELECT document_count, index_entry_count FROM commits WHERE ts = ?1",
-                params![ts],
-                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)),
-            )
-            .optional()?
-        else {
-            continue;
-        };
-        let remaining = entries.saturating_sub(n);
-        if docs == 0 && remaining == 0 {
-            tx.execute("DELETE FROM commits WHERE ts = ?1", params![ts])?;
-        } else {
-            let r = CommitRecord::new(row_ts(ts, "commit record")?, docs, remaining);
-            tx.execute(
-                "UPDATE commits SET index_entry_count = ?2, checksum = ?3 WHERE ts = ?1",
-                params![ts, r.index_entry_count, r.checksum],
-            )?;
-        }
+        adjust_commit(tx, ts, 0, -i64::from(n))?;
     }
     tx.execute("DELETE FROM indexes WHERE index_id = ?1", params![index])?;
     Ok(())
+}
+
+/// Add `documents` and `index_entries` (either may be negative) to the counts of the commit
+/// at `ts`, rewriting its checksum; a commit left with no rows is deleted.
+fn adjust_commit(
+    tx: &rusqlite::Transaction<'_>,
+    ts: i64,
+    documents: i64,
+    index_entries: i64,
+) -> Result<()> {
+    let Some((docs, entries)) = tx
+        .query_row(
+            "SELECT document_count, index_entry_count FROM commits WHERE ts = ?1",
+            params![ts],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?
+    else {
+        if documents > 0 || index_entries > 0 {
+            return Err(Error::Corrupt(format!(
+                "rows were added to the commit at ts {ts}, which has no commit record"
+            )));
+        }
+        return Ok(());
+    };
+    let docs = u32::try_from((docs + documents).max(0)).unwrap_or(u32::MAX);
+    let entries = u32::try_from((entries + index_entries).max(0)).unwrap_or(u32::MAX);
+    if docs == 0 && entries == 0 {
+        tx.execute("DELETE FROM commits WHERE ts = ?1", params![ts])?;
+    } else {
+        let r = CommitRecord::new(row_ts(ts, "commit record")?, docs, entries);
+        tx.execute(
+            "UPDATE commits SET document_count = ?2, index_entry_count = ?3, checksum = ?4 \
+             WHERE ts = ?1",
+            params![ts, r.document_count, r.index_entry_count, r.checksum],
+        )?;
+    }
+    Ok(())
+}
+
+/// The global naming the retention cutoff persistence has been pruned to (decimal text).
+pub const RETAINED_TS: &str = "retained_ts";
+
+/// What one [`SqlitePersistence::prune`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneProgress {
+    /// Snapshots at or after this timestamp are complete in persistence.
+    pub retained_ts: Timestamp,
+    /// Window revisions looked at.
+    pub revisions: usize,
+    /// `documents` rows deleted.
+    pub documents_deleted: usize,
+    /// `indexes` rows deleted.
+    pub index_entries_deleted: usize,
+    /// Whether the cutoff was reached (else call again).
+    pub done: bool,
+}
+
+fn global_ts(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<Timestamp> {
+    let value: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM globals WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(value) = value else {
+        return Ok(Timestamp(0));
+    };
+    std::str::from_utf8(&value)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Timestamp)
+        .ok_or_else(|| Error::Corrupt(format!("global {name} is not a decimal timestamp")))
+}
+
+fn window_row(row: &rusqlite::Row<'_>) -> Result<WindowRevision> {
+    let what = "document revision";
+    let ts = row_ts(col(row, 0, what)?, what)?;
+    let id_bytes: Vec<u8> = col(row, 1, what)?;
+    let id = crate::id::DocumentId::from_bytes(&id_bytes)
+        .map_err(|e| Error::Corrupt(format!("document revision at ts {ts}: bad id: {e}")))?;
+    let prev: Option<i64> = col(row, 3, what)?;
+    Ok(WindowRevision {
+        ts,
+        id,
+        value: col(row, 2, what)?,
+        prev_ts: prev.map(|p| row_ts(p, what)).transpose()?,
+        prev_value: None,
+    })
+}
+
+fn read_window(
+    tx: &rusqlite::Transaction<'_>,
+    after: Timestamp,
+    through: Timestamp,
+    limit: usize,
+) -> Result<Vec<WindowRevision>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT ts, id, value, prev_ts FROM documents WHERE ts > ?1 AND ts <= ?2 \
+         ORDER BY ts, id LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![
+        after.0 as i64,
+        through.0 as i64,
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(window_row(row)?);
+    }
+    Ok(out)
+}
+
+fn read_window_at(tx: &rusqlite::Transaction<'_>, ts: Timestamp) -> Result<Vec<WindowRevision>> {
+    let mut stmt =
+        tx.prepare_cached("SELECT ts, id, value, prev_ts FROM documents WHERE ts = ?1")?;
+    let mut rows = stmt.query(params![ts.0 as i64])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(window_row(row)?);
+    }
+    Ok(out)
 }
 
 fn lock_path(path: &Path) -> PathBuf {

@@ -86,4 +86,19 @@ impl CommitBatch {
     pub fn index_entries(&self) -> impl Iterator<Item = &IndexEntry> {
         self.commits.iter().flat_map(|c| c.index_entries.iter())
     }
+
+    /// Index entries written at an earlier commit's timestamp (index backfills), counted per
+    /// timestamp, in timestamp order: persistence adds them to those commits'
+    /// `index_entry_count` (and checksum) in the batch's transaction.
+    pub fn count_adjustments(&self) -> Vec<(Timestamp, u32)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for c in &self.commits {
+            for e in &c.index_entries {
+                if e.ts != c.ts {
+                    *counts.entry(e.ts).or_insert(0u32) += 1;
+                }
+            }
+        }
+        counts.into_iter().collect()
+    }
 }
