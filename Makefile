@@ -35,6 +35,7 @@ test-python:
 	$(VPY) -m pytest -q
 
 bench: setup
+	$(VPY) -m pip install --quiet -e '.[bench]'
 	$(VPY) benches/run.py
 
 bench-rust:

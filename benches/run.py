@@ -1,8 +1,9 @@
 """Run every benchmark beside its anchor, in one process, and print the table.
 
-    .venv/bin/python benches/run.py            # full run (~4.5-8 minutes)
-    .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~2 minutes)
+    .venv/bin/python benches/run.py            # full run (~7-11 minutes)
+    .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~3 minutes)
     .venv/bin/python benches/run.py --only insert,scan --skip-rust
+    .venv/bin/python benches/run.py --only server     # a group: embedded or server
 
 Prints the machine, progress (stderr), an aligned table with each figure's spread, the
 notes, and the same table in Markdown (for README). Writes everything, samples included,
@@ -24,8 +25,11 @@ from types import ModuleType
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_conflict
+import bench_fanout
 import bench_get
+import bench_http
 import bench_insert
+import bench_latency
 import bench_scan
 import bench_subscriptions
 import rust
@@ -46,24 +50,52 @@ BENCHES: dict[str, ModuleType] = {
     "scan": bench_scan,
     "subscriptions": bench_subscriptions,
     "conflict": bench_conflict,
+    "latency": bench_latency,
+    "fanout": bench_fanout,
+    "http": bench_http,
 }
+
+GROUPS: dict[str, list[str]] = {
+    # The database in-process, against sqlite3 anchors and the Rust criterion benches.
+    "embedded": ["insert", "get", "scan", "subscriptions", "conflict"],
+    # `python -m reactive.server` in a subprocess, against PostgreSQL, bare websockets and
+    # bare uvicorn (~2-3 minutes).
+    "server": ["latency", "fanout", "http"],
+}
+
+
+def expand(selection: str) -> list[str]:
+    """Benchmark names from ``--only``: names and group names, in the order given."""
+    names: list[str] = []
+    for item in (n.strip() for n in selection.split(",")):
+        for name in GROUPS.get(item, [item] if item else []):
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
     parser.add_argument(
-        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHES)}"
+        "--only",
+        default="",
+        help=(
+            f"comma-separated benchmarks ({', '.join(BENCHES)}) or groups "
+            f"({', '.join(g + ' = ' + '+'.join(m) for g, m in GROUPS.items())})"
+        ),
     )
     parser.add_argument("--skip-rust", action="store_true", help="skip cargo (criterion) benches")
     parser.add_argument(
         "--json", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
     )
     args = parser.parse_args()
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHES)
+    names = expand(args.only) or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHES)}")
+        parser.error(
+            f"unknown benchmark(s) {unknown}; known: {list(BENCHES)}, groups: {list(GROUPS)}"
+        )
 
     info = machine()
     started = datetime.now(UTC)
