@@ -88,6 +88,7 @@ class Server:
         self._db: Database | None = None
         self._queries: QueryCache | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self.http = HttpApi(self)
 
     @property
@@ -114,6 +115,14 @@ class Server:
         self._pruner = asyncio.get_running_loop().create_task(
             self._prune(), name="reactive-prune-session-requests"
         )
+        self._pinger = asyncio.get_running_loop().create_task(self._ping(), name="reactive-ws-ping")
+
+    async def _ping(self) -> None:
+        # One timer for every socket (a task per socket costs wake-ups at fan-out scale).
+        while True:
+            await asyncio.sleep(self.ping_check_s)
+            for conn in list(self.connections):
+                conn.ping_due()
 
     async def _prune(self) -> None:
         while True:
@@ -126,10 +135,11 @@ class Server:
 
     async def close(self) -> None:
         """Close every socket (1012: restart) and then the database."""
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pruner
+        for task in (self._pruner, self._pinger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(1012, "ServiceRestart"), 2.0)

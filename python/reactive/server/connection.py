@@ -74,7 +74,6 @@ class Connection:
         await self.ws.accept()
         self.session.sent_at(time.monotonic())
         self._spawn(self._read(), "reactive-ws-read")
-        self._spawn(self._ping(), "reactive-ws-ping")
         try:
             while not self._closed:
                 kind, payload = await self._events.get()
@@ -129,7 +128,16 @@ class Connection:
             elif isinstance(effect, RunAction):
                 self._spawn(self._run_action(effect), "reactive-action")
             elif isinstance(effect, ComputeTransition):
-                self._spawn(self._compute(effect), "reactive-transition")
+                self._drop_removed(effect)
+                ready = self._ready_results(effect)
+                if ready is None:
+                    self._spawn(self._compute(effect), "reactive-transition")
+                else:
+                    # Every result is in place: no task, no queue hop (fan-out path).
+                    ts, results = ready
+                    await self._apply(self.session.transition_computed(ts, results, time.time_ns()))
+                    if self._closed:
+                        return
 
     async def _read(self) -> None:
         try:
@@ -147,9 +155,9 @@ class Connection:
         finally:
             self._events.put_nowait(("closed", None))
 
-    async def _ping(self) -> None:
-        while True:
-            await asyncio.sleep(self.server.ping_check_s)
+    def ping_due(self) -> None:
+        """The server's ping timer ticked (one timer for all sockets)."""
+        if not self._closed:
             self._events.put_nowait(("ping", None))
 
     # -- functions ---------------------------------------------------------------------------
@@ -223,13 +231,31 @@ class Connection:
         self._queries[query_id] = (spec, entry)
         return entry
 
-    async def _compute(self, effect: ComputeTransition) -> None:
-        db = self.server.db
-        # Drop the queries no longer in the set.
+    def _drop_removed(self, effect: ComputeTransition) -> None:
         for query_id in [q for q in self._queries if q not in effect.queries]:
             _, held = self._queries.pop(query_id)
             if isinstance(held, SharedQuery):
                 self.server.queries.release(held, self._changed)
+
+    def _ready_results(
+        self, effect: ComputeTransition
+    ) -> tuple[int, dict[int, QueryResult]] | None:
+        """The transition's results if every one is already held, else ``None``."""
+        ts = max(self.server.db.published_timestamp, effect.min_ts)
+        results: dict[int, QueryResult] = {}
+        for query_id, spec in effect.queries.items():
+            held = self._acquire(query_id, spec, effect.identity)
+            if isinstance(held, SharedQuery):
+                result = held.cached_at(ts)
+                if result is None:
+                    return None
+                results[query_id] = result
+            else:
+                results[query_id] = held
+        return ts, results
+
+    async def _compute(self, effect: ComputeTransition) -> None:
+        db = self.server.db
         ts = max(db.published_timestamp, effect.min_ts)
         results: dict[int, QueryResult] = {}
         try:

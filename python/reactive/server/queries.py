@@ -99,16 +99,42 @@ class SharedQuery:
         self.latest: _Version | None = None
         self.subscription: int | None = None
         self.watchers: dict[Callable[[], None], int] = {}
+        self.refs = 0
         self.runs = 0
         self._running: dict[int, asyncio.Future[QueryResult]] = {}
+        self._refresh: asyncio.Task[None] | None = None
 
     def _invalidate(self, ts: int = 0) -> None:
-        """A published batch starting at ``ts`` touched what the latest result read."""
+        """A published batch starting at ``ts`` touched what the latest result read.
+
+        The query re-runs once, right away, at the newest published snapshot, and its
+        watchers are told when that result is ready: each socket then finds it in place
+        and sends its transition without running or waiting for anything.
+        """
         latest = self.latest
         if latest is not None and latest.stale_ts == _NEVER:
             latest.stale_ts = max(ts, latest.valid_ts + 1)
-        for watcher in list(self.watchers):
-            watcher()
+        if not self.watchers or (self._refresh is not None and not self._refresh.done()):
+            return  # a refresh in flight tells the watchers when it is done
+        self._refresh = asyncio.get_running_loop().create_task(
+            self._rerun(), name="reactive-query-refresh"
+        )
+
+    async def _rerun(self) -> None:
+        try:
+            await self.result_at(self._cache.db.published_timestamp)
+        except Exception:
+            pass  # the watchers' own runs report it
+        finally:
+            for watcher in list(self.watchers):
+                watcher()
+
+    def cached_at(self, ts: int) -> QueryResult | None:
+        """The result at snapshot ``ts`` if one is held (no run needed), else ``None``."""
+        latest = self.latest
+        if latest is not None and latest.valid_ts <= ts < latest.stale_ts:
+            return latest.result
+        return None
 
     async def result_at(self, ts: int) -> QueryResult:
         """The result at snapshot ``ts`` (running the query if no held result covers it)."""
@@ -161,6 +187,11 @@ class SharedQuery:
                 log_lines=logs,
                 journal=outcome.journal,
             )
+        if self.journal is None and outcome.journal is not None:
+            # A paginated query's first run fixed where its page ends (spec §17): every
+            # later run covers exactly that range, whoever re-runs it.
+            self.journal = outcome.journal
+            self._cache._rekey(self)
         latest = self.latest
         if latest is None or ts >= latest.valid_ts:
             engine = db._engine
@@ -174,6 +205,8 @@ class SharedQuery:
 
     def close(self) -> None:
         """Stop watching (no socket uses it any more)."""
+        if self._refresh is not None:
+            self._refresh.cancel()
         db = self._cache.db
         if self.subscription is not None:
             db._subscriptions.pop(self.subscription, None)
@@ -188,7 +221,6 @@ class QueryCache:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._entries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
-        self._refs: dict[tuple[str, bytes, str, str | None], int] = {}
         self.runs = 0
 
     def __len__(self) -> int:
@@ -208,23 +240,27 @@ class QueryCache:
         if entry is None:
             entry = SharedQuery(self, key, fn, args, identity, journal)
             self._entries[key] = entry
-        self._refs[key] = self._refs.get(key, 0) + 1
+        entry.refs += 1
         entry.watchers[watcher] = entry.watchers.get(watcher, 0) + 1
         return entry
 
+    def _rekey(self, entry: SharedQuery) -> None:
+        """File ``entry`` under its journal, which its first run just produced."""
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        entry.key = (*entry.key[:3], entry.journal)
+        self._entries.setdefault(entry.key, entry)
+
     def release(self, entry: SharedQuery, watcher: Callable[[], None]) -> None:
         """Drop one watcher's reference; the query stops when none is left."""
-        key = entry.key
-        left = self._refs.get(key, 0) - 1
         uses = entry.watchers.get(watcher, 0) - 1
         if uses > 0:
             entry.watchers[watcher] = uses
         else:
             entry.watchers.pop(watcher, None)
-        if left > 0:
-            self._refs[key] = left
+        entry.refs -= 1
+        if entry.refs > 0:
             return
-        self._refs.pop(key, None)
-        if self._entries.get(key) is entry:
-            del self._entries[key]
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
         entry.close()
