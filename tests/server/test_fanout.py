@@ -1,0 +1,253 @@
+"""Fan-out: 1,000 WebSocket clients subscribed to one query, one mutation.
+
+One asyncio loop opens 1,000 sockets to a real ``python -m reactive.server`` with the
+``websockets`` library and speaks raw protocol frames (spec §4, §5): ``Connect``, then a
+``ModifyQuerySet`` adding the same query. After one mutation (from a 1,001st socket),
+every client must receive a ``Transition`` carrying the new result, at a timestamp at or
+after the mutation's commit (spec §6.6), starting from the version it had (spec §7).
+
+The server shares one live query among all the sockets that watch it (DESIGN.md §2,
+server/queries.py). The app's query counts its runs in a module-level counter that
+another query reports, so the test checks without any timing that the query ran once
+for the 1,000 subscriptions and once more for the mutation, not 1,000 times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import resource
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import websockets
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess
+
+
+CLIENTS = 1000
+OPEN_CONCURRENCY = 64  # handshakes in flight at once
+PHASE_TIMEOUT_S = 120.0  # bound on each phase (connect all, initial results, fan-out)
+
+FANOUT_APP = {
+    "fan.py": """
+    from reactive import mutation, query, v
+
+    # How many times `items` ran in this server process (module state, outside the
+    # database, so reading it subscribes to nothing).
+    RUNS = {"items": 0}
+
+
+    @query(args={})
+    async def items(ctx):
+        RUNS["items"] += 1
+        return [doc["label"] for doc in await ctx.db.query("items").collect()]
+
+
+    @query(args={})
+    async def runs(ctx):
+        return float(RUNS["items"])
+
+
+    @mutation(args={"label": v.string()})
+    async def add(ctx, label):
+        return await ctx.db.insert("items", {"label": label})
+    """,
+    "schema.py": """
+    from reactive import define_schema, define_table, v
+
+    schema = define_schema({"items": define_table({"label": v.string()})})
+    """,
+}
+
+
+def decode_ts(text: str) -> int:
+    (value,) = struct.unpack("<Q", base64.b64decode(text))
+    return int(value)
+
+
+@pytest.fixture(autouse=True)
+def enough_file_descriptors() -> Iterator[None]:
+    """Raise the soft RLIMIT_NOFILE for this process and the server it starts (the
+    server is spawned after this autouse fixture, and inherits the limit)."""
+    needed = 2 * CLIENTS + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed} needed for {CLIENTS} sockets")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def fanout_server(
+    start_server: Callable[..., ServerProcess], make_app: Callable[[dict[str, str]], Path]
+) -> ServerProcess:
+    return start_server(make_app(FANOUT_APP))
+
+
+class RawClient:
+    """One socket speaking raw protocol frames, tracking its StateVersion."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.version = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+        self.transitions = 0
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        ws = await websockets.connect(
+            url, open_timeout=60, ping_interval=None, compression=None, max_size=2**20
+        )
+        client = cls(ws)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "Connect",
+                    "sessionId": str(uuid.uuid4()),
+                    "connectionCount": 0,
+                    "lastCloseReason": "InitialConnect",
+                    "clientTs": 0,
+                }
+            )
+        )
+        return client
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message that is not a Ping; Transitions are checked and applied."""
+        while True:
+            message = json.loads(await self.ws.recv())
+            if message["type"] == "Ping":
+                continue
+            if message["type"] == "Transition":
+                assert message["startVersion"] == self.version, (message, self.version)
+                self.version = message["endVersion"]
+                self.transitions += 1
+            return message
+
+    async def result(self, query_id: int) -> tuple[Any, dict[str, Any]]:
+        """Wait for a Transition carrying a result for ``query_id``: (value, transition)."""
+        while True:
+            message = await self.receive()
+            if message["type"] != "Transition":
+                continue
+            for mod in message["modifications"]:
+                if mod.get("queryId") != query_id:
+                    continue
+                assert mod["type"] == "QueryUpdated", mod
+                return mod["value"], message
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def open_clients(url: str, count: int) -> list[RawClient]:
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def one() -> RawClient:
+        async with gate:
+            return await RawClient.connect(url)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def runs(server: ServerProcess) -> int:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{server.url}/api/query",
+            json={"path": "fan:runs", "args": {}, "format": "convex_encoded_json"},
+        )
+    body = response.json()
+    assert body["status"] == "success", body
+    return int(body["value"])
+
+
+async def test_one_mutation_reaches_1000_subscribers(fanout_server: ServerProcess) -> None:
+    ws_url = fanout_server.url.replace("http://", "ws://") + "/api/sync"
+    clients: list[RawClient] = []
+    updates: list[asyncio.Future[tuple[Any, dict[str, Any]]]] = []
+    try:
+        clients = await asyncio.wait_for(open_clients(ws_url, CLIENTS), PHASE_TIMEOUT_S)
+        assert len(clients) == CLIENTS
+
+        # Every client subscribes to the same query and gets its current result.
+        subscribe = {
+            "type": "ModifyQuerySet",
+            "baseVersion": 0,
+            "newVersion": 1,
+            "modifications": [{"type": "Add", "queryId": 0, "udfPath": "fan:items", "args": [{}]}],
+        }
+
+        async def initial(client: RawClient) -> Any:
+            await client.send(subscribe)
+            value, transition = await client.result(0)
+            assert transition["endVersion"]["querySet"] == 1
+            return value
+
+        initial_values = await asyncio.wait_for(
+            asyncio.gather(*(initial(c) for c in clients)), PHASE_TIMEOUT_S
+        )
+        assert initial_values == [[]] * CLIENTS
+        # 1,000 subscriptions of one query at one snapshot: one run.
+        runs_before = await runs(fanout_server)
+        assert runs_before == 1
+
+        # Each subscriber now waits for its next result.
+        updates.extend(asyncio.ensure_future(c.result(0)) for c in clients)
+
+        # One mutation, from another socket.
+        writer = await RawClient.connect(ws_url)
+        try:
+            await writer.send(
+                {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
+            )
+            await writer.send(
+                {
+                    "type": "Mutation",
+                    "requestId": 0,
+                    "udfPath": "fan:add",
+                    "args": [{"label": "hello"}],
+                }
+            )
+
+            async def response() -> dict[str, Any]:
+                while True:
+                    message = await writer.receive()
+                    if message["type"] == "MutationResponse":
+                        return message
+
+            answer = await asyncio.wait_for(response(), PHASE_TIMEOUT_S)
+        finally:
+            await writer.close()
+        assert answer["success"] is True, answer
+        commit_ts = decode_ts(answer["ts"])
+
+        results = await asyncio.wait_for(asyncio.gather(*updates), PHASE_TIMEOUT_S)
+        assert len(results) == CLIENTS
+        for value, transition in results:
+            assert value == ["hello"]
+            assert decode_ts(transition["endVersion"]["ts"]) >= commit_ts
+            assert transition["endVersion"]["querySet"] == 1
+
+        # The mutation re-ran the shared query once, not once per subscriber.
+        assert await runs(fanout_server) - runs_before == 1
+    finally:
+        for update in updates:
+            update.cancel()
+        await asyncio.gather(*updates, return_exceptions=True)
+        await asyncio.wait_for(
+            asyncio.gather(*(c.close() for c in clients), return_exceptions=True), 60
+        )
