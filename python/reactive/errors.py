@@ -24,6 +24,7 @@ Every error is a :class:`ReactiveError`. The tree::
     │   └── TransactionTooOldError    it began before the write log's window
     ├── SchemaError                 a bad schema, or stored documents that violate a new one
     ├── PersistenceError            the storage backend failed (cause chained)
+    │   ├── CommitOutcomeUnknownError contact lost mid-commit and never resolved: reopen
     │   ├── CorruptionError           a record failed verification at open (named)
     │   └── IncompatibleDatabaseError newer on-disk format, or open in another process
     ├── FunctionError               a function failed with an ordinary exception
@@ -39,6 +40,7 @@ from typing import Any
 
 __all__ = [
     "ArgumentValidationError",
+    "CommitOutcomeUnknownError",
     "ConvexError",
     "CorruptionError",
     "DatabaseClosedError",
@@ -192,6 +194,15 @@ class SchemaError(ReactiveError):
 
 class PersistenceError(ReactiveError):
     """The storage backend failed; the driver's exception is chained as ``__cause__``."""
+
+
+class CommitOutcomeUnknownError(PersistenceError):
+    """The backend lost contact during a commit and could not tell whether it happened.
+
+    The database stops committing (every later commit fails with this error) until it is
+    reopened, which loads the truth from the backend: a commit is never reported failed
+    and then found applied.
+    """
 
 
 class CorruptionError(PersistenceError):

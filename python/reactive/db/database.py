@@ -201,11 +201,13 @@ class Database:
         for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._flusher.stop()
-        self._closed = True
-        for sub in list(self._subscriptions.values()):
-            sub.close()
-        await self._persistence.close()
+        try:
+            await self._flusher.stop()
+        finally:
+            self._closed = True
+            for sub in list(self._subscriptions.values()):
+                sub.close()
+            await self._persistence.close()
 
     async def __aenter__(self) -> Database:
         return self

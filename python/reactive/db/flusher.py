@@ -19,12 +19,20 @@ engine (never visible) and its waiters get ``PersistenceError``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 
 from reactive import _core
-from reactive.errors import DatabaseClosedError, PersistenceError, ReactiveError
+from reactive.errors import (
+    CommitOutcomeUnknownError,
+    DatabaseClosedError,
+    PersistenceError,
+    ReactiveError,
+)
 from reactive.persistence.base import Persistence
+
+log = logging.getLogger("reactive.db")
 
 __all__ = ["Flusher", "WorkerFlusher"]
 
@@ -45,6 +53,8 @@ class Flusher:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._stopping = False
+        # Set when a commit's outcome became unknown: nothing more is committed.
+        self._broken: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
         self.commits_written = 0
@@ -104,18 +114,41 @@ class Flusher:
             else:
                 fut.set_exception(error)
 
+    def _fail(self, batch: _core.PersistBatch, error: BaseException) -> BaseException:
+        self._engine.abort(batch)
+        for ts in batch.timestamps:
+            fut = self._waiters.pop(ts, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+        return error
+
     async def _write(self, batch: _core.PersistBatch) -> BaseException | None:
+        if self._broken is not None:
+            stopped = CommitOutcomeUnknownError(
+                "the database stopped committing: an earlier commit's outcome is unknown "
+                f"({self._broken}); reopen it"
+            )
+            return self._fail(batch, stopped)
         try:
             await asyncio.shield(self._persistence.write_batch(batch))
+        except CommitOutcomeUnknownError as exc:
+            self._broken = exc
+            return self._fail(batch, exc)
         except (ReactiveError, OSError) as exc:
-            self._engine.abort(batch)
+            # The backend says nothing of the batch was written.
             error = PersistenceError(f"the commit could not be made durable: {exc}")
             error.__cause__ = exc
-            for ts in batch.timestamps:
-                fut = self._waiters.pop(ts, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(error)
-            return error
+            return self._fail(batch, error)
+        except Exception as exc:
+            # Not a failure the backend vouches for: whether the batch was written is
+            # unknown, so stop committing rather than risk reporting a written commit lost.
+            log.error("persistence failed with an unexpected error; commits stop", exc_info=exc)
+            unknown = CommitOutcomeUnknownError(
+                f"the commit's outcome is unknown after an unexpected error: {exc!r}"
+            )
+            unknown.__cause__ = exc
+            self._broken = unknown
+            return self._fail(batch, unknown)
         invalidated = self._engine.publish(batch)
         self.batches_written += 1
         self.commits_written += len(batch)

@@ -19,7 +19,11 @@ import logging
 from typing import Any
 
 from reactive import _core
-from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.errors import (
+    CommitOutcomeUnknownError,
+    IncompatibleDatabaseError,
+    PersistenceError,
+)
 from reactive.persistence.base import (
     PRUNE_CHUNK_REVISIONS,
     RETAINED_TS,
@@ -36,6 +40,7 @@ from reactive.persistence.sql import (
     recount_commits,
     split_key,
 )
+from reactive.persistence.sql import format_version as _format_version
 
 __all__ = ["MysqlPersistence"]
 
@@ -190,12 +195,13 @@ class MysqlPersistence:
     async def _migrate(conn: Any, url: SqlUrl) -> None:
         async with conn.cursor() as cur:
             await cur.execute(
-                "CREATE TABLE IF NOT EXISTS globals (name VARCHAR(191) PRIMARY KEY, "
+                # VARBINARY: names compare byte for byte (no case folding, no pad spaces).
+                "CREATE TABLE IF NOT EXISTS globals (name VARBINARY(191) PRIMARY KEY, "
                 "value LONGBLOB NOT NULL) ENGINE=InnoDB"
             )
             await cur.execute("SELECT value FROM globals WHERE name = 'format_version'")
             row = await cur.fetchone()
-            version = int(bytes(row[0]).decode()) if row is not None else 0
+            version = _format_version(None if row is None else bytes(row[0]), url)
             if version > FORMAT_VERSION:
                 raise IncompatibleDatabaseError(
                     f"database {url.redacted()} has format version {version}; this version of "
@@ -350,16 +356,18 @@ class MysqlPersistence:
             )
             rows = await cur.fetchall()
             await conn.rollback()
-        out: list[tuple[bytes, bytes]] = []
-        seen: set[bytes] = set()
-        for key, doc, deleted, _ in rows:
+        # The newest row of each key decides. Ordered here, on whole keys: the server sorts
+        # BLOBs on their first max_sort_length bytes only.
+        newest: dict[bytes, tuple[int, bytes, bool]] = {}
+        for key, doc, deleted, at in rows:
             key = bytes(key)
-            if key in seen or not start <= key < end:
+            if not start <= key < end:
                 continue
-            seen.add(key)
-            if not deleted:
-                out.append((key, bytes(doc)))
-        return out[:limit]
+            held = newest.get(key)
+            if held is None or at > held[0]:
+                newest[key] = (int(at), bytes(doc), bool(deleted))
+        live = sorted((k, d) for k, (_, d, deleted) in newest.items() if not deleted)
+        return live[:limit]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -391,16 +399,18 @@ class MysqlPersistence:
                     with contextlib.suppress(Exception):
                         await conn.rollback()
                     raise
-                except _errors() as exc:
-                    if _lost_connection(exc) and commits and await self._committed(commits[0][0]):
-                        log.warning("a batch whose connection was lost did commit")
+                except Exception as exc:
+                    # Lost contact or an unexpected failure: the COMMIT may have happened.
+                    unknown = not isinstance(exc, _errors()) or _lost_connection(exc)
+                    if unknown and commits and await self._committed(commits[0][0]):
+                        log.warning("a batch whose commit failed with %r did commit", exc)
                         return
                     with contextlib.suppress(Exception):
                         await conn.rollback()
                     raise _wrap("the commit failed", exc) from exc
         except PersistenceError:
             raise
-        except _errors() as exc:
+        except Exception as exc:
             raise _wrap("the commit failed", exc) from exc
 
     async def _write(
@@ -618,7 +628,7 @@ class MysqlPersistence:
                     return found
             except _errors():
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        raise PersistenceError(
+        raise CommitOutcomeUnknownError(
             "mysql: a batch's connection was lost during COMMIT and the server stayed "
             "unreachable: whether it committed is unknown; reopen the database to find out"
         )

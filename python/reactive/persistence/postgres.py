@@ -21,7 +21,11 @@ import logging
 from typing import Any
 
 from reactive import _core
-from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.errors import (
+    CommitOutcomeUnknownError,
+    IncompatibleDatabaseError,
+    PersistenceError,
+)
 from reactive.persistence.base import (
     PRUNE_CHUNK_REVISIONS,
     RETAINED_TS,
@@ -38,6 +42,7 @@ from reactive.persistence.sql import (
     recount_commits,
     split_key,
 )
+from reactive.persistence.sql import format_version as _format_version
 
 __all__ = ["PostgresPersistence"]
 
@@ -182,7 +187,7 @@ class PostgresPersistence:
                 "CREATE TABLE IF NOT EXISTS globals (name TEXT PRIMARY KEY, value BYTEA NOT NULL)"
             )
             raw = await conn.fetchval("SELECT value FROM globals WHERE name = 'format_version'")
-            version = int(bytes(raw).decode()) if raw is not None else 0
+            version = _format_version(None if raw is None else bytes(raw), url)
             if version > FORMAT_VERSION:
                 raise IncompatibleDatabaseError(
                     f"database {url.redacted()} has format version {version}; this version of "
@@ -347,26 +352,26 @@ class PostgresPersistence:
         catalog = batch.catalog_json()
         max_ts = batch.max_ts
         try:
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
-                try:
-                    await self._write(
-                        conn, commits, documents, entries, adjusted, drops, catalog, max_ts
-                    )
-                except (
-                    TimeoutError,
-                    asyncpg.ConnectionDoesNotExistError,
-                    asyncpg.InterfaceError,
-                    ConnectionError,
-                ) as exc:
-                    # The outcome is unknown: the COMMIT may or may not have happened.
-                    if commits and await self._committed(commits[0][0]):
-                        log.warning("a batch whose connection was lost did commit")
-                        return
-                    raise _wrap("the commit failed (connection lost)", exc) from exc
+            conn_cm = self._pool.acquire(timeout=self._timeout_s)
+            conn = await conn_cm.__aenter__()
+        except Exception as exc:  # no connection: nothing was sent
+            raise _wrap("the commit failed (no connection)", exc) from exc
+        try:
+            await self._write(conn, commits, documents, entries, adjusted, drops, catalog, max_ts)
         except PersistenceError:
             raise
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except asyncpg.SerializationError as exc:
             raise _wrap("the commit failed", exc) from exc
+        except Exception as exc:
+            # Whatever failed (the connection, the server, the driver's state: asyncpg's
+            # InternalClientError after a restart), the COMMIT may have happened: read back.
+            if commits and await self._committed(commits[0][0]):
+                log.warning("a batch whose commit failed with %r did commit", exc)
+                return
+            raise _wrap("the commit failed", exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await conn_cm.__aexit__(None, None, None)
 
     async def _write(
         self,
@@ -598,7 +603,7 @@ class PostgresPersistence:
                     )
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        raise PersistenceError(
+        raise CommitOutcomeUnknownError(
             "postgresql: a batch's connection was lost during COMMIT and the server stayed "
             "unreachable: whether it committed is unknown; reopen the database to find out"
         )

@@ -28,6 +28,7 @@ __all__ = [
     "SqlUrl",
     "WindowRow",
     "choose_window",
+    "format_version",
     "parse_sql_url",
     "recount_commits",
     "split_key",
@@ -98,6 +99,26 @@ def _core_checksum(ts: int, documents: int, entries: int) -> int:
     from reactive import _core
 
     return _core.commit_checksum(ts, documents, entries)
+
+
+def format_version(raw: bytes | None, url: SqlUrl) -> int:
+    """The stored ``format_version`` global (0 when absent).
+
+    Raises:
+        IncompatibleDatabaseError: it is not a decimal number (not a reactive database, or
+            damaged).
+    """
+    if raw is None:
+        return 0
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        from reactive.errors import IncompatibleDatabaseError
+
+        raise IncompatibleDatabaseError(
+            f"database {url.redacted()} has format_version {raw[:40]!r}, not a number: it is "
+            "not a reactive database, or its globals table is damaged"
+        ) from None
 
 
 def split_key(key: bytes) -> tuple[bytes, bytes, bytes]:
