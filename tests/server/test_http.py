@@ -426,6 +426,12 @@ def test_request_errors(http: httpx.Client) -> None:
     assert ok(http.post("/api/query", json={"path": "channels:list", "args": {}})) == []
 
 
+def test_unknown_routes_and_methods_are_json_errors(http: httpx.Client) -> None:
+    request_error(http.get("/api/no_such_route"), 404, "NotFound")
+    request_error(http.post("/nope", json={}), 404, "NotFound")
+    request_error(http.get("/api/mutation"), 405, "MethodNotAllowed")
+
+
 def test_cors(http: httpx.Client) -> None:
     r = http.options(
         "/api/query",

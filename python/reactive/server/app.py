@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -225,6 +225,24 @@ def create_app(config: ServerConfig) -> Starlette:
             max_age=86400,
         ),
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Unknown routes and methods answer like every request-level failure (spec §13.2).
+        status = getattr(exc, "status_code", 500)
+        codes = {404: "NotFound", 405: "MethodNotAllowed"}
+        return JSONResponse(
+            {
+                "code": codes.get(status, "BadRequest"),
+                "message": f"{request.method} {request.url.path}: "
+                + str(getattr(exc, "detail", "") or "request failed"),
+            },
+            status_code=status,
+        )
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: http_error, 405: http_error},
+    )
     app.state.server = server
     return app
