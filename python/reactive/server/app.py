@@ -225,6 +225,7 @@ def create_app(config: ServerConfig) -> Starlette:
             max_age=86400,
         ),
     ]
+
     async def http_error(request: Request, exc: Exception) -> Response:
         # Unknown routes and methods answer like every request-level failure (spec §13.2).
         status = getattr(exc, "status_code", 500)

@@ -135,6 +135,34 @@ class QueryResult:
     error_data_json: str | None = None
     log_lines: tuple[str, ...] = ()
     journal: str | None = None
+    _tail: str | None = field(default=None, compare=False, repr=False)
+
+    def modification_tail(self) -> str:
+        """The JSON of the modification after its ``queryId``.
+
+        Computed once per result: a result shared by many sockets is serialized once.
+        """
+        tail = self._tail
+        if tail is None:
+            logs = dumps(list(self.log_lines))
+            journal = dumps(self.journal)
+            if self.error_message is None:
+                tail = (
+                    f'"value":{self.value_json or "null"},"logLines":{logs},"journal":{journal}}}'
+                )
+
+            else:
+                data = (
+                    f',"errorData":{self.error_data_json}'
+                    if self.error_data_json is not None
+                    else ""
+                )
+                tail = (
+                    f'"errorMessage":{dumps(self.error_message)},"logLines":{logs},'
+                    f'"journal":{journal}{data}}}'
+                )
+            object.__setattr__(self, "_tail", tail)  # frozen: a cache, not a field
+        return tail
 
 
 Effect = Send | Close | RunMutation | RunAction | ComputeTransition
@@ -384,25 +412,8 @@ class SyncSession:
             if query_id not in self.queries or self.sent.get(query_id) == result.fingerprint:
                 continue
             self.sent[query_id] = result.fingerprint
-            logs = dumps(list(result.log_lines))
-            journal = dumps(result.journal)
-            if result.error_message is None:
-                mods.append(
-                    f'{{"type":"QueryUpdated","queryId":{query_id},'
-                    f'"value":{result.value_json or "null"},"logLines":{logs},'
-                    f'"journal":{journal}}}'
-                )
-            else:
-                data = (
-                    f',"errorData":{result.error_data_json}'
-                    if result.error_data_json is not None
-                    else ""
-                )
-                mods.append(
-                    f'{{"type":"QueryFailed","queryId":{query_id},'
-                    f'"errorMessage":{dumps(result.error_message)},"logLines":{logs},'
-                    f'"journal":{journal}{data}}}'
-                )
+            kind = "QueryUpdated" if result.error_message is None else "QueryFailed"
+            mods.append(f'{{"type":"{kind}","queryId":{query_id},{result.modification_tail()}')
         for query_id in sorted(self.removed):
             mods.append(f'{{"type":"QueryRemoved","queryId":{query_id}}}')
             self.sent.pop(query_id, None)
