@@ -63,11 +63,14 @@ start() {
         [ "$(id -u)" != 0 ] || chown -R "$my_user" "$dir/mysql"
     fi
     local sock="$dir/mysql-run/mysql.sock"
-    mariadb -S "$sock" -u root -e "SELECT 1" >/dev/null 2>&1 || \
-    mariadbd --no-defaults --datadir="$dir/mysql" --user="$my_user" --bind-address=127.0.0.1 \
-        --port="$my_port" --socket="$sock" --pid-file="$dir/mysql-run/mysql.pid" \
-        --log-error="$dir/mysql-run/mysql.log" --innodb-flush-log-at-trx-commit=1 \
-        --max-connections=200 </dev/null >/dev/null 2>&1 &
+    # A plain `if` (not `a || b &`): an async list would run in a subshell that keeps this
+    # script's stdout open, and the caller's `$(...)` would wait for mariadbd to exit.
+    if ! mariadb -S "$sock" -u root -e "SELECT 1" >/dev/null 2>&1; then
+        mariadbd --no-defaults --datadir="$dir/mysql" --user="$my_user" \
+            --bind-address=127.0.0.1 --port="$my_port" --socket="$sock" \
+            --pid-file="$dir/mysql-run/mysql.pid" --log-error="$dir/mysql-run/mysql.log" \
+            --innodb-flush-log-at-trx-commit=1 --max-connections=200 </dev/null >/dev/null 2>&1 &
+    fi
     for _ in $(seq 1 120); do
         mariadb -S "$sock" -u root -e "SELECT 1" >/dev/null 2>&1 && break
         sleep 0.5
