@@ -43,6 +43,7 @@ _CONFIG_KEYS = (
     "max_bytes_written",
     "write_log_max_age_ns",
     "write_log_max_entries",
+    "unsafe_skip_validation",
 )
 
 
@@ -515,7 +516,8 @@ def open(
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
-            ``write_log_max_entries`` (the conflict-check window).
+            ``write_log_max_entries`` (the conflict-check window). ``unsafe_skip_validation=1``
+            is for tests only: commits skip conflict checks (not serializable).
 
     Raises:
         IncompatibleDatabaseError: another process has the database open, or its format

@@ -134,8 +134,9 @@ class Flusher:
         except CommitOutcomeUnknownError as exc:
             self._broken = exc
             return self._fail(batch, exc)
-        except (ReactiveError, OSError) as exc:
-            # The backend says nothing of the batch was written.
+        except ReactiveError as exc:
+            # The backend's contract: a PersistenceError (other than the unknown outcome
+            # above) means nothing of the batch was written.
             error = PersistenceError(f"the commit could not be made durable: {exc}")
             error.__cause__ = exc
             return self._fail(batch, error)

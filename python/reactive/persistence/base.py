@@ -69,7 +69,11 @@ class Persistence(Protocol):
         """Write one group-commit batch in one backend transaction; durable on return.
 
         Raises:
-            PersistenceError: nothing of the batch was written.
+            CommitOutcomeUnknownError: contact was lost during the commit and reading it
+                back failed: it may or may not be written (the database then stops
+                committing until reopened).
+            PersistenceError: nothing of the batch was written. Any other exception is
+                treated as an unknown outcome.
         """
         ...
 

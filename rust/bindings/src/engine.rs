@@ -87,7 +87,8 @@ impl PyEngine {
     /// An engine over a loaded state. `config` may set the transaction limits
     /// (`max_documents_read`, `max_bytes_read`, `max_read_intervals`,
     /// `max_documents_written`, `max_bytes_written`) and the write log window
-    /// (`write_log_max_age_ns`, `write_log_max_entries`).
+    /// (`write_log_max_age_ns`, `write_log_max_entries`); `unsafe_skip_validation` (tests
+    /// only: 1 commits without conflict checks, breaking serializability on purpose).
     #[new]
     #[pyo3(signature = (state, config=None))]
     fn new(state: &PyLoadedState, config: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
@@ -114,7 +115,14 @@ impl PyEngine {
             max_entries: get_usize(config, "write_log_max_entries", w.max_entries)?,
         };
         Ok(PyEngine {
-            inner: Arc::new(Engine::new(loaded, EngineConfig { limits, write_log })),
+            inner: Arc::new(Engine::new(
+                loaded,
+                EngineConfig {
+                    limits,
+                    write_log,
+                    unsafe_skip_validation: get_usize(config, "unsafe_skip_validation", 0)? != 0,
+                },
+            )),
         })
     }
 
