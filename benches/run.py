@@ -1,9 +1,9 @@
 """Run every benchmark beside its anchor, in one process, and print the table.
 
-    .venv/bin/python benches/run.py            # full run (~7-11 minutes)
-    .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~3 minutes)
+    .venv/bin/python benches/run.py            # full run (~11-15 minutes)
+    .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~4 minutes)
     .venv/bin/python benches/run.py --only insert,scan --skip-rust
-    .venv/bin/python benches/run.py --only server     # a group: embedded or server
+    .venv/bin/python benches/run.py --only server     # a group: embedded, server or persistence
 
 Prints the machine, progress (stderr), an aligned table with each figure's spread, the
 notes, and the same table in Markdown (for README). Writes everything, samples included,
@@ -24,6 +24,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_backends
 import bench_conflict
 import bench_fanout
 import bench_get
@@ -53,6 +54,7 @@ BENCHES: dict[str, ModuleType] = {
     "latency": bench_latency,
     "fanout": bench_fanout,
     "http": bench_http,
+    "backends": bench_backends,
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -61,6 +63,9 @@ GROUPS: dict[str, list[str]] = {
     # `python -m reactive.server` in a subprocess, against PostgreSQL, bare websockets and
     # bare uvicorn (~2-3 minutes).
     "server": ["latency", "fanout", "http"],
+    # Durable inserts on SQLite, PostgreSQL and MariaDB (servers started from Debian's
+    # binaries), each beside its raw driver (~4-5 minutes).
+    "persistence": ["backends"],
 }
 
 

@@ -1,5 +1,5 @@
 """Processes and sockets of the server benchmarks (``bench_latency``, ``bench_fanout``,
-``bench_http``).
+``bench_http``) and of the persistence benchmark (``bench_backends``).
 
 * :func:`reactive_server`: ``python -m reactive.server`` in a subprocess on 127.0.0.1, on a
   free port, with the bench app and a fresh SQLite database in a scratch directory.
@@ -7,6 +7,8 @@
   server (echo and broadcast) or a bare uvicorn + Starlette HTTP server.
 * :func:`postgres`: Debian's PostgreSQL started from a private data directory (``initdb``
   as the ``postgres`` OS user), on 127.0.0.1 and a free port; stopped and removed after.
+* :func:`mariadb`: Debian's MariaDB the same way (``mariadb-install-db``, then ``mariadbd``
+  as the ``mysql`` OS user), with a database user the drivers connect as.
 * :class:`LightClient`: a minimal RFC 6455 client on an ``asyncio.Protocol``, for holding
   1,000 sockets in one process cheaply (the fan-out benchmark's receivers, both sides).
 
@@ -31,11 +33,15 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import APP, BENCHES, REPO, log, scratch_dir
 
 PYTHON = sys.executable
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+MARIADB_BIN = ("mariadb-install-db", "mariadbd", "mariadb")
+"""Debian's MariaDB programs (package ``mariadb-server``), looked up on ``PATH`` and in
+/usr/sbin."""
 
 
 def raise_nofile(want: int = 8192) -> int:
@@ -306,6 +312,145 @@ def postgres(timeout_s: float = 60.0) -> Iterator[Postgres]:
                     pid = int((data / "postmaster.pid").read_text().split()[0])
                     os.kill(pid, signal.SIGQUIT)
                     time.sleep(1.0)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# -- MariaDB ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mariadb:
+    """A private MariaDB server: connect as ``user``/``password`` on 127.0.0.1:``port``
+    (every privilege, so it can create databases); ``url(db)`` is reactive's URL."""
+
+    port: int
+    data: Path
+    socket: Path
+    user: str
+    password: str
+    pid: int
+
+    def url(self, database: str) -> str:
+        return f"mysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def connect_args(self, database: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``asyncmy.connect``."""
+        args: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+        }
+        if database is not None:
+            args["db"] = database
+        return args
+
+
+def _mariadb_program(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
+def mariadb_available() -> str | None:
+    """None if the benchmark can run MariaDB here, else why not."""
+    missing = [n for n in MARIADB_BIN if _mariadb_program(n) is None]
+    if missing:
+        return f"{', '.join(missing)} not found (apt-get install -y mariadb-server)"
+    try:
+        import asyncmy  # noqa: F401
+    except ImportError:
+        return "asyncmy is not installed (.venv/bin/pip install asyncmy)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("mysql")
+        except KeyError:
+            return "running as root and there is no mysql OS user to run the server as"
+    return None
+
+
+@contextlib.contextmanager
+def mariadb(timeout_s: float = 60.0) -> Iterator[Mariadb]:
+    """``mariadb-install-db`` + ``mariadbd`` in a scratch directory; stopped (SIGTERM to its
+    pid, a clean shutdown) and removed afterwards.
+
+    ``--no-defaults``: the machine's ``/etc/mysql`` settings are not read, so the server
+    runs with MariaDB's compiled-in defaults, which are durable: InnoDB writes and syncs its
+    redo log at every commit (``innodb_flush_log_at_trx_commit=1``, also given explicitly);
+    the binary log is off (there is no replica), so ``sync_binlog`` does not apply. The
+    data directory is on the same disk as reactive's databases. As root, the server runs
+    as the ``mysql`` OS user (``--user``; it refuses to run as root otherwise).
+    """
+    user, password = "bench", "bench"
+    with scratch_dir("mariadb") as d:
+        data, sock, log_path = d / "data", d / "mysql.sock", d / "mariadb.log"
+        as_root = os.geteuid() == 0
+        user_args: list[str] = []
+        if as_root:
+            my = pwd.getpwnam("mysql")
+            os.chown(d, my.pw_uid, my.pw_gid)
+            user_args = ["--user=mysql"]
+        port = free_port()
+        r = subprocess.run(
+            [
+                str(_mariadb_program("mariadb-install-db")),
+                "--no-defaults",
+                f"--datadir={data}",
+                *user_args,
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=d,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {(r.stdout + r.stderr)[-2000:]}")
+        cmd = [
+            str(_mariadb_program("mariadbd")),
+            "--no-defaults",
+            f"--datadir={data}",
+            *user_args,
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            f"--socket={sock}",
+            f"--pid-file={d / 'mariadb.pid'}",
+            f"--log-error={log_path}",
+            "--innodb-flush-log-at-trx-commit=1",
+            "--skip-name-resolve",
+            "--max-connections=200",
+        ]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+
+        def client(sql: str) -> subprocess.CompletedProcess[str]:
+            program = str(_mariadb_program("mariadb"))
+            return subprocess.run(
+                [program, "--no-defaults", "-S", str(sock), "-u", "root", "-e", sql],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+
+        try:
+            deadline = time.monotonic() + timeout_s
+            while client("SELECT 1").returncode != 0:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                    raise RuntimeError(f"mariadbd did not start (exit {proc.poll()}): {tail}")
+                time.sleep(0.2)
+            r = client(
+                f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1';"
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"creating the database user failed: {r.stderr[-1000:]}")
+            yield Mariadb(port, data, sock, user, password, proc.pid)
+        finally:
+            code = stop_process(proc, timeout_s)
+            if code not in (0, None, -signal.SIGTERM):
+                tail = log_path.read_text(errors="replace")[-1000:] if log_path.exists() else ""
+                log(f"  mariadbd exited {code}; log tail:\n{tail}")
             shutil.rmtree(d, ignore_errors=True)
 
 

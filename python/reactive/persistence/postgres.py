@@ -49,6 +49,17 @@ __all__ = ["PostgresPersistence"]
 log = logging.getLogger("reactive.persistence.postgres")
 
 FORMAT_VERSION = 1
+_INDEX_COLUMNS = (
+    "ts",
+    "index_id",
+    "key_prefix",
+    "key_suffix",
+    "key_hash",
+    "doc_id",
+    "deleted",
+    "checksum",
+)
+
 #: Advisory lock key of the writer lease ("reactive" in ASCII).
 LEASE_LOCK = 0x7265616374697665
 
@@ -394,30 +405,32 @@ class PostgresPersistence:
                     "this process lost its writer lease (another process opened the database); "
                     "it can no longer commit"
                 )
+            # New rows go in by COPY (binary): a third less time per batch than
+            # executemany of INSERTs, measured on 64-commit batches (benches/README.md).
             if commits:
-                await conn.executemany(
-                    "INSERT INTO commits (ts, document_count, index_entry_count, checksum) "
-                    "VALUES ($1, $2, $3, $4)",
-                    commits,
+                await conn.copy_records_to_table(
+                    "commits",
+                    records=commits,
+                    columns=("ts", "document_count", "index_entry_count", "checksum"),
                 )
             if documents:
-                await conn.executemany(
-                    "INSERT INTO documents (ts, id, table_id, value, deleted, prev_ts, checksum) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    documents,
+                await conn.copy_records_to_table(
+                    "documents",
+                    records=documents,
+                    columns=("ts", "id", "table_id", "value", "deleted", "prev_ts", "checksum"),
                 )
             late = set(adjusted)
             fresh = [e for e in entries if e[0] not in late]
             backfill = [e for e in entries if e[0] in late]
-            insert = (
-                "INSERT INTO indexes (ts, index_id, key_prefix, key_suffix, key_hash, doc_id, "
-                "deleted, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            )
             if fresh:
-                await conn.executemany(insert, fresh)
+                await conn.copy_records_to_table("indexes", records=fresh, columns=_INDEX_COLUMNS)
             if backfill:
                 # At their revisions' timestamps; a resumed backfill may write a row again.
-                await conn.executemany(insert + " ON CONFLICT DO NOTHING", backfill)
+                await conn.executemany(
+                    f"INSERT INTO indexes ({', '.join(_INDEX_COLUMNS)}) VALUES "
+                    "($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    backfill,
+                )
             if adjusted:  # index backfill rows written at earlier commits' timestamps
                 await self._recount(conn, adjusted)
             for index_id in drops:
