@@ -334,10 +334,7 @@ def query_specs(draw: Any) -> dict[str, Any]:
     ops: list[list[Any]] = []
     a, b = with_refs(a_values), with_refs(b_values)
     if index == "by_a":
-        if draw(st.booleans()):
-            ops = [["eq", "a", draw(a)]]
-        else:
-            ops = draw(bound_ops("a", a))
+        ops = [["eq", "a", draw(a)]] if draw(st.booleans()) else draw(bound_ops("a", a))
     elif index == "by_a_b":
         shape = draw(st.integers(0, 3))
         if shape == 1:
@@ -460,10 +457,7 @@ class DatabaseModel(RuleBasedStateMachine):
             return
         current = model[doc_id]
         system = {"_id": current["_id"], "_creationTime": current["_creationTime"]}
-        if kind == "patch":
-            new = {**current, **op[2]}
-        else:
-            new = {**system, **op[2]}
+        new = {**current, **op[2]} if kind == "patch" else {**system, **op[2]}
         assert canon(result) == canon(new), (op, result, new)
         model[doc_id] = new
 

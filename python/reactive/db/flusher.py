@@ -63,6 +63,21 @@ class Flusher:
         """Start the loop on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reactive-flusher")
 
+    def stopped_error(self) -> CommitOutcomeUnknownError | None:
+        """The error for every commit once commits stopped, else ``None``.
+
+        Commits stop when an earlier commit's outcome became unknown, until the database
+        is reopened.
+        """
+        if self._broken is None:
+            return None
+        stopped = CommitOutcomeUnknownError(
+            "the database stopped committing: an earlier commit's outcome is unknown "
+            f"({self._broken}); reopen it"
+        )
+        stopped.__cause__ = self._broken
+        return stopped
+
     def nudge(self) -> None:
         """Tell the loop something is queued."""
         self._event.set()
@@ -123,11 +138,8 @@ class Flusher:
         return error
 
     async def _write(self, batch: _core.PersistBatch) -> BaseException | None:
-        if self._broken is not None:
-            stopped = CommitOutcomeUnknownError(
-                "the database stopped committing: an earlier commit's outcome is unknown "
-                f"({self._broken}); reopen it"
-            )
+        stopped = self.stopped_error()
+        if stopped is not None:
             return self._fail(batch, stopped)
         try:
             await asyncio.shield(self._persistence.write_batch(batch))
@@ -233,6 +245,13 @@ class WorkerFlusher:
         self._loop = asyncio.get_running_loop()
         os.set_blocking(self._fd, False)
         self._loop.add_reader(self._fd, self._drain)
+
+    def stopped_error(self) -> None:
+        """Always ``None``: every outcome is known (see :meth:`Flusher.stopped_error`).
+
+        A failed SQLite transaction is rolled back by the core's writer.
+        """
+        return None
 
     def nudge(self) -> None:
         """Nothing to do: the engine wakes the worker itself when something is queued."""

@@ -230,6 +230,8 @@ class Runner:
 
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
+            CommitOutcomeUnknownError: commits stopped after an earlier commit's outcome
+                became unknown; reopen the database.
             Exception: whatever the handler raised (nothing was written).
         """
         engine = self._db._engine
@@ -237,7 +239,13 @@ class Runner:
         seed = random.getrandbits(64)
         last: RetryableError | None = None
         checked = _validate_args(fn, args, self._db._id_checker)
+        flusher = self._db._flusher
         for attempt in range(1, self.max_attempts + 1):
+            # Once commits have stopped (an unknown outcome), say so rather than run the
+            # mutation, or let it retry conflicts with commits that will never be written.
+            stopped = flusher.stopped_error()
+            if stopped is not None:
+                raise stopped
             txn = engine.begin(False)
             writer = DatabaseWriter(txn, self._db)
             ctx = MutationCtx(writer, now, seed, identity)
@@ -259,6 +267,9 @@ class Runner:
                 ts = engine.commit(txn)
             except RetryableError as exc:
                 last = exc
+                stopped = flusher.stopped_error()
+                if stopped is not None:
+                    raise stopped from exc
                 delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
                 await asyncio.sleep(delay * random.random())
                 continue
@@ -270,7 +281,7 @@ class Runner:
             if ts is None:
                 ts = engine.visible_ts
             else:
-                await self._db._flusher.wait(ts)
+                await flusher.wait(ts)
             return MutationOutcome(value, collector.finish(), ts, attempt)
         message = (
             f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "
