@@ -6,7 +6,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CARGO  ?= cargo
 
-.PHONY: setup build serve demo test test-rust test-python bench bench-rust fmt lint stubtest clean
+.PHONY: setup build serve demo test test-rust test-python test-fuzz fuzz bench bench-rust fmt lint stubtest clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,19 @@ serve: setup
 demo: setup
 	$(VPY) examples/chat_demo.py
 
-test: setup test-rust test-python
+test: setup test-rust test-python test-fuzz
 
 test-rust:
 	$(CARGO) test -p reactive-core --release
+
+# A short coverage-guided run of every fuzz target from the kept corpus (cargo fuzz, nightly).
+test-fuzz:
+	scripts/fuzz.sh 10
+
+# The long run by hand: FUZZ_SECONDS per target, then merge the finds into the corpus.
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh --merge $(FUZZ_SECONDS)
 
 test-python:
 	$(VPY) -m pytest -q

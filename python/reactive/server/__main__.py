@@ -3,7 +3,9 @@
 Options: ``--app DIR`` (the app), ``--db URL`` (default ``$REACTIVE_DB_URL``, else an
 embedded SQLite file under ``./.reactive/``), ``--host`` (127.0.0.1), ``--port`` (3210),
 ``--max-frame-bytes`` (16 MiB), ``--admin-key`` (``$REACTIVE_ADMIN_KEY``), ``--jwt-key``
-(``$REACTIVE_JWT_KEY``), ``--jwt-issuer``, ``--jwt-audience``, ``--log-level``.
+(``$REACTIVE_JWT_KEY``), ``--jwt-issuer``, ``--jwt-audience``, ``--retention-seconds``
+(``$REACTIVE_RETENTION_SECONDS``, default 60: how long old versions stay readable for
+point-in-time reads before memory and persistence drop them), ``--log-level``.
 
 SIGTERM or SIGINT: stop accepting, close sockets (1012, clients reconnect), persist queued
 commits, exit.
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jwt-key", default=os.environ.get("REACTIVE_JWT_KEY"))
     parser.add_argument("--jwt-issuer", default=os.environ.get("REACTIVE_JWT_ISSUER"))
     parser.add_argument("--jwt-audience", default=os.environ.get("REACTIVE_JWT_AUDIENCE"))
+    parser.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=float(os.environ.get("REACTIVE_RETENTION_SECONDS", "60")),
+        help="how long old versions stay readable (seconds, default 60)",
+    )
     parser.add_argument("--log-level", default="info")
     ns = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         jwt_key=ns.jwt_key,
         jwt_issuer=ns.jwt_issuer,
         jwt_audience=ns.jwt_audience,
+        open_options={"retention_s": ns.retention_seconds},
     )
     app = create_app(config)
     uv = uvicorn.Config(

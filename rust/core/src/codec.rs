@@ -9,10 +9,13 @@
 //! UTF-8; bytes 0x06 + LEB128 length + bytes; array 0x07 + LEB128 count + items; object 0x08 +
 //! LEB128 count + (LEB128 name length + name + value) per field, names strictly increasing.
 //!
-//! Invariants: `decode(encode(v)) == v` bit for bit (NaN payloads, -0.0); decoding never
-//! panics or over-allocates on hostile input (lengths are checked against the remaining
-//! bytes; the decompressed size is capped at [`MAX_DECODED_BYTES`]).
+//! Invariants: `decode(encode(v)) == v` bit for bit (NaN payloads, -0.0) for every value
+//! within the value limits; decoding never panics or over-allocates on hostile input (lengths
+//! are checked against the remaining bytes, array and object counts against
+//! [`limits::MAX_ARRAY_LEN`] and [`limits::MAX_OBJECT_FIELDS`], which every stored document
+//! obeys; the decompressed size is capped at [`MAX_DECODED_BYTES`]).
 
+use crate::limits;
 use crate::value::{Object, Value};
 
 /// The payload is the plain value encoding.
@@ -23,8 +26,11 @@ pub const FORMAT_ZSTD: u8 = 0x01;
 pub const COMPRESSION_THRESHOLD_BYTES: usize = 4096;
 /// zstd level: fast; documents are small and commits are latency-bound.
 const ZSTD_LEVEL: i32 = 1;
-/// Largest plain payload a stored value may decompress to (a 1 MiB document fits easily).
-pub const MAX_DECODED_BYTES: usize = 64 << 20;
+/// Largest plain payload a stored value may decompress to: 8 times the document size limit
+/// (a document's encoding is within a few bytes per string of its limit size), so a
+/// corrupted or hostile row cannot make a decode take more than about 32 bytes of decoded
+/// values per byte of this bound.
+pub const MAX_DECODED_BYTES: usize = 8 << 20;
 
 const T_NULL: u8 = 0x00;
 const T_INT: u8 = 0x01;
@@ -244,6 +250,9 @@ impl<'a> Reader<'a> {
                 if count > (self.bytes.len() - self.pos) as u64 {
                     return Err(self.err("array count past the end"));
                 }
+                if count > limits::MAX_ARRAY_LEN as u64 {
+                    return Err(self.err("array longer than the array length limit"));
+                }
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?);
@@ -254,6 +263,9 @@ impl<'a> Reader<'a> {
                 let count = self.varint()?;
                 if count > (self.bytes.len() - self.pos) as u64 {
                     return Err(self.err("field count past the end"));
+                }
+                if count > limits::MAX_OBJECT_FIELDS as u64 {
+                    return Err(self.err("more fields than the object field limit"));
                 }
                 let mut fields = Object::new();
                 for _ in 0..count {
@@ -361,12 +373,18 @@ impl<'a> Decoder<'a> {
                 if count > (r.bytes.len() - r.pos) as u64 {
                     return Err(r.err("array count past the end"));
                 }
+                if count > limits::MAX_ARRAY_LEN as u64 {
+                    return Err(r.err("array longer than the array length limit"));
+                }
                 Token::Array(count as usize)
             }
             T_OBJECT => {
                 let count = r.varint()?;
                 if count > (r.bytes.len() - r.pos) as u64 {
                     return Err(r.err("field count past the end"));
+                }
+                if count > limits::MAX_OBJECT_FIELDS as u64 {
+                    return Err(r.err("more fields than the object field limit"));
                 }
                 Token::Object(count as usize)
             }
@@ -558,5 +576,37 @@ mod tests {
         assert_eq!(stored[0], FORMAT_ZSTD);
         assert!(stored.len() < 1000);
         assert_eq!(decode_stored(&stored).unwrap(), v);
+    }
+
+    #[test]
+    fn counts_past_the_value_limits_are_refused() {
+        // Lengths at the limits decode; one past is refused by the decoder and the
+        // streaming reader alike (a stored document never holds more).
+        let at_limit = Value::Array(vec![Value::Null; limits::MAX_ARRAY_LEN]);
+        assert_eq!(decode_stored(&encode_stored(&at_limit)).unwrap(), at_limit);
+        let past = encode_plain(&Value::Array(vec![Value::Null; limits::MAX_ARRAY_LEN + 1]));
+        let err = decode_plain(&past).unwrap_err();
+        assert!(err.to_string().contains("array length limit"), "{err}");
+        assert!(Decoder::new(&past).skip_value().is_err());
+
+        let fields =
+            |n: usize| Value::Object((0..n).map(|i| (format!("f{i:05}"), Value::Null)).collect());
+        let at_limit = fields(limits::MAX_OBJECT_FIELDS);
+        assert_eq!(decode_stored(&encode_stored(&at_limit)).unwrap(), at_limit);
+        let past = encode_plain(&fields(limits::MAX_OBJECT_FIELDS + 1));
+        let err = decode_plain(&past).unwrap_err();
+        assert!(err.to_string().contains("object field limit"), "{err}");
+        assert!(Decoder::new(&past).skip_value().is_err());
+
+        // A zstd frame claiming more than MAX_DECODED_BYTES is refused before decompressing.
+        let mut bomb = vec![FORMAT_ZSTD];
+        let mut len = MAX_DECODED_BYTES as u64 + 1;
+        while len >= 0x80 {
+            bomb.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        bomb.push(len as u8);
+        let err = decode_stored(&bomb).unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
     }
 }
