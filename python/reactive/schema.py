@@ -98,8 +98,14 @@ class Validator:
     exact_type: type | None = None
     """A type whose instances always pass unchanged (lets arrays check in one pass)."""
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         """Validate ``value``; return it, converted as Convex converts.
+
+        ``coerce=False`` refuses what would need a conversion (an ``int`` where a float64 is
+        expected): a union tries its members that way first, so ``v.union(v.float64(),
+        v.int64())`` keeps an ``int`` an int64 rather than turning it into a float.
 
         Raises:
             ValidationFailure: the value does not match.
@@ -119,14 +125,18 @@ class Validator:
 
 
 class _Any(Validator):
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         return value
 
 
 class _String(Validator):
     exact_type = str
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if isinstance(value, str):
             return value
         raise ValidationFailure(path, "string", type_name(value))
@@ -141,10 +151,12 @@ class _String(Validator):
 class _Float64(Validator):
     exact_type = float
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if isinstance(value, float):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if coerce and isinstance(value, int) and not isinstance(value, bool):
             as_float = float(value)
             if not math.isfinite(as_float):
                 raise ValidationFailure(path, "float64", "int64", "too large for a float64")
@@ -159,7 +171,9 @@ class _Float64(Validator):
 
 
 class _Int64(Validator):
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             if _INT64_MIN <= value <= _INT64_MAX:
                 return value
@@ -176,7 +190,9 @@ class _Int64(Validator):
 class _Boolean(Validator):
     exact_type = bool
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if isinstance(value, bool):
             return value
         raise ValidationFailure(path, "boolean", type_name(value))
@@ -191,7 +207,9 @@ class _Boolean(Validator):
 class _Null(Validator):
     exact_type = type(None)
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if value is None:
             return value
         raise ValidationFailure(path, "null", type_name(value))
@@ -206,7 +224,9 @@ class _Null(Validator):
 class _Bytes(Validator):
     exact_type = bytes
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if isinstance(value, bytes):
             return value
         if isinstance(value, (bytearray, memoryview)):
@@ -224,7 +244,9 @@ class _Bytes(Validator):
 class _Id(Validator):
     table: str
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if not isinstance(value, str):
             raise ValidationFailure(path, self.describe(), type_name(value))
         if ids is not None and not ids(self.table, value):
@@ -244,13 +266,15 @@ class _Id(Validator):
 class _Array(Validator):
     element: Validator
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValidationFailure(path, self.describe(), type_name(value))
         exact = self.element.exact_type
         if exact is not None and all(type(x) is exact for x in value):
             return list(value)
-        return [self.element.check(x, f"{path}[{i}]", ids) for i, x in enumerate(value)]
+        return [self.element.check(x, f"{path}[{i}]", ids, coerce) for i, x in enumerate(value)]
 
     def describe(self) -> str:
         return f"array<{self.element.describe()}>"
@@ -263,13 +287,15 @@ class _Array(Validator):
 class _Object(Validator):
     fields: Mapping[str, Validator]
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if not isinstance(value, dict):
             raise ValidationFailure(path, "object", type_name(value))
         out: dict[str, Any] = {}
         for name, validator in self.fields.items():
             if name in value:
-                out[name] = validator.check(value[name], _join(path, name), ids)
+                out[name] = validator.check(value[name], _join(path, name), ids, coerce)
             elif not validator.is_optional:
                 raise ValidationFailure(
                     _join(path, name), validator.describe(), "nothing (the field is missing)"
@@ -302,13 +328,15 @@ class _Record(Validator):
     keys: Validator
     values: Validator
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if not isinstance(value, dict):
             raise ValidationFailure(path, self.describe(), type_name(value))
         out: dict[str, Any] = {}
         for k, x in value.items():
-            key = self.keys.check(k, _join(path, str(k)), ids)
-            out[key] = self.values.check(x, _join(path, str(k)), ids)
+            key = self.keys.check(k, _join(path, str(k)), ids, coerce)
+            out[key] = self.values.check(x, _join(path, str(k)), ids, coerce)
         return out
 
     def describe(self) -> str:
@@ -326,12 +354,16 @@ class _Record(Validator):
 class _Union(Validator):
     members: tuple[Validator, ...]
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
-        for member in self.members:
-            try:
-                return member.check(value, path, ids)
-            except ValidationFailure:
-                continue
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
+        # A member that takes the value as it is wins over one that would convert it.
+        for strict in (True, False) if coerce else (True,):
+            for member in self.members:
+                try:
+                    return member.check(value, path, ids, not strict)
+                except ValidationFailure:
+                    continue
         raise ValidationFailure(path, self.describe(), type_name(value))
 
     def describe(self) -> str:
@@ -345,7 +377,9 @@ class _Union(Validator):
 class _Literal(Validator):
     value: Any
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
         if type(value) is type(self.value) and value == self.value:
             return value
         raise ValidationFailure(path, self.describe(), f"{type_name(value)} {value!r:.40}")
@@ -365,8 +399,10 @@ class _Optional(Validator):
     inner: Validator
     is_optional = True
 
-    def check(self, value: Any, path: str = "", ids: IdChecker | None = None) -> Any:
-        return self.inner.check(value, path, ids)
+    def check(
+        self, value: Any, path: str = "", ids: IdChecker | None = None, coerce: bool = True
+    ) -> Any:
+        return self.inner.check(value, path, ids, coerce)
 
     def describe(self) -> str:
         return f"optional<{self.inner.describe()}>"
