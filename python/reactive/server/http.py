@@ -56,6 +56,8 @@ class RequestError(Exception):
 def _clean(fmt: Any) -> bool:
     if fmt is None:
         return True
+    if not isinstance(fmt, str):
+        raise RequestError(400, "BadFormat", f"format must be a string, not {fmt!r:.60}")
     if fmt in _CONVEX_FORMATS:
         return False
     if fmt in _CLEAN_FORMATS:
