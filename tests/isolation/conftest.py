@@ -30,9 +30,9 @@ Run them::
     .venv/bin/pytest tests/isolation
 
 A longer run: ``REACTIVE_ELLE_TXNS`` sets the number of transactions of every run (default
-4,000 embedded, 1,000 per server run), ``REACTIVE_ELLE_CONCURRENCY`` the number of
-concurrent workers (default 32; 16 over HTTP) and ``REACTIVE_ELLE_SEED`` the generator's
-seed::
+4,000 embedded, 1,500 on PostgreSQL and MySQL, 2,000 over WebSocket or HTTP, 1,000 with
+crashes), ``REACTIVE_ELLE_CONCURRENCY`` the number of concurrent workers (default 32; 16
+over HTTP) and ``REACTIVE_ELLE_SEED`` the generator's seed::
 
     REACTIVE_ELLE_TXNS=100000 .venv/bin/pytest tests/isolation -k "not unsafe" -s
 

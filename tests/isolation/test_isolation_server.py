@@ -81,7 +81,7 @@ async def test_websocket_clients(
             return "fail" if isinstance(exc, (ConvexError, FunctionError)) else "info"
 
         outcome = await run_workload(
-            execute, txn_count(1_000), CONCURRENCY, classify, Generator(seed=SEED)
+            execute, txn_count(2_000), CONCURRENCY, classify, Generator(seed=SEED)
         )
     assert not outcome.unexpected_errors({"FunctionError"}), (outcome.describe(), server.log())
     assert_valid("websocket", outcome)
@@ -113,7 +113,7 @@ async def test_http_api(
             return "fail" if isinstance(exc, HttpFailed) else "info"
 
         outcome = await run_workload(
-            execute, txn_count(1_000), HTTP_CONCURRENCY, classify, Generator(seed=SEED)
+            execute, txn_count(2_000), HTTP_CONCURRENCY, classify, Generator(seed=SEED)
         )
     assert not outcome.unexpected_errors({"HttpFailed"}), (outcome.describe(), server.log())
     assert_valid("http", outcome)
