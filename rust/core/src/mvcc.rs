@@ -11,12 +11,15 @@
 //! nothing else, so commits are applied (in ts order, by the engine's single publisher)
 //! before the visible timestamp moves past them and no reader sees part of a commit.
 //! Retention ([`MvccStore::retain`]) drops versions no snapshot at or after the retention
-//! timestamp can see.
+//! timestamp can see. It visits only the chains that have something to drop — those with
+//! more than one version or ending in a removal, tracked in two *history* sets as versions
+//! are applied — so its cost (under the store's write lock) follows the writes of the
+//! retention window, not the size of the database.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use crate::document::DocumentRef;
@@ -85,6 +88,12 @@ impl VersionChain {
         matches!(self.versions.as_slice(), [(v, None)] if *v <= min_ts)
     }
 
+    /// Whether retention may find something to drop here one day: more than one version,
+    /// or a removal.
+    fn has_history(&self) -> bool {
+        !matches!(self.versions.as_slice(), [] | [(_, Some(_))])
+    }
+
     /// Number of versions.
     pub fn len(&self) -> usize {
         self.versions.len()
@@ -111,6 +120,11 @@ pub struct MvccStore {
     documents: FxHashMap<DocumentId, VersionChain>,
     index: BTreeMap<Box<[u8]>, VersionChain>,
     retained_from: Timestamp,
+    /// Documents whose chain has history (see `VersionChain::has_history`); a superset
+    /// (entries whose chain lost its history or was removed are dropped at retention).
+    documents_with_history: FxHashSet<DocumentId>,
+    /// Index keys whose chain has history, likewise.
+    index_with_history: FxHashSet<Box<[u8]>>,
 }
 
 impl MvccStore {
@@ -163,7 +177,11 @@ impl MvccStore {
         doc: Option<DocumentRef>,
         changes: impl IntoIterator<Item = IndexChange>,
     ) {
-        self.documents.entry(id).or_default().push(ts, doc);
+        let chain = self.documents.entry(id).or_default();
+        chain.push(ts, doc);
+        if chain.has_history() {
+            self.documents_with_history.insert(id);
+        }
         for change in changes {
             self.apply_index(ts, change);
         }
@@ -173,10 +191,18 @@ impl MvccStore {
     pub fn apply_index(&mut self, ts: Timestamp, change: IndexChange) {
         if let Some(chain) = self.index.get_mut(change.key.as_slice()) {
             chain.push(ts, change.doc);
+            if chain.has_history() && !self.index_with_history.contains(change.key.as_slice()) {
+                self.index_with_history
+                    .insert(change.key.into_boxed_slice());
+            }
         } else {
             let mut chain = VersionChain::default();
             chain.push(ts, change.doc);
-            self.index.insert(change.key.into_boxed_slice(), chain);
+            let key = change.key.into_boxed_slice();
+            if chain.has_history() {
+                self.index_with_history.insert(key.clone());
+            }
+            self.index.insert(key, chain);
         }
     }
 
@@ -226,21 +252,36 @@ impl MvccStore {
     /// versions dropped.
     pub fn retain(&mut self, min_ts: Timestamp) -> usize {
         self.retained_from = self.retained_from.max(min_ts);
-        let before: usize = self
-            .documents
-            .values()
-            .map(VersionChain::len)
-            .sum::<usize>()
-            + self.index.values().map(VersionChain::len).sum::<usize>();
-        self.documents.retain(|_, chain| !chain.retain(min_ts));
-        self.index.retain(|_, chain| !chain.retain(min_ts));
-        let after: usize = self
-            .documents
-            .values()
-            .map(VersionChain::len)
-            .sum::<usize>()
-            + self.index.values().map(VersionChain::len).sum::<usize>();
-        before - after
+        let mut dropped = 0;
+        let documents = &mut self.documents;
+        self.documents_with_history.retain(|id| {
+            let Some(chain) = documents.get_mut(id) else {
+                return false;
+            };
+            let before = chain.len();
+            if chain.retain(min_ts) {
+                dropped += before;
+                documents.remove(id);
+                return false;
+            }
+            dropped += before - chain.len();
+            chain.has_history()
+        });
+        let index = &mut self.index;
+        self.index_with_history.retain(|key| {
+            let Some(chain) = index.get_mut(key) else {
+                return false;
+            };
+            let before = chain.len();
+            if chain.retain(min_ts) {
+                dropped += before;
+                index.remove(key);
+                return false;
+            }
+            dropped += before - chain.len();
+            chain.has_history()
+        });
+        dropped
     }
 }
 
@@ -308,5 +349,59 @@ mod tests {
         assert_eq!(desc, [b"c".as_slice(), b"b", b"a"]);
         assert_eq!(store.remove_range(b"b", b"z"), 2);
         assert_eq!(store.index_len(), 1);
+    }
+
+    /// What a snapshot sees: documents and index keys, each with its version's tag byte.
+    type View = (Vec<(DocumentId, u8)>, Vec<(Vec<u8>, u8)>);
+
+    /// What a snapshot at `ts` sees of every document and index key.
+    fn view(store: &MvccStore, ts: Timestamp) -> View {
+        let mut docs: Vec<_> = store
+            .documents()
+            .filter_map(|(id, c)| c.at(ts).map(|d| (*id, d.id.internal.0[0])))
+            .collect();
+        docs.sort();
+        let keys = store
+            .range(b"", b"\xff", false)
+            .filter_map(|(k, c)| c.at(ts).map(|d| (k.to_vec(), d.id.internal.0[0])))
+            .collect();
+        (docs, keys)
+    }
+
+    proptest::proptest! {
+        /// Retention through the history sets drops exactly what a scan of every chain
+        /// would: snapshots at or after the retention timestamp see the same, and no chain
+        /// keeps a version (or a lone removal) that none of them can see.
+        #[test]
+        fn retention_drops_exactly_the_invisible_versions(
+            ops in proptest::collection::vec((0u8..12, proptest::option::of(0u8..4)), 1..80),
+            cuts in proptest::collection::vec(0u64..100, 1..4),
+        ) {
+            let mut store = MvccStore::new();
+            let mut ts = 0u64;
+            let mut next_cut = 0;
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            for (n, value) in ops {
+                ts += 1;
+                let id = doc(n).id;
+                let version = value.map(|v| doc(n.wrapping_mul(16).wrapping_add(v)));
+                let key = vec![n % 5, n];
+                store.apply(Timestamp(ts), id, version.clone(), [IndexChange { key, doc: version }]);
+                while next_cut < cuts.len() && cuts[next_cut] <= ts {
+                    let min_ts = Timestamp(cuts[next_cut]);
+                    let before: Vec<_> = (min_ts.0..=ts + 1).map(|t| view(&store, Timestamp(t))).collect();
+                    store.retain(min_ts);
+                    let after: Vec<_> = (min_ts.0..=ts + 1).map(|t| view(&store, Timestamp(t))).collect();
+                    proptest::prop_assert_eq!(before, after);
+                    for (_, chain) in store.documents().chain(store.range(b"", b"\xff", false).map(|(_, c)| (&id, c))) {
+                        let old = chain.versions.iter().filter(|(v, _)| *v <= min_ts).count();
+                        proptest::prop_assert!(old <= 1, "{} versions at or before the cut", old);
+                        proptest::prop_assert!(!matches!(chain.versions.as_slice(), [(v, None)] if *v <= min_ts));
+                    }
+                    next_cut += 1;
+                }
+            }
+        }
     }
 }
