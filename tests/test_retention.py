@@ -198,3 +198,23 @@ async def test_background_retention_prunes_persistence(tmp_path: Path, make_app:
             assert asyncio.get_running_loop().time() < deadline, await _row_counts(db)
             await asyncio.sleep(0.2)
         assert (await db.check())["problems"] == []
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan")])
+def test_invalid_retention_is_refused(db_url: str, bad: float) -> None:
+    with pytest.raises(ValueError, match="retention_s"):
+        reactive.open(db_url, retention_s=bad)
+
+
+def test_server_refuses_invalid_retention_seconds() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "reactive.server", "--retention-seconds", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert "--retention-seconds" in result.stderr

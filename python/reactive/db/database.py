@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 import weakref
@@ -525,10 +526,16 @@ def open(
         CorruptionError: a stored record failed verification (the message names it).
         SchemaError: a stored document violates the app's schema.
         FunctionNotFoundError: the app cannot be found.
+        ValueError: ``retention_s`` is negative or not finite.
+        TypeError: an unknown engine option.
     """
     unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {list(_CONFIG_KEYS)}")
+    if not (isinstance(retention_s, (int, float)) and 0 <= retention_s < math.inf):
+        raise ValueError(
+            f"retention_s must be a finite number of seconds >= 0, not {retention_s!r}"
+        )
     options: dict[str, Any] = {}
     if pool_size is not None:
         options["pool_size"] = pool_size

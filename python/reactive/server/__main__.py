@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="info")
     ns = parser.parse_args(argv)
+    if not 0 <= ns.retention_seconds < float("inf"):
+        parser.error(f"--retention-seconds must be >= 0 and finite, not {ns.retention_seconds}")
     logging.basicConfig(
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
