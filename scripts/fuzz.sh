@@ -77,12 +77,7 @@ for target in "${targets[@]}"; do
         # replaced by the merged set (libFuzzer names it by content hash).
         find "$kept" -maxdepth 1 -type f -regextype posix-extended \
             -regex '.*/[0-9a-f]{40}' -delete
-        for f in "$scratch/merged-$target"/*; do
-            [[ -e "$f" ]] || continue
-            if ! cmp -s "$f" "$kept/$(basename "$f")" 2>/dev/null; then
-                cp "$f" "$kept"/
-            fi
-        done
+        cp -r "$scratch/merged-$target"/. "$kept"/
         echo "$target: corpus merged, $(ls "$kept" | wc -l) inputs"
     fi
 done
