@@ -12,6 +12,8 @@ Every error is a :class:`ReactiveError`. The tree::
     │   └── InvalidQueryError         a bad index range, filter, order or cursor
     │       └── InvalidCursorError      a pagination cursor that is forged or of another query
     ├── LimitExceededError          a per-document or per-transaction limit was crossed
+    │   ├── FunctionTimeoutError      a function ran past its time limit (and was stopped)
+    │   └── TooManyRequestsError      a per-socket or per-server request limit was reached
     ├── NotFoundError
     │   ├── DocumentNotFoundError     patch/replace/delete of a missing document
     │   ├── TableNotFoundError
@@ -47,6 +49,7 @@ __all__ = [
     "DocumentNotFoundError",
     "FunctionError",
     "FunctionNotFoundError",
+    "FunctionTimeoutError",
     "IncompatibleDatabaseError",
     "IndexNotFoundError",
     "IndexNotReadyError",
@@ -63,6 +66,7 @@ __all__ = [
     "SchemaError",
     "SchemaValidationError",
     "TableNotFoundError",
+    "TooManyRequestsError",
     "TransactionTooOldError",
     "ValidationError",
     "WriteConflict",
@@ -134,6 +138,19 @@ class InvalidCursorError(InvalidQueryError):
 
 class LimitExceededError(ReactiveError):
     """A limit was crossed; the message names the limit and its value."""
+
+
+class FunctionTimeoutError(LimitExceededError):
+    """A function ran past its time limit and was stopped (nothing it wrote committed).
+
+    Limits follow Convex's: 1 s of execution for queries and mutations, 10 minutes for
+    actions (``reactive.open(..., function_time_limit_s=, action_time_limit_s=)``).
+    """
+
+
+class TooManyRequestsError(LimitExceededError):
+    """A request limit was reached: in-flight requests or queries of one socket, entries
+    of one ``query_batch``, functions waiting to run, or open connections."""
 
 
 class NotFoundError(ReactiveError, LookupError):
