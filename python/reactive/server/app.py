@@ -56,7 +56,26 @@ class ServerConfig:
         jwt_issuer: Required issuer of user JWTs.
         jwt_audience: Required audience of user JWTs.
         instance_name: What ``/instance_name`` answers.
-        open_options: Extra options for :func:`reactive.open`.
+        open_options: Extra options for :func:`reactive.open` (``function_time_limit_s``,
+            ``action_time_limit_s``, ``retention_s``...).
+        dev: Development mode: clients see the full text of every function error (else
+            errors that are not ``ConvexError`` or the database's own read
+            ``Server Error`` with a request id, and the full text goes to the log).
+        max_connections: Open connections (HTTP and WebSocket) served at once; more are
+            refused with HTTP 503.
+        header_timeout_s: Seconds a connection may take to send a request's headers
+            (from connect, or from the previous response); then it is closed.
+        body_timeout_s: Seconds a request body may go without sending a byte; then the
+            request answers 408 and the connection is closed.
+        send_timeout_s: Seconds a WebSocket send may wait for a client that does not
+            read; then the socket is closed.
+        max_inflight_actions: Actions one socket may have running; more fail with
+            ``TooManyRequestsError``.
+        max_queued_mutations: Mutations one socket may have queued; more close the
+            socket (1013, the client reconnects and resends).
+        max_queries_per_socket: Queries one socket's query set may hold; more end the
+            socket with a ``FatalError``.
+        max_query_batch: Entries of one ``POST /api/query_batch``; more answer 400.
     """
 
     db_url: str
@@ -68,6 +87,15 @@ class ServerConfig:
     jwt_audience: str | None = None
     instance_name: str = "reactive"
     open_options: dict[str, Any] = field(default_factory=dict)
+    dev: bool = False
+    max_connections: int = 4096
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    send_timeout_s: float = 30.0
+    max_inflight_actions: int = 64
+    max_queued_mutations: int = 1000
+    max_queries_per_socket: int = 10_000
+    max_query_batch: int = 100
 
 
 class Server:
