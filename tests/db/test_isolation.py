@@ -1,7 +1,7 @@
 """Snapshot isolation: a transaction reads one snapshot, its own writes, never half a commit.
 
 Checked both through the public API (queries and mutations paused inside their handlers
-with ``asyncio.Event``s so that their transactions have begun before another one commits)
+with gates (``tests/gate.py``) so that their transactions have begun before another one commits)
 and at the engine level (``db._engine.begin(...)`` returns a ``_core.Transaction``).
 
 Source: DESIGN.md §2 ("a transaction reads at its begin timestamp and never sees a later
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import reactive
+from gate import Gate
 from reactive.errors import WriteConflict
 
 APP = '''
@@ -189,15 +190,16 @@ def _module(app_dir: Path) -> Any:
     return importlib.import_module(f"{app_dir.name}.m")
 
 
-def _hook(mod: Any, name: str) -> tuple[asyncio.Event, asyncio.Event]:
-    started, proceed = asyncio.Event(), asyncio.Event()
+def _hook(mod: Any, name: str) -> tuple[Gate, Gate]:
+    started, proceed = Gate(), Gate()
     mod.HOOKS[name] = (started, proceed)
     return started, proceed
 
 
 async def _open(db_url: str, make_app: Any) -> tuple[reactive.Database, Any]:
     app_dir = make_app({"m.py": APP, "schema.py": SCHEMA})
-    db = await reactive.open(db_url, app=app_dir)
+    # Handlers pause while the test commits around them: a generous time limit.
+    db = await reactive.open(db_url, app=app_dir, function_time_limit_s=60)
     return db, _module(app_dir)
 
 

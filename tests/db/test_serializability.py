@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import reactive
+from gate import Gate, on_loop
 from reactive import ConvexError
 from reactive.errors import WriteConflict
 
@@ -237,6 +238,7 @@ async def test_concurrent_transfers_are_serializable(db_url: str, make_app: Any)
 
 async def _doctors_db(db_url: str, make_app: Any, **options: Any) -> tuple[Any, Any, dict]:
     app_dir = make_app({"m.py": DOCTORS, "schema.py": DOCTORS_SCHEMA})
+    options.setdefault("function_time_limit_s", 60)  # handlers wait at a barrier
     db = await reactive.open(db_url, app=app_dir, **options)
     ids = {name: await db.mutation("m:add_doctor", {"name": name}) for name in ("alice", "bob")}
     return db, _module(app_dir), ids
@@ -329,7 +331,7 @@ async def test_write_skew_through_mutations_keeps_a_doctor_on_call(
                 await db.mutation("m:reset")
             assert await db.query("m:rota") == {"alice": True, "bob": True}
             mod.ATTEMPTS.clear()
-            mod.HOOKS["barrier"] = {"arrived": set(), "event": asyncio.Event()}
+            mod.HOOKS["barrier"] = {"arrived": set(), "event": Gate()}
             first, second = ("alice", "bob") if round_ % 2 == 0 else ("bob", "alice")
             results = await asyncio.wait_for(
                 asyncio.gather(
@@ -370,7 +372,7 @@ async def test_mutation_that_always_conflicts_gives_up(db_url: str, make_app: An
             outcome = await db.run_mutation("m:bump", {"id": counter})
             interfering.append(outcome.ts)
 
-        mod.HOOKS["interfere"] = interfere
+        mod.HOOKS["interfere"] = on_loop(asyncio.get_running_loop(), interfere)
         with pytest.raises(WriteConflict) as info:
             await db.mutation("m:contended", {"id": counter})
         error = info.value
@@ -413,7 +415,7 @@ async def test_conflict_on_a_retry_succeeds_within_max_attempts(db_url: str, mak
                 remaining[0] -= 1
                 await db.mutation("m:bump", {"id": counter})
 
-        mod.HOOKS["interfere"] = interfere_twice
+        mod.HOOKS["interfere"] = on_loop(asyncio.get_running_loop(), interfere_twice)
         outcome = await db.run_mutation("m:contended", {"id": counter})
         assert outcome.attempts == 3
         assert db._engine.begin(True).get(counter)["n"] == 102

@@ -96,6 +96,7 @@ class Database:
         retention_s: float,
         config: dict[str, int],
         persistence_options: dict[str, Any],
+        time_limits_s: tuple[float, float] = (1.0, 600.0),
     ) -> Database:
         loaded_app = load_app(app)
         persistence = await open_persistence(url, **persistence_options)
@@ -112,6 +113,7 @@ class Database:
                 engine.retain(int(retained.decode()))
             db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
             db._retention_s = retention_s
+            db._runner.function_time_limit_s, db._runner.action_time_limit_s = time_limits_s
             db._flusher.start()
             db._retention_task = asyncio.get_running_loop().create_task(
                 db._retention_loop(), name="reactive-retention"
@@ -207,6 +209,7 @@ class Database:
             await self._flusher.stop()
         finally:
             self._closed = True
+            self._runner.close()
             for sub in list(self._subscriptions.values()):
                 sub.close()
             await self._persistence.close()
@@ -502,6 +505,8 @@ def open(
     retention_s: float = 60.0,
     pool_size: int | None = None,
     timeout_s: float | None = None,
+    function_time_limit_s: float = 1.0,
+    action_time_limit_s: float = 600.0,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -514,6 +519,9 @@ def open(
             with ``run_query(..., ts=...)``); older ones are dropped.
         pool_size: Connections to a PostgreSQL or MySQL server (default 8).
         timeout_s: Timeout of every wait on a PostgreSQL or MySQL server (default 30 s).
+        function_time_limit_s: Time limit of one query or mutation run (seconds; Convex's
+            1 s). A run past it fails with ``FunctionTimeoutError`` and is stopped.
+        action_time_limit_s: Time limit of one action run (seconds; Convex's 10 minutes).
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -526,7 +534,8 @@ def open(
         CorruptionError: a stored record failed verification (the message names it).
         SchemaError: a stored document violates the app's schema.
         FunctionNotFoundError: the app cannot be found.
-        ValueError: ``retention_s`` is negative or not finite.
+        ValueError: ``retention_s`` is negative or not finite, or a time limit is not a
+            positive finite number.
         TypeError: an unknown engine option.
     """
     unknown = set(config) - set(_CONFIG_KEYS)
@@ -536,11 +545,18 @@ def open(
         raise ValueError(
             f"retention_s must be a finite number of seconds >= 0, not {retention_s!r}"
         )
+    for name, limit in (
+        ("function_time_limit_s", function_time_limit_s),
+        ("action_time_limit_s", action_time_limit_s),
+    ):
+        if not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
+            raise ValueError(f"{name} must be a positive finite number of seconds, not {limit!r}")
+    limits = (float(function_time_limit_s), float(action_time_limit_s))
     options: dict[str, Any] = {}
     if pool_size is not None:
         options["pool_size"] = pool_size
     if timeout_s is not None:
         options["timeout_s"] = timeout_s
     return _Opener(
-        lambda: Database._open(url, app, max_attempts, retention_s, dict(config), options)
+        lambda: Database._open(url, app, max_attempts, retention_s, dict(config), options, limits)
     )

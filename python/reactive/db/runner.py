@@ -8,6 +8,11 @@
   returned only once the commit is durable. Any exception from the handler (``ConvexError``
   or another) discards the transaction: a failed mutation writes nothing.
 * An action runs outside any transaction; ``ctx.run_*`` run other functions.
+* Handlers run on worker threads (:mod:`reactive.db.executor`), never on the event loop,
+  with time limits: ``function_time_limit_s`` (queries and mutations, 1 s as Convex) and
+  ``action_time_limit_s`` (10 minutes). A run past its limit fails with
+  ``FunctionTimeoutError`` and is stopped; a mutation stopped so commits nothing. Calls an
+  action makes (``ctx.run_query``...) run within the action's own limit.
 
 Source: DESIGN.md §1-2; Convex's OCC retry behaviour.
 """
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from reactive import _core, logs
 from reactive.db import system
 from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
+from reactive.db.executor import Executor, in_worker
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
@@ -136,6 +142,10 @@ class Runner:
         max_attempts: Attempts for a mutation that keeps conflicting.
         backoff_s: First backoff (seconds); doubles per attempt, capped at ``max_backoff_s``,
             with full jitter.
+        function_time_limit_s: Time limit of a query or mutation run (seconds).
+        action_time_limit_s: Time limit of an action run (seconds).
+        function_threads: Queries and mutations running at once (worker threads).
+        action_threads: Actions running at once (worker threads).
     """
 
     def __init__(
@@ -144,13 +154,47 @@ class Runner:
         max_attempts: int = 32,
         backoff_s: float = 0.0005,
         max_backoff_s: float = 0.05,
+        function_time_limit_s: float = 1.0,
+        action_time_limit_s: float = 600.0,
+        function_threads: int = 32,
+        action_threads: int = 256,
     ) -> None:
         self._db = db
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.function_time_limit_s = function_time_limit_s
+        self.action_time_limit_s = action_time_limit_s
+        self._functions = Executor("functions", max_threads=function_threads)
+        self._actions = Executor("actions", max_threads=action_threads)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._resolved: dict[str, Function] = {}
         logs.install()
+
+    def close(self) -> None:
+        """Stop the idle worker threads (runs in progress end on their own)."""
+        self._functions.close()
+        self._actions.close()
+
+    async def _invoke(self, fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
+        """Call the handler on a worker thread within its time limit (in place if nested)."""
+        if in_worker():
+            return await _call(fn, ctx, args)  # inside an action: its thread, its limit
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        handler = fn.handler
+        if fn.kind == "action":
+            executor, limit_s = self._actions, self.action_time_limit_s
+        else:
+            executor, limit_s = self._functions, self.function_time_limit_s
+        return await executor.run(lambda: handler(ctx, **args), limit_s, f"{fn.kind} {fn.path}")
+
+    async def _on_loop(self, coro: Any) -> Any:
+        """Await ``coro`` on the database's event loop (from an action's worker thread)."""
+        loop = self._loop
+        if not in_worker() or loop is None:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def resolve(self, function: str | Function, kind: FunctionKind, internal_ok: bool) -> Function:
         """The function at a path (or the function itself), checked for kind and visibility.
@@ -207,7 +251,7 @@ class Runner:
         collector = logs.LogCollector()
         token = logs.collecting(collector)
         try:
-            value = await _call(fn, ctx, args)
+            value = await self._invoke(fn, ctx, args)
             value = _check_result(fn, value, reader._ids)
         except Exception as exc:
             return QueryOutcome(None, collector.finish(), txn, exc, reader._journal_out)
@@ -253,16 +297,23 @@ class Runner:
             token = logs.collecting(collector)
             try:
                 if request is not None:
-                    done = system.find_session_request(txn, *request)
+                    done = system.find_session_request(
+                        txn, *request, identity=identity, path=fn.path
+                    )
                     if done is not None:
                         value = _core.from_convex_json(loads(done["value"]), "result")
                         seen = max(txn.begin_ts, self._db.published_timestamp)
                         return MutationOutcome(value, list(done["logLines"]), seen, attempt, True)
-                value = await _call(fn, ctx, checked)
+                value = await self._invoke(fn, ctx, checked)
                 value = _check_result(fn, value, writer._ids)
                 if request is not None:
                     system.record_session_request(
-                        txn, *request, _core.convex_json(value), list(collector.lines)
+                        txn,
+                        *request,
+                        _core.convex_json(value),
+                        list(collector.lines),
+                        identity=identity,
+                        path=fn.path,
                     )
                 ts = engine.commit(txn)
             except RetryableError as exc:
@@ -308,7 +359,7 @@ class Runner:
                 return q.value
             try:
                 if kind == "mutation":
-                    m = await self.run_mutation(target, nested_args, identity)
+                    m = await self._on_loop(self.run_mutation(target, nested_args, identity))
                     collector.lines.extend(m.log_lines)
                     return m.value
                 a = await self.run_action(target, nested_args, identity)
@@ -321,7 +372,7 @@ class Runner:
         ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity)
         token = logs.collecting(collector)
         try:
-            value = await _call(fn, ctx, checked)
+            value = await self._invoke(fn, ctx, checked)
             value = _check_result(fn, value, self._db._id_checker)
         except Exception as exc:
             _attach_log_lines(exc, collector.finish())

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not 0 <= ns.retention_seconds < float("inf"):
         parser.error(f"--retention-seconds must be >= 0 and finite, not {ns.retention_seconds}")
+    for flag, key in (("--admin-key", ns.admin_key), ("--jwt-key", ns.jwt_key)):
+        if key is not None and not key.strip():
+            env = "REACTIVE_ADMIN_KEY" if flag == "--admin-key" else "REACTIVE_JWT_KEY"
+            parser.error(
+                f"{flag} (or ${env}) must not be empty: an empty key would let anyone in; "
+                "leave it unset to refuse such tokens"
+            )
     logging.basicConfig(
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

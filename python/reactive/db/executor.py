@@ -1,0 +1,386 @@
+"""Where user code runs: worker threads, one run per thread at a time, each with a time limit.
+
+A function's handler never runs on the event loop that serves sockets and commits. Each run
+takes a worker thread from a pool and runs alone there, on that thread's own event loop
+(an ``async def`` handler is a task of that loop; a plain ``def`` handler is called from
+it), so a handler that loops, sleeps or computes for seconds holds only its own thread:
+other runs, the server's sockets and the committer go on (they share the GIL, which
+Python hands over every ``sys.getswitchinterval()`` seconds).
+
+Time limits follow Convex's (queries and mutations: 1 s of execution; actions: 10
+minutes). When a run passes its limit, its caller gets :class:`FunctionTimeoutError` at
+once and the run is stopped: its task is cancelled (a handler waiting in ``await`` ends
+there), and if it keeps running Python code (``while True: pass``) an exception is raised
+inside its thread (``PyThreadState_SetAsyncExc``, the CPython API for interrupting another
+thread), again each second until it ends. A handler blocked inside C code (a long
+``time.sleep``) ends when that call returns; its thread stays busy until then and the pool
+starts another. Nothing a stopped run did is committed: the caller commits only after the
+handler returned in time.
+
+Limits on waiting: at most ``max_threads`` runs at once per pool; more wait in arrival
+order (the wait does not count against the time limit) up to ``max_waiting``, past which a
+run is refused with :class:`TooManyRequestsError`.
+
+Objects bound to an event loop (an ``httpx.AsyncClient``, an ``asyncio.Lock``) belong to
+the worker thread's loop where they were made: create them inside the run (or per thread),
+not once at import time for every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import ctypes
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from reactive.errors import FunctionTimeoutError, TooManyRequestsError
+
+__all__ = ["Executor", "RunInterrupted", "in_worker"]
+
+log = logging.getLogger("reactive.executor")
+
+_INTERRUPT_REPEAT_S = 1.0
+_worker_state = threading.local()
+
+
+class RunInterrupted(BaseException):  # noqa: N818 - raised into user code, never caught there
+    """Raised inside a run's thread to stop a handler that passed its time limit.
+
+    A ``BaseException``, so ``except Exception`` in user code does not swallow it.
+    """
+
+
+def in_worker() -> bool:
+    """True on a worker thread, inside a run (nested calls then run in place)."""
+    return getattr(_worker_state, "worker", None) is not None
+
+
+def _interrupt_thread(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(RunInterrupted)
+    )
+
+
+def _clear_interrupt(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+class _Run:
+    """One handler call: submitted on the caller's loop, executed on a worker thread."""
+
+    __slots__ = (
+        "call",
+        "context",
+        "deadline",
+        "done",
+        "future",
+        "label",
+        "limit_s",
+        "loop",
+        "stopping",
+        "task",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        call: Callable[[], Any],
+        limit_s: float,
+        label: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.call = call
+        self.limit_s = limit_s
+        self.label = label
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.context = contextvars.copy_context()
+        self.deadline = 0.0
+        self.worker: _Worker | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.done = False
+        self.stopping = False
+
+
+class _Worker(threading.Thread):
+    """A thread with its own event loop that runs one :class:`_Run` at a time."""
+
+    def __init__(self, pool: Executor, number: int) -> None:
+        super().__init__(name=f"reactive-{pool.name}-{number}", daemon=True)
+        self.pool = pool
+        self.wake = threading.Condition(pool.lock)
+        self.run_now: _Run | None = None
+        self.exit = False
+        self.loop = asyncio.new_event_loop()
+
+    def run(self) -> None:
+        _worker_state.worker = self
+        asyncio.set_event_loop(self.loop)
+        while True:
+            with self.pool.lock:
+                while self.run_now is None and not self.exit:
+                    self.wake.wait()
+                if self.exit and self.run_now is None:
+                    break
+                job = self.run_now
+            assert job is not None  # set under the lock above
+            self._execute(job)
+            # An interrupt meant for `job` may still arrive until `_finish` clears it.
+            while True:
+                try:
+                    self._finish(job)
+                    break
+                except RunInterrupted:
+                    continue
+        with contextlib.suppress(Exception):
+            self.loop.close()
+
+    def _execute(self, job: _Run) -> None:
+        outcome: tuple[Any, BaseException | None]
+        try:
+            task = self.loop.create_task(_invoke(job.call), context=job.context)
+            job.task = task
+            outcome = (self.loop.run_until_complete(task), None)
+        except RunInterrupted:
+            outcome = (None, None)  # the caller already has its timeout error
+            self._reset_loop()
+        except BaseException as exc:
+            outcome = (None, exc)
+        job.task = None
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+            job.loop.call_soon_threadsafe(_deliver, job, outcome)
+
+    def _reset_loop(self) -> None:
+        # The interrupt may have landed inside the loop's own machinery: start clean.
+        old = self.loop
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        with contextlib.suppress(BaseException):
+            for task in asyncio.all_tasks(old):
+                task.cancel()
+            old.close()
+
+    def _finish(self, job: _Run) -> None:
+        with self.pool.lock:
+            job.done = True
+            self.pool._timed.discard(job)
+            self.run_now = None
+            _clear_interrupt(self.ident or 0)
+            self.pool._worker_free(self)
+
+
+async def _invoke(call: Callable[[], Any]) -> Any:
+    result = call()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _deliver(job: _Run, outcome: tuple[Any, BaseException | None]) -> None:
+    future = job.future
+    if future.done():
+        return  # timed out (or the caller went away) before the run ended
+    value, exc = outcome
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+class Executor:
+    """A pool of worker threads that runs handlers with time limits.
+
+    Args:
+        name: Names the threads (``reactive-<name>-<n>``).
+        max_threads: Runs at once (threads are started as needed, kept when idle).
+        max_waiting: Runs waiting for a thread before new ones are refused.
+    """
+
+    def __init__(self, name: str, max_threads: int = 64, max_waiting: int = 10_000) -> None:
+        if max_threads < 1 or max_waiting < 0:
+            raise ValueError("max_threads must be >= 1 and max_waiting >= 0")
+        self.name = name
+        self.max_threads = max_threads
+        self.max_waiting = max_waiting
+        self.lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._waiting: collections.deque[_Run] = collections.deque()
+        self._started = 0
+        self._closed = False
+        self._watchdog: threading.Thread | None = None
+        self._watch_cv = threading.Condition(self.lock)
+        self._timed: set[_Run] = set()
+        self.timeouts = 0
+
+    # -- submitting --------------------------------------------------------------------
+
+    async def run(self, call: Callable[[], Any], limit_s: float, label: str) -> Any:
+        """Run ``call()`` (awaiting what it returns) on a worker thread within ``limit_s``.
+
+        Args:
+            call: A function of no arguments; it may return an awaitable.
+            limit_s: Seconds the run may take once it starts (its wait for a thread does
+                not count).
+            label: What runs, for error messages (``"query messages:list"``).
+
+        Returns:
+            What ``call`` returned (awaited).
+
+        Raises:
+            FunctionTimeoutError: the run passed ``limit_s`` (it is being stopped).
+            TooManyRequestsError: ``max_waiting`` runs already wait for a thread.
+            Exception: whatever the handler raised.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Run(call, limit_s, label, loop)
+        with self.lock:
+            if self._closed:
+                raise RuntimeError("the function executor is closed")
+            worker = self._take_worker()
+            if worker is None:
+                if len(self._waiting) >= self.max_waiting:
+                    raise TooManyRequestsError(
+                        f"{label}: {len(self._waiting)} functions already wait for one of "
+                        f"the {self.max_threads} {self.name} threads; try again later"
+                    )
+                self._waiting.append(job)
+            else:
+                self._start(worker, job)
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            # The caller went away: stop the run as if it had timed out.
+            self._abandon(job)
+            raise
+
+    def _take_worker(self) -> _Worker | None:
+        if self._idle:
+            return self._idle.pop()
+        if len(self._busy) < self.max_threads:
+            self._started += 1
+            worker = _Worker(self, self._started)
+            worker.start()
+            return worker
+        return None
+
+    def _start(self, worker: _Worker, job: _Run) -> None:
+        # Holding self.lock.
+        job.worker = worker
+        job.deadline = time.monotonic() + job.limit_s
+        worker.run_now = job
+        self._busy.add(worker)
+        self._timed.add(job)
+        worker.wake.notify()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"reactive-{self.name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
+        elif len(self._timed) == 1:
+            self._watch_cv.notify()
+
+    def _worker_free(self, worker: _Worker) -> None:
+        # Holding self.lock (called from the worker thread).
+        self._busy.discard(worker)
+        while self._waiting:
+            job = self._waiting.popleft()
+            if job.future.done():
+                continue
+            self._start(worker, job)
+            return
+        if self._closed:
+            worker.exit = True
+        else:
+            self._idle.append(worker)
+
+    # -- time limits ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        # One thread per pool checks deadlines, every 50 ms while runs are in progress and
+        # not at all when none is (a timer per run would cost a wake-up per run).
+        with self.lock:
+            while True:
+                if not self._timed:
+                    if self._closed:
+                        self._watchdog = None
+                        return
+                    self._watch_cv.wait()
+                    continue
+                self._watch_cv.wait(0.05)
+                now = time.monotonic()
+                for job in [job for job in self._timed if job.deadline <= now]:
+                    self._stop(job, now)
+
+    def _stop(self, job: _Run, now: float) -> None:
+        # Holding self.lock. First: fail the caller and cancel the task (a handler waiting
+        # in `await` ends there); then interrupt the thread every _INTERRUPT_REPEAT_S until
+        # the run ends (a handler running Python code).
+        worker = job.worker
+        if not job.stopping:
+            job.stopping = True
+            if not job.future.done():
+                self.timeouts += 1
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_time_out, job)
+                log.warning("%s passed its time limit of %g s: stopping it", job.label, job.limit_s)
+            task = job.task
+            if task is not None and worker is not None:
+                with contextlib.suppress(RuntimeError):
+                    worker.loop.call_soon_threadsafe(task.cancel)
+                job.deadline = now + 0.1
+                return
+        if worker is not None and worker.run_now is job:
+            _interrupt_thread(worker.ident or 0)
+        job.deadline = now + _INTERRUPT_REPEAT_S
+
+    def _abandon(self, job: _Run) -> None:
+        job.future.cancel()  # on the caller's loop: nobody waits for the outcome
+        with self.lock:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                return
+            if not job.done:
+                job.deadline = 0.0  # the watchdog stops it now
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop idle threads; busy ones end after their run (they are daemon threads)."""
+        with self.lock:
+            self._closed = True
+            for job in self._waiting:
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_refuse_closed, job)
+            self._waiting.clear()
+            for worker in self._idle:
+                worker.exit = True
+                worker.wake.notify()
+            self._idle.clear()
+            self._watch_cv.notify()
+
+    @property
+    def busy(self) -> int:
+        """Runs in progress (including stopped ones still unwinding)."""
+        return len(self._busy)
+
+
+def _time_out(job: _Run) -> None:
+    if not job.future.done():
+        job.future.set_exception(
+            FunctionTimeoutError(
+                f"{job.label} ran past its time limit of {job.limit_s:g} s and was stopped"
+            )
+        )
+
+
+def _refuse_closed(job: _Run) -> None:
+    if not job.future.done():
+        job.future.set_exception(RuntimeError("the database is closing"))
