@@ -173,7 +173,7 @@ def test_modify_query_set_with_no_changes_answers_a_transition() -> None:
     """The JS client sends ModifyQuerySet 0->1 with no modifications on every open."""
     s = connected()
     compute = compute_of(s.receive(modify(0, 1)))
-    assert compute.queries == {} and compute.min_ts == 0
+    assert compute.added == {} and compute.removed == frozenset() and compute.min_ts == 0
     t = transition_of(s.transition_computed(1700000000000000000, {}, 123))
     assert t["startVersion"] == version(0, 0, 0)
     assert t["startVersion"]["ts"] == ZERO_TS
@@ -188,7 +188,7 @@ def test_modify_query_set_with_no_changes_answers_a_transition() -> None:
 def test_add_computes_and_sends_the_result() -> None:
     s = connected()
     compute = compute_of(s.receive(modify(0, 1, add(7, "messages:list", {"channel": "g"}))))
-    assert compute.queries == {7: QuerySpec("messages:list", {"channel": "g"}, None)}
+    assert compute.added == {7: QuerySpec("messages:list", {"channel": "g"}, None)}
     assert compute.identity is None
     t = transition_of(s.transition_computed(5, {7: result(["hello"], ("[LOG] ran",))}, 0))
     assert t["endVersion"] == version(1, 0, 5)
@@ -206,7 +206,7 @@ def test_add_computes_and_sends_the_result() -> None:
 def test_journal_is_passed_in_and_out() -> None:
     s = connected()
     compute = compute_of(s.receive(modify(0, 1, add(0, journal="j0"))))
-    assert compute.queries[0].journal == "j0"
+    assert compute.added[0].journal == "j0"
     t = transition_of(s.transition_computed(5, {0: result([], journal="j1")}, 0))
     assert t["modifications"][0]["journal"] == "j1"
 
@@ -261,7 +261,8 @@ def test_removed_query_is_confirmed_and_never_resent() -> None:
     s.receive(modify(0, 1, add(0), add(1)))
     s.transition_computed(10, {0: result("a"), 1: result("b")}, 0)
     compute = compute_of(s.receive(modify(1, 2, remove(0))))
-    assert set(compute.queries) == {1}
+    # Only what changed is named: query 1 stays held, query 0 is released.
+    assert compute.added == {} and compute.removed == {0}
     # A result for the removed query arriving late is dropped.
     t = transition_of(s.transition_computed(11, {0: result("z"), 1: result("b2")}, 0))
     assert t["endVersion"] == version(2, 0, 11)
@@ -341,7 +342,7 @@ def test_at_most_one_transition_is_computed_at_a_time() -> None:
     t = transition_of(effects)
     assert t["endVersion"]["querySet"] == 1  # what the computation covered
     nxt = compute_of(effects)
-    assert set(nxt.queries) == {0, 1, 2}
+    assert set(nxt.added) == {1, 2}  # 0 was added by the computation before
     t = transition_of(s.transition_computed(6, {0: result(0), 1: result(1), 2: result(2)}, 0))
     assert t["startVersion"] == version(1, 0, 5)
     assert t["endVersion"] == version(3, 0, 6)
@@ -381,7 +382,8 @@ def test_accepted_token_reruns_every_query_under_the_identity() -> None:
     s.transition_computed(10, {0: result("anon")}, 0)
     compute = compute_of(s.receive(authenticate(0, "User", "alice")))
     assert seen == [("User", "alice")]
-    assert compute.identity == {"subject": "alice"} and set(compute.queries) == {0}
+    assert compute.identity == {"subject": "alice"} and compute.reset
+    assert set(compute.added) == {0}  # every query re-runs under the new identity
     # Even a result equal to the previous one is sent again under the new identity.
     t = transition_of(s.transition_computed(10, {0: result("anon")}, 0))
     assert t["endVersion"] == version(1, 1, 10)
@@ -839,7 +841,8 @@ class Driver:
             ts = max(self.published, c.min_ts)  # what the server's driver does
             # A query's result is what the database held at the snapshot.
             seen = sum(1 for commit_ts in self.commits if commit_ts <= ts) // op[2]
-            results = {qid: result([qid, seen]) for qid in c.queries}
+            # A driver may report any held query; this one reports them all.
+            results = {qid: result([qid, seen]) for qid in s.queries}
             self.apply(s.transition_computed(ts, results, 0))
         elif kind == "changed":
             self.apply(s.watched_changed())

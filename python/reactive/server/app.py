@@ -41,6 +41,8 @@ __all__ = ["Server", "ServerConfig", "create_app"]
 log = logging.getLogger("reactive.server")
 
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
+CLOSE_TIMEOUT_S = 10.0
+"""How long shutdown waits for the database to write what is queued."""
 
 
 @dataclass
@@ -139,7 +141,7 @@ class Server:
             self.config.db_url, app=self.config.app, **self.config.open_options
         )
         await ensure_system_tables(self._db)
-        self._queries = QueryCache(self._db)
+        self._queries = QueryCache(self._db, dev=self.config.dev)
         self._pruner = asyncio.get_running_loop().create_task(
             self._prune(), name="reactive-prune-session-requests"
         )
@@ -168,11 +170,17 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._queries is not None:
+            self._queries.close()
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(1012, "ServiceRestart"), 2.0)
         if self._db is not None:
-            await self._db.close()
+            # Queued commits are written; a backend that hangs cannot hold the exit.
+            try:
+                await asyncio.wait_for(self._db.close(), CLOSE_TIMEOUT_S)
+            except (TimeoutError, asyncio.TimeoutError):
+                log.error("closing the database took over %s s; exiting anyway", CLOSE_TIMEOUT_S)
 
     async def websocket(self, websocket: WebSocket) -> None:
         """Serve one sync socket."""

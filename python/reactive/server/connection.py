@@ -1,9 +1,23 @@
 """One WebSocket: drives a :class:`~reactive.sync.session.SyncSession` with real I/O.
 
-Everything that touches the session goes through one queue, handled by one task, so the
-session sees events in order: client frames (from a reader task), finished mutations and
-actions (from their own tasks), computed transitions, changes of watched queries and ping
-ticks. Effects are carried out in the order the session emits them.
+Everything that touches the session goes through one queue of typed events, handled by
+one task, so the session sees events in order: client frames (from a reader task),
+finished mutations and actions (from their own tasks), computed transitions, watched
+queries that changed, ping ticks and token expiry. Effects are carried out in the order
+the session emits them.
+
+What keeps one socket from hurting the others:
+
+* Backpressure: the reader takes the next frame only once the previous ones are handled
+  (at most :data:`FRAMES_AHEAD` wait), so a client that sends without reading stops being
+  read (its TCP window fills) instead of filling memory; a send that a non-reading client
+  keeps blocked for ``send_timeout_s`` ends the socket.
+* Invalidation in proportion to what changed: the shared query cache tells this socket
+  which of its held queries went stale (at publish, synchronously) and when their new
+  results are ready; a transition gathers only those and the added ones, never the whole
+  query set. Large transitions are computed in a task that yields to the event loop.
+* Frames over :data:`PARSE_OFF_LOOP_BYTES` are parsed on a thread, so the event loop
+  serving other sockets is never held by one big frame.
 """
 
 from __future__ import annotations
@@ -13,14 +27,17 @@ import contextlib
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reactive import _core
-from reactive.errors import ReactiveError, RetryableError
+from reactive.errors import RetryableError
 from reactive.functions import Function
-from reactive.server.queries import SharedQuery, error_message
+from reactive.server.errors import error_message
+from reactive.server.queries import SharedQuery
+from reactive.sync.messages import ProtocolError, parse_client_message
 from reactive.sync.session import (
     Close,
     ComputeTransition,
@@ -40,11 +57,85 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("reactive.server")
 
+FRAMES_AHEAD = 4
+"""Client frames read but not yet handled, at most (then the socket is not read)."""
+PARSE_OFF_LOOP_BYTES = 64 << 10
+"""Frames at least this large are parsed on a worker thread."""
+FAST_PATH_QUERIES = 256
+"""A transition over at most this many queries whose results are all held is sent at once,
+without a task (the fan-out path); larger ones are computed in a task that yields."""
+_YIELD_EVERY = 256
+
 
 def _spec_error(message: str) -> QueryResult:
     return QueryResult(
         hashlib.blake2b(message.encode(), digest_size=16).digest(), error_message=message
     )
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Frame:
+    message: Any  # the text, or what parse_client_message made of it (or its ProtocolError)
+    parsed: bool
+
+
+@dataclass(frozen=True)
+class _Binary:
+    pass
+
+
+@dataclass(frozen=True)
+class _Closed:
+    pass
+
+
+@dataclass(frozen=True)
+class _Changed:
+    pass
+
+
+@dataclass(frozen=True)
+class _MutationDone:
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _ActionDone:
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _TransitionDone:
+    ts: int
+    results: dict[int, QueryResult]
+
+
+@dataclass(frozen=True)
+class _PingTick:
+    pass
+
+
+@dataclass(frozen=True)
+class _AuthExpiry:
+    pass
+
+
+_Event = (
+    _Frame
+    | _Binary
+    | _Closed
+    | _Changed
+    | _MutationDone
+    | _ActionDone
+    | _TransitionDone
+    | _PingTick
+    | _AuthExpiry
+)
+_CHANGED = _Changed()
+_PING = _PingTick()
 
 
 class Connection:
@@ -53,11 +144,28 @@ class Connection:
     def __init__(self, server: Server, websocket: WebSocket) -> None:
         self.server = server
         self.ws = websocket
-        self.session = SyncSession(authenticate=server.authenticate)
-        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        config = server.config
+        self.session = SyncSession(
+            authenticate=server.authenticate,
+            max_queries=config.max_queries_per_socket,
+            max_queued_mutations=config.max_queued_mutations,
+            max_inflight_actions=config.max_inflight_actions,
+        )
+        self._dev = config.dev
+        self._send_timeout_s = config.send_timeout_s
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._frame_slots = asyncio.Semaphore(FRAMES_AHEAD)
         self._tasks: set[asyncio.Task[None]] = set()
         # queryId -> (the spec it was acquired for, the shared query or an error result)
         self._queries: dict[int, tuple[QuerySpec, SharedQuery | QueryResult]] = {}
+        # shared query -> the ids of this socket's queries that hold it
+        self._watching: dict[SharedQuery, set[int]] = {}
+        # held shared queries whose result went stale since the last transition
+        self._dirty: set[SharedQuery] = set()
+        self._changed_pending = False
+        self._send_started: float | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._main: asyncio.Task[Any] | None = None
         self._closed = False
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -65,59 +173,113 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _changed(self) -> None:
-        """A watched query got a new result (called by the query cache)."""
-        self._events.put_nowait(("changed", None))
+    # -- the shared query cache calls these ----------------------------------------------------
+
+    def query_stale(self, entry: SharedQuery) -> None:
+        """A held query's result went stale (called as the commit is published)."""
+        if entry in self._watching:
+            self._dirty.add(entry)
+
+    def query_ready(self, entry: SharedQuery) -> None:
+        """A stale query's new result is computed: time for a transition."""
+        if entry in self._dirty:
+            self._notify_changed()
+
+    def _notify_changed(self) -> None:
+        if not self._changed_pending and not self._closed:
+            self._changed_pending = True
+            self._events.put_nowait(_CHANGED)
+
+    # -- the loop --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the socket until it closes."""
+        self._main = asyncio.current_task()
         await self.ws.accept()
         self.session.sent_at(time.monotonic())
         self._spawn(self._read(), "reactive-ws-read")
         try:
             while not self._closed:
-                kind, payload = await self._events.get()
-                if kind == "closed":
+                event = await self._events.get()
+                if isinstance(event, _Closed):
                     break
-                effects = self._handle(kind, payload)
+                effects = await self._handle(event)
                 await self._apply(effects)
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise  # the server is stopping
+            # A send blocked past send_timeout_s: this socket is done.
         finally:
             self._closed = True
+            if self._expiry is not None:
+                self._expiry.cancel()
             for task in list(self._tasks):
                 task.cancel()
             for _, held in self._queries.values():
                 if isinstance(held, SharedQuery):
-                    self.server.queries.release(held, self._changed)
+                    self.server.queries.release(held, self)
             self._queries.clear()
+            self._watching.clear()
+            self._dirty.clear()
 
-    def _handle(self, kind: str, payload: Any) -> list[Effect]:
+    async def _handle(self, event: _Event) -> list[Effect]:
         s = self.session
-        if kind == "frame":
-            return s.receive(payload, time.time() * 1000.0)
-        if kind == "changed":
+        if isinstance(event, _Frame):
+            self._frame_slots.release()
+            if event.parsed:
+                effects = s.receive_message(event.message, time.time() * 1000.0)
+            else:
+                effects = s.receive(event.message, time.time() * 1000.0)
+            self._arm_expiry()
+            return effects
+        if isinstance(event, _Changed):
+            self._changed_pending = False
             return s.watched_changed()
-        if kind == "mutation":
-            return s.mutation_finished(**payload)
-        if kind == "action":
-            return s.action_finished(**payload)
-        if kind == "transition":
-            ts, results = payload
-            return s.transition_computed(ts, results, time.time_ns())
-        if kind == "ping":
+        if isinstance(event, _MutationDone):
+            return s.mutation_finished(**event.payload)
+        if isinstance(event, _ActionDone):
+            return s.action_finished(**event.payload)
+        if isinstance(event, _TransitionDone):
+            return s.transition_computed(event.ts, event.results, time.time_ns())
+        if isinstance(event, _PingTick):
             return s.ping_due(time.monotonic())
-        if kind == "binary":
-            return s._fatal("binary frames are not part of the protocol; send JSON text frames")
+        if isinstance(event, _AuthExpiry):
+            self._expiry = None
+            return s.check_auth_expiry(time.time())
+        if isinstance(event, _Binary):
+            self._frame_slots.release()
+            return s.reject_binary()
         return []
+
+    def _arm_expiry(self) -> None:
+        """Time the current identity's expiry (re-armed after every Authenticate)."""
+        expires = self.session.auth_expires_at()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires is None:
+            return
+        delay = max(0.0, expires - time.time())
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(delay, self._events.put_nowait, _AuthExpiry())
+
+    async def _send(self, text: str) -> bool:
+        self._send_started = time.monotonic()
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._closed = True
+            return False
+        finally:
+            self._send_started = None
+        self.session.sent_at(time.monotonic())
+        return True
 
     async def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Send):
-                try:
-                    await self.ws.send_text(effect.text)
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    self._closed = True
+                if not await self._send(effect.text):
                     return
-                self.session.sent_at(time.monotonic())
             elif isinstance(effect, Close):
                 with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                     await self.ws.close(effect.code, effect.reason[:123])
@@ -128,11 +290,8 @@ class Connection:
             elif isinstance(effect, RunAction):
                 self._spawn(self._run_action(effect), "reactive-action")
             elif isinstance(effect, ComputeTransition):
-                self._drop_removed(effect)
-                ready = self._ready_results(effect)
-                if ready is None:
-                    self._spawn(self._compute(effect), "reactive-transition")
-                else:
+                ready = self._begin_transition(effect)
+                if ready is not None:
                     # Every result is in place: no task, no queue hop (fan-out path).
                     ts, results = ready
                     await self._apply(self.session.transition_computed(ts, results, time.time_ns()))
@@ -142,28 +301,50 @@ class Connection:
     async def _read(self) -> None:
         try:
             while True:
+                await self._frame_slots.acquire()
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 text = message.get("text")
                 if text is not None:
-                    self._events.put_nowait(("frame", text))
+                    if len(text) >= PARSE_OFF_LOOP_BYTES:
+                        self._events.put_nowait(_Frame(await asyncio.to_thread(_parse, text), True))
+                    else:
+                        self._events.put_nowait(_Frame(text, False))
                 elif message.get("bytes") is not None:
-                    self._events.put_nowait(("binary", None))
+                    self._events.put_nowait(_Binary())
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
-            self._events.put_nowait(("closed", None))
+            self._events.put_nowait(_Closed())
 
     def ping_due(self) -> None:
-        """The server's ping timer ticked (one timer for all sockets)."""
-        if not self._closed:
-            self._events.put_nowait(("ping", None))
+        """The server's ping timer ticked (one timer for all sockets, each second)."""
+        if self._closed:
+            return
+        started = self._send_started
+        if started is not None and time.monotonic() - started > self._send_timeout_s:
+            # The client does not read: end the socket (the blocked send is cancelled).
+            log.info("closing a socket whose client read nothing for %g s", self._send_timeout_s)
+            self._closed = True
+            if self._main is not None:
+                self._main.cancel()
+            return
+        self._events.put_nowait(_PING)
 
     # -- functions ---------------------------------------------------------------------------
 
     def _resolve(self, path: str, kind: str) -> Function:
         return self.server.db._runner.resolve(path, kind, internal_ok=False)  # type: ignore[arg-type]
+
+    def _failure(self, request_id: int, exc: Exception) -> dict[str, Any]:
+        message, data = error_message(exc, dev=self._dev)
+        return {
+            "request_id": request_id,
+            "error_message": message,
+            "error_data_json": data,
+            "log_lines": getattr(exc, "log_lines", ()),
+        }
 
     async def _run_mutation(self, effect: RunMutation) -> None:
         session_id = self.session.session_id
@@ -180,16 +361,8 @@ class Connection:
                 "log_lines": outcome.log_lines,
             }
         except Exception as exc:
-            message, data = error_message(exc)
-            if not isinstance(exc, ReactiveError):
-                log.debug("mutation %s failed", effect.udf_path, exc_info=exc)
-            payload = {
-                "request_id": effect.request_id,
-                "error_message": message,
-                "error_data_json": data,
-                "log_lines": getattr(exc, "log_lines", ()),
-            }
-        self._events.put_nowait(("mutation", payload))
+            payload = self._failure(effect.request_id, exc)
+        self._events.put_nowait(_MutationDone(payload))
 
     async def _run_action(self, effect: RunAction) -> None:
         payload: dict[str, Any]
@@ -203,80 +376,160 @@ class Connection:
                 "log_lines": outcome.log_lines,
             }
         except Exception as exc:
-            message, data = error_message(exc)
-            payload = {
-                "request_id": effect.request_id,
-                "error_message": message,
-                "error_data_json": data,
-                "log_lines": getattr(exc, "log_lines", ()),
-            }
-        self._events.put_nowait(("action", payload))
+            payload = self._failure(effect.request_id, exc)
+        self._events.put_nowait(_ActionDone(payload))
 
     # -- transitions ---------------------------------------------------------------------------
+
+    def _release(self, query_id: int) -> None:
+        held = self._queries.pop(query_id, None)
+        if held is None or not isinstance(held[1], SharedQuery):
+            return
+        entry = held[1]
+        ids = self._watching.get(entry)
+        if ids is not None:
+            ids.discard(query_id)
+            if not ids:
+                del self._watching[entry]
+                self._dirty.discard(entry)
+        self.server.queries.release(entry, self)
 
     def _acquire(self, query_id: int, spec: QuerySpec, identity: Any) -> SharedQuery | QueryResult:
         held = self._queries.get(query_id)
         if held is not None and held[0] == spec:
             return held[1]
-        if held is not None and isinstance(held[1], SharedQuery):
-            self.server.queries.release(held[1], self._changed)
+        self._release(query_id)
         try:
             fn = self._resolve(spec.udf_path, "query")
             args = _core.from_convex_json(spec.args, "args")
             entry: SharedQuery | QueryResult = self.server.queries.acquire(
-                fn, args, identity, spec.journal, self._changed
+                fn, args, identity, spec.journal, self
             )
         except Exception as exc:
-            entry = _spec_error(error_message(exc)[0].split("\n", 1)[-1])
+            entry = _spec_error(error_message(exc, dev=self._dev)[0].split("\n", 1)[-1])
         self._queries[query_id] = (spec, entry)
+        if isinstance(entry, SharedQuery):
+            self._watching.setdefault(entry, set()).add(query_id)
         return entry
 
-    def _drop_removed(self, effect: ComputeTransition) -> None:
-        for query_id in [q for q in self._queries if q not in effect.queries]:
-            _, held = self._queries.pop(query_id)
-            if isinstance(held, SharedQuery):
-                self.server.queries.release(held, self._changed)
-
-    def _ready_results(
+    def _begin_transition(
         self, effect: ComputeTransition
     ) -> tuple[int, dict[int, QueryResult]] | None:
-        """The transition's results if every one is already held, else ``None``."""
-        ts = max(self.server.db.published_timestamp, effect.min_ts)
+        """Start computing a transition; its results now if every one is held, else ``None``.
+
+        The snapshot is fixed here, together with the set of stale queries: every query
+        not in that set holds at it (stale marks arrive synchronously as commits are
+        published), so the transition is consistent while naming only what changed.
+        """
+        for query_id in effect.removed:
+            self._release(query_id)
+        if effect.reset:
+            for query_id in list(self._queries):
+                self._release(query_id)
+        db = self.server.db
+        if effect.min_ts > db.published_timestamp:
+            # The commit is durable but its invalidations are not dispatched yet.
+            self._spawn(self._after_publish(effect), "reactive-transition")
+            return None
+        ts = db.published_timestamp
+        dirty, self._dirty = self._dirty, set()
+        stale_ids = [qid for entry in dirty for qid in self._watching.get(entry, ())]
+        if not stale_ids and not effect.added and effect.min_ts == 0:
+            return 0, {}  # nothing changed: the session sends nothing unless it must
+        added = effect.added
+        if len(stale_ids) + len(added) > FAST_PATH_QUERIES:
+            self._spawn(self._compute(ts, added, effect.identity, stale_ids), "reactive-transition")
+            return None
         results: dict[int, QueryResult] = {}
-        for query_id, spec in effect.queries.items():
-            held = self._acquire(query_id, spec, effect.identity)
+        for query_id, spec in added.items():
+            self._acquire(query_id, spec, effect.identity)
+        for query_id in (*stale_ids, *added):
+            held = self._queries[query_id][1]
             if isinstance(held, SharedQuery):
                 result = held.cached_at(ts)
                 if result is None:
+                    self._spawn(
+                        self._compute(ts, {}, effect.identity, [*stale_ids, *added]),
+                        "reactive-transition",
+                    )
                     return None
                 results[query_id] = result
             else:
                 results[query_id] = held
         return ts, results
 
-    async def _compute(self, effect: ComputeTransition) -> None:
+    async def _after_publish(self, effect: ComputeTransition) -> None:
         db = self.server.db
-        ts = max(db.published_timestamp, effect.min_ts)
+        deadline = time.monotonic() + 30.0
+        while db.published_timestamp < effect.min_ts and time.monotonic() < deadline:
+            await asyncio.sleep(0.0005)
+        ready = self._begin_transition(
+            ComputeTransition(effect.added, frozenset(), effect.identity, 0, False)
+        )
+        if ready is not None:
+            self._events.put_nowait(_TransitionDone(*ready))
+        # else: _begin_transition spawned the computation, which reports itself.
+
+    async def _compute(
+        self,
+        ts: int,
+        added: dict[int, QuerySpec],
+        identity: Any,
+        query_ids: list[int],
+    ) -> None:
+        db = self.server.db
         results: dict[int, QueryResult] = {}
+        fresh: list[SharedQuery] = []
         try:
-            for query_id, spec in effect.queries.items():
-                held = self._acquire(query_id, spec, effect.identity)
+            for n, (query_id, spec) in enumerate(added.items(), 1):
+                held = self._acquire(query_id, spec, identity)
+                if isinstance(held, SharedQuery):
+                    fresh.append(held)
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            for n, query_id in enumerate((*query_ids, *added), 1):
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                held_pair = self._queries.get(query_id)
+                if held_pair is None:
+                    continue  # released meanwhile
+                held = held_pair[1]
                 if not isinstance(held, SharedQuery):
                     results[query_id] = held
                     continue
                 try:
-                    results[query_id] = await held.result_at(ts)
+                    result = held.cached_at(ts)
+                    results[query_id] = result if result is not None else await held.result_at(ts)
                 except RetryableError:
                     raise
                 except Exception as exc:
                     # This query cannot run (not a passing state of the engine): it fails,
                     # alone, as QueryFailed; the other queries and the socket go on.
-                    log.warning("query %s failed outside its function: %r", spec.udf_path, exc)
-                    results[query_id] = _spec_error(error_message(exc)[0].split("\n", 1)[-1])
+                    log.warning("query %s failed outside its function: %r", held.fn.path, exc)
+                    message = error_message(exc, dev=self._dev)[0]
+                    results[query_id] = _spec_error(message.split("\n", 1)[-1])
         except RetryableError as exc:  # e.g. the snapshot left retention: compute again
             log.warning("computing a transition failed, retrying: %s", exc)
             await asyncio.sleep(0.05)
-            self._events.put_nowait(("transition", (ts, {})))
-            self._events.put_nowait(("changed", None))
+            for entry in self._watching:
+                self._dirty.add(entry)
+            self._events.put_nowait(_TransitionDone(ts, {}))
+            self._notify_changed()
             return
-        self._events.put_nowait(("transition", (ts, results)))
+        # Queries acquired after `ts` may have been invalidated before they were watched
+        # by this socket: those that no longer hold now are computed again.
+        now = db.published_timestamp
+        late = [entry for entry in fresh if entry.cached_at(now) is None]
+        self._events.put_nowait(_TransitionDone(ts, results))
+        if late:
+            self._dirty.update(late)
+            self._notify_changed()
+
+
+def _parse(text: str) -> Any:
+    try:
+        return parse_client_message(text)
+    except ProtocolError as exc:
+        return exc
+    except RecursionError:
+        return ProtocolError("the message is nested too deeply")

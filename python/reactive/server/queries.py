@@ -3,7 +3,12 @@
 A query is identified by (canonical path, arguments, identity, journal). However many
 sockets watch it, it runs once per snapshot and is registered once with the engine's
 subscription index; a commit that touches its read set marks it stale from that commit on
-and tells its watchers, which compute their next transition.
+and tells its watchers at once (``query_stale``, as the commit is published), re-runs it
+at the newest snapshot, and tells them again when that result is ready (``query_ready``);
+they then compute their next transition. Re-runs after a commit go through one refresher
+per server that keeps at most :data:`REFRESH_CONCURRENCY` in flight, so a commit that
+invalidates thousands of queries costs one loop pass to mark them, not thousands of tasks
+at once.
 
 Each result carries the range of timestamps where it is valid: from the snapshot it ran at
 until the first commit (of the batch) that invalidated it. A transition at snapshot ``T``
@@ -18,42 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reactive import _core
-from reactive.errors import ConvexError, ReactiveError
+from reactive.errors import ReactiveError
 from reactive.functions import Function
+from reactive.server.errors import error_message as client_error
 from reactive.sync.messages import dumps
 from reactive.sync.session import QueryResult
 
 if TYPE_CHECKING:
     from reactive.db.database import Database
 
-__all__ = ["QueryCache", "SharedQuery", "error_message", "identity_key"]
+__all__ = ["QueryCache", "SharedQuery", "Watcher", "identity_key"]
 
 _NEVER = 2**64
+REFRESH_CONCURRENCY = 64
+"""Re-runs of invalidated queries in flight at once (the executor runs fewer at a time)."""
 
 
-def error_message(exc: BaseException) -> tuple[str, str | None]:
-    """The client-facing message of a function error, and ConvexError data as JSON.
+class Watcher(Protocol):
+    """What a socket gives the cache to hear about its queries (hashable)."""
 
-    The message follows Convex's form, ``[Request ID: …] Server Error`` then
-    ``Uncaught <Error>: <message>``; ``ConvexError`` data travels separately.
-    """
-    request_id = secrets.token_hex(8)
-    if isinstance(exc, ConvexError):
-        try:
-            data = _core.convex_json(exc.data)
-        except ReactiveError:
-            data = _core.convex_json(str(exc.data))
-        return f"[Request ID: {request_id}] Server Error\nUncaught ConvexError: {data}", data
-    return (
-        f"[Request ID: {request_id}] Server Error\nUncaught {type(exc).__name__}: {exc}",
-        None,
-    )
+    def query_stale(self, entry: SharedQuery) -> None:
+        """``entry``'s latest result no longer holds at the newest snapshot."""
+
+    def query_ready(self, entry: SharedQuery) -> None:
+        """``entry``'s re-run after a commit finished."""
 
 
 def identity_key(identity: dict[str, Any] | None) -> str:
@@ -98,27 +95,26 @@ class SharedQuery:
         self.journal = journal
         self.latest: _Version | None = None
         self.subscription: int | None = None
-        self.watchers: dict[Callable[[], None], int] = {}
+        self.watchers: dict[Watcher, int] = {}
         self.refs = 0
         self.runs = 0
         self._running: dict[int, asyncio.Future[QueryResult]] = {}
-        self._refresh: asyncio.Task[None] | None = None
 
     def _invalidate(self, ts: int = 0) -> None:
         """A published batch starting at ``ts`` touched what the latest result read.
 
-        The query re-runs once, right away, at the newest published snapshot, and its
-        watchers are told when that result is ready: each socket then finds it in place
-        and sends its transition without running or waiting for anything.
+        Watchers hear at once that their result is stale; the query re-runs once, soon,
+        at the newest published snapshot, and its watchers are told when that result is
+        ready: each socket then finds it in place and sends its transition.
         """
         latest = self.latest
         if latest is not None and latest.stale_ts == _NEVER:
             latest.stale_ts = max(ts, latest.valid_ts + 1)
-        if not self.watchers or (self._refresh is not None and not self._refresh.done()):
-            return  # a refresh in flight tells the watchers when it is done
-        self._refresh = asyncio.get_running_loop().create_task(
-            self._rerun(), name="reactive-query-refresh"
-        )
+        if not self.watchers:
+            return
+        for watcher in list(self.watchers):
+            watcher.query_stale(self)
+        self._cache._schedule_refresh(self)
 
     async def _rerun(self) -> None:
         try:
@@ -127,7 +123,7 @@ class SharedQuery:
             pass  # the watchers' own runs report it
         finally:
             for watcher in list(self.watchers):
-                watcher()
+                watcher.query_ready(self)
 
     def cached_at(self, ts: int) -> QueryResult | None:
         """The result at snapshot ``ts`` if one is held (no run needed), else ``None``."""
@@ -177,7 +173,7 @@ class SharedQuery:
                 journal=journal,
             )
         else:
-            message, data = error_message(outcome.error)
+            message, data = client_error(outcome.error, dev=self._cache.dev)
             # The request id differs per run: leave it out of the fingerprint.
             stable = message.split("\n", 1)[-1]
             result = QueryResult(
@@ -205,8 +201,7 @@ class SharedQuery:
 
     def close(self) -> None:
         """Stop watching (no socket uses it any more)."""
-        if self._refresh is not None:
-            self._refresh.cancel()
+        self._cache._refresh_pending.pop(self, None)
         db = self._cache.db
         if self.subscription is not None:
             db._subscriptions.pop(self.subscription, None)
@@ -218,10 +213,47 @@ class SharedQuery:
 class QueryCache:
     """The shared queries of one server, with reference counts per watcher."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, dev: bool = False) -> None:
         self.db = db
+        self.dev = dev
         self._entries: dict[tuple[str, bytes, str, str | None], SharedQuery] = {}
         self.runs = 0
+        # Invalidated queries waiting for their re-run (insertion-ordered set).
+        self._refresh_pending: dict[SharedQuery, None] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+    def _schedule_refresh(self, entry: SharedQuery) -> None:
+        self._refresh_pending[entry] = None
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh(), name="reactive-query-refresh"
+            )
+
+    async def _refresh(self) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        while self._refresh_pending:
+            await self._refresh_slots.acquire()
+            if not self._refresh_pending:
+                self._refresh_slots.release()
+                break
+            entry = next(iter(self._refresh_pending))
+            del self._refresh_pending[entry]
+            task = asyncio.get_running_loop().create_task(self._refresh_one(entry))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _refresh_one(self, entry: SharedQuery) -> None:
+        try:
+            await entry._rerun()
+        finally:
+            self._refresh_slots.release()
+
+    def close(self) -> None:
+        """Stop re-running queries (the server is closing)."""
+        self._refresh_pending.clear()
+        if self._refresher is not None:
+            self._refresher.cancel()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -232,7 +264,7 @@ class QueryCache:
         args: Any,
         identity: dict[str, Any] | None,
         journal: str | None,
-        watcher: Callable[[], None],
+        watcher: Watcher,
     ) -> SharedQuery:
         """The shared query for these inputs, with ``watcher`` told of its changes."""
         key = (fn.path or "", _core.value_fingerprint(args), identity_key(identity), journal)
@@ -251,7 +283,7 @@ class QueryCache:
         entry.key = (*entry.key[:3], entry.journal)
         self._entries.setdefault(entry.key, entry)
 
-    def release(self, entry: SharedQuery, watcher: Callable[[], None]) -> None:
+    def release(self, entry: SharedQuery, watcher: Watcher) -> None:
         """Drop one watcher's reference; the query stops when none is left."""
         uses = entry.watchers.get(watcher, 0) - 1
         if uses > 0:

@@ -18,10 +18,22 @@ Rules kept (``shared/spec/convex-wire-protocol.md`` §6-7):
   transition whose end timestamp is at least the commit's (the clients release the
   mutation only then). Actions run concurrently.
 * Something is sent at least every ``ping_interval_s`` (``{"type": "Ping"}``).
+* Work per event is proportional to what changed, never to the size of the query set:
+  a :class:`ComputeTransition` names only the queries added or removed since the previous
+  one (the driver knows which of its held results went stale), except after an identity
+  change, when every query re-runs.
+* Limits (each a clear error to this socket only): at most ``max_queries`` queries in the
+  set (past it: ``FatalError``), ``max_queued_mutations`` queued mutations (past it: close
+  1013, the clients reconnect and resend), ``max_inflight_actions`` running actions (past
+  it: that action fails with ``TooManyRequestsError``).
+* An accepted token that expires (its ``exp``) is answered with ``AuthError``
+  (``authUpdateAttempted: false``); the socket goes on unauthenticated and every query
+  re-runs without the identity.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +70,10 @@ PING_INTERVAL_S = 15.0
 """Idle time after which a ``Ping`` is sent (Convex's backend uses 15 s)."""
 MAX_QUEUED_MUTATIONS = 1000
 """Mutations queued per socket before the socket is closed (Convex's limit)."""
+MAX_INFLIGHT_ACTIONS = 64
+"""Actions running per socket; more fail with ``TooManyRequestsError``."""
+MAX_QUERIES = 10_000
+"""Queries in one socket's set; more end the socket with a ``FatalError``."""
 
 
 class AuthFailure(Exception):
@@ -110,14 +126,20 @@ class QuerySpec:
 
 @dataclass(frozen=True)
 class ComputeTransition:
-    """Compute every query of ``queries`` at one snapshot ``>= min_ts``.
+    """Compute the next transition at one snapshot ``>= min_ts``.
 
-    Report with :meth:`SyncSession.transition_computed`.
+    ``added`` holds the queries to start watching (added since the previous transition;
+    every query of the set when ``reset``, after an identity change), ``removed`` the ids
+    to stop watching. The driver reports, with :meth:`SyncSession.transition_computed`,
+    the results of the added queries and of every held query whose result changed, all
+    at that one snapshot; a query it does not report keeps its last result.
     """
 
-    queries: dict[int, QuerySpec]
+    added: dict[int, QuerySpec]
+    removed: frozenset[int]
     identity: dict[str, Any] | None
     min_ts: int
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +210,9 @@ class SyncSession:
     """
 
     authenticate: Any = None
+    max_queries: int = MAX_QUERIES
+    max_queued_mutations: int = MAX_QUEUED_MUTATIONS
+    max_inflight_actions: int = MAX_INFLIGHT_ACTIONS
     session_id: str | None = None
     connected: bool = False
     received_query_set: int = 0
@@ -201,6 +226,7 @@ class SyncSession:
     removed: set[int] = field(default_factory=set)
     mutations: deque[Mutation] = field(default_factory=deque)
     mutation_running: bool = False
+    actions_running: int = 0
     computing: bool = False
     pending: _Pending = field(default_factory=_Pending)
     closed: bool = False
@@ -211,6 +237,10 @@ class SyncSession:
     must_send: bool = False
     # The identity and query-set version requested by the transition being computed.
     _computing_versions: tuple[int, int] = (0, 0)
+    # What changed in the set since the last ComputeTransition (see its docstring).
+    _added: dict[int, QuerySpec] = field(default_factory=dict)
+    _dropped: set[int] = field(default_factory=set)
+    _reset: bool = False
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -233,7 +263,11 @@ class SyncSession:
         min_ts = self.pending.min_ts
         self.pending = _Pending()
         self._computing_versions = (self.received_query_set, self.received_identity)
-        return [ComputeTransition(dict(self.queries), self.identity, min_ts)]
+        reset = self._reset
+        added = dict(self.queries) if reset else self._added
+        removed = frozenset(self._dropped)
+        self._added, self._dropped, self._reset = {}, set(), False
+        return [ComputeTransition(added, removed, self.identity, min_ts, reset)]
 
     def _next_mutation(self) -> list[Effect]:
         if self.mutation_running or not self.mutations or self.closed:
@@ -252,6 +286,15 @@ class SyncSession:
             msg = parse_client_message(text)
         except ProtocolError as exc:
             return self._fatal(f"Invalid message: {exc}")
+        return self.receive_message(msg, now_ms)
+
+    def receive_message(self, msg: Any, now_ms: float | None = None) -> list[Effect]:
+        """A frame the driver parsed itself (with ``parse_client_message``, e.g. off the
+        event loop for a large frame); a :class:`ProtocolError` ends the socket."""
+        if self.closed:
+            return []
+        if isinstance(msg, ProtocolError):
+            return self._fatal(f"Invalid message: {msg}")
         if isinstance(msg, Connect):
             if self.connected:
                 return self._fatal("Connect was sent twice on one socket")
@@ -265,12 +308,24 @@ class SyncSession:
         if isinstance(msg, ModifyQuerySet):
             return self._modify(msg)
         if isinstance(msg, Mutation):
-            if len(self.mutations) >= MAX_QUEUED_MUTATIONS:
+            if len(self.mutations) >= self.max_queued_mutations:
                 self.closed = True
                 return [Close(1013, "TooManyConcurrentRequests: mutation queue full")]
             self.mutations.append(msg)
             return self._next_mutation()
         if isinstance(msg, Action):
+            if self.actions_running >= self.max_inflight_actions:
+                return [
+                    Send(
+                        _action_failure(
+                            msg.request_id,
+                            f"TooManyRequestsError: this socket already has "
+                            f"{self.actions_running} actions running (the limit is "
+                            f"{self.max_inflight_actions}); wait for one to finish",
+                        )
+                    )
+                ]
+            self.actions_running += 1
             return [RunAction(msg.request_id, msg.udf_path, msg.args, self.identity)]
         if isinstance(msg, Authenticate):
             return self._authenticate(msg)
@@ -286,12 +341,20 @@ class SyncSession:
             )
         if msg.new_version <= msg.base_version:
             return self._fatal("ModifyQuerySet.newVersion must be greater than baseVersion")
+        adds = sum(isinstance(mod, Add) for mod in msg.modifications)
+        if len(self.queries) + adds - (len(msg.modifications) - adds) > self.max_queries:
+            return self._fatal(
+                f"TooManyRequestsError: a socket may hold at most {self.max_queries} queries; "
+                f"this ModifyQuerySet would make {len(self.queries)} + {adds} added"
+            )
         for mod in msg.modifications:
             if isinstance(mod, Add):
                 if mod.query_id in self.queries:
                     self.closed = True
                     return [Close(1011, f"InternalServerError: query {mod.query_id} added twice")]
-                self.queries[mod.query_id] = QuerySpec(mod.udf_path, mod.args, mod.journal)
+                spec = QuerySpec(mod.udf_path, mod.args, mod.journal)
+                self.queries[mod.query_id] = spec
+                self._added[mod.query_id] = spec
                 self.removed.discard(mod.query_id)
                 self.sent.pop(mod.query_id, None)
             elif isinstance(mod, Remove):
@@ -301,6 +364,8 @@ class SyncSession:
                         Close(1011, f"InternalServerError: query {mod.query_id} is not in the set")
                     ]
                 del self.queries[mod.query_id]
+                self._added.pop(mod.query_id, None)
+                self._dropped.add(mod.query_id)
                 self.removed.add(mod.query_id)
         self.received_query_set = msg.new_version
         return self._need_transition()
@@ -329,7 +394,39 @@ class SyncSession:
         self.received_identity += 1
         # Every query re-runs under the new identity and is sent again.
         self.sent.clear()
+        self._reset = True
         return self._need_transition()
+
+    def auth_expires_at(self) -> float | None:
+        """When the current identity's token expires (its ``exp``, seconds since the epoch)."""
+        exp = self.identity.get("exp") if self.identity else None
+        if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+            return float(exp)
+        return None
+
+    def check_auth_expiry(self, now_s: float) -> list[Effect]:
+        """Drop the identity if its token has expired by ``now_s`` (epoch seconds).
+
+        The client is told with ``AuthError{authUpdateAttempted: false}`` (it fetches a
+        fresh token); the socket goes on unauthenticated, every query re-running.
+        """
+        expires = self.auth_expires_at()
+        if self.closed or expires is None or now_s < expires:
+            return []
+        self.identity = None
+        self.sent.clear()
+        self._reset = True
+        error = {
+            "type": "AuthError",
+            "error": "the authentication token expired; continuing unauthenticated",
+            "baseVersion": self.version_identity,
+            "authUpdateAttempted": False,
+        }
+        return [Send(dumps(error)), *self._need_transition()]
+
+    def reject_binary(self) -> list[Effect]:
+        """A binary frame arrived: not part of the protocol (ends the socket)."""
+        return self._fatal("binary frames are not part of the protocol; send JSON text frames")
 
     def watched_changed(self) -> list[Effect]:
         """A query of this socket got a new result (a commit touched what it read)."""
@@ -381,6 +478,7 @@ class SyncSession:
         log_lines: list[str] | tuple[str, ...] = (),
     ) -> list[Effect]:
         """An action finished (successfully with ``value_json``, or with an error)."""
+        self.actions_running = max(0, self.actions_running - 1)
         if self.closed:
             return []
         logs = dumps(list(log_lines))
@@ -458,3 +556,12 @@ class SyncSession:
     def sent_at(self, now_s: float) -> None:
         """Record that a frame was sent at ``now_s``."""
         self.last_send_s = now_s
+
+
+def _action_failure(request_id: int, message: str) -> str:
+    """An ``ActionResponse`` failing with ``message`` (a request id in Convex's form)."""
+    text = f"[Request ID: {secrets.token_hex(8)}] Server Error\nUncaught {message}"
+    return (
+        f'{{"type":"ActionResponse","requestId":{request_id},"success":false,'
+        f'"result":{dumps(text)},"logLines":[]}}'
+    )
