@@ -491,7 +491,9 @@ def test_http_client(tmp_path: Path, types_server: ServerProcess) -> None:
     assert "int64" in report["plain_int"]["error"]["message"]
     assert report["action"]["value"] == {"n": {"int64": 8}, "type": "int", "label": "y"}
     assert report["fail_plain"]["error"]["type"] == "ConvexExecutionError"
-    assert "boom" in report["fail_plain"]["error"]["message"]
+    # An app's own exception reads "Server Error" over HTTP (its text only with --dev).
+    assert "Server Error" in report["fail_plain"]["error"]["message"]
+    assert "boom" not in report["fail_plain"]["error"]["message"]
     assert report["fail_data"]["error"]["isConvexError"] is True
     # The HTTP client hands errorData over as raw Convex JSON (it does not decode it, unlike
     # the WebSocket client), and its message is a fixed "Convex error" for object data.

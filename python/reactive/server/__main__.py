@@ -7,6 +7,18 @@ embedded SQLite file under ``./.reactive/``), ``--host`` (127.0.0.1), ``--port``
 (``$REACTIVE_RETENTION_SECONDS``, default 60: how long old versions stay readable for
 point-in-time reads before memory and persistence drop them), ``--log-level``.
 
+Limits and time-outs (each positive and finite; see :class:`~reactive.server.app.ServerConfig`):
+``--dev`` (clients see the full text of every function error; else errors raised by the
+app's own code read ``Server Error`` with a request id and go to the log in full),
+``--max-connections`` (4096 open HTTP and WebSocket connections; more are refused with 503),
+``--header-timeout-s`` (10: a connection must complete a request's headers this soon after
+it opens or after its previous response, else it is closed), ``--body-timeout-s`` (10: a
+request body that sends nothing this long answers 408), ``--send-timeout-s`` (30: a
+WebSocket send to a client that does not read), ``--max-inflight-actions`` (64 per socket),
+``--max-queued-mutations`` (1000 per socket), ``--max-queries-per-socket`` (10000),
+``--max-query-batch`` (100 entries of ``/api/query_batch``), ``--function-time-limit-s``
+(1: queries and mutations) and ``--action-time-limit-s`` (600: actions).
+
 SIGTERM or SIGINT: stop accepting, close sockets (1012, clients reconnect), persist queued
 commits, exit.
 """
@@ -18,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -29,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from reactive.server.app import DEFAULT_MAX_FRAME_BYTES, ServerConfig, create_app
+    from reactive.server.transport import http_protocol, raise_fd_limit
+
+    defaults = ServerConfig(db_url="")
 
     parser = argparse.ArgumentParser(
         prog="python -m reactive.server", description=__doc__.split("\n")[0]
@@ -49,7 +65,30 @@ def main(argv: list[str] | None = None) -> int:
         help="how long old versions stay readable (seconds, default 60)",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: clients see the full text of every function error",
+    )
+    limits: list[tuple[str, type, Any, str]] = [
+        ("--max-connections", int, defaults.max_connections, "open connections served at once"),
+        ("--header-timeout-s", float, defaults.header_timeout_s, "seconds to send headers"),
+        ("--body-timeout-s", float, defaults.body_timeout_s, "seconds a body may stall"),
+        ("--send-timeout-s", float, defaults.send_timeout_s, "seconds a WebSocket send waits"),
+        ("--max-inflight-actions", int, defaults.max_inflight_actions, "actions per socket"),
+        ("--max-queued-mutations", int, defaults.max_queued_mutations, "mutations per socket"),
+        ("--max-queries-per-socket", int, defaults.max_queries_per_socket, "queries per socket"),
+        ("--max-query-batch", int, defaults.max_query_batch, "entries of one query_batch"),
+        ("--function-time-limit-s", float, 1.0, "seconds a query or mutation may run"),
+        ("--action-time-limit-s", float, 600.0, "seconds an action may run"),
+    ]
+    for flag, kind, default, what in limits:
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
     ns = parser.parse_args(argv)
+    for flag, _kind, _default, _what in limits:
+        value = getattr(ns, flag[2:].replace("-", "_"))
+        if not 0 < value < float("inf"):
+            parser.error(f"{flag} must be positive and finite, not {value}")
     if not 0 <= ns.retention_seconds < float("inf"):
         parser.error(f"--retention-seconds must be >= 0 and finite, not {ns.retention_seconds}")
     for flag, key in (("--admin-key", ns.admin_key), ("--jwt-key", ns.jwt_key)):
@@ -70,13 +109,33 @@ def main(argv: list[str] | None = None) -> int:
         jwt_key=ns.jwt_key,
         jwt_issuer=ns.jwt_issuer,
         jwt_audience=ns.jwt_audience,
-        open_options={"retention_s": ns.retention_seconds},
+        open_options={
+            "retention_s": ns.retention_seconds,
+            "function_time_limit_s": ns.function_time_limit_s,
+            "action_time_limit_s": ns.action_time_limit_s,
+        },
+        dev=ns.dev,
+        max_connections=ns.max_connections,
+        header_timeout_s=ns.header_timeout_s,
+        body_timeout_s=ns.body_timeout_s,
+        send_timeout_s=ns.send_timeout_s,
+        max_inflight_actions=ns.max_inflight_actions,
+        max_queued_mutations=ns.max_queued_mutations,
+        max_queries_per_socket=ns.max_queries_per_socket,
+        max_query_batch=ns.max_query_batch,
     )
+    # The connection cap must stay below the open-file limit (else accepts fail and even
+    # /health cannot be served).
+    raise_fd_limit(config.max_connections)
     app = create_app(config)
     uv = uvicorn.Config(
         app,
         host=ns.host,
         port=ns.port,
+        # Header and body time-outs and the connection cap (reactive.server.transport); the
+        # keep-alive idle time is the header time-out.
+        http=http_protocol(config),
+        timeout_keep_alive=config.header_timeout_s,  # type: ignore[arg-type]
         ws_max_size=ns.max_frame_bytes,
         # Sync frames are small and many: compressing each costs more than it saves.
         ws_per_message_deflate=False,

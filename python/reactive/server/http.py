@@ -3,7 +3,13 @@
 A function that ran answers HTTP 200 with ``{"status": "success", "value": …}`` or
 ``{"status": "error", "errorMessage": …, "errorData"?: …}`` (``logLines`` when any). A
 request that fails before a function runs (bad JSON, bad path, unknown function, refused
-token, body too large) answers 4xx with ``{"code": …, "message": …}``.
+token, body too large, arguments that are not Convex values or nest too deeply) answers 4xx
+with ``{"code": …, "message": …}``. An unknown function and an internal one answer the same
+404 (Convex's wording), so the API does not tell which internal functions exist.
+
+A function error's message is Convex's ``[Request ID: …] Server Error`` and, for
+``ConvexError`` and the database's own errors (or any error with ``--dev``), ``Uncaught
+<Error>: <message>`` (:func:`reactive.server.errors.error_message`).
 
 Values are Convex JSON (``format: "convex_encoded_json"``, what the official clients ask
 for) or the clean form (``format: "json"``, the default: int64 as decimal strings, bytes as
@@ -15,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from reactive import _core
@@ -26,7 +32,7 @@ from reactive.errors import (
     TransactionTooOldError,
 )
 from reactive.functions import Function, FunctionKind, canonicalize_path
-from reactive.server.queries import error_message
+from reactive.server.errors import error_message
 from reactive.sync.messages import ProtocolError, decode_ts, encode_ts, loads
 from reactive.sync.session import AuthFailure
 
@@ -37,6 +43,13 @@ __all__ = ["HttpApi"]
 
 _CONVEX_FORMATS = {"convex_encoded_json", "convex_json"}
 _CLEAN_FORMATS = {"json", "convex_clean_json"}
+
+
+def _not_found(path: str) -> str:
+    return (
+        f"Could not find public function for '{path}'. Did you forget to run "
+        "`npx convex dev` or `npx convex deploy`?"
+    )
 
 
 class RequestError(Exception):
@@ -78,6 +91,13 @@ def _args_of(body: dict[str, Any]) -> Any:
     return args
 
 
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """An error's text, its middle cut to keep ``limit`` characters (a deep path is long)."""
+    text = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    half = limit // 2
+    return text if len(text) <= limit else f"{text[:half]}…{text[-half:]}"
+
+
 class HttpApi:
     """The HTTP routes of one server."""
 
@@ -90,16 +110,23 @@ class HttpApi:
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
         data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+        try:
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+        except ClientDisconnect:
+            # The client went away, or sent nothing for body_timeout_s (the transport has
+            # answered 408 and closed): nobody reads this response.
+            raise RequestError(408, "RequestTimeout", "the request body did not arrive") from None
         if not data:
             return {}
         try:
             body = loads(bytes(data))
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError(400, "BadJsonBody", "the body is nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
         return body
@@ -119,12 +146,10 @@ class HttpApi:
             raise RequestError(400, "BadConvexFunctionIdentifier", str(exc)) from None
         try:
             fn = self.server.db.app.lookup(canonical)
-        except FunctionNotFoundError as exc:
-            raise RequestError(404, "FunctionNotFound", str(exc)) from None
+        except FunctionNotFoundError:
+            raise RequestError(404, "FunctionNotFound", _not_found(canonical)) from None
         if fn.internal:
-            raise RequestError(
-                404, "FunctionNotFound", f"could not find public function for {canonical!r}"
-            )
+            raise RequestError(404, "FunctionNotFound", _not_found(canonical))
         if kind is not None and fn.kind != kind:
             raise RequestError(
                 400, "WrongFunctionType", f"{canonical!r} is a {fn.kind}, not a {kind}"
@@ -143,6 +168,11 @@ class HttpApi:
         logs: list[str] = []
         try:
             value_args = _core.from_convex_json(args, "args")
+        except (ValueError, RecursionError) as exc:  # InvalidValueError is a ValueError
+            raise RequestError(
+                400, "BadArgs", f"args is not a Convex value: {_short(exc)}"
+            ) from None
+        try:
             if fn.kind == "query":
                 outcome = await runner.run_query(fn, value_args, identity, ts)
                 logs = outcome.log_lines
@@ -163,7 +193,7 @@ class HttpApi:
             raise RequestError(400, "OutOfRetention", str(exc)) from None
         except Exception as exc:
             logs = list(getattr(exc, "log_lines", None) or logs)
-            message, data = error_message(exc)
+            message, data = error_message(exc, dev=self.server.config.dev)
             out = {"status": "error", "errorMessage": message}
             if data is not None and isinstance(exc, ReactiveError):
                 data_value = getattr(exc, "data", None)
@@ -196,6 +226,8 @@ class HttpApi:
                 args = loads(raw)
             except ValueError as exc:
                 raise RequestError(400, "BadArgs", f"args is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise RequestError(400, "BadArgs", "args is nested too deeply") from None
             result = await self._run(
                 fn, _args_of({"args": args}), identity, _clean(request.query_params.get("format"))
             )
@@ -251,6 +283,14 @@ class HttpApi:
             queries = body.get("queries")
             if not isinstance(queries, list):
                 raise RequestError(400, "BadJsonBody", "queries must be an array")
+            limit = self.server.config.max_query_batch
+            if len(queries) > limit:
+                raise RequestError(
+                    400,
+                    "TooManyRequests",
+                    f"query_batch has {len(queries)} queries; at most {limit} are allowed "
+                    "(--max-query-batch)",
+                )
             ts = self.server.db.published_timestamp
             results = []
             for q in queries:
