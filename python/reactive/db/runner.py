@@ -127,6 +127,14 @@ def _attach_log_lines(exc: BaseException, lines: list[str]) -> None:
         exc.log_lines = lines  # type: ignore[attr-defined]
 
 
+def _not_found(path: str) -> str:
+    """Convex's words for a public function that is not there (or is internal)."""
+    return (
+        f"Could not find public function for '{path[:200]}'. Did you forget to run "
+        "`npx convex dev` or `npx convex deploy`?"
+    )
+
+
 async def _call(fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
     result = fn.handler(ctx, **args)
     if inspect.isawaitable(result):
@@ -211,13 +219,17 @@ class Runner:
             path = function
         fn = self._resolved.get(path) if isinstance(path, str) else None
         if fn is None:
-            fn = self._db._app.lookup(path)
+            try:
+                fn = self._db._app.lookup(path)
+            except FunctionNotFoundError:
+                if internal_ok:
+                    raise
+                raise FunctionNotFoundError(_not_found(path)) from None
             if len(self._resolved) < 4096:
                 self._resolved[path] = fn
         if fn.internal and not internal_ok:
-            raise FunctionNotFoundError(
-                f"could not find public function for {fn.path!r} (it is internal)"
-            )
+            # Said exactly as for a missing function: a client learns nothing of it.
+            raise FunctionNotFoundError(_not_found(path))
         if fn.kind != kind:
             raise FunctionNotFoundError(
                 f"{fn.path!r} is a {fn.kind}, not a {kind}; call it with {'db.' + fn.kind}(...)"
