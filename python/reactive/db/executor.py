@@ -1,4 +1,20 @@
-"""Where user code runs: worker threads, one run per thread at a time, each with a time limit.
+"""Where user code runs, and for how long: on the event loop under a guard, or on a worker
+thread, always within a time limit.
+
+Two paths (the runner picks one per call):
+
+* **Inline, guarded** (``async def`` queries and mutations, when the loop runs on the main
+  thread): the handler's steps run on the event loop's own thread, where a typical
+  handler (its ``ctx.db`` calls never suspend) finishes in one step of microseconds with
+  no thread hop. Each step is timed by ``SIGALRM`` (``setitimer``): a step that holds the
+  loop past :data:`INLINE_BUDGET_S` is interrupted (the signal also breaks a blocking
+  call such as ``time.sleep``), its work is discarded, and the run starts again on a
+  worker thread with what is left of its time limit; that function then always runs on
+  workers. So a busy handler holds the loop for at most a few tens of milliseconds, once.
+  A handler that suspends (awaits something other than ``ctx.db``) keeps the loop free
+  meanwhile; its time limit is a timer that cancels it.
+* **Worker threads** (plain ``def`` handlers, actions, functions that were too busy
+  inline, and every call where no guard is possible) — described below.
 
 A function's handler never runs on the event loop that serves sockets and commits. Each run
 takes a worker thread from a pool and runs alone there, on that thread's own event loop
@@ -35,6 +51,7 @@ import contextvars
 import ctypes
 import inspect
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +59,21 @@ from typing import Any
 
 from reactive.errors import FunctionTimeoutError, TooManyRequestsError
 
-__all__ = ["Executor", "RunInterrupted", "in_worker"]
+__all__ = [
+    "INLINE_BUDGET_S",
+    "Executor",
+    "Offload",
+    "RunInterrupted",
+    "in_worker",
+    "inline_possible",
+    "run_inline",
+]
 
 log = logging.getLogger("reactive.executor")
 
 _INTERRUPT_REPEAT_S = 1.0
+INLINE_BUDGET_S = 0.025
+"""How long one step of an inline handler may hold the event loop (seconds)."""
 _worker_state = threading.local()
 
 
@@ -55,6 +82,154 @@ class RunInterrupted(BaseException):  # noqa: N818 - raised into user code, neve
 
     A ``BaseException``, so ``except Exception`` in user code does not swallow it.
     """
+
+
+class Offload(Exception):  # noqa: N818 - a signal to the runner, not an error
+    """An inline run held the event loop too long: run it again on a worker thread.
+
+    Attributes:
+        elapsed_s: Time the inline attempt took (it counts against the time limit).
+    """
+
+    def __init__(self, elapsed_s: float) -> None:
+        super().__init__(f"moved to a worker thread after {elapsed_s:.3f} s on the loop")
+        self.elapsed_s = elapsed_s
+
+
+class _LoopGuard:
+    """Times handler steps on the main thread with ``SIGALRM`` (one per process)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.installed: bool | None = None
+
+    def usable(self) -> bool:
+        """True when steps can be guarded here: on the main thread, with SIGALRM free."""
+        if self.installed is None:
+            if threading.current_thread() is not threading.main_thread() or not hasattr(
+                signal, "setitimer"
+            ):
+                return False
+            try:
+                if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
+                    self.installed = False  # the application uses SIGALRM itself
+                else:
+                    signal.signal(signal.SIGALRM, self._on_alarm)
+                    self.installed = True
+            except (ValueError, OSError):
+                self.installed = False
+        return bool(self.installed) and threading.current_thread() is threading.main_thread()
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        # Runs on the main thread between two bytecodes (or as a blocking call returns
+        # EINTR). Outside a step, a late alarm is ignored.
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0.25)  # again, should the step swallow it
+            raise RunInterrupted
+
+    def _leave(self) -> None:
+        self.active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def step(self, method: Callable[[Any], Any], arg: Any) -> Any:
+        """``method(arg)`` with the loop guarded; raises RunInterrupted when too long."""
+        if self.active:
+            return method(arg)  # a step inside a step: the outer one is timed
+        try:
+            self.active = True
+            signal.setitimer(signal.ITIMER_REAL, INLINE_BUDGET_S)
+            try:
+                return method(arg)
+            finally:
+                self._leave()
+        except RunInterrupted:
+            while True:  # an alarm may land inside _leave itself: leave for sure
+                try:
+                    self._leave()
+                    break
+                except RunInterrupted:
+                    continue
+            raise
+
+
+_GUARD = _LoopGuard()
+
+
+def inline_possible() -> bool:
+    """True when handlers may run inline on the current (main) thread's loop."""
+    return _GUARD.usable()
+
+
+class _Inline:
+    """Awaiting it drives ``coro`` step by step on the loop, each step guarded."""
+
+    __slots__ = ("coro", "deadline", "expired", "label", "limit_s", "started", "task")
+
+    def __init__(self, coro: Any, limit_s: float, label: str) -> None:
+        self.coro = coro
+        self.limit_s = limit_s
+        self.label = label
+        self.started = time.monotonic()
+        self.deadline = self.started + limit_s
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def __await__(self) -> Any:
+        coro = self.coro
+        method: Callable[[Any], Any] = coro.send
+        arg: Any = None
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                try:
+                    pending = _GUARD.step(method, arg)
+                except StopIteration as stop:
+                    return stop.value
+                except RunInterrupted:
+                    coro.close()
+                    raise Offload(time.monotonic() - self.started) from None
+                except asyncio.CancelledError:
+                    if self.expired:
+                        raise self._timeout() from None
+                    raise
+                if timer is None:
+                    # The handler waits for something: its time limit is a timer.
+                    loop = asyncio.get_running_loop()
+                    self.task = asyncio.current_task()
+                    timer = loop.call_at(loop.time() + self.deadline - time.monotonic(), self._expire)
+                try:
+                    arg = yield pending
+                    method = coro.send
+                except BaseException as exc:  # thrown in by the task: pass it on
+                    if self.expired and isinstance(exc, asyncio.CancelledError):
+                        if self.task is not None:
+                            self.task.uncancel()
+                        exc = asyncio.CancelledError()
+                    arg, method = exc, coro.throw
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _timeout(self) -> FunctionTimeoutError:
+        return FunctionTimeoutError(
+            f"{self.label} ran past its time limit of {self.limit_s:g} s and was stopped"
+        )
+
+
+def run_inline(coro: Any, limit_s: float, label: str) -> Any:
+    """An awaitable running handler coroutine ``coro`` inline (see the module docstring).
+
+    Raises:
+        Offload: a step held the loop past :data:`INLINE_BUDGET_S`; run it elsewhere.
+        FunctionTimeoutError: it waited past ``limit_s``.
+        Exception: whatever the handler raised.
+    """
+    return _Inline(coro, limit_s, label)
 
 
 def in_worker() -> bool:
@@ -84,6 +259,7 @@ class _Run:
         "label",
         "limit_s",
         "loop",
+        "shown_limit_s",
         "stopping",
         "task",
         "worker",
@@ -98,6 +274,7 @@ class _Run:
     ) -> None:
         self.call = call
         self.limit_s = limit_s
+        self.shown_limit_s = limit_s
         self.label = label
         self.loop = loop
         self.future: asyncio.Future[Any] = loop.create_future()
@@ -222,7 +399,13 @@ class Executor:
 
     # -- submitting --------------------------------------------------------------------
 
-    async def run(self, call: Callable[[], Any], limit_s: float, label: str) -> Any:
+    async def run(
+        self,
+        call: Callable[[], Any],
+        limit_s: float,
+        label: str,
+        shown_limit_s: float | None = None,
+    ) -> Any:
         """Run ``call()`` (awaiting what it returns) on a worker thread within ``limit_s``.
 
         Args:
@@ -230,6 +413,8 @@ class Executor:
             limit_s: Seconds the run may take once it starts (its wait for a thread does
                 not count).
             label: What runs, for error messages (``"query messages:list"``).
+            shown_limit_s: The limit named in the timeout error (default ``limit_s``; a run
+                moved here from the loop has less left than the function's limit).
 
         Returns:
             What ``call`` returned (awaited).
@@ -241,6 +426,7 @@ class Executor:
         """
         loop = asyncio.get_running_loop()
         job = _Run(call, limit_s, label, loop)
+        job.shown_limit_s = limit_s if shown_limit_s is None else shown_limit_s
         with self.lock:
             if self._closed:
                 raise RuntimeError("the function executor is closed")
@@ -330,7 +516,9 @@ class Executor:
                 self.timeouts += 1
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(_time_out, job)
-                log.warning("%s passed its time limit of %g s: stopping it", job.label, job.limit_s)
+                log.warning(
+                    "%s passed its time limit of %g s: stopping it", job.label, job.shown_limit_s
+                )
             task = job.task
             if task is not None and worker is not None:
                 with contextlib.suppress(RuntimeError):
@@ -376,7 +564,7 @@ def _time_out(job: _Run) -> None:
     if not job.future.done():
         job.future.set_exception(
             FunctionTimeoutError(
-                f"{job.label} ran past its time limit of {job.limit_s:g} s and was stopped"
+                f"{job.label} ran past its time limit of {job.shown_limit_s:g} s and was stopped"
             )
         )
 

@@ -8,8 +8,9 @@
   returned only once the commit is durable. Any exception from the handler (``ConvexError``
   or another) discards the transaction: a failed mutation writes nothing.
 * An action runs outside any transaction; ``ctx.run_*`` run other functions.
-* Handlers run on worker threads (:mod:`reactive.db.executor`), never on the event loop,
-  with time limits: ``function_time_limit_s`` (queries and mutations, 1 s as Convex) and
+* Handlers never hold the event loop: ``async def`` queries and mutations run inline under
+  a guard that moves a busy one to worker threads, everything else runs on worker threads
+  (:mod:`reactive.db.executor`), always with time limits: ``function_time_limit_s`` (queries and mutations, 1 s as Convex) and
   ``action_time_limit_s`` (10 minutes). A run past its limit fails with
   ``FunctionTimeoutError`` and is stopped; a mutation stopped so commits nothing. Calls an
   action makes (``ctx.run_query``...) run within the action's own limit.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from reactive import _core, logs
 from reactive.db import system
 from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
-from reactive.db.executor import Executor, in_worker
+from reactive.db.executor import Executor, Offload, in_worker, inline_possible, run_inline
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from reactive.db.database import Database
 
 __all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
+
+log = logging.getLogger("reactive.runner")
 
 
 @dataclass
@@ -176,6 +180,8 @@ class Runner:
         self._functions = Executor("functions", max_threads=function_threads)
         self._actions = Executor("actions", max_threads=action_threads)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Functions too busy to run inline on the event loop (see _invoke).
+        self._on_workers: set[str] = set()
         self._resolved: dict[str, Function] = {}
         logs.install()
 
@@ -184,18 +190,48 @@ class Runner:
         self._functions.close()
         self._actions.close()
 
-    async def _invoke(self, fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
-        """Call the handler on a worker thread within its time limit (in place if nested)."""
+    async def _invoke(
+        self, fn: Function, ctx: Any, args: dict[str, Any], limit_s: float | None = None
+    ) -> Any:
+        """Call the handler within its time limit: inline under the loop guard, or on a
+        worker thread (see :mod:`reactive.db.executor`); in place when nested in an action.
+
+        Raises:
+            Offload: an inline run held the loop too long (the caller runs it again).
+        """
         if in_worker():
             return await _call(fn, ctx, args)  # inside an action: its thread, its limit
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         handler = fn.handler
+        label = f"{fn.kind} {fn.path}"
         if fn.kind == "action":
-            executor, limit_s = self._actions, self.action_time_limit_s
-        else:
-            executor, limit_s = self._functions, self.function_time_limit_s
-        return await executor.run(lambda: handler(ctx, **args), limit_s, f"{fn.kind} {fn.path}")
+            return await self._actions.run(
+                lambda: handler(ctx, **args), self.action_time_limit_s, label
+            )
+        limit = self.function_time_limit_s if limit_s is None else limit_s
+        if (
+            limit_s is None
+            and fn.path not in self._on_workers
+            and inspect.iscoroutinefunction(handler)
+            and inline_possible()
+        ):
+            return await run_inline(handler(ctx, **args), limit, label)
+        return await self._functions.run(
+            lambda: handler(ctx, **args), limit, label, self.function_time_limit_s
+        )
+
+    def _offloaded(self, fn: Function, off: Offload) -> float:
+        """Send ``fn`` to worker threads from now on; the time its retry has left."""
+        if fn.path not in self._on_workers:
+            self._on_workers.add(fn.path or "")
+            log.info(
+                "%s %s held the event loop for %.0f ms: it runs on worker threads from now on",
+                fn.kind,
+                fn.path,
+                off.elapsed_s * 1000,
+            )
+        return max(0.001, self.function_time_limit_s - off.elapsed_s)
 
     async def _on_loop(self, coro: Any) -> Any:
         """Await ``coro`` on the database's event loop (from an action's worker thread)."""
@@ -259,17 +295,26 @@ class Runner:
             args = _validate_args(fn, args, reader._ids)
         except ValidationError as exc:
             return QueryOutcome(None, [], txn, exc, None)
-        ctx = QueryCtx(reader, time.time() * 1000.0, random.getrandbits(64), identity)
-        collector = logs.LogCollector()
-        token = logs.collecting(collector)
-        try:
-            value = await self._invoke(fn, ctx, args)
-            value = _check_result(fn, value, reader._ids)
-        except Exception as exc:
-            return QueryOutcome(None, collector.finish(), txn, exc, reader._journal_out)
-        finally:
-            logs.reset(token)
-        return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
+        now, seed = time.time() * 1000.0, random.getrandbits(64)
+        limit_s: float | None = None
+        while True:
+            ctx = QueryCtx(reader, now, seed, identity)
+            collector = logs.LogCollector()
+            token = logs.collecting(collector)
+            try:
+                value = await self._invoke(fn, ctx, args, limit_s)
+                value = _check_result(fn, value, reader._ids)
+            except Offload as off:
+                # Too busy for the event loop: again from the start, on a worker thread.
+                limit_s = self._offloaded(fn, off)
+                txn = engine.begin_at(txn.begin_ts)
+                reader = DatabaseReader(txn, self._db, journal)
+                continue
+            except Exception as exc:
+                return QueryOutcome(None, collector.finish(), txn, exc, reader._journal_out)
+            finally:
+                logs.reset(token)
+            return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
 
     async def run_mutation(
         self,
@@ -296,7 +341,10 @@ class Runner:
         last: RetryableError | None = None
         checked = _validate_args(fn, args, self._db._id_checker)
         flusher = self._db._flusher
-        for attempt in range(1, self.max_attempts + 1):
+        limit_s: float | None = None
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
             # Once commits have stopped (an unknown outcome), say so rather than run the
             # mutation, or let it retry conflicts with commits that will never be written.
             stopped = flusher.stopped_error()
@@ -316,7 +364,7 @@ class Runner:
                         value = _core.from_convex_json(loads(done["value"]), "result")
                         seen = max(txn.begin_ts, self._db.published_timestamp)
                         return MutationOutcome(value, list(done["logLines"]), seen, attempt, True)
-                value = await self._invoke(fn, ctx, checked)
+                value = await self._invoke(fn, ctx, checked, limit_s)
                 value = _check_result(fn, value, writer._ids)
                 if request is not None:
                     system.record_session_request(
@@ -328,6 +376,12 @@ class Runner:
                         path=fn.path,
                     )
                 ts = engine.commit(txn)
+            except Offload as off:
+                # Too busy for the event loop: this attempt's writes are dropped (never
+                # committed) and it runs again from the start on a worker thread.
+                limit_s = self._offloaded(fn, off)
+                attempt -= 1
+                continue
             except RetryableError as exc:
                 last = exc
                 stopped = flusher.stopped_error()
