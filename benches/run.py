@@ -30,6 +30,7 @@ import bench_fanout
 import bench_get
 import bench_http
 import bench_insert
+import bench_invalidation
 import bench_latency
 import bench_scan
 import bench_subscriptions
@@ -55,6 +56,7 @@ BENCHES: dict[str, ModuleType] = {
     "fanout": bench_fanout,
     "http": bench_http,
     "backends": bench_backends,
+    "invalidation": bench_invalidation,
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -62,7 +64,7 @@ GROUPS: dict[str, list[str]] = {
     "embedded": ["insert", "get", "scan", "subscriptions", "conflict"],
     # `python -m reactive.server` in a subprocess, against PostgreSQL, bare websockets and
     # bare uvicorn (~2-3 minutes).
-    "server": ["latency", "fanout", "http"],
+    "server": ["latency", "fanout", "http", "invalidation"],
     # Durable inserts on SQLite, PostgreSQL and MariaDB (servers started from Debian's
     # binaries), each beside its raw driver (~4-5 minutes).
     "persistence": ["backends"],
