@@ -428,7 +428,9 @@ def test_numbers_ints_travel_as_float64(tmp_path: Path, types_server: ServerProc
     assert report["action_plain_int"]["ok"] is False
     assert report["fail_plain"]["ok"] is False
     assert report["fail_plain"]["error"]["isConvexError"] is False
-    assert "ValueError: boom" in report["fail_plain"]["error"]["message"]
+    # An app's own exception is redacted (no --dev): the request id only, never its text.
+    assert "Server Error" in report["fail_plain"]["error"]["message"]
+    assert "boom" not in report["fail_plain"]["error"]["message"]
     assert report["fail_data"]["error"]["isConvexError"] is True
     assert report["fail_data"]["error"]["data"] == {"why": "because", "n": {"int64": 3}}
 

@@ -240,8 +240,18 @@ class Runner:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
-    def resolve(self, function: str | Function, kind: FunctionKind, internal_ok: bool) -> Function:
+    def resolve(
+        self,
+        function: str | Function,
+        kind: FunctionKind,
+        internal_ok: bool,
+        client_words: bool = False,
+    ) -> Function:
         """The function at a path (or the function itself), checked for kind and visibility.
+
+        ``client_words``: for a remote client, a missing and an internal function get the
+        same message, Convex's (the client learns nothing of internal functions); an
+        embedded caller is told which it is.
 
         Raises:
             FunctionNotFoundError: no such function, the wrong kind, or internal when the
@@ -258,14 +268,17 @@ class Runner:
             try:
                 fn = self._db._app.lookup(path)
             except FunctionNotFoundError:
-                if internal_ok:
-                    raise
-                raise FunctionNotFoundError(_not_found(path)) from None
+                if client_words:
+                    raise FunctionNotFoundError(_not_found(str(path))) from None
+                raise
             if len(self._resolved) < 4096:
                 self._resolved[path] = fn
         if fn.internal and not internal_ok:
-            # Said exactly as for a missing function: a client learns nothing of it.
-            raise FunctionNotFoundError(_not_found(path))
+            if client_words:
+                raise FunctionNotFoundError(_not_found(str(path)))
+            raise FunctionNotFoundError(
+                f"could not find public function for {fn.path!r} (it is internal)"
+            )
         if fn.kind != kind:
             raise FunctionNotFoundError(
                 f"{fn.path!r} is a {fn.kind}, not a {kind}; call it with {'db.' + fn.kind}(...)"

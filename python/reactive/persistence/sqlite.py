@@ -1,8 +1,10 @@
 """The embedded default backend: SQLite through rusqlite in the Rust core.
 
 The core does the work with the GIL released; this adapter only moves it off the event loop
-(``asyncio.to_thread``). Journal WAL, ``synchronous=FULL``; one process at a time (a lock
-file beside the database). Source: ``rust/core/src/sqlite.rs``.
+(``asyncio.to_thread``). Journal WAL, ``synchronous=FULL``; one process at a time (an
+exclusive ``flock`` on the database file itself, so every name of the file — hard link,
+symlink, relative path — meets the same lock); a file that is not a reactive database is
+refused unchanged. Source: ``rust/core/src/sqlite.rs``.
 
 Every access goes through the core's connection. Do not open the database file with
 Python's ``sqlite3`` in the same process while it is open: two copies of SQLite in one

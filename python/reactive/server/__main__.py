@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from reactive.server.app import DEFAULT_MAX_FRAME_BYTES, ServerConfig, create_app
-    from reactive.server.transport import http_protocol, raise_fd_limit
+    from reactive.server.transport import WebSocketProtocol, http_protocol, raise_fd_limit
 
     defaults = ServerConfig(db_url="")
 
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         # Header and body time-outs and the connection cap (reactive.server.transport); the
         # keep-alive idle time is the header time-out.
         http=http_protocol(config),
+        ws=WebSocketProtocol,
         timeout_keep_alive=config.header_timeout_s,  # type: ignore[arg-type]
         ws_max_size=ns.max_frame_bytes,
         # Sync frames are small and many: compressing each costs more than it saves.

@@ -164,6 +164,8 @@ class Connection:
         self._dirty: set[SharedQuery] = set()
         self._changed_pending = False
         self._send_started: float | None = None
+        self._buffered = 0
+        self._progress_at = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
         self._main: asyncio.Task[Any] | None = None
         self._closed = False
@@ -318,15 +320,35 @@ class Connection:
         finally:
             self._events.put_nowait(_Closed())
 
+    def _send_stalled(self, now: float) -> bool:
+        """True when the client has read nothing of what waits for it for send_timeout_s.
+
+        Watched on the transport's write buffer where the server exposes it (a frame is
+        written to the buffer at once; the next send waits while it is full), else on a
+        send that has been waiting.
+        """
+        transport = self.ws.scope.get("reactive.transport")
+        if transport is not None:
+            buffered = transport.get_write_buffer_size()
+            if buffered == 0 or buffered < self._buffered:
+                self._progress_at = now  # the client took some of it
+            self._buffered = buffered
+            return buffered > 0 and now - self._progress_at > self._send_timeout_s
+        started = self._send_started
+        return started is not None and now - started > self._send_timeout_s
+
     def ping_due(self) -> None:
         """The server's ping timer ticked (one timer for all sockets, each second)."""
         if self._closed:
             return
-        started = self._send_started
-        if started is not None and time.monotonic() - started > self._send_timeout_s:
-            # The client does not read: end the socket (the blocked send is cancelled).
-            log.info("closing a socket whose client read nothing for %g s", self._send_timeout_s)
+        if self._send_stalled(time.monotonic()):
+            # The client does not read: cut it off (a graceful close would wait behind
+            # the bytes it never reads) and stop serving it.
+            log.info("cutting off a socket whose client read nothing for %g s", self._send_timeout_s)
             self._closed = True
+            transport = self.ws.scope.get("reactive.transport")
+            if transport is not None:
+                transport.abort()
             if self._main is not None:
                 self._main.cancel()
             return
@@ -335,7 +357,12 @@ class Connection:
     # -- functions ---------------------------------------------------------------------------
 
     def _resolve(self, path: str, kind: str) -> Function:
-        return self.server.db._runner.resolve(path, kind, internal_ok=False)  # type: ignore[arg-type]
+        return self.server.db._runner.resolve(
+            path,
+            kind,  # type: ignore[arg-type]
+            internal_ok=False,
+            client_words=True,
+        )
 
     def _failure(self, request_id: int, exc: Exception) -> dict[str, Any]:
         message, data = error_message(exc, dev=self._dev)

@@ -33,6 +33,7 @@ from asyncio import TimerHandle
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 if TYPE_CHECKING:
     from reactive.server.app import ServerConfig
@@ -322,3 +323,19 @@ def raise_fd_limit(max_connections: int) -> int | None:
             max(soft - FD_RESERVE, 0),
         )
     return int(soft)
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, with its transport visible to the app.
+
+    The sync connection watches the transport's write buffer
+    (``scope["reactive.transport"]``): a client that leaves it full for
+    ``send_timeout_s`` is cut off with ``transport.abort()`` — a graceful close would
+    wait behind the unsent bytes that such a client never reads.
+    """
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None and self.transport is not None:
+            scope["reactive.transport"] = self.transport  # type: ignore[typeddict-unknown-key]
