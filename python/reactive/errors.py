@@ -149,8 +149,11 @@ class FunctionTimeoutError(LimitExceededError):
 
 
 class TooManyRequestsError(LimitExceededError):
-    """A request limit was reached: in-flight requests or queries of one socket, entries
-    of one ``query_batch``, functions waiting to run, or open connections."""
+    """A request limit was reached.
+
+    In-flight requests or queries of one socket, entries of one ``query_batch``, functions
+    waiting to run, or open connections.
+    """
 
 
 class NotFoundError(ReactiveError, LookupError):

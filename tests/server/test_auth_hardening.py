@@ -218,9 +218,7 @@ def test_claims_cannot_make_an_admin_or_override_the_subject() -> None:
 def _pem_public(private: Any) -> str:
     return str(
         private.public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
 
@@ -375,9 +373,7 @@ def mutate(
     with open_ws(server, session_id) as ws:
         authenticate(ws, jwt_token)
         ws.send(
-            json.dumps(
-                {"type": "Mutation", "requestId": request_id, "udfPath": path, "args": [{}]}
-            )
+            json.dumps({"type": "Mutation", "requestId": request_id, "udfPath": path, "args": [{}]})
         )
         resp = read_until(ws, lambda m: m["type"] == "MutationResponse")
     assert resp["requestId"] == request_id and resp["success"] is True, resp
@@ -475,7 +471,9 @@ async def test_records_without_a_caller_never_match(auth_app: Path, tmp_path: Pa
         engine = db._engine
         # What ensure_system_tables made before: the table and its by_request index only.
         engine.create_system_table(SESSION_REQUESTS)
-        index_id, snapshot = engine.add_index(SESSION_REQUESTS, "by_request", ["session", "request"])
+        index_id, snapshot = engine.add_index(
+            SESSION_REQUESTS, "by_request", ["session", "request"]
+        )
         await backfill_index(db, index_id, snapshot)
         txn = engine.begin(False)
         old = {"session": "s", "request": 0, "value": '"old result"', "logLines": []}
@@ -495,8 +493,58 @@ async def test_records_without_a_caller_never_match(auth_app: Path, tmp_path: Pa
         again = await db.run_mutation("auth_probe:bump", {}, request=("s", 0))
         assert again.replayed and again.value == {"n": 1.0, "who": ""}
         someone = {"subject": "u", "tokenIdentifier": "|u"}
-        theirs = await db.run_mutation(
-            "auth_probe:bump", {}, identity=someone, request=("s", 0)
-        )
+        theirs = await db.run_mutation("auth_probe:bump", {}, identity=someone, request=("s", 0))
         assert not theirs.replayed and theirs.value == {"n": 2.0, "who": "u"}
         assert (await db.run_query("auth_probe:count")).value == 2.0
+
+
+def test_ws_token_expiring_mid_session_is_dropped(server: ServerProcess) -> None:
+    """A token accepted at Authenticate expires while the socket is open: the server says
+    so (AuthError, authUpdateAttempted false), keeps the socket, and the subscribed
+    query re-runs without the identity."""
+    expires = int(time.time()) + 3
+    with open_ws(server, str(uuid.uuid4())) as ws:
+        authenticate(ws, token(sub="carol", exp=expires))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": 0,
+                    "newVersion": 1,
+                    "modifications": [
+                        {"type": "Add", "queryId": 0, "udfPath": "auth_probe:whoami", "args": [{}]}
+                    ],
+                }
+            )
+        )
+        first = read_until(ws, lambda m: m["type"] == "Transition" and m["modifications"])
+        assert first["modifications"][0]["value"]["subject"] == "carol"
+        assert time.time() < expires, "the first result came after the token expired"
+        seen: list[dict[str, Any]] = []
+
+        def after_expiry(msg: dict[str, Any]) -> bool:
+            seen.append(msg)
+            return msg["type"] == "Transition" and any(
+                m["queryId"] == 0 and m.get("value", "x") is None for m in msg["modifications"]
+            )
+
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            text = ws.recv(timeout=max(deadline - time.monotonic(), 0.001))
+            msg = json.loads(text)
+            assert msg["type"] != "FatalError", msg
+            if after_expiry(msg):
+                break
+        assert time.time() >= expires
+        errors = [m for m in seen if m["type"] == "AuthError"]
+        assert len(errors) == 1, seen
+        assert errors[0]["authUpdateAttempted"] is False
+        assert "expired" in errors[0]["error"]
+        # The socket goes on: a mutation now runs unauthenticated.
+        ws.send(
+            json.dumps(
+                {"type": "Mutation", "requestId": 0, "udfPath": "auth_probe:bump", "args": [{}]}
+            )
+        )
+        resp = read_until(ws, lambda m: m["type"] == "MutationResponse")
+        assert resp["success"] is True and resp["result"]["who"] == "", resp

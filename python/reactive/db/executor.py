@@ -1,5 +1,6 @@
-"""Where user code runs, and for how long: on the event loop under a guard, or on a worker
-thread, always within a time limit.
+"""Where user code runs, and for how long: inline under a guard, or on worker threads.
+
+Always within a time limit.
 
 Two paths (the runner picks one per call):
 
@@ -77,14 +78,14 @@ INLINE_BUDGET_S = 0.025
 _worker_state = threading.local()
 
 
-class RunInterrupted(BaseException):  # noqa: N818 - raised into user code, never caught there
+class RunInterrupted(BaseException):
     """Raised inside a run's thread to stop a handler that passed its time limit.
 
     A ``BaseException``, so ``except Exception`` in user code does not swallow it.
     """
 
 
-class Offload(Exception):  # noqa: N818 - a signal to the runner, not an error
+class Offload(Exception):
     """An inline run held the event loop too long: run it again on a worker thread.
 
     Attributes:
@@ -201,7 +202,9 @@ class _Inline:
                     # The handler waits for something: its time limit is a timer.
                     loop = asyncio.get_running_loop()
                     self.task = asyncio.current_task()
-                    timer = loop.call_at(loop.time() + self.deadline - time.monotonic(), self._expire)
+                    timer = loop.call_at(
+                        loop.time() + self.deadline - time.monotonic(), self._expire
+                    )
                 try:
                     arg = yield pending
                     method = coro.send

@@ -10,10 +10,11 @@
 * An action runs outside any transaction; ``ctx.run_*`` run other functions.
 * Handlers never hold the event loop: ``async def`` queries and mutations run inline under
   a guard that moves a busy one to worker threads, everything else runs on worker threads
-  (:mod:`reactive.db.executor`), always with time limits: ``function_time_limit_s`` (queries and mutations, 1 s as Convex) and
-  ``action_time_limit_s`` (10 minutes). A run past its limit fails with
-  ``FunctionTimeoutError`` and is stopped; a mutation stopped so commits nothing. Calls an
-  action makes (``ctx.run_query``...) run within the action's own limit.
+  (:mod:`reactive.db.executor`), always with time limits: ``function_time_limit_s``
+  (queries and mutations, 1 s as Convex) and ``action_time_limit_s`` (10 minutes). A run
+  past its limit fails with ``FunctionTimeoutError`` and is stopped; a mutation stopped so
+  commits nothing. Calls an action makes (``ctx.run_query``...) run within the action's
+  own limit.
 
 Source: DESIGN.md §1-2; Convex's OCC retry behaviour.
 """
@@ -193,8 +194,10 @@ class Runner:
     async def _invoke(
         self, fn: Function, ctx: Any, args: dict[str, Any], limit_s: float | None = None
     ) -> Any:
-        """Call the handler within its time limit: inline under the loop guard, or on a
-        worker thread (see :mod:`reactive.db.executor`); in place when nested in an action.
+        """Call the handler within its time limit, inline or on a worker thread.
+
+        Inline under the loop guard, or on a worker thread (see
+        :mod:`reactive.db.executor`); in place when nested in an action.
 
         Raises:
             Offload: an inline run held the loop too long (the caller runs it again).

@@ -185,7 +185,7 @@ class Server:
             # Queued commits are written; a backend that hangs cannot hold the exit.
             try:
                 await asyncio.wait_for(self._db.close(), CLOSE_TIMEOUT_S)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 log.error("closing the database took over %s s; exiting anyway", CLOSE_TIMEOUT_S)
 
     async def websocket(self, websocket: WebSocket) -> None:

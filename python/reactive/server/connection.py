@@ -344,7 +344,9 @@ class Connection:
         if self._send_stalled(time.monotonic()):
             # The client does not read: cut it off (a graceful close would wait behind
             # the bytes it never reads) and stop serving it.
-            log.info("cutting off a socket whose client read nothing for %g s", self._send_timeout_s)
+            log.info(
+                "cutting off a socket whose client read nothing for %g s", self._send_timeout_s
+            )
             self._closed = True
             transport = self.ws.scope.get("reactive.transport")
             if transport is not None:

@@ -338,4 +338,4 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None and self.transport is not None:
-            scope["reactive.transport"] = self.transport  # type: ignore[typeddict-unknown-key]
+            scope["reactive.transport"] = self.transport

@@ -289,8 +289,11 @@ class SyncSession:
         return self.receive_message(msg, now_ms)
 
     def receive_message(self, msg: Any, now_ms: float | None = None) -> list[Effect]:
-        """A frame the driver parsed itself (with ``parse_client_message``, e.g. off the
-        event loop for a large frame); a :class:`ProtocolError` ends the socket."""
+        """A frame the driver parsed itself (with ``parse_client_message``).
+
+        The driver parses a large frame off the event loop; a :class:`ProtocolError` in
+        its place ends the socket.
+        """
         if self.closed:
             return []
         if isinstance(msg, ProtocolError):
