@@ -119,7 +119,14 @@ class _LoopGuard:
                     self.installed = True
             except (ValueError, OSError):
                 self.installed = False
-        return bool(self.installed) and threading.current_thread() is threading.main_thread()
+        if not self.installed or threading.current_thread() is not threading.main_thread():
+            return False
+        if signal.getsignal(signal.SIGALRM) != self._on_alarm:
+            # The application took SIGALRM over since: leave it alone from now on.
+            log.info("SIGALRM has another handler: every handler runs on worker threads")
+            self.installed = False
+            return False
+        return True
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         # Runs on the main thread between two bytecodes (or as a blocking call returns
