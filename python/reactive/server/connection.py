@@ -65,6 +65,7 @@ FAST_PATH_QUERIES = 256
 """A transition over at most this many queries whose results are all held is sent at once,
 without a task (the fan-out path); larger ones are computed in a task that yields."""
 _YIELD_EVERY = 256
+_MAX_TIMER_S = 86_400.0
 
 
 def _spec_error(message: str) -> QueryResult:
@@ -167,6 +168,7 @@ class Connection:
         self._buffered = 0
         self._progress_at = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_for: float | None = None
         self._main: asyncio.Task[Any] | None = None
         self._closed = False
 
@@ -247,7 +249,9 @@ class Connection:
             return s.ping_due(time.monotonic())
         if isinstance(event, _AuthExpiry):
             self._expiry = None
-            return s.check_auth_expiry(time.time())
+            effects = s.check_auth_expiry(time.time())
+            self._arm_expiry()  # not expired yet (a far-off exp is checked daily)
+            return effects
         if isinstance(event, _Binary):
             self._frame_slots.release()
             return s.reject_binary()
@@ -257,11 +261,14 @@ class Connection:
         """Time the current identity's expiry (re-armed after every Authenticate)."""
         expires = self.session.auth_expires_at()
         if self._expiry is not None:
+            if expires == self._expiry_for:
+                return  # the same token: its timer stands
             self._expiry.cancel()
             self._expiry = None
+        self._expiry_for = expires
         if expires is None:
             return
-        delay = max(0.0, expires - time.time())
+        delay = min(max(0.0, expires - time.time()), _MAX_TIMER_S)
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(delay, self._events.put_nowait, _AuthExpiry())
 

@@ -18,6 +18,7 @@ base64 strings).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from reactive.server.app import Server
 
 __all__ = ["HttpApi"]
+
+_PARSE_OFF_LOOP = 64 << 10
 
 _CONVEX_FORMATS = {"convex_encoded_json", "convex_json"}
 _CLEAN_FORMATS = {"json", "convex_clean_json"}
@@ -122,7 +125,11 @@ class HttpApi:
         if not data:
             return {}
         try:
-            body = loads(bytes(data))
+            raw = bytes(data)
+            # A large body is parsed on a thread: the loop keeps serving other clients.
+            body = (
+                await asyncio.to_thread(loads, raw) if len(raw) >= _PARSE_OFF_LOOP else loads(raw)
+            )
         except ValueError as exc:
             raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None
         except RecursionError:
