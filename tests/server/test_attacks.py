@@ -746,3 +746,42 @@ def test_harness_measures_rss() -> None:
 
     assert rss_bytes(os.getpid()) > 10 * MIB
     assert ws_frame(1, b"x")[:2] == b"\x81\x81"
+
+
+# -- 4c. bytes held by queued requests -------------------------------------------------------
+
+BIG_ARG = 1 << 20
+BIG_FRAMES = 150
+INFLIGHT_BUDGET = 64 * MIB
+
+
+async def test_queued_big_frames_are_not_read_past_the_budget(start_server: StartServer) -> None:
+    """150 mutations of 1 MiB each, each taking 0.8 s, sent as fast as TCP takes them: the
+    server holds at most its per-socket budget (64 MiB) of queued frames, then stops
+    reading the socket (the attacker's send blocks) instead of holding 150 MiB; other
+    clients are served meanwhile."""
+    server = start_server(ATTACK_APP)
+    raw = await asyncio.to_thread(RawSocket, server.port)
+    blob = "b" * BIG_ARG
+    try:
+        with Watch(server.url, server.process.pid) as w:
+            await asyncio.to_thread(raw.send_text, connect_frame(), 5.0)
+            sent = 0
+
+            def flood() -> None:
+                nonlocal sent
+                with contextlib.suppress(TimeoutError, OSError):
+                    for i in range(BIG_FRAMES):
+                        raw.send_text(mutation_frame(i, "slow:nap_with", {"blob": blob}), 0.5)
+                        sent += 1
+
+            await asyncio.to_thread(flood)
+            await asyncio.sleep(1.0)
+        print(f"\nbig frames: sent {sent} of {BIG_FRAMES} (1 MiB each); {w.summary()}")
+        # The budget, the frames read ahead and the kernel's socket buffers.
+        assert sent < 64 + 4 + 32, f"the server read {sent} frames: nothing held it back"
+        assert w.rss_peak - w.rss_start < INFLIGHT_BUDGET + 64 * MIB, w.summary()
+        assert_served(w)
+    finally:
+        raw.close()
+    finish(server)

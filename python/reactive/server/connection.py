@@ -59,6 +59,10 @@ log = logging.getLogger("reactive.server")
 
 FRAMES_AHEAD = 4
 """Client frames read but not yet handled, at most (then the socket is not read)."""
+INFLIGHT_BYTES = 64 << 20
+"""Bytes of frames whose mutations and actions are queued or running, at most per socket;
+past it the socket is not read until some finish (a count limit alone would let 1,000
+frames of 16 MiB wait in memory)."""
 PARSE_OFF_LOOP_BYTES = 64 << 10
 """Frames at least this large are parsed on a worker thread."""
 FAST_PATH_QUERIES = 256
@@ -81,6 +85,7 @@ def _spec_error(message: str) -> QueryResult:
 class _Frame:
     message: Any  # the text, or what parse_client_message made of it (or its ProtocolError)
     parsed: bool
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Connection:
         self._send_timeout_s = config.send_timeout_s
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._frame_slots = asyncio.Semaphore(FRAMES_AHEAD)
+        self._owed = 0  # slots withheld from the reader (see _frame_done)
         self._tasks: set[asyncio.Task[None]] = set()
         # queryId -> (the spec it was acquired for, the shared query or an error result)
         self._queries: dict[int, tuple[QuerySpec, SharedQuery | QueryResult]] = {}
@@ -229,20 +235,24 @@ class Connection:
     async def _handle(self, event: _Event) -> list[Effect]:
         s = self.session
         if isinstance(event, _Frame):
-            self._frame_slots.release()
             if event.parsed:
-                effects = s.receive_message(event.message, time.time() * 1000.0)
+                effects = s.receive_message(event.message, time.time() * 1000.0, event.size)
             else:
                 effects = s.receive(event.message, time.time() * 1000.0)
+            self._frame_done()
             self._arm_expiry()
             return effects
         if isinstance(event, _Changed):
             self._changed_pending = False
             return s.watched_changed()
         if isinstance(event, _MutationDone):
-            return s.mutation_finished(**event.payload)
+            effects = s.mutation_finished(**event.payload)
+            self._frame_done(0)
+            return effects
         if isinstance(event, _ActionDone):
-            return s.action_finished(**event.payload)
+            effects = s.action_finished(**event.payload)
+            self._frame_done(0)
+            return effects
         if isinstance(event, _TransitionDone):
             return s.transition_computed(event.ts, event.results, time.time_ns())
         if isinstance(event, _PingTick):
@@ -253,9 +263,20 @@ class Connection:
             self._arm_expiry()  # not expired yet (a far-off exp is checked daily)
             return effects
         if isinstance(event, _Binary):
-            self._frame_slots.release()
+            self._frame_done()
             return s.reject_binary()
         return []
+
+    def _frame_done(self, frames: int = 1) -> None:
+        """A frame was handled (or work finished): give the reader its slots back.
+
+        A slot is withheld while the socket's queued and running requests hold more than
+        INFLIGHT_BYTES of frames; it is given back when they finish.
+        """
+        self._owed += frames
+        while self._owed and self.session.inflight_bytes <= INFLIGHT_BYTES:
+            self._owed -= 1
+            self._frame_slots.release()
 
     def _arm_expiry(self) -> None:
         """Time the current identity's expiry (re-armed after every Authenticate)."""
@@ -317,7 +338,8 @@ class Connection:
                 text = message.get("text")
                 if text is not None:
                     if len(text) >= PARSE_OFF_LOOP_BYTES:
-                        self._events.put_nowait(_Frame(await asyncio.to_thread(_parse, text), True))
+                        parsed = await asyncio.to_thread(_parse, text)
+                        self._events.put_nowait(_Frame(parsed, True, len(text)))
                     else:
                         self._events.put_nowait(_Frame(text, False))
                 elif message.get("bytes") is not None:

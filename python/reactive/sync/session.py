@@ -238,6 +238,12 @@ class SyncSession:
     # The identity and query-set version requested by the transition being computed.
     _computing_versions: tuple[int, int] = (0, 0)
     # What changed in the set since the last ComputeTransition (see its docstring).
+    # Bytes of the frames whose mutations or actions are queued or running (the driver
+    # stops reading the socket while they pass its budget).
+    inflight_bytes: int = 0
+    _mutation_sizes: deque[int] = field(default_factory=deque)
+    _action_sizes: dict[int, int] = field(default_factory=dict)
+    _last_size: int = 0
     _added: dict[int, QuerySpec] = field(default_factory=dict)
     _dropped: set[int] = field(default_factory=set)
     _reset: bool = False
@@ -286,16 +292,18 @@ class SyncSession:
             msg = parse_client_message(text)
         except ProtocolError as exc:
             return self._fatal(f"Invalid message: {exc}")
-        return self.receive_message(msg, now_ms)
+        return self.receive_message(msg, now_ms, len(text))
 
-    def receive_message(self, msg: Any, now_ms: float | None = None) -> list[Effect]:
+    def receive_message(self, msg: Any, now_ms: float | None = None, size: int = 0) -> list[Effect]:
         """A frame the driver parsed itself (with ``parse_client_message``).
 
         The driver parses a large frame off the event loop; a :class:`ProtocolError` in
-        its place ends the socket.
+        its place ends the socket. ``size`` (the frame's length) is counted in
+        :attr:`inflight_bytes` while the mutation or action it asks for is queued or runs.
         """
         if self.closed:
             return []
+        self._last_size = size
         if isinstance(msg, ProtocolError):
             return self._fatal(f"Invalid message: {msg}")
         if isinstance(msg, Connect):
@@ -315,6 +323,8 @@ class SyncSession:
                 self.closed = True
                 return [Close(1013, "TooManyConcurrentRequests: mutation queue full")]
             self.mutations.append(msg)
+            self._mutation_sizes.append(self._last_size)
+            self.inflight_bytes += self._last_size
             return self._next_mutation()
         if isinstance(msg, Action):
             if self.actions_running >= self.max_inflight_actions:
@@ -329,6 +339,10 @@ class SyncSession:
                     )
                 ]
             self.actions_running += 1
+            self._action_sizes[msg.request_id] = (
+                self._action_sizes.get(msg.request_id, 0) + self._last_size
+            )
+            self.inflight_bytes += self._last_size
             return [RunAction(msg.request_id, msg.udf_path, msg.args, self.identity)]
         if isinstance(msg, Authenticate):
             return self._authenticate(msg)
@@ -451,6 +465,8 @@ class SyncSession:
         ``error_data_json`` for a ConvexError).
         """
         self.mutation_running = False
+        if self._mutation_sizes:
+            self.inflight_bytes -= self._mutation_sizes.popleft()
         if self.closed:
             return []
         logs = dumps(list(log_lines))
@@ -482,6 +498,7 @@ class SyncSession:
     ) -> list[Effect]:
         """An action finished (successfully with ``value_json``, or with an error)."""
         self.actions_running = max(0, self.actions_running - 1)
+        self.inflight_bytes -= self._action_sizes.pop(request_id, 0)
         if self.closed:
             return []
         logs = dumps(list(log_lines))

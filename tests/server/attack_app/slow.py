@@ -55,3 +55,10 @@ async def nap(ctx):
 async def forever(ctx):
     """An action that never returns (within any test)."""
     await asyncio.sleep(3600)
+
+
+@mutation
+async def nap_with(ctx, blob: str):
+    """A mutation that takes 0.8 s and carries a large argument (queues of big frames)."""
+    await asyncio.sleep(0.8)
+    return float(len(blob))
