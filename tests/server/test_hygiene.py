@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 ServerProcess = Any  # tests/server/conftest.py's ServerProcess
@@ -293,6 +294,29 @@ def test_websockets_outlive_the_header_time_out_and_count(
             assert time.monotonic() < deadline, "a closed WebSocket still counts"
             time.sleep(0.05)
         assert one.ping().wait(5.0)
+
+
+def test_websocket_that_never_says_connect_is_closed(
+    start_server: Callable[..., ServerProcess], hygiene_app: Path
+) -> None:
+    """A socket past the handshake that never sends Connect holds a descriptor for nothing:
+    it is closed (1008) once the header time-out has passed; one that connected stays."""
+    server = start_server(hygiene_app, "--header-timeout-s", "1")
+    url = server.url.replace("http://", "ws://") + "/api/sync"
+    options: dict[str, Any] = {"proxy": None, "compression": None, "ping_interval": None}
+    with (
+        connect(url, open_timeout=10.0, **options) as silent,
+        connect(url, open_timeout=10.0, **options) as talking,
+    ):
+        session = f'"sessionId": "{uuid.uuid4()}"'
+        talking.send(f'{{"type": "Connect", {session}, "connectionCount": 0, "clientTs": 0}}')
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                silent.recv(timeout=10.0)
+        assert time.monotonic() - started < 8.0
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008, info.value
+        assert talking.ping().wait(5.0)
 
 
 # -- error redaction ---------------------------------------------------------------------------

@@ -172,6 +172,8 @@ class Connection:
         self._changed_pending = False
         self._send_started: float | None = None
         self._buffered = 0
+        self._opened_at = time.monotonic()
+        self._connect_timeout_s = config.header_timeout_s
         self._progress_at = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_for: float | None = None
@@ -349,6 +351,12 @@ class Connection:
         finally:
             self._events.put_nowait(_Closed())
 
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await asyncio.wait_for(self.ws.close(code, reason), 5.0)
+        if self._main is not None:
+            self._main.cancel()
+
     def _send_stalled(self, now: float) -> bool:
         """True when the client has read nothing of what waits for it for send_timeout_s.
 
@@ -370,7 +378,13 @@ class Connection:
         """The server's ping timer ticked (one timer for all sockets, each second)."""
         if self._closed:
             return
-        if self._send_stalled(time.monotonic()):
+        now = time.monotonic()
+        if not self.session.connected and now - self._opened_at > self._connect_timeout_s:
+            # A socket that never says Connect holds a descriptor for nothing: end it.
+            self._closed = True
+            self._spawn(self._close_quietly(1008, "PolicyViolation: no Connect message"), "close")
+            return
+        if self._send_stalled(now):
             # The client does not read: cut it off (a graceful close would wait behind
             # the bytes it never reads) and stop serving it.
             log.info(
