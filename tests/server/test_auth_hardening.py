@@ -380,27 +380,18 @@ def mutate(
     return resp["result"]
 
 
+def subscribe_whoami(ws: ClientConnection) -> None:
+    """Add ``auth_probe:whoami`` as query 0 (query set version 0 -> 1)."""
+    add = {"type": "Add", "queryId": 0, "udfPath": "auth_probe:whoami", "args": [{}]}
+    modify = {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [add]}
+    ws.send(json.dumps(modify))
+
+
 def test_ws_identity_of_a_forged_admin_claim(server: ServerProcess) -> None:
     forged = token(sub="mallory", tokenType="Admin", tokenIdentifier="admin")
     with open_ws(server, str(uuid.uuid4())) as ws:
         authenticate(ws, forged)
-        ws.send(
-            json.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [
-                        {
-                            "type": "Add",
-                            "queryId": 0,
-                            "udfPath": "auth_probe:whoami",
-                            "args": [{}],
-                        }
-                    ],
-                }
-            )
-        )
+        subscribe_whoami(ws)
         msg = read_until(
             ws, lambda m: m["type"] == "Transition" and m["endVersion"]["querySet"] == 1
         )
@@ -505,18 +496,7 @@ def test_ws_token_expiring_mid_session_is_dropped(server: ServerProcess) -> None
     expires = int(time.time()) + 3
     with open_ws(server, str(uuid.uuid4())) as ws:
         authenticate(ws, token(sub="carol", exp=expires))
-        ws.send(
-            json.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [
-                        {"type": "Add", "queryId": 0, "udfPath": "auth_probe:whoami", "args": [{}]}
-                    ],
-                }
-            )
-        )
+        subscribe_whoami(ws)
         first = read_until(ws, lambda m: m["type"] == "Transition" and m["modifications"])
         assert first["modifications"][0]["value"]["subject"] == "carol"
         assert time.time() < expires, "the first result came after the token expired"
