@@ -250,3 +250,16 @@ def test_query_with_invalid_arguments_fails(js_project: Path, chat_server: Serve
     assert r["after"]["settled"] is True, "a good query on the same socket never got a result"
     assert r["after"]["ok"] is True
     assert [m["body"] for m in r["after"]["value"]] == ["two", "one"]
+
+
+def test_optimistic_update_never_shows_with_its_real_row(
+    js_project: Path, chat_server: ServerProcess
+) -> None:
+    """Optimistic updates: the server sends a MutationResponse before any transition that
+    holds the mutation's write, so the client drops the optimistic row in the same update
+    that brings the real one (40 rounds, another client writing the channel meanwhile)."""
+    r = run_script(js_project, "optimistic.mjs", chat_server)
+    assert r["errors"] == []
+    assert r["optimisticSeen"] > 0, r  # the optimistic rows were shown at all
+    assert r["both"] == [], r
+    assert r["finalOptimistic"] == 0 and r["finalHasLast"] is True, r

@@ -467,6 +467,38 @@ def test_mutation_success_response_then_transition() -> None:
     assert t["startVersion"] == version(1, 0, 10)
 
 
+def test_transition_holding_a_running_mutations_write_waits_for_its_response() -> None:
+    """A snapshot at or past the running mutation's commit is sent only after that
+    mutation's response (else a client shows its optimistic update and the real row)."""
+    s = connected()
+    s.receive(modify(0, 1, add(0)))
+    s.transition_computed(10, {0: result("before")}, 0)
+    s.receive(mutation(7))
+    s.mutation_committed(20)
+    compute_of(s.watched_changed())
+    assert s.transition_computed(25, {0: result("after")}, 0) == []  # held
+    effects = s.mutation_finished(7, ts=20, value_json="null")
+    kinds = [json.loads(e.text)["type"] for e in effects if isinstance(e, Send)]
+    assert kinds == ["MutationResponse", "Transition"], kinds
+    t = transition_of(effects)
+    assert decode_ts(t["endVersion"]["ts"]) == 25
+    assert [m["value"] for m in t["modifications"]] == ["after"]
+
+
+def test_transition_before_the_running_mutations_commit_is_not_held() -> None:
+    s = connected()
+    s.receive(modify(0, 1, add(0)))
+    s.transition_computed(10, {0: result("a")}, 0)
+    s.receive(mutation(1))
+    compute_of(s.watched_changed())
+    # Not committed when the snapshot was fixed: its commit will come after it.
+    assert transition_of(s.transition_computed(12, {0: result("b")}, 0))
+    s.mutation_committed(30)
+    compute_of(s.watched_changed())
+    # Committed, but after this snapshot: nothing of it is in there.
+    assert transition_of(s.transition_computed(25, {0: result("c")}, 0))
+
+
 def test_mutation_result_null_and_empty_logs() -> None:
     s = connected()
     s.receive(mutation(0))
@@ -783,6 +815,8 @@ class Driver:
     queued: list[int] = field(default_factory=list)  # sent, not yet started
     responded: list[int] = field(default_factory=list)
     commits: list[int] = field(default_factory=list)  # commit ts of each mutation
+    # The running mutation's commit ts once it committed, until its response is sent.
+    unanswered_commit: int | None = None
 
     def apply(self, effects: list[Any]) -> None:
         for e in effects:
@@ -791,6 +825,11 @@ class Driver:
                 if msg["type"] == "MutationResponse":
                     assert self.running is None  # finished before its response went out
                     self.responded.append(msg["requestId"])
+                    self.unanswered_commit = None
+                elif msg["type"] == "Transition" and self.unanswered_commit is not None:
+                    # Never the write of a mutation before that mutation's response.
+                    end = decode_ts(msg["endVersion"]["ts"])
+                    assert end < self.unanswered_commit, (end, self.unanswered_commit)
                 self.client.on_message(msg)
             elif isinstance(e, ComputeTransition):
                 assert self.compute is None, "two transitions computed at once"
@@ -827,10 +866,18 @@ class Driver:
             self.queued.append(self.next_rid)
             self.next_rid += 1
             self.apply(s.receive(mutation(self.queued[-1])))
+        elif kind == "commit" and self.running is not None and self.unanswered_commit is None:
+            self.db_ts += op[1]  # commit timestamps strictly increase
+            self.commits.append(self.db_ts)
+            self.unanswered_commit = self.db_ts
+            s.mutation_committed(self.db_ts)
         elif kind == "finish_mutation" and self.running is not None:
             run, self.running = self.running, None
-            if op[1]:
-                self.db_ts += op[2]  # commit timestamps strictly increase
+            committed = self.unanswered_commit
+            if committed is not None:
+                self.apply(s.mutation_finished(run.request_id, ts=committed, value_json="null"))
+            elif op[1]:
+                self.db_ts += op[2]
                 self.commits.append(self.db_ts)
                 self.apply(s.mutation_finished(run.request_id, ts=self.db_ts, value_json="null"))
             else:
@@ -868,6 +915,7 @@ _ops = st.one_of(
         st.integers(1, 3),
     ),
     st.tuples(st.just("mutation")),
+    st.tuples(st.just("commit"), st.integers(1, 50)),
     st.tuples(st.just("finish_mutation"), st.booleans(), st.integers(1, 50)),
     st.tuples(st.just("compute"), st.sampled_from([0, 5, 60]), st.integers(1, 3)),
     st.tuples(st.just("changed")),
@@ -884,7 +932,7 @@ def test_protocol_invariants_hold_for_any_event_order(ops: list[tuple[Any, ...]]
     for op in ops:
         d.step(op)
         assert not d.session.closed
-        if d.compute is None:
+        if d.compute is None and d.session._held is None:
             # Idle: every mutation response has been followed by its transition.
             assert d.client.awaiting == [], d.client.awaiting
     d.drain()

@@ -27,6 +27,7 @@ import inspect
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -338,12 +339,15 @@ class Runner:
         args: Any,
         identity: dict[str, Any] | None = None,
         request: tuple[str, int] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> MutationOutcome:
         """Run a mutation to a durable commit, retrying conflicts.
 
         ``request`` (session id, request id) makes it exactly-once across client replays:
         its result is recorded in ``_session_requests`` with its writes, and a replay of
         a recorded request returns the recorded result without running (spec §6.8).
+        ``on_commit(ts)`` is called once the commit has its timestamp, before it is
+        durable (the sync session orders its messages by it).
 
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
@@ -414,6 +418,8 @@ class Runner:
             if ts is None:
                 ts = engine.visible_ts
             else:
+                if on_commit is not None:
+                    on_commit(ts)
                 await flusher.wait(ts)
             return MutationOutcome(value, collector.finish(), ts, attempt)
         message = (

@@ -425,7 +425,9 @@ class Connection:
         try:
             fn = self._resolve(effect.udf_path, "mutation")
             args = _core.from_convex_json(effect.args, "args")
-            outcome = await self.server.db._runner.run_mutation(fn, args, effect.identity, request)
+            outcome = await self.server.db._runner.run_mutation(
+                fn, args, effect.identity, request, on_commit=self.session.mutation_committed
+            )
             payload = {
                 "request_id": effect.request_id,
                 "ts": outcome.ts,

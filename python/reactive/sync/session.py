@@ -16,7 +16,8 @@ Rules kept (``shared/spec/convex-wire-protocol.md`` §6-7):
   result or log lines changed are sent (fingerprints).
 * Mutations run one at a time in arrival order; each ``MutationResponse`` is followed by a
   transition whose end timestamp is at least the commit's (the clients release the
-  mutation only then). Actions run concurrently.
+  mutation only then), and no transition that holds a mutation's write goes out before
+  that mutation's response. Actions run concurrently.
 * Something is sent at least every ``ping_interval_s`` (``{"type": "Ping"}``).
 * Work per event is proportional to what changed, never to the size of the query set:
   a :class:`ComputeTransition` names only the queries added or removed since the previous
@@ -244,6 +245,10 @@ class SyncSession:
     _mutation_sizes: deque[int] = field(default_factory=deque)
     _action_sizes: dict[int, int] = field(default_factory=dict)
     _last_size: int = 0
+    # A computed transition waiting for the running mutation's response (see
+    # transition_computed).
+    _held: tuple[int, dict[int, QueryResult], int] | None = None
+    _running_commit_ts: int | None = None
     _added: dict[int, QuerySpec] = field(default_factory=dict)
     _dropped: set[int] = field(default_factory=set)
     _reset: bool = False
@@ -482,10 +487,23 @@ class SyncSession:
                 f'"result":{dumps(error_message)},"ts":null,"logLines":{logs}{data}}}'
             )
         self.must_send = True
+        self._running_commit_ts = None
         effects: list[Effect] = [Send(text)]
-        effects += self._need_transition(ts or 0)
+        # The next transition must reach this commit (set before a held transition is
+        # finished: finishing it asks for the next one).
+        self.pending.needed = True
+        self.pending.min_ts = max(self.pending.min_ts, ts or 0)
+        held, self._held = self._held, None
+        if held is not None:
+            effects += self._finish_transition(*held)
+        effects += self._maybe_compute()
         effects += self._next_mutation()
         return effects
+
+    def mutation_committed(self, ts: int) -> None:
+        """The running mutation committed at ``ts`` (not yet durable or answered)."""
+        if self.mutation_running:
+            self._running_commit_ts = ts
 
     def action_finished(
         self,
@@ -519,7 +537,27 @@ class SyncSession:
     def transition_computed(
         self, ts: int, results: dict[int, QueryResult], server_ts_ns: int
     ) -> list[Effect]:
-        """The results of the requested :class:`ComputeTransition`, all at snapshot ``ts``."""
+        """The results of the requested :class:`ComputeTransition`, all at snapshot ``ts``.
+
+        A snapshot that holds the running mutation's commit (see
+        :meth:`mutation_committed`) is held until that mutation's ``MutationResponse`` has
+        gone out: a client that saw the write before the response would show its
+        optimistic update and the real row together (Convex's sync worker never
+        transitions past a pending mutation). A mutation that commits after the snapshot
+        was fixed commits past it, so nothing else waits.
+        """
+        if self.closed:
+            self.computing = False
+            return []
+        commit_ts = self._running_commit_ts
+        if self.mutation_running and commit_ts is not None and commit_ts <= ts:
+            self._held = (ts, results, server_ts_ns)
+            return []
+        return self._finish_transition(ts, results, server_ts_ns)
+
+    def _finish_transition(
+        self, ts: int, results: dict[int, QueryResult], server_ts_ns: int
+    ) -> list[Effect]:
         self.computing = False
         if self.closed:
             return []
