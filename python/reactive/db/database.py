@@ -29,6 +29,7 @@ from reactive.db.schema_sync import apply_schema
 from reactive.db.subscription import Subscription
 from reactive.errors import DatabaseClosedError
 from reactive.functions import App, Function, load_app
+from reactive.observability import FunctionLog, Metrics, Observer
 from reactive.persistence import open_persistence
 from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, PruneReport
 
@@ -75,6 +76,11 @@ class Database:
             self._flusher = WorkerFlusher(engine, start_worker(engine), self._invalidate)
         else:
             self._flusher = Flusher(engine, persistence, self._invalidate)
+        self._observer = Observer()
+        self._flusher.on_batch = self._observer.batch_written
+        self._observer.metrics.gauge(
+            "reactive_subscriptions", "Live queries.", lambda: len(self._subscriptions)
+        )
         self._runner = Runner(self, max_attempts=max_attempts)
         self._background: set[asyncio.Task[None]] = set()
         self._table_numbers: dict[str, int] = {}
@@ -97,6 +103,7 @@ class Database:
         config: dict[str, int],
         persistence_options: dict[str, Any],
         time_limits_s: tuple[float, float] = (1.0, 600.0),
+        slow_function_ms: float | None = None,
     ) -> Database:
         loaded_app = load_app(app)
         persistence = await open_persistence(url, **persistence_options)
@@ -114,6 +121,7 @@ class Database:
             db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
             db._retention_s = retention_s
             db._runner.function_time_limit_s, db._runner.action_time_limit_s = time_limits_s
+            db._observer.slow_function_ms = slow_function_ms
             db._flusher.start()
             db._retention_task = asyncio.get_running_loop().create_task(
                 db._retention_loop(), name="reactive-retention"
@@ -248,6 +256,16 @@ class Database:
         A snapshot at it is consistent with every watcher's state.
         """
         return self._published_ts
+
+    @property
+    def metrics(self) -> Metrics:
+        """This database's Prometheus metrics (:mod:`reactive.observability`)."""
+        return self._observer.metrics
+
+    @property
+    def function_log(self) -> FunctionLog:
+        """The last function runs (path, type, start, duration, outcome, log lines)."""
+        return self._observer.function_log
 
     def _id_checker(self, table: str, text: str) -> bool:
         number = _core.id_table_number(text)
@@ -507,6 +525,7 @@ def open(
     timeout_s: float | None = None,
     function_time_limit_s: float = 1.0,
     action_time_limit_s: float = 600.0,
+    slow_function_ms: float | None = None,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -522,6 +541,9 @@ def open(
         function_time_limit_s: Time limit of one query or mutation run (seconds; Convex's
             1 s). A run past it fails with ``FunctionTimeoutError`` and is stopped.
         action_time_limit_s: Time limit of one action run (seconds; Convex's 10 minutes).
+        slow_function_ms: Log every function run slower than this (milliseconds) at
+            WARNING on logger ``reactive.slow``, with what it read (see
+            :mod:`reactive.observability`); ``None`` (default): never.
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -552,11 +574,20 @@ def open(
         if not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
             raise ValueError(f"{name} must be a positive finite number of seconds, not {limit!r}")
     limits = (float(function_time_limit_s), float(action_time_limit_s))
+    if slow_function_ms is not None and not (
+        isinstance(slow_function_ms, (int, float)) and 0 <= slow_function_ms < math.inf
+    ):
+        raise ValueError(
+            f"slow_function_ms must be a finite number of milliseconds >= 0, not "
+            f"{slow_function_ms!r}"
+        )
     options: dict[str, Any] = {}
     if pool_size is not None:
         options["pool_size"] = pool_size
     if timeout_s is not None:
         options["timeout_s"] = timeout_s
     return _Opener(
-        lambda: Database._open(url, app, max_attempts, retention_s, dict(config), options, limits)
+        lambda: Database._open(
+            url, app, max_attempts, retention_s, dict(config), options, limits, slow_function_ms
+        )
     )

@@ -49,6 +49,8 @@ class Flusher:
         self._engine = engine
         self._persistence = persistence
         self._on_publish = on_publish
+        # Told the size of each durable batch (metrics).
+        self.on_batch: Callable[[int], None] | None = None
         self._event = asyncio.Event()
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._flush_waiters: list[asyncio.Future[None]] = []
@@ -165,6 +167,8 @@ class Flusher:
         invalidated = self._engine.publish(batch)
         self.batches_written += 1
         self.commits_written += len(batch)
+        if self.on_batch is not None and len(batch):
+            self.on_batch(len(batch))
         stamps = batch.timestamps
         if stamps:
             # Before waking anyone: what they read next must reflect this batch.
@@ -227,6 +231,8 @@ class WorkerFlusher:
         self._engine = engine
         self._worker = worker
         self._on_publish = on_publish
+        # Told the size of each durable batch (metrics).
+        self.on_batch: Callable[[int], None] | None = None
         self._fd = worker.fileno()
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -279,6 +285,8 @@ class WorkerFlusher:
                     fut.set_exception(failure)
             if failure is None:
                 self.commits_written += len(timestamps)
+                if self.on_batch is not None and timestamps:
+                    self.on_batch(len(timestamps))
             self._covered = max(self._covered, generation)
             keep: list[tuple[int, asyncio.Future[None]]] = []
             for wanted, fut in self._flush_waiters:

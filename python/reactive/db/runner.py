@@ -81,6 +81,7 @@ class MutationOutcome:
     ts: int
     attempts: int = 1
     replayed: bool = False
+    usage: dict[str, int] | None = None  # what it read and wrote (when the slow log asks)
 
 
 @dataclass
@@ -303,6 +304,100 @@ class Runner:
 
         Errors of the function and of its arguments are returned in ``outcome.error``
         (with the transaction, so a subscription can still watch what the failed run
+        read); a snapshot outside the retention window is raised. Each run is reported to
+        the database's observer (metrics, slow log, run records).
+        """
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            outcome = await self._run_query(fn, args, identity, ts, journal)
+        except Exception as exc:
+            self._report("query", fn, started, t0, exc, (), identity)
+            raise
+        usage = None
+        if self._db._observer.wants_usage():
+            with contextlib.suppress(Exception):
+                usage = outcome.txn.usage()
+        self._report("query", fn, started, t0, outcome.error, outcome.log_lines, identity, usage)
+        return outcome
+
+    async def run_mutation(
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None = None,
+        request: tuple[str, int] | None = None,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> MutationOutcome:
+        """Run a mutation to a durable commit, retrying conflicts (reported as a run).
+
+        See :meth:`_run_mutation` for ``request`` and ``on_commit``.
+
+        Raises:
+            WriteConflict: still conflicting after ``max_attempts``.
+            CommitOutcomeUnknownError: commits stopped after an earlier commit's outcome
+                became unknown; reopen the database.
+            Exception: whatever the handler raised (nothing was written).
+        """
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            outcome = await self._run_mutation(fn, args, identity, request, on_commit)
+        except Exception as exc:
+            lines = getattr(exc, "log_lines", ())
+            self._report("mutation", fn, started, t0, exc, lines, identity)
+            raise
+        self._report("mutation", fn, started, t0, None, outcome.log_lines, identity, outcome.usage)
+        return outcome
+
+    async def run_action(
+        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+    ) -> ActionOutcome:
+        """Run an action; ``ctx.run_*`` calls may reach internal functions (reported)."""
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            outcome = await self._run_action(fn, args, identity)
+        except Exception as exc:
+            lines = getattr(exc, "log_lines", ())
+            self._report("action", fn, started, t0, exc, lines, identity)
+            raise
+        self._report("action", fn, started, t0, None, outcome.log_lines, identity)
+        return outcome
+
+    def _report(
+        self,
+        kind: str,
+        fn: Function,
+        started: float,
+        t0: float,
+        error: BaseException | None,
+        log_lines: Any,
+        identity: dict[str, Any] | None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        self._db._observer.function_ran(
+            kind,
+            fn.path,
+            started,
+            time.perf_counter() - t0,
+            error,
+            log_lines,
+            identity,
+            usage,
+        )
+
+    async def _run_query(
+        self,
+        fn: Function,
+        args: Any,
+        identity: dict[str, Any] | None = None,
+        ts: int | None = None,
+        journal: str | None = None,
+    ) -> QueryOutcome:
+        """Run a query at the visible timestamp (or at ``ts``, a point-in-time read).
+
+        ``journal`` is the journal of an earlier run of this query (spec §6.9).
+
+        Errors of the function and of its arguments are returned in ``outcome.error``
+        (with the transaction, so a subscription can still watch what the failed run
         read); a snapshot outside the retention window is raised.
         """
         engine = self._db._engine
@@ -333,7 +428,7 @@ class Runner:
                 logs.reset(token)
             return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
 
-    async def run_mutation(
+    async def _run_mutation(
         self,
         fn: Function,
         args: Any,
@@ -361,6 +456,7 @@ class Runner:
         last: RetryableError | None = None
         checked = _validate_args(fn, args, self._db._id_checker)
         flusher = self._db._flusher
+        observer = self._db._observer
         limit_s: float | None = None
         attempt = 0
         while attempt < self.max_attempts:
@@ -395,6 +491,7 @@ class Runner:
                         identity=identity,
                         path=fn.path,
                     )
+                usage = txn.usage() if observer.wants_usage() else None
                 ts = engine.commit(txn)
             except Offload as off:
                 # Too busy for the event loop: this attempt's writes are dropped (never
@@ -404,6 +501,8 @@ class Runner:
                 continue
             except RetryableError as exc:
                 last = exc
+                if isinstance(exc, WriteConflict):
+                    observer.write_conflict()
                 stopped = flusher.stopped_error()
                 if stopped is not None:
                     raise stopped from exc
@@ -420,8 +519,10 @@ class Runner:
             else:
                 if on_commit is not None:
                     on_commit(ts)
+                waited = time.perf_counter()
                 await flusher.wait(ts)
-            return MutationOutcome(value, collector.finish(), ts, attempt)
+                observer.commit_waited(time.perf_counter() - waited)
+            return MutationOutcome(value, collector.finish(), ts, attempt, usage=usage)
         message = (
             f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "
             f"conflicts: {last}"
@@ -430,7 +531,7 @@ class Runner:
             raise WriteConflict(message, last.table, last.key, last.ts) from last
         raise WriteConflict(message) from last
 
-    async def run_action(
+    async def _run_action(
         self, fn: Function, args: Any, identity: dict[str, Any] | None = None
     ) -> ActionOutcome:
         """Run an action; ``ctx.run_*`` calls may reach internal functions."""

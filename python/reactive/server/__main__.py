@@ -17,7 +17,9 @@ request body that sends nothing this long answers 408), ``--send-timeout-s`` (30
 WebSocket send to a client that does not read), ``--max-inflight-actions`` (64 per socket),
 ``--max-queued-mutations`` (1000 per socket), ``--max-queries-per-socket`` (10000),
 ``--max-query-batch`` (100 entries of ``/api/query_batch``), ``--function-time-limit-s``
-(1: queries and mutations) and ``--action-time-limit-s`` (600: actions).
+(1: queries and mutations) and ``--action-time-limit-s`` (600: actions);
+``--slow-function-ms N`` logs every function run slower than N ms (logger
+``reactive.slow``).
 
 SIGTERM or SIGINT: stop accepting, close sockets (1012, clients reconnect), persist queued
 commits, exit.
@@ -84,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for flag, kind, default, what in limits:
         parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
+    parser.add_argument(
+        "--slow-function-ms",
+        type=float,
+        default=None,
+        help="log every function run slower than this many milliseconds (logger reactive.slow)",
+    )
     ns = parser.parse_args(argv)
+    if ns.slow_function_ms is not None and not 0 <= ns.slow_function_ms < float("inf"):
+        parser.error(f"--slow-function-ms must be >= 0 and finite, not {ns.slow_function_ms}")
     for flag, _kind, _default, _what in limits:
         value = getattr(ns, flag[2:].replace("-", "_"))
         if not 0 < value < float("inf"):
@@ -113,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "retention_s": ns.retention_seconds,
             "function_time_limit_s": ns.function_time_limit_s,
             "action_time_limit_s": ns.action_time_limit_s,
+            "slow_function_ms": ns.slow_function_ms,
         },
         dev=ns.dev,
         max_connections=ns.max_connections,

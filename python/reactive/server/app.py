@@ -1,7 +1,9 @@
 """The ASGI application: the sync protocol over WebSocket and the HTTP API on one port.
 
 Routes: ``/api/sync`` and ``/api/{version}/sync`` (WebSocket, spec §2), the function routes
-of spec §13, ``/instance_name``, ``/instance_version`` and ``/health``. ``/api/*`` answers
+of spec §13, ``/instance_name``, ``/instance_version``, ``/health`` (alive),
+``/health/ready`` (a read and a write round trip to persistence) and ``/metrics``
+(Prometheus text). ``/api/*`` answers
 CORS as Convex does (the request's origin mirrored, credentials allowed, preflights cached
 for a day). A path starting with ``//`` (a deployment URL with a trailing slash) is served as
 if it had one slash.
@@ -148,6 +150,14 @@ class Server:
         )
         await ensure_system_tables(self._db)
         self._queries = QueryCache(self._db, dev=self.config.dev)
+        metrics = self._db.metrics
+        metrics.gauge(
+            "reactive_websocket_connections",
+            "Open sync sockets.",
+            lambda: len(self.connections),
+        )
+        queries = self._queries
+        metrics.gauge("reactive_subscriptions", "Live queries (shared).", lambda: len(queries))
         self._pruner = asyncio.get_running_loop().create_task(
             self._prune(), name="reactive-prune-session-requests"
         )
@@ -255,6 +265,8 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/instance_name", api.instance_name, methods=["GET"]),
         Route("/instance_version", api.instance_version, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
+        Route("/health/ready", api.ready, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
     ]
     middleware = [
         Middleware(_CollapseSlashes),

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from reactive.server.app import Server
 
 __all__ = ["HttpApi"]
+
+READY_TIMEOUT_S = 5.0
+READY_GLOBAL = "health_ready"
 
 _PARSE_OFF_LOOP = 64 << 10
 
@@ -321,6 +326,48 @@ class HttpApi:
     async def instance_version(self, request: Request) -> Response:
         """``GET /instance_version``."""
         return PlainTextResponse(_core.__version__)
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text (:mod:`reactive.observability` lists them)."""
+        return Response(self.server.db.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def ready(self, request: Request) -> Response:
+        """``GET /health/ready``: 200 after a read and a write round trip to persistence.
+
+        503 with the reason when the database is closed, commits have stopped (an
+        unknown commit outcome) or persistence does not answer within 5 s.
+        """
+        db = self.server.db
+        if db._closed:
+            return JSONResponse({"status": "closed"}, status_code=503)
+        stopped = db._flusher.stopped_error()
+        if stopped is not None:
+            return JSONResponse({"status": "stopped", "error": str(stopped)}, status_code=503)
+        persistence = db._persistence
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                t0 = time.perf_counter()
+                await persistence.get_global(READY_GLOBAL)
+                t1 = time.perf_counter()
+                await persistence.set_global(READY_GLOBAL, str(time.time()).encode())
+                t2 = time.perf_counter()
+        except TimeoutError:
+            return JSONResponse(
+                {"status": "unavailable", "error": f"persistence took over {READY_TIMEOUT_S} s"},
+                status_code=503,
+            )
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"[:500]},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ready",
+                "read_ms": round((t1 - t0) * 1000, 3),
+                "write_ms": round((t2 - t1) * 1000, 3),
+            }
+        )
 
     async def health(self, request: Request) -> Response:
         """``GET /health``: 200 while the database is open."""

@@ -1,0 +1,229 @@
+"""What a running database tells its operator: metrics, a slow-function log, recent runs.
+
+Prometheus metrics, the slow-function log and a bounded record of recent function runs.
+
+Metrics (one registry per database, so several databases in a process never mix; the
+server renders it at ``GET /metrics`` in Prometheus text format, ``prometheus-client``):
+
+==========================================  =========  ========================================
+name                                        type       what
+==========================================  =========  ========================================
+``reactive_commits_total``                  counter    commits made durable
+``reactive_write_conflicts_total``          counter    OCC conflicts (each retry counts)
+``reactive_commit_batch_size``              histogram  commits per durable batch (group commit)
+``reactive_commit_duration_seconds``        histogram  a mutation's commit: from its commit
+                                                       timestamp to durable and visible
+``reactive_function_duration_seconds``      histogram  one function run, labels ``path`` and
+                                                       ``type`` (query, mutation, action)
+``reactive_function_errors_total``          counter    runs that failed, labels ``path``,
+                                                       ``type`` and ``error`` (class name)
+``reactive_websocket_connections``          gauge      open sync sockets (server)
+``reactive_subscriptions``                  gauge      live queries (server: shared queries;
+                                                       embedded: ``db.subscribe`` ones)
+==========================================  =========  ========================================
+
+The slow-function log (``reactive.open(..., slow_function_ms=N)``, server
+``--slow-function-ms N``): every run slower than N ms is logged at WARNING (logger
+``reactive.slow``) with its path, duration, documents and bytes read and index ranges read.
+
+:class:`FunctionLog` keeps the last runs (path, type, start, duration, outcome, log lines,
+the caller's ``tokenIdentifier``) in a ring of fixed size, for tools that show them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["FunctionLog", "FunctionRun", "Metrics", "Observer"]
+
+slow_log = logging.getLogger("reactive.slow")
+
+_DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+    60.0,
+    600.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    """The Prometheus metrics of one database (its own registry)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.commits = Counter("reactive_commits", "Commits made durable.", registry=r)
+        self.write_conflicts = Counter(
+            "reactive_write_conflicts", "Write conflicts (OCC); each retry counts.", registry=r
+        )
+        self.commit_batch_size = Histogram(
+            "reactive_commit_batch_size",
+            "Commits per durable batch (group commit).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "reactive_commit_duration_seconds",
+            "From a mutation's commit timestamp to durable and visible (seconds).",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.function_duration = Histogram(
+            "reactive_function_duration_seconds",
+            "Duration of one function run (seconds).",
+            ["path", "type"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.function_errors = Counter(
+            "reactive_function_errors",
+            "Function runs that failed.",
+            ["path", "type", "error"],
+            registry=r,
+        )
+        self._gauges: dict[str, Gauge] = {}
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge read when scraped (``read()``); replaces one of the same name."""
+        old = self._gauges.pop(name, None)
+        if old is not None:
+            self.registry.unregister(old)
+        gauge = Gauge(name, documentation, registry=self.registry)
+        gauge.set_function(read)
+        self._gauges[name] = gauge
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class FunctionRun:
+    """One function run, as :class:`FunctionLog` keeps it.
+
+    ``started`` is seconds since the epoch; ``duration_s`` seconds; ``error`` the class name
+    of what it raised (``None`` on success); ``caller`` the identity's
+    ``tokenIdentifier`` (``None`` unauthenticated).
+    """
+
+    path: str
+    type: str
+    started: float
+    duration_s: float
+    error: str | None
+    log_lines: tuple[str, ...]
+    caller: str | None
+
+
+class FunctionLog:
+    """The last ``size`` function runs (a ring: the oldest go first)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._runs: collections.deque[FunctionRun] = collections.deque(maxlen=size)
+        self.recorded = 0
+
+    def add(self, run: FunctionRun) -> None:
+        """Keep ``run`` (dropping the oldest when full)."""
+        self._runs.append(run)
+        self.recorded += 1
+
+    def __iter__(self) -> Iterator[FunctionRun]:
+        return iter(list(self._runs))
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+class Observer:
+    """Where the runner and the flusher report; owns the metrics, the slow log and the ring.
+
+    Args:
+        slow_function_ms: Log runs slower than this (milliseconds); ``None``: never.
+        function_log_size: Runs kept in :attr:`function_log`.
+    """
+
+    def __init__(self, slow_function_ms: float | None = None, function_log_size: int = 10_000):
+        self.metrics = Metrics()
+        self.function_log = FunctionLog(function_log_size)
+        self.slow_function_ms = slow_function_ms
+
+    def wants_usage(self) -> bool:
+        """True when runs should report what they read (the slow log needs it)."""
+        return self.slow_function_ms is not None
+
+    def function_ran(
+        self,
+        kind: str,
+        path: str | None,
+        started: float,
+        duration_s: float,
+        error: BaseException | None,
+        log_lines: list[str] | tuple[str, ...],
+        identity: dict[str, Any] | None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        """Record one run (``started``: epoch seconds; ``duration_s``: seconds)."""
+        name = path or "?"
+        self.metrics.function_duration.labels(name, kind).observe(duration_s)
+        error_name = None if error is None else type(error).__name__
+        if error_name is not None:
+            self.metrics.function_errors.labels(name, kind, error_name).inc()
+        caller = None
+        if identity is not None:
+            token = identity.get("tokenIdentifier")
+            caller = token if isinstance(token, str) else None
+        self.function_log.add(
+            FunctionRun(name, kind, started, duration_s, error_name, tuple(log_lines), caller)
+        )
+        limit = self.slow_function_ms
+        if limit is not None and duration_s * 1000.0 > limit:
+            read = usage or {}
+            slow_log.warning(
+                "slow %s %s: %.1f ms (limit %g ms)%s; %d documents, %d bytes read; "
+                "%d index ranges read",
+                kind,
+                name,
+                duration_s * 1000.0,
+                limit,
+                "" if error_name is None else f", failed with {error_name}",
+                read.get("documents_read", 0),
+                read.get("bytes_read", 0),
+                read.get("index_ranges_read", 0),
+            )
+
+    def batch_written(self, commits: int) -> None:
+        """A durable batch of ``commits`` commits."""
+        self.metrics.commits.inc(commits)
+        self.metrics.commit_batch_size.observe(commits)
+
+    def commit_waited(self, duration_s: float) -> None:
+        """A mutation's commit took ``duration_s`` to become durable and visible."""
+        self.metrics.commit_duration.observe(duration_s)
+
+    def write_conflict(self) -> None:
+        """A mutation attempt hit a write conflict."""
+        self.metrics.write_conflicts.inc()
+
+
+def now_s() -> float:
+    """Seconds since the epoch (for :attr:`FunctionRun.started`)."""
+    return time.time()
