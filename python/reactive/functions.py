@@ -174,11 +174,14 @@ class App:
         functions: Canonical path -> function.
         schema: The schema from the app's ``schema`` module, or ``None``.
         name: The package name the app was imported as.
+        auth_providers: The ``providers`` list of the app's ``auth`` module (as written;
+            the server parses it), or ``None``.
     """
 
     functions: dict[str, Function] = field(default_factory=dict)
     schema: DatabaseSchema | None = None
     name: str = ""
+    auth_providers: Any = None
 
     def lookup(self, path: str) -> Function:
         """The function at ``path`` (any accepted spelling).
@@ -205,6 +208,8 @@ def _register_module(app: App, module: ModuleType, module_path: str) -> None:
         path = f"{module_path}:{name}"
         value.path = value.path or path
         app.functions[path] = value
+    if module_path == "auth":
+        app.auth_providers = getattr(module, "providers", None)
     if module_path.rsplit("/", 1)[-1] == "schema":
         schema = getattr(module, "schema", None)
         if schema is None:

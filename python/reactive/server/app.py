@@ -37,6 +37,7 @@ from reactive.db.system import ensure_system_tables, prune_session_requests
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
 from reactive.server.http import HttpApi
+from reactive.server.providers import Providers, parse_providers
 from reactive.server.queries import QueryCache
 
 __all__ = ["Server", "ServerConfig", "create_app"]
@@ -149,6 +150,11 @@ class Server:
             self.config.db_url, app=self.config.app, **self.config.open_options
         )
         await ensure_system_tables(self._db)
+        try:
+            self.authenticate.providers = Providers(parse_providers(self._db.app.auth_providers))
+        except ValueError:
+            await self._db.close()
+            raise
         self._queries = QueryCache(self._db, dev=self.config.dev)
         metrics = self._db.metrics
         metrics.gauge(

@@ -12,20 +12,33 @@ Both ``Authenticate`` messages and HTTP ``Authorization`` headers are checked he
   cannot override them), ``exp`` kept as a number, and no ``tokenType`` key: nothing may
   derive admin rights from an identity's claims.
 
-With nothing configured, every token is refused with a message that says so. An empty
-(or whitespace-only) admin key or JWT key is refused with ``ValueError``: it would let
-anyone in.
+* Tokens whose ``iss`` names one of the app's auth providers (``auth.py``; OIDC discovery
+  and JWKS, :mod:`reactive.server.providers`) are checked against that provider's keys;
+  :meth:`Authenticator.prepare` fetches missing keys first (the server awaits it before a
+  token is checked, so checking never waits on the network).
+* An admin key acting as a user: ``Convex <key>:<base64 of a JSON identity>`` (HTTP, as
+  ``ConvexHttpClient.setAdminAuth(key, identity)`` and ``npx convex run --identity``
+  send it), or ``impersonating`` in the sync ``Authenticate`` message: the caller gets that
+  identity (``subject`` and ``issuer`` required; ``tokenIdentifier`` derived from them).
+
+With nothing configured, every token is refused with a message that says so (Convex's
+code ``NoAuthProvider`` when no provider matches). An empty (or whitespace-only) admin
+key or JWT key is refused with ``ValueError``: it would let anyone in.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
+from reactive.server.providers import Providers
 from reactive.sync.session import AuthFailure
 
-__all__ = ["Authenticator"]
+__all__ = ["Authenticator", "encode_acting_as"]
 
 
 @dataclass
@@ -45,6 +58,7 @@ class Authenticator:
     jwt_algorithms: tuple[str, ...] = ("HS256", "RS256", "ES256")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    providers: Providers = field(default_factory=lambda: Providers([]))
 
     def __post_init__(self) -> None:
         for name in ("admin_key", "jwt_key"):
@@ -64,18 +78,35 @@ class Authenticator:
         if token_type == "Admin":
             if self.admin_key is None:
                 raise AuthFailure("admin keys are not accepted: the server has none configured")
-            key = (value or "").split(":", 1)[0]
+            key, _, acting_as = (value or "").partition(":")
             if not hmac.compare_digest(key.encode(), self.admin_key.encode()):
                 raise AuthFailure("the admin key is not valid")
-            return None
+            return _acting_as(acting_as) if acting_as else None
         if token_type != "User":
             raise AuthFailure(f"unknown token type {token_type!r}")
+        import jwt  # PyJWT
+
+        if self.providers:
+            try:
+                issuer_claim = jwt.decode(value or "", options={"verify_signature": False}).get(
+                    "iss"
+                )
+            except jwt.PyJWTError as exc:
+                raise AuthFailure(f"the token is not valid: {exc}") from None
+            provider = self.providers.match(issuer_claim)
+            if provider is not None:
+                return _identity(self.providers.verify(value or "", provider))
+            if self.jwt_key is None:
+                raise AuthFailure(
+                    f"NoAuthProvider: no auth provider found matching the given token "
+                    f"(issuer {issuer_claim!r}); the app's auth.py lists "
+                    + ", ".join(repr(p.issuer) for p in self.providers.providers)
+                )
         if self.jwt_key is None:
             raise AuthFailure(
-                "no authentication provider is configured on this server (start it with "
-                "--jwt-key to accept user tokens)"
+                "NoAuthProvider: no authentication provider is configured on this server "
+                "(list providers in the app's auth.py, or start it with --jwt-key)"
             )
-        import jwt  # PyJWT, imported only when user tokens are configured
 
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -95,15 +126,16 @@ class Authenticator:
             raise AuthFailure(f"the token is not valid: {exc}") from None
         except jwt.PyJWTError as exc:
             raise AuthFailure(f"the token is not valid: {exc}") from None
-        exp = claims["exp"]
-        if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-            raise AuthFailure("the token is not valid: its 'exp' claim must be a number")
-        issuer = str(claims.get("iss", ""))
-        identity = {k: v for k, v in claims.items() if k != "tokenType"}
-        identity["subject"] = str(claims["sub"])
-        identity["issuer"] = issuer
-        identity["tokenIdentifier"] = f"{issuer}|{claims['sub']}"
-        return identity
+        return _identity(claims)
+
+    async def prepare(self, token_type: str, value: str | None) -> None:
+        """Fetch what checking this token needs (an auth provider's keys); never raises.
+
+        Awaited before the token is checked, so :meth:`__call__` never waits on the
+        network.
+        """
+        if token_type == "User" and value and self.providers:
+            await self.providers.prepare(value)
 
     def from_header(self, header: str | None) -> dict[str, Any] | None:
         """The identity of an HTTP ``Authorization`` header (``None`` without one).
@@ -111,11 +143,66 @@ class Authenticator:
         Raises:
             AuthFailure: the header holds a token that is refused.
         """
-        if not header:
+        parsed = _parse_header(header)
+        return None if parsed is None else self(*parsed)
+
+    async def from_header_async(self, header: str | None) -> dict[str, Any] | None:
+        """:meth:`from_header` after :meth:`prepare` (fetching provider keys if needed).
+
+        Raises:
+            AuthFailure: the header holds a token that is refused.
+        """
+        parsed = _parse_header(header)
+        if parsed is None:
             return None
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            return self("User", token.strip())
-        if scheme.lower() == "convex":
-            return self("Admin", token.strip())
-        raise AuthFailure("Authorization must be 'Bearer <token>' or 'Convex <admin key>'")
+        await self.prepare(*parsed)
+        return self(*parsed)
+
+
+def _parse_header(header: str | None) -> tuple[str, str] | None:
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return "User", token.strip()
+    if scheme.lower() == "convex":
+        return "Admin", token.strip()
+    raise AuthFailure("Authorization must be 'Bearer <token>' or 'Convex <admin key>'")
+
+
+def _identity(claims: dict[str, Any]) -> dict[str, Any]:
+    """Verified claims as Convex's identity (``subject``, ``issuer``, ``tokenIdentifier``)."""
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise AuthFailure("the token is not valid: its 'exp' claim must be a number")
+    issuer = str(claims.get("iss", ""))
+    identity = {k: v for k, v in claims.items() if k != "tokenType"}
+    identity["subject"] = str(claims["sub"])
+    identity["issuer"] = issuer
+    identity["tokenIdentifier"] = f"{issuer}|{claims['sub']}"
+    return identity
+
+
+def encode_acting_as(identity: dict[str, Any]) -> str:
+    """``identity`` as the admin key's suffix (base64 of its JSON), as the clients send."""
+    return base64.b64encode(json.dumps(identity).encode()).decode()
+
+
+def _acting_as(encoded: str) -> dict[str, Any]:
+    """The identity an admin key acts as (base64 of a JSON object)."""
+    try:
+        padded = encoded + "=" * (-len(encoded) % 4)
+        raw = base64.b64decode(padded.encode("ascii"), validate=False)
+        attributes = json.loads(raw)
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise AuthFailure(
+            f"the identity to act as is not base64 of a JSON object: {exc}"[:300]
+        ) from None
+    if not isinstance(attributes, dict):
+        raise AuthFailure("the identity to act as must be a JSON object")
+    subject, issuer = attributes.get("subject"), attributes.get("issuer")
+    if not isinstance(subject, str) or not isinstance(issuer, str):
+        raise AuthFailure("the identity to act as needs 'subject' and 'issuer' strings")
+    identity = {k: v for k, v in attributes.items() if k != "tokenType"}
+    identity["tokenIdentifier"] = f"{issuer}|{subject}"
+    return identity

@@ -37,7 +37,7 @@ from reactive.errors import RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
 from reactive.server.queries import SharedQuery
-from reactive.sync.messages import ProtocolError, parse_client_message
+from reactive.sync.messages import Authenticate, ProtocolError, parse_client_message
 from reactive.sync.session import (
     Close,
     ComputeTransition,
@@ -341,6 +341,11 @@ class Connection:
                 if text is not None:
                     if len(text) >= PARSE_OFF_LOOP_BYTES:
                         parsed = await asyncio.to_thread(_parse, text)
+                        await self._prepare_auth(parsed)
+                        self._events.put_nowait(_Frame(parsed, True, len(text)))
+                    elif '"Authenticate"' in text:
+                        parsed = _parse(text)
+                        await self._prepare_auth(parsed)
                         self._events.put_nowait(_Frame(parsed, True, len(text)))
                     else:
                         self._events.put_nowait(_Frame(text, False))
@@ -373,6 +378,11 @@ class Connection:
             return buffered > 0 and now - self._progress_at > self._send_timeout_s
         started = self._send_started
         return started is not None and now - started > self._send_timeout_s
+
+    async def _prepare_auth(self, message: Any) -> None:
+        """Fetch an auth provider's keys for a token before the session checks it."""
+        if isinstance(message, Authenticate):
+            await self.server.authenticate.prepare(message.token_type, message.value)
 
     def ping_due(self) -> None:
         """The server's ping timer ticked (one timer for all sockets, each second)."""

@@ -143,9 +143,11 @@ class HttpApi:
             raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
         return body
 
-    def _identity(self, request: Request) -> dict[str, Any] | None:
+    async def _identity(self, request: Request) -> dict[str, Any] | None:
         try:
-            return self.server.authenticate.from_header(request.headers.get("authorization"))
+            return await self.server.authenticate.from_header_async(
+                request.headers.get("authorization")
+            )
         except AuthFailure as exc:
             raise RequestError(401, "Unauthenticated", str(exc)) from None
 
@@ -221,7 +223,7 @@ class HttpApi:
         """``POST /api/query|mutation|action|function``."""
         try:
             body = await self._body(request)
-            identity = self._identity(request)
+            identity = await self._identity(request)
             fn = self._function(body.get("path"), kind)
             result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
         except RequestError as exc:
@@ -231,7 +233,7 @@ class HttpApi:
     async def query_get(self, request: Request) -> Response:
         """``GET /api/query?path=…&args=<json>&format=…``."""
         try:
-            identity = self._identity(request)
+            identity = await self._identity(request)
             fn = self._function(request.query_params.get("path"), "query")
             raw = request.query_params.get("args") or "{}"
             try:
@@ -259,7 +261,7 @@ class HttpApi:
                     f"/api/run/{rest[:200]} names no function: use /api/run/<module>/<function>",
                 )
             body = await self._body(request)
-            identity = self._identity(request)
+            identity = await self._identity(request)
             fn = self._function(f"{module}:{name}", None)
             result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
         except RequestError as exc:
@@ -274,7 +276,7 @@ class HttpApi:
         """``POST /api/query_at_ts``: a query at an earlier snapshot (within retention)."""
         try:
             body = await self._body(request)
-            identity = self._identity(request)
+            identity = await self._identity(request)
             fn = self._function(body.get("path"), "query")
             try:
                 ts = decode_ts(body.get("ts"), "ts")
@@ -291,7 +293,7 @@ class HttpApi:
         """``POST /api/query_batch``: several queries at one snapshot."""
         try:
             body = await self._body(request)
-            identity = self._identity(request)
+            identity = await self._identity(request)
             queries = body.get("queries")
             if not isinstance(queries, list):
                 raise RequestError(400, "BadJsonBody", "queries must be an array")

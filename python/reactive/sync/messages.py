@@ -177,6 +177,7 @@ class Authenticate:
     base_version: int
     token_type: str
     value: str | None
+    impersonating: dict[str, Any] | None = None  # an admin key acting as this identity
 
 
 @dataclass(frozen=True)
@@ -253,8 +254,14 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         value = msg.get("value")
         if token_type != "None" and not isinstance(value, str):
             raise ProtocolError("Authenticate.value must be a string")
+        impersonating = msg.get("impersonating")
+        if impersonating is not None and not isinstance(impersonating, dict):
+            raise ProtocolError("Authenticate.impersonating must be an object")
         return Authenticate(
-            _u32(msg, "baseVersion"), token_type, value if isinstance(value, str) else None
+            _u32(msg, "baseVersion"),
+            token_type,
+            value if isinstance(value, str) else None,
+            impersonating if token_type == "Admin" else None,
         )
     if kind == "Event":
         event_type = msg.get("eventType")

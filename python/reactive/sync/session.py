@@ -34,6 +34,7 @@ Rules kept (``shared/spec/convex-wire-protocol.md`` §6-7):
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -402,7 +403,12 @@ class SyncSession:
             try:
                 if self.authenticate is None:
                     raise AuthFailure("this server accepts no authentication tokens")
-                identity = self.authenticate(msg.token_type, msg.value)
+                value = msg.value
+                if msg.impersonating is not None:
+                    # An admin key acting as a user: the same form as over HTTP.
+                    acting_as = base64.b64encode(dumps(msg.impersonating).encode()).decode()
+                    value = f"{value or ''}:{acting_as}"
+                identity = self.authenticate(msg.token_type, value)
             except AuthFailure as exc:
                 self.closed = True
                 error = {
