@@ -6,6 +6,7 @@ Commands:
     check                            verify every index entry against the documents
     tables                           list tables and their indexes
     gc [--keep-seconds S]            delete versions older than S seconds (default 60)
+    schema                           print a define_schema(...) inferred from the documents
     export [URL] PATH                write a snapshot ZIP (Convex's export layout) of URL
     import [URL] PATH                load a snapshot ZIP into URL (tables absent or empty)
 
@@ -142,6 +143,16 @@ async def _gc(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _schema(ns: argparse.Namespace) -> int:
+    import reactive
+    from reactive.inference import infer_schema, render_schema
+
+    async with reactive.open(ns.db) as db:
+        tables = await infer_schema(db)
+    print(render_schema(tables), end="")
+    return 0
+
+
 class _RichProgress:
     """Rich progress bars, one per table (``reactive.snapshot.Progress``)."""
 
@@ -246,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p_gc = sub.add_parser("gc", help="delete versions older than the retention window")
     p_gc.add_argument("--keep-seconds", type=float, default=60.0, help="default: %(default)s")
     p_gc.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_schema = sub.add_parser("schema", help="print a schema inferred from stored documents")
+    p_schema.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     for name, help_text in (
         ("export", "write a snapshot ZIP of the database"),
         ("import", "load a snapshot ZIP into the database"),
@@ -263,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _export,
         "import": _import,
         "gc": _gc,
+        "schema": _schema,
     }
     from reactive.errors import ReactiveError
 
