@@ -7,6 +7,8 @@ Commands:
     tables                           list tables and their indexes
     gc [--keep-seconds S]            delete versions older than S seconds (default 60)
     schema                           print a define_schema(...) inferred from the documents
+    env list | get NAME | set NAME VALUE | remove NAME
+                                     the environment variables functions read (ctx.env)
     export [URL] PATH                write a snapshot ZIP (Convex's export layout) of URL
     import [URL] PATH                load a snapshot ZIP into URL (tables absent or empty)
 
@@ -153,6 +155,33 @@ async def _schema(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _env(ns: argparse.Namespace) -> int:
+    import reactive
+    from reactive.db.system import (
+        change_environment_variables,
+        get_environment_variable,
+        list_environment_variables,
+    )
+
+    async with reactive.open(ns.db) as db:
+        if ns.action == "list":
+            for var in list_environment_variables(db._engine.begin(True)):
+                print(f"{var['name']}={var['value']}")
+        elif ns.action == "get":
+            value = get_environment_variable(db._engine.begin(True), ns.name)
+            if value is None:
+                print(f"error: environment variable {ns.name} is not set", file=sys.stderr)
+                return 1
+            print(value)
+        elif ns.action == "set":
+            await change_environment_variables(db, [(ns.name, ns.value)])
+            print(f"set {ns.name}")
+        else:
+            await change_environment_variables(db, [(ns.name, None)])
+            print(f"removed {ns.name}")
+    return 0
+
+
 class _RichProgress:
     """Rich progress bars, one per table (``reactive.snapshot.Progress``)."""
 
@@ -257,6 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     p_gc = sub.add_parser("gc", help="delete versions older than the retention window")
     p_gc.add_argument("--keep-seconds", type=float, default=60.0, help="default: %(default)s")
     p_gc.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_env = sub.add_parser("env", help="list, get, set or remove environment variables")
+    env_sub = p_env.add_subparsers(dest="action", required=True)
+    env_list = env_sub.add_parser("list", help="every variable as NAME=VALUE")
+    env_get = env_sub.add_parser("get", help="one variable's value")
+    env_get.add_argument("name")
+    env_set = env_sub.add_parser("set", help="set a variable")
+    env_set.add_argument("name")
+    env_set.add_argument("value")
+    env_remove = env_sub.add_parser("remove", help="remove a variable")
+    env_remove.add_argument("name")
+    for env_parser in (p_env, env_list, env_get, env_set, env_remove):
+        env_parser.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     p_schema = sub.add_parser("schema", help="print a schema inferred from stored documents")
     p_schema.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     for name, help_text in (
@@ -277,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "import": _import,
         "gc": _gc,
         "schema": _schema,
+        "env": _env,
     }
     from reactive.errors import ReactiveError
 

@@ -34,6 +34,7 @@ __all__ = [
     "Auth",
     "DatabaseReader",
     "DatabaseWriter",
+    "Env",
     "MutationCtx",
     "QueryCtx",
 ]
@@ -262,8 +263,36 @@ class _BaseCtx:
         return self._auth
 
 
+class Env:
+    """``ctx.env``: the deployment's environment variables (strings by name).
+
+    Set with ``python -m reactive env set NAME VALUE`` or ``npx convex env set``. In queries
+    and mutations a variable is read in the function's transaction, so a subscribed query
+    that read one re-runs when it changes; in actions each read sees the latest value.
+    """
+
+    def __init__(self, txn_of: Callable[[], _core.Transaction]) -> None:
+        self._txn_of = txn_of
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of ``name``, or ``default`` when it is not set."""
+        from reactive.db.system import get_environment_variable
+
+        value = get_environment_variable(self._txn_of(), name)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(f"environment variable {name!r} is not set")
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+
 class QueryCtx(_BaseCtx):
-    """The ``ctx`` of a query: ``db`` (read-only), ``auth``, ``now``, ``random``."""
+    """The ``ctx`` of a query: ``db`` (read-only), ``auth``, ``env``, ``now``, ``random``."""
 
     def __init__(
         self, db: DatabaseReader, now: float, seed: int, identity: dict[str, Any] | None
@@ -271,15 +300,25 @@ class QueryCtx(_BaseCtx):
         super().__init__(now, seed, identity)
         self.db = db
 
+    @property
+    def env(self) -> Env:
+        """The deployment's environment variables (read in this transaction)."""
+        return Env(lambda: self.db._txn)
+
 
 class MutationCtx(_BaseCtx):
-    """The ``ctx`` of a mutation: ``db`` (read-write), ``auth``, ``now``, ``random``."""
+    """The ``ctx`` of a mutation: ``db`` (read-write), ``auth``, ``env``, ``now``, ``random``."""
 
     def __init__(
         self, db: DatabaseWriter, now: float, seed: int, identity: dict[str, Any] | None
     ) -> None:
         super().__init__(now, seed, identity)
         self.db = db
+
+    @property
+    def env(self) -> Env:
+        """The deployment's environment variables (read in this transaction)."""
+        return Env(lambda: self.db._txn)
 
 
 class ActionCtx(_BaseCtx):
@@ -294,9 +333,18 @@ class ActionCtx(_BaseCtx):
         now: float,
         seed: int,
         identity: dict[str, Any] | None,
+        env: Env | None = None,
     ) -> None:
         super().__init__(now, seed, identity)
         self._runner = runner
+        self._env = env
+
+    @property
+    def env(self) -> Env:
+        """The deployment's environment variables (each read sees the latest value)."""
+        if self._env is None:
+            raise RuntimeError("this action context has no environment")
+        return self._env
 
     async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
         """Run a query (public or internal) in its own transaction; returns its result."""

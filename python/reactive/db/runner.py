@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from reactive import _core, logs
 from reactive.db import system
-from reactive.db.context import ActionCtx, DatabaseReader, DatabaseWriter, MutationCtx, QueryCtx
+from reactive.db.context import (
+    ActionCtx,
+    DatabaseReader,
+    DatabaseWriter,
+    Env,
+    MutationCtx,
+    QueryCtx,
+)
 from reactive.db.executor import Executor, Offload, in_worker, inline_possible, run_inline
 from reactive.errors import (
     ArgumentValidationError,
@@ -251,12 +258,14 @@ class Runner:
         kind: FunctionKind,
         internal_ok: bool,
         client_words: bool = False,
+        admin: bool = False,
     ) -> Function:
         """The function at a path (or the function itself), checked for kind and visibility.
 
         ``client_words``: for a remote client, a missing and an internal function get the
         same message, Convex's (the client learns nothing of internal functions); an
-        embedded caller is told which it is.
+        embedded caller is told which it is. ``admin``: the caller holds the admin key, so
+        the ``_system/`` functions (:mod:`reactive.admin`) are there for it.
 
         Raises:
             FunctionNotFoundError: no such function, the wrong kind, or internal when the
@@ -269,6 +278,15 @@ class Runner:
         else:
             path = function
         fn = self._resolved.get(path) if isinstance(path, str) else None
+        if fn is None and isinstance(path, str) and path.startswith("_system/"):
+            from reactive.admin import system_function
+
+            system = system_function(path) if admin else None
+            if system is None:
+                raise FunctionNotFoundError(_not_found(path))
+            if system.kind != kind:
+                raise FunctionNotFoundError(f"{system.path!r} is a {system.kind}, not a {kind}")
+            return system
         if fn is None:
             try:
                 fn = self._db._app.lookup(path)
@@ -558,7 +576,9 @@ class Runner:
             collector.lines.extend(a.log_lines)
             return a.value
 
-        ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity)
+        engine = self._db._engine
+        env = Env(lambda: engine.begin(True))
+        ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity, env)
         token = logs.collecting(collector)
         try:
             value = await self._invoke(fn, ctx, checked)

@@ -21,24 +21,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from reactive import _core
 from reactive.db.schema_sync import backfill_index
-from reactive.errors import RetryableError
+from reactive.errors import IndexNotFoundError, RetryableError, TableNotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from reactive.db.database import Database
 
 __all__ = [
+    "ENVIRONMENT_VARIABLES",
     "SESSION_REQUESTS",
     "SESSION_REQUEST_RETENTION_S",
     "caller_key",
+    "change_environment_variables",
+    "check_environment_variable",
+    "ensure_environment_table",
     "ensure_system_tables",
     "find_session_request",
+    "get_environment_variable",
+    "list_environment_variables",
     "prune_session_requests",
     "record_session_request",
+    "set_environment_variable",
 ]
 
 log = logging.getLogger("reactive.system")
@@ -57,17 +65,118 @@ SESSION_REQUEST_RETENTION_S = 3600.0
 
 async def ensure_system_tables(db: Database) -> None:
     """Create the system tables and their indexes if they do not exist."""
+    await _ensure_table(db, SESSION_REQUESTS, _INDEXES)
+    await ensure_environment_table(db)
+
+
+async def ensure_environment_table(db: Database) -> None:
+    """Create ``_environment_variables`` and its ``by_name`` index if they do not exist."""
+    await _ensure_table(db, ENVIRONMENT_VARIABLES, {_BY_NAME: ["name"]})
+
+
+async def _ensure_table(db: Database, table_name: str, indexes: dict[str, list[str]]) -> None:
     engine = db._engine
-    engine.create_system_table(SESSION_REQUESTS)
-    for name, fields in _INDEXES.items():
-        table = next(t for t in engine.tables() if t["name"] == SESSION_REQUESTS)
+    engine.create_system_table(table_name)
+    for name, fields in indexes.items():
+        table = next(t for t in engine.tables() if t["name"] == table_name)
         index = next((i for i in table["indexes"] if i["name"] == name), None)
         if index is None:
-            index_id, snapshot = engine.add_index(SESSION_REQUESTS, name, fields)
+            index_id, snapshot = engine.add_index(table_name, name, fields)
             await backfill_index(db, index_id, snapshot)
         elif index["ready_since"] is None:
             await backfill_index(db, index["id"], engine.visible_ts)
     await db._flusher.flush()
+
+
+ENVIRONMENT_VARIABLES = "_environment_variables"
+"""The deployment's environment variables: ``{name, value}`` documents."""
+_BY_NAME = "by_name"
+MAX_ENV_NAME = 40
+MAX_ENV_VALUE_BYTES = 8192
+_ENV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def check_environment_variable(name: Any, value: Any = "") -> None:
+    """Refuse a bad environment variable name or value.
+
+    Convex's rules: a letter then letters, digits or ``_``, at most 40 characters; values
+    are strings of at most 8 KiB.
+
+    Raises:
+        ValidationError: the name or the value is not acceptable (the message says why).
+    """
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or len(name) > MAX_ENV_NAME:
+        raise ValidationError(
+            f"environment variable name {name!r:.60} must start with a letter, hold only "
+            f"letters, digits and '_', and have at most {MAX_ENV_NAME} characters"
+        )
+    if not isinstance(value, str):
+        raise ValidationError(f"the value of {name} must be a string")
+    if len(value.encode()) > MAX_ENV_VALUE_BYTES:
+        raise ValidationError(f"the value of {name} is over {MAX_ENV_VALUE_BYTES} bytes")
+
+
+def _env_docs(txn: _core.Transaction, name: str | None, limit: int) -> list[dict[str, Any]]:
+    ops = [] if name is None else [("eq", "name", name)]
+    try:
+        docs, _, _ = txn.scan(
+            ENVIRONMENT_VARIABLES, _BY_NAME, ops, "asc", limit, None, None, None, True
+        )
+    except (TableNotFoundError, IndexNotFoundError):
+        return []  # no variable was ever set
+    return list(docs)
+
+
+def get_environment_variable(txn: _core.Transaction, name: str) -> str | None:
+    """The value of ``name``, read in ``txn`` (so a subscription watches it), or None."""
+    docs = _env_docs(txn, name, 1)
+    return str(docs[0]["value"]) if docs else None
+
+
+def list_environment_variables(txn: _core.Transaction) -> list[dict[str, str]]:
+    """Every variable as ``{"name", "value"}``, by name."""
+    return [{"name": d["name"], "value": d["value"]} for d in _env_docs(txn, None, 100_000)]
+
+
+def set_environment_variable(txn: _core.Transaction, name: str, value: str | None) -> None:
+    """Set (or with ``None`` remove) ``name`` in ``txn``.
+
+    Raises:
+        ValidationError: a bad name or value.
+    """
+    check_environment_variable(name, "" if value is None else value)
+    for doc in _env_docs(txn, name, 16):
+        txn.delete(doc["_id"])
+    if value is not None:
+        txn.insert(ENVIRONMENT_VARIABLES, {"name": name, "value": value})
+
+
+async def change_environment_variables(db: Database, changes: list[tuple[str, str | None]]) -> int:
+    """Apply ``(name, value or None to remove)`` changes in one durable transaction.
+
+    Returns:
+        The commit timestamp.
+
+    Raises:
+        ValidationError: a bad name or value (nothing is changed).
+    """
+    for name, value in changes:
+        check_environment_variable(name, "" if value is None else value)
+    await ensure_environment_table(db)
+    engine = db._engine
+    for _ in range(32):
+        txn = engine.begin(False)
+        for name, value in changes:
+            set_environment_variable(txn, name, value)
+        try:
+            ts = engine.commit(txn)
+        except RetryableError:
+            continue
+        if ts is None:
+            return int(engine.visible_ts)
+        await db._flusher.wait(ts)
+        return int(ts)
+    raise RetryableError("environment variables: too many write conflicts; try again")
 
 
 def caller_key(identity: dict[str, Any] | None, path: str | None) -> str:

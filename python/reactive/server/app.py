@@ -273,6 +273,11 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/health", api.health, methods=["GET"]),
         Route("/health/ready", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route(
+            "/api/update_environment_variables",
+            api.update_environment_variables,
+            methods=["POST"],
+        ),
     ]
     middleware = [
         Middleware(_CollapseSlashes),

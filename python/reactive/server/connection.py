@@ -412,11 +412,13 @@ class Connection:
     # -- functions ---------------------------------------------------------------------------
 
     def _resolve(self, path: str, kind: str) -> Function:
+        admin = self.session.admin
         return self.server.db._runner.resolve(
             path,
             kind,  # type: ignore[arg-type]
-            internal_ok=False,
+            internal_ok=admin,
             client_words=True,
+            admin=admin,
         )
 
     def _failure(self, request_id: int, exc: Exception) -> dict[str, Any]:

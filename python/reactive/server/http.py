@@ -28,11 +28,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from reactive import _core
+from reactive.db.system import change_environment_variables
 from reactive.errors import (
     FunctionNotFoundError,
     InvalidValueError,
     ReactiveError,
     TransactionTooOldError,
+    ValidationError,
 )
 from reactive.functions import Function, FunctionKind, canonicalize_path
 from reactive.server.errors import error_message
@@ -143,26 +145,39 @@ class HttpApi:
             raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
         return body
 
-    async def _identity(self, request: Request) -> dict[str, Any] | None:
+    async def _caller(self, request: Request) -> tuple[dict[str, Any] | None, bool]:
+        """The caller's identity, and whether it holds the admin key."""
+        header = request.headers.get("authorization")
         try:
-            return await self.server.authenticate.from_header_async(
-                request.headers.get("authorization")
-            )
+            identity = await self.server.authenticate.from_header_async(header)
         except AuthFailure as exc:
             raise RequestError(401, "Unauthenticated", str(exc)) from None
+        admin = header is not None and header.strip().lower().startswith("convex ")
+        return identity, admin
 
-    def _function(self, path: Any, kind: FunctionKind | None) -> Function:
+    def _function(self, path: Any, kind: FunctionKind | None, admin: bool = False) -> Function:
         if not isinstance(path, str):
             raise RequestError(400, "BadConvexFunctionIdentifier", "path must be a string")
         try:
             canonical = canonicalize_path(path)
         except FunctionNotFoundError as exc:
             raise RequestError(400, "BadConvexFunctionIdentifier", str(exc)) from None
+        if admin and canonical.startswith("_system/"):
+            from reactive.admin import system_function
+
+            system = system_function(canonical)
+            if system is None:
+                raise RequestError(404, "FunctionNotFound", _not_found(canonical))
+            if kind is not None and system.kind != kind:
+                raise RequestError(
+                    400, "WrongFunctionType", f"{canonical!r} is a {system.kind}, not a {kind}"
+                )
+            return system
         try:
             fn = self.server.db.app.lookup(canonical)
         except FunctionNotFoundError:
             raise RequestError(404, "FunctionNotFound", _not_found(canonical)) from None
-        if fn.internal:
+        if fn.internal and not admin:
             raise RequestError(404, "FunctionNotFound", _not_found(canonical))
         if kind is not None and fn.kind != kind:
             raise RequestError(
@@ -223,8 +238,8 @@ class HttpApi:
         """``POST /api/query|mutation|action|function``."""
         try:
             body = await self._body(request)
-            identity = await self._identity(request)
-            fn = self._function(body.get("path"), kind)
+            identity, admin = await self._caller(request)
+            fn = self._function(body.get("path"), kind, admin)
             result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
         except RequestError as exc:
             return exc.response()
@@ -233,8 +248,8 @@ class HttpApi:
     async def query_get(self, request: Request) -> Response:
         """``GET /api/query?path=…&args=<json>&format=…``."""
         try:
-            identity = await self._identity(request)
-            fn = self._function(request.query_params.get("path"), "query")
+            identity, admin = await self._caller(request)
+            fn = self._function(request.query_params.get("path"), "query", admin)
             raw = request.query_params.get("args") or "{}"
             try:
                 args = loads(raw)
@@ -261,8 +276,8 @@ class HttpApi:
                     f"/api/run/{rest[:200]} names no function: use /api/run/<module>/<function>",
                 )
             body = await self._body(request)
-            identity = await self._identity(request)
-            fn = self._function(f"{module}:{name}", None)
+            identity, admin = await self._caller(request)
+            fn = self._function(f"{module}:{name}", None, admin)
             result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
         except RequestError as exc:
             return exc.response()
@@ -276,8 +291,8 @@ class HttpApi:
         """``POST /api/query_at_ts``: a query at an earlier snapshot (within retention)."""
         try:
             body = await self._body(request)
-            identity = await self._identity(request)
-            fn = self._function(body.get("path"), "query")
+            identity, admin = await self._caller(request)
+            fn = self._function(body.get("path"), "query", admin)
             try:
                 ts = decode_ts(body.get("ts"), "ts")
             except ProtocolError as exc:
@@ -293,7 +308,7 @@ class HttpApi:
         """``POST /api/query_batch``: several queries at one snapshot."""
         try:
             body = await self._body(request)
-            identity = await self._identity(request)
+            identity, admin = await self._caller(request)
             queries = body.get("queries")
             if not isinstance(queries, list):
                 raise RequestError(400, "BadJsonBody", "queries must be an array")
@@ -311,7 +326,7 @@ class HttpApi:
                 if not isinstance(q, dict):
                     raise RequestError(400, "BadJsonBody", "each query must be an object")
                 try:
-                    fn = self._function(q.get("path"), "query")
+                    fn = self._function(q.get("path"), "query", admin)
                     results.append(
                         await self._run(fn, _args_of(q), identity, _clean(q.get("format")), ts)
                     )
@@ -328,6 +343,38 @@ class HttpApi:
     async def instance_version(self, request: Request) -> Response:
         """``GET /instance_version``."""
         return PlainTextResponse(_core.__version__)
+
+    async def update_environment_variables(self, request: Request) -> Response:
+        """``POST /api/update_environment_variables`` (admin key only).
+
+        Body ``{"changes": [{"name", "value"}]}``, a ``null`` value removing the variable;
+        all the changes in one transaction (the Convex CLI's ``env set/remove``).
+        """
+        try:
+            body = await self._body(request)
+            _, admin = await self._caller(request)
+            if not admin:
+                raise RequestError(
+                    401, "Unauthenticated", "this route needs the admin key (Convex <key>)"
+                )
+            changes = body.get("changes")
+            if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+                raise RequestError(400, "BadJsonBody", "changes must be a list of objects")
+            pairs: list[tuple[str, str | None]] = []
+            for change in changes:
+                name, value = change.get("name"), change.get("value")
+                if not isinstance(name, str) or not (value is None or isinstance(value, str)):
+                    raise RequestError(
+                        400, "BadJsonBody", "each change is {name: string, value: string|null}"
+                    )
+                pairs.append((name, value))
+            try:
+                await change_environment_variables(self.server.db, pairs)
+            except ValidationError as exc:
+                raise RequestError(400, "InvalidEnvironmentVariable", str(exc)) from None
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse({})
 
     async def metrics(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text (:mod:`reactive.observability` lists them)."""

@@ -223,6 +223,8 @@ class SyncSession:
     version_identity: int = 0
     version_ts: int = 0
     identity: dict[str, Any] | None = None
+    # The socket authenticated with the admin key (system and internal functions).
+    admin: bool = False
     queries: dict[int, QuerySpec] = field(default_factory=dict)
     sent: dict[int, bytes] = field(default_factory=dict)
     removed: set[int] = field(default_factory=set)
@@ -419,6 +421,7 @@ class SyncSession:
                 }
                 return [Send(dumps(error)), Close(1000, "AuthError")]
         self.identity = identity
+        self.admin = msg.token_type == "Admin"
         self.received_identity += 1
         # Every query re-runs under the new identity and is sent again.
         self.sent.clear()

@@ -1,0 +1,213 @@
+"""The official Convex CLI (npm ``convex``, tests/js) against the server as a self-hosted
+backend: ``data``, ``data TABLE``, ``env set/get/list/remove``; environment variables in
+functions (``ctx.env``, reactive); the admin-only routes and system functions refused to
+everyone else; ``python -m reactive env`` offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from test_official_js_client import JS_DIR, js_project  # noqa: F401 - the fixture
+from websockets.sync.client import connect
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess
+
+ADMIN = "cli-test-admin-key"
+
+APP = {
+    "schema.py": """
+        from reactive import define_schema, define_table, v
+
+        schema = define_schema({"notes": define_table({"text": v.string()})})
+    """,
+    "notes.py": """
+        from reactive import mutation, query, v
+
+
+        @mutation(args={"text": v.string()})
+        async def add(ctx, text):
+            return await ctx.db.insert("notes", {"text": text})
+
+
+        @query(args={"name": v.string()})
+        async def env(ctx, name):
+            return ctx.env.get(name)
+
+
+        @mutation(args={"name": v.string()})
+        async def env_in_mutation(ctx, name):
+            return ctx.env[name] if name in ctx.env else None
+    """,
+}
+
+
+@pytest.fixture
+def server(
+    make_app: Callable[[dict[str, str]], Path], start_server: Callable[..., ServerProcess]
+) -> ServerProcess:
+    return start_server(make_app(APP), "--admin-key", ADMIN)
+
+
+@pytest.fixture
+def cli(
+    js_project: Path,  # noqa: F811 - the fixture imported above
+    server: ServerProcess,
+    tmp_path: Path,
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``npx convex ...`` (the pinned CLI) in a project pointed at the server."""
+    project = tmp_path / "project"
+    project.mkdir()
+    pinned = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["convex"]
+    (project / "package.json").write_text(
+        json.dumps({"name": "cli-test", "version": "0.0.0", "dependencies": {"convex": pinned}})
+    )
+    (project / "node_modules").symlink_to(JS_DIR / "node_modules")
+    node = shutil.which("node")
+    assert node is not None
+    env = {
+        **os.environ,
+        "CONVEX_SELF_HOSTED_URL": server.url,
+        "CONVEX_SELF_HOSTED_ADMIN_KEY": ADMIN,
+        "CONVEX_TELEMETRY_DISABLED": "1",
+    }
+    main = str(JS_DIR / "node_modules" / "convex" / "bin" / "main.js")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [node, main, *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-3000:])
+        return proc
+
+    return run
+
+
+def post(server: ServerProcess, route: str, body: Any, key: str | None = ADMIN) -> httpx.Response:
+    headers = {} if key is None else {"Authorization": f"Convex {key}"}
+    return httpx.post(f"{server.url}{route}", json=body, headers=headers, timeout=20.0)
+
+
+def test_cli_data_lists_tables_and_documents(
+    server: ServerProcess, cli: Callable[..., Any]
+) -> None:
+    ids = []
+    for text in ("first", "second"):
+        r = post(server, "/api/mutation", {"path": "notes:add", "args": {"text": text}}, None)
+        ids.append(r.json()["value"])
+    assert cli("data").stdout.split() == ["notes"]
+    lines = cli("data", "notes", "--format", "jsonl").stdout.strip().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert [d["text"] for d in docs] == ["second", "first"]  # newest first
+    assert [d["_id"] for d in docs] == ids[::-1]
+    oldest = json.loads(
+        cli("data", "notes", "--limit", "1", "--order", "asc", "--format", "jsonl").stdout
+    )
+    assert oldest["text"] == "first"
+
+
+def test_cli_env_and_ctx_env(server: ServerProcess, cli: Callable[..., Any]) -> None:
+    url = server.url.replace("http://", "ws://") + "/api/sync"
+    with connect(url, open_timeout=10.0, proxy=None, ping_interval=None) as ws:
+        ws.send(
+            json.dumps({"type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0})
+        )
+        add = {"type": "Add", "queryId": 0, "udfPath": "notes:env", "args": [{"name": "GREETING"}]}
+        ws.send(
+            json.dumps(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": 0,
+                    "newVersion": 1,
+                    "modifications": [add],
+                }
+            )
+        )
+        assert next_value(ws) is None
+        cli("env", "set", "GREETING", "hello world")
+        # The subscribed query read it: the change re-ran it.
+        assert next_value(ws) == "hello world"
+        assert cli("env", "get", "GREETING").stdout.strip() == "hello world"
+        assert "GREETING=hello world" in cli("env", "list").stdout
+        r = post(
+            server,
+            "/api/mutation",
+            {"path": "notes:env_in_mutation", "args": {"name": "GREETING"}},
+            None,
+        )
+        assert r.json()["value"] == "hello world"
+        cli("env", "remove", "GREETING")
+        assert next_value(ws) is None
+        assert (
+            "No environment variables set" in cli("env", "list").stdout + cli("env", "list").stderr
+        )
+
+
+def next_value(ws: Any) -> Any:
+    deadline = time.monotonic() + 20.0
+    while True:
+        msg = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        assert msg["type"] != "FatalError", msg
+        if msg["type"] == "Transition" and msg["modifications"]:
+            mod = msg["modifications"][0]
+            assert mod["type"] == "QueryUpdated", mod
+            return mod["value"]
+
+
+def test_admin_routes_and_system_functions_need_the_admin_key(server: ServerProcess) -> None:
+    change = {"changes": [{"name": "X", "value": "1"}]}
+    assert post(server, "/api/update_environment_variables", change, None).status_code == 401
+    assert post(server, "/api/update_environment_variables", change, "wrong").status_code == 401
+    r = post(server, "/api/query", {"path": "_system/cli/tables", "args": {}}, None)
+    assert r.status_code == 404 and "Could not find public function" in r.json()["message"]
+    r = post(server, "/api/query", {"path": "_system/cli/queryEnvironmentVariables", "args": {}})
+    assert r.status_code == 200 and r.json()["value"] == []
+    bad = {"changes": [{"name": "1BAD", "value": "x"}]}
+    r = post(server, "/api/update_environment_variables", bad)
+    assert r.status_code == 400 and "must start with a letter" in r.json()["message"]
+    assert post(server, "/api/update_environment_variables", change).status_code == 200
+    r = post(
+        server,
+        "/api/query",
+        {"path": "_system/cli/queryEnvironmentVariables:get", "args": {"name": "X"}},
+    )
+    assert r.json()["value"] == {"name": "X", "value": "1"}
+
+
+def test_offline_env_verbs(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'env.sqlite3'}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reactive", "env", *args, "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert run("list").stdout == ""
+    assert run("set", "API_URL", "https://example.test").returncode == 0
+    assert run("get", "API_URL").stdout.strip() == "https://example.test"
+    assert run("list").stdout.strip() == "API_URL=https://example.test"
+    bad = run("set", "no-dashes", "x")
+    assert bad.returncode == 1 and "must start with a letter" in bad.stderr
+    assert run("remove", "API_URL").returncode == 0
+    missing = run("get", "API_URL")
+    assert missing.returncode == 1 and "not set" in missing.stderr
