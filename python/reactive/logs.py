@@ -114,7 +114,14 @@ def install() -> None:
 
 
 def collecting(collector: LogCollector) -> contextvars.Token[LogCollector | None]:
-    """Make ``collector`` the current task's collector; reset with ``_current.reset``."""
+    """Make ``collector`` the current task's collector; reset with ``_current.reset``.
+
+    If something replaced ``sys.stdout`` since :func:`install` (a test harness capturing
+    output, an app redirecting it), the proxy is put back in front of the new stream.
+    """
+    stdout = sys.stdout
+    if stdout is not None and not isinstance(stdout, _StdoutProxy):
+        sys.stdout = _StdoutProxy(stdout)
     return _current.set(collector)
 
 
