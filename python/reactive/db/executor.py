@@ -50,6 +50,7 @@ import collections
 import contextlib
 import contextvars
 import ctypes
+import gc
 import inspect
 import logging
 import signal
@@ -98,11 +99,21 @@ class Offload(Exception):
 
 
 class _LoopGuard:
-    """Times handler steps on the main thread with ``SIGALRM`` (one per process)."""
+    """Times handler steps on the main thread with ``SIGALRM`` (one per process).
+
+    The interrupt is never raised inside the garbage collector's callbacks or an object's
+    finalizer (``__del__``, weakref callbacks): Python would print it as "Exception
+    ignored" and go on. Time spent collecting garbage does not count against the step.
+    """
 
     def __init__(self) -> None:
         self.active = False
         self.installed: bool | None = None
+        self.collecting = False
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        self.collecting = phase == "start"
 
     def usable(self) -> bool:
         """True when steps can be guarded here: on the main thread, with SIGALRM free."""
@@ -131,9 +142,17 @@ class _LoopGuard:
     def _on_alarm(self, signum: int, frame: Any) -> None:
         # Runs on the main thread between two bytecodes (or as a blocking call returns
         # EINTR). Outside a step, a late alarm is ignored.
-        if self.active:
-            signal.setitimer(signal.ITIMER_REAL, 0.25)  # again, should the step swallow it
-            raise RunInterrupted
+        if not self.active:
+            return
+        if self.collecting:
+            # Garbage collection is not the step's time: give it its budget again.
+            signal.setitimer(signal.ITIMER_REAL, INLINE_BUDGET_S)
+            return
+        if _in_finalizer(frame):
+            signal.setitimer(signal.ITIMER_REAL, 0.001)  # just after it
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0.25)  # again, should the step swallow it
+        raise RunInterrupted
 
     def _leave(self) -> None:
         self.active = False
@@ -141,8 +160,8 @@ class _LoopGuard:
 
     def step(self, method: Callable[[Any], Any], arg: Any) -> Any:
         """``method(arg)`` with the loop guarded; raises RunInterrupted when too long."""
-        if self.active:
-            return method(arg)  # a step inside a step: the outer one is timed
+        if self.active or not self.installed:
+            return method(arg)  # a step inside a step (the outer one is timed), or no guard
         try:
             self.active = True
             signal.setitimer(signal.ITIMER_REAL, INLINE_BUDGET_S)
@@ -160,6 +179,22 @@ class _LoopGuard:
             raise
 
 
+def _in_finalizer(frame: Any) -> bool:
+    """True when ``frame`` (or a caller just above) is a finalizer or weakref callback.
+
+    An exception raised there would be printed and dropped.
+    """
+    depth = 0
+    while frame is not None and depth < 3:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(_FINALIZER_FILES):
+            return True
+        frame = frame.f_back
+        depth += 1
+    return False
+
+
+_FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
 _GUARD = _LoopGuard()
 
 
