@@ -51,6 +51,19 @@ APP = {
         async def env_in_mutation(ctx, name):
             return ctx.env[name] if name in ctx.env else None
     """,
+    "who.py": """
+        from reactive import internal_query, query
+
+
+        @query(args={})
+        async def whoami(ctx):
+            return await ctx.auth.get_user_identity()
+
+
+        @internal_query(args={})
+        async def secret(ctx):
+            return "internal ok"
+    """,
 }
 
 
@@ -211,3 +224,10 @@ def test_offline_env_verbs(tmp_path: Path) -> None:
     assert run("remove", "API_URL").returncode == 0
     missing = run("get", "API_URL")
     assert missing.returncode == 1 and "not set" in missing.stderr
+
+
+def test_cli_run_with_identity_and_internal_functions(cli: Callable[..., Any]) -> None:
+    identity = {"subject": "s1", "issuer": "https://issuer.test", "name": "Ada"}
+    out = cli("run", "who:whoami", "--identity", json.dumps(identity)).stdout
+    assert json.loads(out) == {**identity, "tokenIdentifier": "https://issuer.test|s1"}
+    assert json.loads(cli("run", "who:secret").stdout) == "internal ok"
