@@ -8,6 +8,7 @@ and checks what the reactive server accepts and refuses.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -214,22 +215,7 @@ def test_custom_jwt_provider_es256(server: ServerProcess, issuer: Issuer) -> Non
 def test_key_rotation_mid_session(server: ServerProcess, issuer: Issuer) -> None:
     """A socket authenticated with k1; the issuer rotates to k2; the client's fresh token
     (signed with k2) is accepted on the same socket once the server refetches the keys."""
-    url = server.url.replace("http://", "ws://") + "/api/sync"
-    with connect(url, open_timeout=10.0, proxy=None, ping_interval=None) as ws:
-        ws.send(
-            json.dumps({"type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0})
-        )
-        add = {"type": "Add", "queryId": 0, "udfPath": "who:whoami", "args": [{}]}
-        ws.send(
-            json.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [add],
-                }
-            )
-        )
+    with whoami_socket(server) as ws:
         ws.send(
             json.dumps(
                 {
@@ -255,6 +241,20 @@ def test_key_rotation_mid_session(server: ServerProcess, issuer: Issuer) -> None
             )
         )
         assert value_of(ws, identity_version=2)["subject"] == "after"
+
+
+@contextlib.contextmanager
+def whoami_socket(server: ServerProcess) -> Iterator[Any]:
+    """A connected socket subscribed to ``who:whoami`` (query 0, query set version 1)."""
+    url = server.url.replace("http://", "ws://") + "/api/sync"
+    with connect(url, open_timeout=10.0, proxy=None, ping_interval=None) as ws:
+        ws.send(
+            json.dumps({"type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0})
+        )
+        add = {"type": "Add", "queryId": 0, "udfPath": "who:whoami", "args": [{}]}
+        modify = {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1}
+        ws.send(json.dumps({**modify, "modifications": [add]}))
+        yield ws
 
 
 def value_of(ws: Any, identity_version: int) -> Any:
@@ -310,22 +310,7 @@ def test_admin_key_acting_as_a_user(server: ServerProcess) -> None:
 
 
 def test_admin_key_impersonating_over_the_sync_protocol(server: ServerProcess) -> None:
-    url = server.url.replace("http://", "ws://") + "/api/sync"
-    with connect(url, open_timeout=10.0, proxy=None, ping_interval=None) as ws:
-        ws.send(
-            json.dumps({"type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0})
-        )
-        add = {"type": "Add", "queryId": 0, "udfPath": "who:whoami", "args": [{}]}
-        ws.send(
-            json.dumps(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [add],
-                }
-            )
-        )
+    with whoami_socket(server) as ws:
         ws.send(
             json.dumps(
                 {

@@ -410,14 +410,7 @@ class Runner:
         ts: int | None = None,
         journal: str | None = None,
     ) -> QueryOutcome:
-        """Run a query at the visible timestamp (or at ``ts``, a point-in-time read).
-
-        ``journal`` is the journal of an earlier run of this query (spec §6.9).
-
-        Errors of the function and of its arguments are returned in ``outcome.error``
-        (with the transaction, so a subscription can still watch what the failed run
-        read); a snapshot outside the retention window is raised.
-        """
+        """The run behind :meth:`run_query` (unreported)."""
         engine = self._db._engine
         txn = engine.begin(True) if ts is None else engine.begin_at(ts)
         reader = DatabaseReader(txn, self._db, journal)

@@ -35,7 +35,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from reactive.server.providers import Providers
+from reactive.server.providers import Providers, token_refused
 from reactive.sync.session import AuthFailure
 
 __all__ = ["Authenticator", "encode_acting_as"]
@@ -117,15 +117,8 @@ class Authenticator:
                 audience=self.jwt_audience,
                 options={"require": ["sub", "exp"], "verify_aud": self.jwt_audience is not None},
             )
-        except jwt.MissingRequiredClaimError as exc:
-            if exc.claim == "exp":
-                raise AuthFailure(
-                    "the token is not valid: it has no 'exp' (expiration) claim; tokens "
-                    "that never expire are refused"
-                ) from None
-            raise AuthFailure(f"the token is not valid: {exc}") from None
         except jwt.PyJWTError as exc:
-            raise AuthFailure(f"the token is not valid: {exc}") from None
+            raise token_refused(exc) from None
         return _identity(claims)
 
     async def prepare(self, token_type: str, value: str | None) -> None:

@@ -39,7 +39,14 @@ import jwt
 
 from reactive.sync.session import AuthFailure
 
-__all__ = ["FETCH_TIMEOUT_S", "REFRESH_INTERVAL_S", "Provider", "Providers", "parse_providers"]
+__all__ = [
+    "FETCH_TIMEOUT_S",
+    "REFRESH_INTERVAL_S",
+    "Provider",
+    "Providers",
+    "parse_providers",
+    "token_refused",
+]
 
 log = logging.getLogger("reactive.server")
 
@@ -249,13 +256,16 @@ class Providers:
                     "verify_aud": provider.application_id is not None,
                 },
             )
-        except jwt.MissingRequiredClaimError as exc:
-            if exc.claim == "exp":
-                raise AuthFailure(
-                    "the token is not valid: it has no 'exp' (expiration) claim; tokens "
-                    "that never expire are refused"
-                ) from None
-            raise AuthFailure(f"the token is not valid: {exc}") from None
         except jwt.PyJWTError as exc:
-            raise AuthFailure(f"the token is not valid: {exc}") from None
+            raise token_refused(exc) from None
         return claims
+
+
+def token_refused(exc: Exception) -> AuthFailure:
+    """The client-facing refusal of a token PyJWT rejected (a missing ``exp`` named)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim == "exp":
+        return AuthFailure(
+            "the token is not valid: it has no 'exp' (expiration) claim; tokens that never "
+            "expire are refused"
+        )
+    return AuthFailure(f"the token is not valid: {exc}")
