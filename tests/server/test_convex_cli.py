@@ -231,3 +231,18 @@ def test_cli_run_with_identity_and_internal_functions(cli: Callable[..., Any]) -
     out = cli("run", "who:whoami", "--identity", json.dumps(identity)).stdout
     assert json.loads(out) == {**identity, "tokenIdentifier": "https://issuer.test|s1"}
     assert json.loads(cli("run", "who:secret").stdout) == "internal ok"
+
+
+def test_cli_function_spec(server: ServerProcess, cli: Callable[..., Any]) -> None:
+    spec = json.loads(cli("function-spec").stdout)
+    assert spec["url"] == server.url
+    by_id = {f["identifier"]: f for f in spec["functions"]}
+    add = by_id["notes.js:add"]
+    assert add["functionType"] == "Mutation" and add["visibility"] == {"kind": "public"}
+    assert add["args"] == {
+        "type": "object",
+        "value": {"text": {"fieldType": {"type": "string"}, "optional": False}},
+    }
+    assert add["returns"] == {"type": "any"}
+    assert by_id["who.js:secret"]["visibility"] == {"kind": "internal"}
+    assert by_id["notes.js:env"]["functionType"] == "Query"

@@ -7,8 +7,11 @@ Each is a query run under the admin key only, by the same runner as the app's fu
 * ``_system/cli/tableData`` ``{table, order, paginationOpts}``: a page of documents.
 * ``_system/cli/queryEnvironmentVariables``: ``[{"name", "value"}]``;
   ``…:get`` ``{name}``: one of them or ``null``.
+* ``_system/cli/modules:apiSpec``: every function with its validators;
+  ``_system/cli/convexUrl:cloudUrl``: the server's URL (``npx convex function-spec``).
 
-Source: the Convex CLI (``convex/src/cli/lib/data.ts``, ``env.ts``), which names these
+Source: the Convex CLI (``convex/src/cli/lib/data.ts``, ``env.ts``, ``functionSpec.ts``),
+which names these
 functions and reads their results.
 """
 
@@ -68,6 +71,40 @@ async def environment_variable(ctx: Any, name: str) -> dict[str, str] | None:
     return None if value is None else {"name": name, "value": value}
 
 
+_FUNCTION_TYPES = {"query": "Query", "mutation": "Mutation", "action": "Action"}
+_ANY = {"type": "any"}
+
+
+@_system_query({})
+async def api_spec(ctx: Any) -> list[dict[str, Any]]:
+    """Every function of the app with its validators, as ``npx convex function-spec`` prints.
+
+    Validators are Convex's ``ValidatorJSON``.
+
+    ``identifier`` follows Convex's module naming (``messages.js:list`` for the function
+    clients call as ``messages:list``).
+    """
+    out = []
+    for path, fn in sorted(ctx.db._db.app.functions.items()):
+        module, _, name = path.rpartition(":")
+        out.append(
+            {
+                "identifier": f"{module}.js:{name}",
+                "functionType": _FUNCTION_TYPES[fn.kind],
+                "visibility": {"kind": "internal" if fn.internal else "public"},
+                "args": fn.args.to_json() if fn.args is not None else _ANY,
+                "returns": fn.returns.to_json() if fn.returns is not None else _ANY,
+            }
+        )
+    return out
+
+
+@_system_query({})
+async def cloud_url(ctx: Any) -> str:
+    """The deployment's URL (the server's, as it was started)."""
+    return ctx.db._db.public_url or ""
+
+
 def _named(fn: Function, path: str) -> Function:
     fn.path = canonicalize_path(path)
     return fn
@@ -80,6 +117,8 @@ SYSTEM_FUNCTIONS: dict[str, Function] = {
         _named(table_data, "_system/cli/tableData"),
         _named(environment_variables, "_system/cli/queryEnvironmentVariables"),
         _named(environment_variable, "_system/cli/queryEnvironmentVariables:get"),
+        _named(api_spec, "_system/cli/modules:apiSpec"),
+        _named(cloud_url, "_system/cli/convexUrl:cloudUrl"),
     )
 }
 """Canonical path -> function, for admin callers."""

@@ -90,6 +90,8 @@ class Database:
         self._retention_task: asyncio.Task[None] | None = None
         # Snapshots in use by long readers (exports): retention keeps them readable.
         self._pins: dict[int, int] = {}
+        # The URL clients reach this database at, when a server serves it.
+        self.public_url: str | None = None
 
     # -- opening and closing -------------------------------------------------------------
 

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queued_mutations=ns.max_queued_mutations,
         max_queries_per_socket=ns.max_queries_per_socket,
         max_query_batch=ns.max_query_batch,
+        url=f"http://{ns.host}:{ns.port}",
     )
     # The connection cap must stay below the open-file limit (else accepts fail and even
     # /health cannot be served).

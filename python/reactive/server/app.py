@@ -83,6 +83,8 @@ class ServerConfig:
         max_queries_per_socket: Queries one socket's query set may hold; more end the
             socket with a ``FatalError``.
         max_query_batch: Entries of one ``POST /api/query_batch``; more answer 400.
+        url: The URL clients reach the server at (what ``npx convex function-spec``
+            prints), when known.
     """
 
     db_url: str
@@ -103,6 +105,7 @@ class ServerConfig:
     max_queued_mutations: int = 1000
     max_queries_per_socket: int = 10_000
     max_query_batch: int = 100
+    url: str | None = None
 
 
 class Server:
@@ -150,6 +153,7 @@ class Server:
             self.config.db_url, app=self.config.app, **self.config.open_options
         )
         await ensure_system_tables(self._db)
+        self._db.public_url = self.config.url
         try:
             self.authenticate.providers = Providers(parse_providers(self._db.app.auth_providers))
         except ValueError:
