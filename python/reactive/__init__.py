@@ -6,7 +6,7 @@ commit touches what they read: the ideas of the Convex backend, embedded in a Py
 (``await reactive.open(url, app=...)``) or served to the official Convex clients
 (``python -m reactive.server``).
 
-The names here are the public API (DESIGN.md §1).
+The names here are the public API (README, "Use it").
 """
 
 from reactive._core import __version__

@@ -33,7 +33,7 @@ Every error is a :class:`ReactiveError`. The tree::
     └── DatabaseClosedError         the database was closed
 
 Source: the Rust core maps each ``reactive_core::Error`` variant to one of these
-(``rust/bindings/src/errors.rs``); DESIGN.md §1 describes ``ConvexError``.
+(``rust/bindings/src/errors.rs``); ``ConvexError`` is Convex's application error.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``@query``, ``@mutation``, ``@action`` and their ``internal_*`` forms define functions.
 
-An app is a directory or importable package of Python modules (DESIGN.md §1). A function
+An app is a directory or importable package of Python modules (README, "Use it"). A function
 ``list`` defined in ``chat/messages.py`` has the path ``"messages:list"``; one in
 ``chat/admin/users.py`` is ``"admin/users:get"``. Paths are canonicalized as the wire spec
 §14 says: split at the last ``:`` (none means ``default``), strip a trailing ``.js``, so

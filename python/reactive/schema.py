@@ -1,7 +1,7 @@
 """Validators (``v.*``) and schemas (``define_schema``, ``define_table``).
 
-These are Convex's validators and ``defineSchema``/``defineTable`` in snake_case (DESIGN.md
-§1). A validator checks a Python value and returns it, converted where Convex converts:
+These are Convex's validators and ``defineSchema``/``defineTable`` in snake_case. A
+validator checks a Python value and returns it, converted where Convex converts:
 ``v.float64()`` accepts an ``int`` and stores it as a float (the official clients send every
 JSON number as a float64), ``v.int64()`` wants an ``int``.
 

@@ -1,7 +1,7 @@
 """What functions receive: ``ctx.db`` (reader or writer) and the ``ctx`` objects.
 
 Shapes follow Convex's ``GenericDatabaseReader``/``GenericDatabaseWriter`` and
-``QueryCtx``/``MutationCtx``/``ActionCtx`` (DESIGN.md §1). Documents are dicts holding
+``QueryCtx``/``MutationCtx``/``ActionCtx``. Documents are dicts holding
 ``_id`` (str) and ``_creationTime`` (float, ms since the epoch) beside the user's fields.
 Reads see the transaction's own writes. Every write is checked against the table's
 validator first; a failure raises ``SchemaValidationError`` naming table, field, expected

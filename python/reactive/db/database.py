@@ -4,7 +4,7 @@ A :class:`Database` owns one persistence backend, the Rust engine rebuilt from i
 functions, the group-commit task and the live subscriptions. Use it from the event loop it
 was opened on.
 
-Source: DESIGN.md §1 ("Embedded") and §2.
+Source: README ("Use it") and ARCHITECTURE.md.
 """
 
 from __future__ import annotations

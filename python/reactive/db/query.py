@@ -5,7 +5,7 @@ otherwise), a range on it, an order and optional filters; the Rust core scans th
 the transaction's snapshot (merged with the transaction's own writes), evaluates filters and
 records in the read set exactly the part of the range it consumed (so ``take(5)`` depends on
 five documents, not the whole table). Shapes follow Convex's ``QueryInitializer`` /
-``OrderedQuery`` / ``Query`` (DESIGN.md §1), with ``and_``/``or_``/``not_`` for Python.
+``OrderedQuery`` / ``Query``, with ``and_``/``or_``/``not_`` for Python.
 
 Errors:
     ``InvalidQueryError`` for a bad range, order or filter; ``IndexNotFoundError``;

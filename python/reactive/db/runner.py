@@ -16,7 +16,7 @@
   commits nothing. Calls an action makes (``ctx.run_query``...) run within the action's
   own limit.
 
-Source: DESIGN.md §1-2; Convex's OCC retry behaviour.
+Source: ARCHITECTURE.md "Life of a commit"; Convex's OCC retry behaviour.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ At open, the schema of the app is compared with what the database holds:
    entries go from memory at once and from persistence with the next batch).
 4. The schema's JSON is stored to compare with next time.
 
-Source: DESIGN.md §1 "Schema", issue "Schema changes at open"; Convex's index backfill.
+Source: Convex's schema pushes and index backfill.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ newest snapshot, re-registers the new read set and yields the result if it diffe
 last one yielded (compared by exact value: int 1 and float 1.0 differ). A commit that
 touches nothing the query read never re-runs it.
 
-Source: DESIGN.md §2 "Subscriptions"; Convex's subscription worker.
+Source: ARCHITECTURE.md "Life of a subscription"; Convex's subscription worker.
 """
 
 from __future__ import annotations

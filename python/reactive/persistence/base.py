@@ -1,6 +1,6 @@
 """The storage contract every persistence backend implements.
 
-A backend holds the transaction log (DESIGN.md §2): ``documents`` (one row per document
+A backend holds the transaction log (ARCHITECTURE.md): ``documents`` (one row per document
 revision), ``indexes`` (one row per index entry), ``commits`` (one row per commit, counting
 its rows) and ``globals`` (format version, highest timestamp, catalog, named values). It is
 the only commit point: a batch is durable when :meth:`Persistence.write_batch` returns.

@@ -1,6 +1,6 @@
 """The PostgreSQL backend (``postgresql://user:pass@host:5432/db``), on asyncpg.
 
-Tables (DESIGN.md §2, created and upgraded by the numbered migrations below): ``documents``
+Tables (ARCHITECTURE.md; created and upgraded by the numbered migrations below): ``documents``
 (one row per document revision), ``indexes`` (one row per index entry; keys split as
 :mod:`reactive.persistence.sql` says), ``commits`` (rows per commit), ``globals``. A batch
 is one SERIALIZABLE transaction that first checks the writer's lease epoch under a row lock.

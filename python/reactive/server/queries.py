@@ -16,7 +16,8 @@ uses the result when ``T`` is in that range and otherwise re-runs the query at e
 ``T``, sharing that run with every socket asking for ``T`` — so all the results of one
 transition hold at one snapshot, and a commit re-runs each affected query once.
 
-Source: DESIGN.md §2 "Subscriptions"; spec §6.5 (transitions, unchanged results not sent).
+Source: ARCHITECTURE.md "Life of a socket"; the Convex sync protocol (transitions; unchanged
+results are not sent).
 """
 
 from __future__ import annotations

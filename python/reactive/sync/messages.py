@@ -1,6 +1,6 @@
 """Messages of the Convex sync protocol: parsing what clients send, writing what servers send.
 
-Source: ``shared/spec/convex-wire-protocol.md`` §3-5. Client messages are JSON objects
+Source: the Convex sync protocol's messages. Client messages are JSON objects
 tagged by ``"type"``: ``Connect``, ``ModifyQuerySet``, ``Mutation``, ``Action``,
 ``Authenticate``, ``Event``. Parsing is strict about what the protocol needs (types of
 required fields) and ignores unknown fields. Timestamps travel as the standard base64 (with

@@ -5,7 +5,7 @@ transition, a watched query changed, the clock); effects come out (:class:`Send`
 :class:`Close`, :class:`RunMutation`, :class:`RunAction`, :class:`ComputeTransition`). The
 machine never does I/O and imports no asyncio: the server's connection task drives it.
 
-Rules kept (``shared/spec/convex-wire-protocol.md`` §6-7):
+Rules kept (the Convex sync protocol's versions, transitions and requests):
 
 * Versions start at ``{querySet: 0, identity: 0, ts: 0}``; every ``Transition`` starts at
   the previous one's end, so a client never sees a start-version mismatch.
