@@ -8,7 +8,7 @@ before all of them and no key overlapping, so every entry is checked. Figure: ch
 (criterion's median throughput). Variants give context: 1 and 1,000 intervals against the
 same window, 100 intervals against a 1,000-entry window.
 
-No in-run anchor: DESIGN.md §4 quotes FoundationDB's resolver (0.65-0.95 M txn/s per
+No in-run anchor: README (Benchmarks) quotes FoundationDB's resolver (0.65-0.95 M txn/s per
 resolver) for a different workload (small read sets against a version-indexed key-range
 map), so it is named in the notes, not divided by.
 

@@ -1,7 +1,7 @@
 """Durability: acknowledged commits survive SIGKILL, timestamps keep increasing across
 restarts, corruption is detected at open, one process at a time.
 
-Source: DESIGN.md §2 ("Persistence": a commit is acknowledged only after it is durable; a
+Source: ARCHITECTURE.md ("Persistence": a commit is acknowledged only after it is durable; a
 torn or corrupt tail is detected by checksum, reported, and never half-applied) and §3
 ("crash at any instant ⇒ after restart no acknowledged commit is lost, no partial commit is
 visible, indexes equal documents"); the table layout is in ``rust/core/src/sqlite.rs``.

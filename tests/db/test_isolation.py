@@ -4,7 +4,7 @@ Checked both through the public API (queries and mutations paused inside their h
 with gates (``tests/gate.py``) so that their transactions have begun before another one commits)
 and at the engine level (``db._engine.begin(...)`` returns a ``_core.Transaction``).
 
-Source: DESIGN.md §2 ("a transaction reads at its begin timestamp and never sees a later
+Source: ARCHITECTURE.md ("a transaction reads at its begin timestamp and never sees a later
 commit or a half of one"; "reads see its own writes") and §3.
 """
 

@@ -1,5 +1,5 @@
 """Limits and bad input: every limit and every wrong type gets a clear error, and afterwards
-the database is usable and unchanged (DESIGN.md §1 "Values, ids, timestamps", §3 "Bad
+the database is usable and unchanged (README "Values, ids, timestamps", Guarantees "Bad
 input").
 
 Each test takes a snapshot of every table's documents before the bad call and compares it

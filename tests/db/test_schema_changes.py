@@ -1,4 +1,4 @@
-"""Schema changes at open: the same database reopened with a different app (DESIGN.md §1
+"""Schema changes at open: the same database reopened with a different app (README
 "Schema"; reactive/db/schema_sync.py).
 
 New indexes are backfilled (small tables before ``open`` returns, large ones in the

@@ -10,11 +10,11 @@ from the contract rather than from the code.
   equal keys exactly for equal values.
 * Validators: a random validator (every ``v.*`` builder, nested) and a random value (often
   shaped to match it) are checked by ``Validator.check`` and by :func:`model_check`, a
-  model of DESIGN.md's validator contract; they agree on acceptance and on the converted
+  model of the validator contract; they agree on acceptance and on the converted
   value, and a refusal is always a ``ValidationFailure`` naming a path.
 
-Source: ``../shared/spec/convex-wire-protocol.md`` §5 (Convex JSON) and §12 (order);
-DESIGN.md §1 (validators).
+Source: Convex JSON and Convex's value order (index keys: docs/design/index-keys.md);
+README (validators).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ with ``unsafe_skip_validation=1`` (the committer skips its conflict checks) must
 anomalies: the check is not vacuous.
 
 Source: README "Guarantees" (serializable isolation: any concurrent history equals the
-commit-timestamp order); DESIGN.md §2 (OCC committer); Kingsbury & Alvaro, VLDB 2020.
+commit-timestamp order); ARCHITECTURE.md (OCC committer); Kingsbury & Alvaro, VLDB 2020.
 """
 
 from __future__ import annotations

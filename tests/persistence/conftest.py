@@ -9,7 +9,7 @@
 * :class:`RawDb` runs SQL on any backend's tables directly through its driver (``?``
   placeholders on every backend), for tests that inspect or damage what is stored.
 
-Source: DESIGN.md §2 ("Persistence"), ``python/reactive/persistence/``.
+Source: ARCHITECTURE.md ("Persistence"), ``python/reactive/persistence/``.
 """
 
 from __future__ import annotations

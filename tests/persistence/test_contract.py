@@ -15,7 +15,7 @@
 * Serializability under concurrency (bank transfers), large documents, and corruption
   refused at open with a ``CorruptionError`` naming the record.
 
-Source: DESIGN.md §2-3, docs/design/log-records.md, rust/core/src/log/recovery.rs,
+Source: ARCHITECTURE.md, docs/design/log-records.md, rust/core/src/log/recovery.rs,
 python/reactive/persistence/base.py.
 """
 

@@ -1,7 +1,7 @@
 """SIGKILL of a committing process, on every backend: every acknowledged commit is present
 exactly once after reopening, no commit is half there, and ``check`` passes.
 
-Source: DESIGN.md §3 ("crash at any instant ⇒ after restart no acknowledged commit is lost,
+Source: README (Guarantees) ("crash at any instant ⇒ after restart no acknowledged commit is lost,
 no partial commit is visible, indexes equal documents"); tests/db/test_durability.py does
 the same, longer, for SQLite alone.
 """

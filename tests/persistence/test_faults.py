@@ -27,7 +27,7 @@
    the same database: every acknowledged mutation is present exactly once, nothing is
    half-applied, ``python -m reactive check`` passes and timestamps keep increasing.
 
-Source: DESIGN.md §3; ``python/reactive/db/flusher.py`` (the write_batch contract);
+Source: README (Guarantees); ``python/reactive/db/flusher.py`` (the write_batch contract);
 ``python/reactive/persistence/base.py``.
 """
 

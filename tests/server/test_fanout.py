@@ -6,7 +6,7 @@ One asyncio loop opens 1,000 sockets to a real ``python -m reactive.server`` wit
 every client must receive a ``Transition`` carrying the new result, at a timestamp at or
 after the mutation's commit (spec §6.6), starting from the version it had (spec §7).
 
-The server shares one live query among all the sockets that watch it (DESIGN.md §2,
+The server shares one live query among all the sockets that watch it (ARCHITECTURE.md,
 server/queries.py). The app's query counts its runs in a module-level counter that
 another query reports, so the test checks without any timing that the query ran once
 for the 1,000 subscriptions and once more for the mutation, not 1,000 times.

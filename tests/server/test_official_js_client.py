@@ -7,7 +7,7 @@ subprocess timeout here). ``npm ci`` runs once per session when tests/js/node_mo
 missing or holds another convex version than the pin. Skipped only when ``node`` is not on
 PATH.
 
-Spec: /work/shared/spec/convex-wire-protocol.md §18.2 (what the JS client needs).
+Spec: the Convex sync protocol, as the official JS client uses it.
 """
 
 from __future__ import annotations

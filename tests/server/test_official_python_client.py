@@ -6,7 +6,7 @@ every client here runs in its own process: a small script written to tmp_path, r
 ``subprocess`` under a timeout, that saves a JSON report to a file (stdout is left to the
 client, which prints function log lines there). ``ConvexHttpClient`` runs the same way.
 
-Spec: /work/shared/spec/convex-wire-protocol.md §18.1 (what the Python client needs), §10.2.
+Spec: the Convex sync protocol, as the official Python client uses it.
 """
 
 from __future__ import annotations
