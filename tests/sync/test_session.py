@@ -624,7 +624,9 @@ def test_unknown_fields_are_ignored() -> None:
     s = connected()
     msg = json.loads(modify(0, 1, {**add(0), "componentPath": None, "future": 1}))
     msg["future"] = {"x": 1}
-    compute_of(s.receive(frame(msg)))
+    compute = compute_of(s.receive(frame(msg)))
+    assert not s.closed
+    assert compute.added == {0: QuerySpec("messages:list", {}, None)}, compute
 
 
 # -- pings -------------------------------------------------------------------------------------
