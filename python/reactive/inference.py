@@ -40,7 +40,6 @@ class Shape:
     id_tables: set[str] = field(default_factory=set)
     plain_strings: bool = False
     element: Shape | None = None
-    empty_arrays: bool = False
     fields: dict[str, Shape] = field(default_factory=dict)
     objects: int = 0
     present: int = 0
@@ -68,8 +67,6 @@ class Shape:
             self.kinds.add("bytes")
         elif isinstance(value, list):
             self.kinds.add("array")
-            if not value:
-                self.empty_arrays = True
             for item in value:
                 if self.element is None:
                     self.element = Shape()
@@ -138,7 +135,6 @@ def _merge(into: Shape, other: Shape) -> None:
     into.kinds |= other.kinds
     into.id_tables |= other.id_tables
     into.plain_strings |= other.plain_strings
-    into.empty_arrays |= other.empty_arrays
     into.present += other.present
     if other.element is not None:
         if into.element is None:

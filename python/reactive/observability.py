@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -139,12 +138,10 @@ class FunctionLog:
 
     def __init__(self, size: int = 10_000) -> None:
         self._runs: collections.deque[FunctionRun] = collections.deque(maxlen=size)
-        self.recorded = 0
 
     def add(self, run: FunctionRun) -> None:
         """Keep ``run`` (dropping the oldest when full)."""
         self._runs.append(run)
-        self.recorded += 1
 
     def __iter__(self) -> Iterator[FunctionRun]:
         return iter(list(self._runs))
@@ -222,8 +219,3 @@ class Observer:
     def write_conflict(self) -> None:
         """A mutation attempt hit a write conflict."""
         self.metrics.write_conflicts.inc()
-
-
-def now_s() -> float:
-    """Seconds since the epoch (for :attr:`FunctionRun.started`)."""
-    return time.time()

@@ -440,7 +440,6 @@ class Executor:
         self._watchdog: threading.Thread | None = None
         self._watch_cv = threading.Condition(self.lock)
         self._timed: set[_Run] = set()
-        self.timeouts = 0
 
     # -- submitting --------------------------------------------------------------------
 
@@ -558,7 +557,6 @@ class Executor:
         if not job.stopping:
             job.stopping = True
             if not job.future.done():
-                self.timeouts += 1
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(_time_out, job)
                 log.warning(

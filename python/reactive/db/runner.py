@@ -27,9 +27,9 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactive import _core, logs
 from reactive.db import system
@@ -60,6 +60,8 @@ __all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
 
 log = logging.getLogger("reactive.runner")
 
+_Outcome = TypeVar("_Outcome", "QueryOutcome", "MutationOutcome", "ActionOutcome")
+
 
 @dataclass
 class QueryOutcome:
@@ -73,6 +75,7 @@ class QueryOutcome:
     txn: _core.Transaction
     error: BaseException | None = None
     journal: str | None = None
+    usage: dict[str, int] | None = None  # what it read (when the slow log asks)
 
 
 @dataclass
@@ -325,18 +328,7 @@ class Runner:
         read); a snapshot outside the retention window is raised. Each run is reported to
         the database's observer (metrics, slow log, run records).
         """
-        started, t0 = time.time(), time.perf_counter()
-        try:
-            outcome = await self._run_query(fn, args, identity, ts, journal)
-        except Exception as exc:
-            self._report("query", fn, started, t0, exc, (), identity)
-            raise
-        usage = None
-        if self._db._observer.wants_usage():
-            with contextlib.suppress(Exception):
-                usage = outcome.txn.usage()
-        self._report("query", fn, started, t0, outcome.error, outcome.log_lines, identity, usage)
-        return outcome
+        return await self._reported(fn, identity, self._run_query(fn, args, identity, ts, journal))
 
     async def run_mutation(
         self,
@@ -356,51 +348,41 @@ class Runner:
                 became unknown; reopen the database.
             Exception: whatever the handler raised (nothing was written).
         """
-        started, t0 = time.time(), time.perf_counter()
-        try:
-            outcome = await self._run_mutation(fn, args, identity, request, on_commit)
-        except Exception as exc:
-            lines = getattr(exc, "log_lines", ())
-            self._report("mutation", fn, started, t0, exc, lines, identity)
-            raise
-        self._report("mutation", fn, started, t0, None, outcome.log_lines, identity, outcome.usage)
-        return outcome
+        run = self._run_mutation(fn, args, identity, request, on_commit)
+        return await self._reported(fn, identity, run)
 
     async def run_action(
         self, fn: Function, args: Any, identity: dict[str, Any] | None = None
     ) -> ActionOutcome:
         """Run an action; ``ctx.run_*`` calls may reach internal functions (reported)."""
-        started, t0 = time.time(), time.perf_counter()
-        try:
-            outcome = await self._run_action(fn, args, identity)
-        except Exception as exc:
-            lines = getattr(exc, "log_lines", ())
-            self._report("action", fn, started, t0, exc, lines, identity)
-            raise
-        self._report("action", fn, started, t0, None, outcome.log_lines, identity)
-        return outcome
+        return await self._reported(fn, identity, self._run_action(fn, args, identity))
 
-    def _report(
-        self,
-        kind: str,
-        fn: Function,
-        started: float,
-        t0: float,
-        error: BaseException | None,
-        log_lines: Any,
-        identity: dict[str, Any] | None,
-        usage: dict[str, int] | None = None,
-    ) -> None:
-        self._db._observer.function_ran(
-            kind,
-            fn.path,
-            started,
-            time.perf_counter() - t0,
-            error,
-            log_lines,
-            identity,
-            usage,
-        )
+    async def _reported(
+        self, fn: Function, identity: dict[str, Any] | None, run: Awaitable[_Outcome]
+    ) -> _Outcome:
+        """Await ``run`` and report it to the observer (metrics, slow log, run records)."""
+        started, t0 = time.time(), time.perf_counter()
+        error: BaseException | None
+        try:
+            outcome = await run
+        except Exception as exc:
+            error, lines, usage = exc, getattr(exc, "log_lines", ()), None
+            raise
+        else:
+            error = getattr(outcome, "error", None)
+            lines, usage = outcome.log_lines, getattr(outcome, "usage", None)
+        finally:
+            self._db._observer.function_ran(
+                fn.kind,
+                fn.path,
+                started,
+                time.perf_counter() - t0,
+                error,
+                lines,
+                identity,
+                usage,
+            )
+        return outcome
 
     async def _run_query(
         self,
@@ -437,7 +419,10 @@ class Runner:
                 return QueryOutcome(None, collector.finish(), txn, exc, reader._journal_out)
             finally:
                 logs.reset(token)
-            return QueryOutcome(value, collector.finish(), txn, None, reader._journal_out)
+            usage = txn.usage() if self._db._observer.wants_usage() else None
+            return QueryOutcome(
+                value, collector.finish(), txn, None, reader._journal_out, usage=usage
+            )
 
     async def _run_mutation(
         self,

@@ -37,7 +37,12 @@ from reactive.errors import RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
 from reactive.server.queries import SharedQuery
-from reactive.sync.messages import Authenticate, ProtocolError, parse_client_message
+from reactive.sync.messages import (
+    PARSE_OFF_LOOP_BYTES,
+    Authenticate,
+    ProtocolError,
+    parse_client_message,
+)
 from reactive.sync.session import (
     Close,
     ComputeTransition,
@@ -63,8 +68,6 @@ INFLIGHT_BYTES = 64 << 20
 """Bytes of frames whose mutations and actions are queued or running, at most per socket;
 past it the socket is not read until some finish (a count limit alone would let 1,000
 frames of 16 MiB wait in memory)."""
-PARSE_OFF_LOOP_BYTES = 64 << 10
-"""Frames at least this large are parsed on a worker thread."""
 FAST_PATH_QUERIES = 256
 """A transition over at most this many queries whose results are all held is sent at once,
 without a task (the fan-out path); larger ones are computed in a task that yields."""

@@ -38,7 +38,7 @@ from reactive.errors import (
 )
 from reactive.functions import Function, FunctionKind, canonicalize_path
 from reactive.server.errors import error_message
-from reactive.sync.messages import ProtocolError, decode_ts, encode_ts, loads
+from reactive.sync.messages import PARSE_OFF_LOOP_BYTES, ProtocolError, decode_ts, encode_ts, loads
 from reactive.sync.session import AuthFailure
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ __all__ = ["HttpApi"]
 READY_TIMEOUT_S = 5.0
 READY_GLOBAL = "health_ready"
 
-_PARSE_OFF_LOOP = 64 << 10
 
 _CONVEX_FORMATS = {"convex_encoded_json", "convex_json"}
 _CLEAN_FORMATS = {"json", "convex_clean_json"}
@@ -135,7 +134,9 @@ class HttpApi:
             raw = bytes(data)
             # A large body is parsed on a thread: the loop keeps serving other clients.
             body = (
-                await asyncio.to_thread(loads, raw) if len(raw) >= _PARSE_OFF_LOOP else loads(raw)
+                await asyncio.to_thread(loads, raw)
+                if len(raw) >= PARSE_OFF_LOOP_BYTES
+                else loads(raw)
             )
         except ValueError as exc:
             raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = [
+    "PARSE_OFF_LOOP_BYTES",
     "Action",
     "Add",
     "Authenticate",
@@ -36,6 +37,10 @@ __all__ = [
     "encode_ts",
     "parse_client_message",
 ]
+
+PARSE_OFF_LOOP_BYTES = 64 << 10
+"""Frames and request bodies at least this large are parsed on a thread by the server, so
+one big message never holds the event loop that serves every other client."""
 
 MAX_U32: Final = 2**32 - 1
 
