@@ -128,7 +128,10 @@ def system_function(path: str) -> Function | None:
     """The system function at ``path`` (any accepted spelling), or ``None``."""
     if not path.startswith("_system/"):
         return None
+    from reactive.admin.dashboard import DASHBOARD_FUNCTIONS
+
     try:
-        return SYSTEM_FUNCTIONS.get(canonicalize_path(path))
+        canonical = canonicalize_path(path)
     except Exception:
         return None
+    return SYSTEM_FUNCTIONS.get(canonical) or DASHBOARD_FUNCTIONS.get(canonical)

@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket
 import reactive
 from reactive.db.database import Database
 from reactive.db.system import ensure_system_tables, prune_session_requests
+from reactive.server import dashboard
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
 from reactive.server.http import HttpApi
@@ -283,6 +284,7 @@ def create_app(config: ServerConfig) -> Starlette:
             methods=["POST"],
         ),
     ]
+    routes += dashboard.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),
         Middleware(
