@@ -32,8 +32,14 @@ the caller's ``tokenIdentifier``) in a ring of fixed size, for tools that show t
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import dataclasses
 import logging
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -120,8 +126,10 @@ class FunctionRun:
     """One function run, as :class:`FunctionLog` keeps it.
 
     ``started`` is seconds since the epoch; ``duration_s`` seconds; ``error`` the class name
-    of what it raised (``None`` on success); ``caller`` the identity's
-    ``tokenIdentifier`` (``None`` unauthenticated).
+    of what it raised (``None`` on success) and ``error_message`` its text
+    (``"Uncaught Error: boom"``); ``caller`` the identity's ``tokenIdentifier`` (``None``
+    unauthenticated); ``cursor_ms`` the run's position in the log (milliseconds since the
+    epoch when it was recorded, strictly increasing: what log readers page by).
     """
 
     path: str
@@ -131,23 +139,85 @@ class FunctionRun:
     error: str | None
     log_lines: tuple[str, ...]
     caller: str | None
+    error_message: str | None = None
+    cursor_ms: float = 0.0
+    execution_id: str = ""
 
 
 class FunctionLog:
-    """The last ``size`` function runs (a ring: the oldest go first)."""
+    """The last ``size`` function runs (a ring: the oldest go first), for log readers.
+
+    Runs of the ``_system/`` functions that tools call (the CLI, the dashboard) are not
+    kept. Readers page with :meth:`after` and wait for new runs with :meth:`wait_after`.
+    """
 
     def __init__(self, size: int = 10_000) -> None:
         self._runs: collections.deque[FunctionRun] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._last_cursor = 0.0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def add(self, run: FunctionRun) -> None:
-        """Keep ``run`` (dropping the oldest when full)."""
-        self._runs.append(run)
+        """Keep ``run`` (dropping the oldest when full), with the next cursor."""
+        if run.path.startswith("_system/"):
+            return
+        with self._lock:
+            cursor = max(time.time() * 1000.0, self._last_cursor + 0.001)
+            self._last_cursor = cursor
+            self._runs.append(dataclasses.replace(run, cursor_ms=cursor))
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_wake, future)
+
+    @property
+    def cursor_ms(self) -> float:
+        """The cursor of the newest run kept (0.0 when none was ever kept)."""
+        return self._last_cursor
+
+    def after(self, cursor_ms: float, limit: int | None = None) -> list[FunctionRun]:
+        """The runs kept whose cursor is past ``cursor_ms``, oldest first.
+
+        With ``limit``, only the newest ``limit`` of them.
+        """
+        with self._lock:
+            runs = [r for r in self._runs if r.cursor_ms > cursor_ms]
+        return runs if limit is None else runs[-limit:]
+
+    async def wait_after(self, cursor_ms: float, timeout_s: float) -> list[FunctionRun]:
+        """:meth:`after`, waiting up to ``timeout_s`` seconds for a run when there is none."""
+        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._last_cursor > cursor_ms:
+                    break
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(future, left)
+            except TimeoutError:
+                break
+            finally:
+                with self._lock:
+                    if (loop, future) in self._waiters:
+                        self._waiters.remove((loop, future))
+        return self.after(cursor_ms)
 
     def __iter__(self) -> Iterator[FunctionRun]:
-        return iter(list(self._runs))
+        with self._lock:
+            return iter(list(self._runs))
 
     def __len__(self) -> int:
         return len(self._runs)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Observer:
@@ -189,7 +259,17 @@ class Observer:
             token = identity.get("tokenIdentifier")
             caller = token if isinstance(token, str) else None
         self.function_log.add(
-            FunctionRun(name, kind, started, duration_s, error_name, tuple(log_lines), caller)
+            FunctionRun(
+                name,
+                kind,
+                started,
+                duration_s,
+                error_name,
+                tuple(log_lines),
+                caller,
+                None if error is None else f"Uncaught {error_name}: {error}",
+                execution_id=uuid.uuid4().hex,
+            )
         )
         limit = self.slow_function_ms
         if limit is not None and duration_s * 1000.0 > limit:

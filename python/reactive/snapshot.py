@@ -28,15 +28,18 @@ an import, opening the database with the app backfills the schema's indexes.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import re
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from reactive import _core
-from reactive.errors import InvalidValueError, ReactiveError
+from reactive.errors import InvalidValueError, ReactiveError, RetryableError
 
 if TYPE_CHECKING:
     from reactive.db.database import Database
@@ -44,11 +47,17 @@ if TYPE_CHECKING:
 __all__ = [
     "IMPORT_BATCH_BYTES",
     "IMPORT_BATCH_DOCUMENTS",
+    "IMPORT_FORMATS",
+    "IMPORT_MODES",
     "ExportReport",
+    "ImportPlan",
     "ImportReport",
     "SnapshotError",
+    "TablePlan",
     "export_snapshot",
     "import_snapshot",
+    "perform_import",
+    "plan_import",
 ]
 
 #: Documents per import transaction.
@@ -238,106 +247,401 @@ def _check_generated_schema(zf: zipfile.ZipFile, names: set[str], table: str) ->
             )
 
 
-def _prepare_table(db: Database, name: str, number: int) -> None:
-    engine = db._engine
-    existing = {t["name"]: t for t in engine.tables()}
-    if name in existing:
-        t = existing[name]
-        if t["number"] != number:
-            raise SnapshotError(
-                f"table {name!r} exists with table number {t['number']}, but the snapshot's "
-                f"ids use {number}; import into a database without this table"
-            )
-        if engine.count_documents(name):
-            raise SnapshotError(
-                f"table {name!r} already has documents; import into an empty database or "
-                "an empty table (nothing was imported into it)"
-            )
-        return
-    for t in existing.values():
-        if t["number"] == number:
-            raise SnapshotError(
-                f"table number {number} of {name!r} is taken by table {t['name']!r}; import "
-                "into a database without it"
-            )
-    engine.create_table_numbered(name, number)
+IMPORT_FORMATS = ("zip", "jsonLines", "jsonArray", "csv")
+"""What an import reads: a snapshot ZIP, or one table as JSON lines, a JSON array or CSV."""
+IMPORT_MODES = ("requireEmpty", "append", "replace", "replaceAll")
+"""Convex's import modes: the tables must be empty; add to them; replace the imported
+tables' documents; replace every user table (tables absent from the import are emptied)."""
+MAX_JSON_ARRAY_BYTES = 256 << 20
+"""Largest JSON-array file (it is parsed whole; JSON lines and CSV stream)."""
+
+_CSV_NUMBER = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE
+)
+
+Row = tuple[str | None, float | None, dict[str, Any]]
+"""One document to import: ``(_id or None for a new one, _creationTime or None, fields)``."""
 
 
-async def import_snapshot(
-    db: Database, path: str | Path, *, progress: Progress | None = None
-) -> ImportReport:
-    """Load a snapshot ZIP (ours or Convex's) into ``db``, keeping ids and creation times.
+@dataclass
+class TablePlan:
+    """What an import does to one table.
 
-    Each table of the snapshot must be absent from ``db`` or empty. Documents are committed
-    in transactions of up to :data:`IMPORT_BATCH_DOCUMENTS`; when an error stops the
-    import, the transactions already committed stay (the error names the table and line).
-    File storage (``_storage``) and child components (``_components``) are skipped and
-    listed in the report.
+    ``number`` is the table number the imported ids encode (``None``: the rows carry no
+    ids); ``rows`` the documents to write; ``existing`` the documents there now and
+    ``deletes`` how many of them the import removes first.
+    """
+
+    name: str
+    number: int | None
+    rows: int
+    existing: int
+    deletes: int
+    source: str
+
+
+@dataclass
+class ImportPlan:
+    """An import checked in full against the file and the database, before any write.
+
+    Built by :func:`plan_import`, carried out by :func:`perform_import`.
+    """
+
+    path: Path
+    format: str
+    mode: str
+    tables: list[TablePlan] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """True when the import deletes documents (Convex asks before that)."""
+        return any(t.deletes for t in self.tables)
+
+    def summary(self) -> str:
+        """Convex's change summary: a table of documents created and deleted per table."""
+        rows = [("table", "create", "delete")]
+        for t in self.tables:
+            rows.append((t.name, f"{t.rows:,}", f"{t.deletes:,} of {t.existing:,} documents"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["Import change summary:"]
+        for i, r in enumerate(rows):
+            lines.append(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+            if i == 0:
+                lines.append("-" * (sum(widths) + 8))
+        return "\n".join(lines)
+
+
+def plan_import(
+    db: Database,
+    path: str | Path,
+    *,
+    format: str = "zip",
+    table: str | None = None,
+    mode: str = "requireEmpty",
+) -> ImportPlan:
+    """Read ``path`` in full and check it can be imported into ``db``; write nothing.
+
+    Every line is parsed and every value converted; ids must belong to their table's
+    number; in ``requireEmpty`` mode the tables must be empty, and in ``append`` mode an
+    imported ``_id`` must not exist yet. Blocking (reads the whole file): run it on a
+    thread for large files.
 
     Raises:
-        SnapshotError: the file is not a snapshot, a line is malformed, or a table cannot
-            be imported (it has documents or its number is taken).
+        SnapshotError: the file, a line, the format, mode or table name is not acceptable
+            (the message names the file and line).
         FileNotFoundError: ``path`` does not exist.
     """
-    progress = progress or _NoProgress()
-    report = ImportReport()
+    if format not in IMPORT_FORMATS:
+        raise SnapshotError(f"unknown import format {format!r}; one of {', '.join(IMPORT_FORMATS)}")
+    if mode not in IMPORT_MODES:
+        raise SnapshotError(f"unknown import mode {mode!r}; one of {', '.join(IMPORT_MODES)}")
+    plan = ImportPlan(Path(path), format, mode)
+    if format == "zip":
+        if table is not None:
+            raise SnapshotError("a ZIP import cannot name a table (the snapshot names them)")
+        sources = _zip_sources(plan)
+    else:
+        if not table:
+            raise SnapshotError(f"a {format} import needs a table name")
+        _check_table_name(table)
+        sources = [(table, None, format)]
+    existing = {t["name"]: t for t in _user_tables(db)}
+    txn = db._engine.begin(True)
+    for name, number, source in sources:
+        rows = 0
+        numbers: set[int] = set()
+        for doc_id, _creation, _fields in _rows(plan, name, number, source):
+            rows += 1
+            if doc_id is not None:
+                numbers.add(cast(int, _core.id_table_number(doc_id)))
+                if (
+                    mode == "append"
+                    and name in existing
+                    and txn.get(doc_id) is not None
+                ):
+                    raise SnapshotError(
+                        f"{name}: a document with _id {doc_id} already exists; import "
+                        "with mode replace, or without _id fields"
+                    )
+        if number is None and numbers:
+            if len(numbers) > 1:
+                raise SnapshotError(
+                    f"{name}: the _id fields belong to {len(numbers)} different tables"
+                )
+            number = numbers.pop()
+        plan.tables.append(_table_plan(db, existing, name, number, rows, mode, source))
+    if mode == "replaceAll":
+        named = {t.name for t in plan.tables}
+        for name in existing:
+            if name not in named:
+                count = db._engine.count_documents(name)
+                plan.tables.append(TablePlan(name, None, 0, count, count, ""))
+    return plan
+
+
+def _check_table_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
+        raise SnapshotError(
+            f"invalid table name {name!r}: a letter, then letters, digits or '_' (at most 64)"
+        )
+
+
+def _table_plan(
+    db: Database,
+    existing: dict[str, dict[str, Any]],
+    name: str,
+    number: int | None,
+    rows: int,
+    mode: str,
+    source: str,
+) -> TablePlan:
+    count = 0
+    if name in existing:
+        count = db._engine.count_documents(name)
+        have = existing[name]["number"]
+        if number is not None and number != have:
+            raise SnapshotError(
+                f"table {name!r} exists with table number {have}, but the imported ids use "
+                f"{number}; import into a database without this table, or without _id fields"
+            )
+        if mode == "requireEmpty" and count:
+            raise SnapshotError(
+                f"table {name!r} already has documents ({count}); import into an empty "
+                "table, or with mode append or replace (nothing was imported)"
+            )
+    elif number is not None:
+        for t in db._engine.tables():
+            if t["number"] == number:
+                raise SnapshotError(
+                    f"table number {number} of {name!r} is taken by table {t['name']!r}; "
+                    "import into a database without it, or without _id fields"
+                )
+    deletes = count if mode in ("replace", "replaceAll") else 0
+    return TablePlan(name, number, rows, count, deletes, source)
+
+
+def _zip_sources(plan: ImportPlan) -> list[tuple[str, int | None, str]]:
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(plan.path)
     except zipfile.BadZipFile as exc:
-        raise SnapshotError(f"{path} is not a ZIP file: {exc}") from None
+        raise SnapshotError(f"{plan.path} is not a ZIP file: {exc}") from None
     with zf:
         names = set(zf.namelist())
         tables = _read_tables(zf, names)
         for name, _number in tables:
             if name.startswith("_"):
-                report.skipped.append(f"system table {name}")
+                plan.skipped.append(f"system table {name}")
         if any(n.startswith("_storage/") for n in names):
-            report.skipped.append("_storage (file storage is not supported)")
+            plan.skipped.append("_storage (file storage is not supported)")
         if any(n.startswith("_components/") for n in names):
-            report.skipped.append("_components (child components are not supported)")
+            plan.skipped.append("_components (child components are not supported)")
         wanted = [(n, k) for n, k in tables if not n.startswith("_")]
         for name, _number in wanted:
             if f"{name}/documents.jsonl" not in names:
                 raise SnapshotError(f"{name}/documents.jsonl is missing from the snapshot")
             _check_generated_schema(zf, names, name)
-        for name, number in wanted:
-            _prepare_table(db, name, number)
-            entry = zf.getinfo(f"{name}/documents.jsonl")
-            task = progress.add_table(name, entry.file_size)
-            report.tables[name] = await _import_table(db, zf, name, number, progress, task)
+    return [(name, number, f"{name}/documents.jsonl") for name, number in wanted]
+
+
+def _rows(plan: ImportPlan, name: str, number: int | None, source: str) -> Iterator[Row]:
+    """The rows of one table of the import, in file order (streamed, except JSON arrays)."""
+    if plan.format == "zip":
+        assert number is not None
+        with zipfile.ZipFile(plan.path) as zf, zf.open(source) as f:
+            for line_number, raw in enumerate(f, start=1):
+                line = raw.strip()
+                if line:
+                    yield _parse_document(line, f"{source} line {line_number}", number)
+    elif plan.format == "jsonLines":
+        with open(plan.path, "rb") as f:
+            for line_number, raw in enumerate(f, start=1):
+                line = raw.strip()
+                if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                if not line:
+                    continue
+                where = f"{plan.path.name} line {line_number}"
+                try:
+                    obj = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise SnapshotError(f"{where}: not JSON: {exc}") from None
+                yield _parse_row(obj, where)
+    elif plan.format == "jsonArray":
+        size = plan.path.stat().st_size
+        if size > MAX_JSON_ARRAY_BYTES:
+            raise SnapshotError(
+                f"{plan.path.name} is {size} bytes; a JSON array import takes at most "
+                f"{MAX_JSON_ARRAY_BYTES} (use JSON lines for larger files)"
+            )
+        try:
+            data = json.loads(plan.path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{plan.path.name}: not JSON: {exc}") from None
+        if not isinstance(data, list):
+            raise SnapshotError(f"{plan.path.name}: a JSON array import needs a top-level array")
+        for i, obj in enumerate(data):
+            yield _parse_row(obj, f"{plan.path.name} element {i}")
+    else:
+        yield from _csv_rows(plan.path)
+
+
+def _csv_rows(path: Path) -> Iterator[Row]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise SnapshotError(f"{path.name}: a CSV import needs a header row") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{path.name} line 1: not CSV: {exc}") from None
+        fields = [h.strip(" ") for h in header]
+        for name in fields:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) or name.startswith("$"):
+                raise SnapshotError(f"{path.name}: invalid field name {name!r} in the header")
+        try:
+            for line_number, cells in enumerate(reader, start=2):
+                where = f"{path.name} line {line_number}"
+                if len(cells) != len(fields):
+                    raise SnapshotError(
+                        f"{where}: {len(cells)} cells for {len(fields)} header fields"
+                    )
+                obj = {
+                    name: float(cell) if _CSV_NUMBER.fullmatch(cell) else cell
+                    for name, cell in zip(fields, cells, strict=True)
+                }
+                yield _parse_row(obj, where)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{path.name}: not CSV: {exc}") from None
+
+
+def _parse_row(obj: Any, where: str) -> Row:
+    """A document of a one-table import: Convex JSON (a JSON number is a float64)."""
+    if not isinstance(obj, dict):
+        raise SnapshotError(f"{where}: a document must be a JSON object")
+    doc_id = obj.pop("_id", None)
+    creation = obj.pop("_creationTime", None)
+    if doc_id is not None and (
+        not isinstance(doc_id, str) or _core.id_table_number(doc_id) is None
+    ):
+        raise SnapshotError(f"{where}: _id {doc_id!r:.60} is not a document id")
+    if creation is not None:
+        if isinstance(creation, bool) or not isinstance(creation, (int, float)):
+            raise SnapshotError(f"{where}: _creationTime must be a number (ms since the epoch)")
+        creation = float(creation)
+    try:
+        fields = _core.from_convex_json(obj, where)
+    except InvalidValueError as exc:
+        raise SnapshotError(str(exc)) from None
+    return doc_id, creation, fields
+
+
+async def perform_import(
+    db: Database, plan: ImportPlan, *, progress: Progress | None = None
+) -> ImportReport:
+    """Carry out ``plan``: empty what it replaces, then write its rows.
+
+    Documents are committed in transactions of up to :data:`IMPORT_BATCH_DOCUMENTS`
+    documents / :data:`IMPORT_BATCH_BYTES` bytes, so memory stays bounded. Rows with an
+    ``_id`` keep it and their ``_creationTime``; rows without get a new id and creation time.
+    The plan checked the whole file first, so an import fails midway only on what that
+    check cannot see (a write conflict with a concurrent writer, a backend error); the
+    batches committed before stay and the error names the table.
+
+    Raises:
+        SnapshotError: a write failed (the message names the table and document).
+    """
+    progress = progress or _NoProgress()
+    report = ImportReport(skipped=list(plan.skipped))
+    engine = db._engine
+    for t in plan.tables:
+        if t.deletes:
+            await _empty_table(db, t.name)
+    for t in plan.tables:
+        if not t.source:
+            continue
+        if not any(x["name"] == t.name for x in engine.tables()):
+            if t.number is None:
+                engine.create_table(t.name)
+            else:
+                engine.create_table_numbered(t.name, t.number)
+        task = progress.add_table(t.name, t.rows)
+        batch: list[Row] = []
+        batch_bytes = 0
+        count = 0
+        rows = _rows(plan, t.name, t.number, t.source)
+        while True:
+            # Parsing is CPU work: a batch is read on a thread, so the loop keeps serving.
+            chunk = await asyncio.to_thread(_take, rows, IMPORT_BATCH_DOCUMENTS)
+            if not chunk:
+                break
+            for row in chunk:
+                batch.append(row)
+                batch_bytes += _core.value_size(row[2])
+                if len(batch) >= IMPORT_BATCH_DOCUMENTS or batch_bytes >= IMPORT_BATCH_BYTES:
+                    count += await _commit(db, t.name, batch)
+                    progress.advance(task, len(batch))
+                    batch, batch_bytes = [], 0
+        if batch:
+            count += await _commit(db, t.name, batch)
+            progress.advance(task, len(batch))
+        report.tables[t.name] = count
     return report
 
 
-async def _import_table(
+def _take(rows: Iterator[Row], n: int) -> list[Row]:
+    out = []
+    for row in rows:
+        out.append(row)
+        if len(out) >= n:
+            break
+    return out
+
+
+async def _empty_table(db: Database, table: str) -> None:
+    engine = db._engine
+    while True:
+        txn = engine.begin(False)
+        docs, _, _ = txn.scan(
+            table, "by_creation_time", [], "asc", IMPORT_BATCH_DOCUMENTS, None, None, None, True
+        )
+        if not docs:
+            return
+        for doc in docs:
+            txn.delete(doc["_id"])
+        try:
+            ts = engine.commit(txn)
+        except RetryableError:
+            continue
+        if ts is not None:
+            db._flusher.nudge()
+            await db._flusher.wait(ts)
+
+
+async def import_snapshot(
     db: Database,
-    zf: zipfile.ZipFile,
-    name: str,
-    number: int,
-    progress: Progress,
-    task: Any,
-) -> int:
-    entry = f"{name}/documents.jsonl"
-    batch: list[tuple[str, float, dict[str, Any]]] = []
-    batch_bytes = 0
-    count = 0
-    with zf.open(entry) as f:
-        for line_number, raw in enumerate(f, start=1):
-            progress.advance(task, len(raw))
-            line = raw.strip()
-            if not line:
-                continue
-            where = f"{entry} line {line_number}"
-            batch.append(_parse_document(line, where, number))
-            batch_bytes += len(line)
-            if len(batch) >= IMPORT_BATCH_DOCUMENTS or batch_bytes >= IMPORT_BATCH_BYTES:
-                count += await _commit(db, batch, entry)
-                batch, batch_bytes = [], 0
-    if batch:
-        count += await _commit(db, batch, entry)
-    return count
+    path: str | Path,
+    *,
+    progress: Progress | None = None,
+    format: str = "zip",
+    table: str | None = None,
+    mode: str = "requireEmpty",
+) -> ImportReport:
+    """Import ``path`` into ``db``: :func:`plan_import`, then :func:`perform_import`.
+
+    A snapshot ZIP (ours or Convex's) keeps ids and creation times; its tables must be
+    absent or (mode ``requireEmpty``, the default) empty. File storage (``_storage``) and
+    child components (``_components``) are skipped and listed in the report.
+
+    Raises:
+        SnapshotError: the file is not acceptable (nothing is written), or a write failed.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    plan = await asyncio.to_thread(plan_import, db, path, format=format, table=table, mode=mode)
+    return await perform_import(db, plan, progress=progress)
 
 
-def _parse_document(line: bytes, where: str, number: int) -> tuple[str, float, dict[str, Any]]:
+def _parse_document(line: bytes, where: str, number: int) -> Row:
     try:
         parsed = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -364,16 +668,25 @@ def _parse_document(line: bytes, where: str, number: int) -> tuple[str, float, d
     return doc_id, creation, fields
 
 
-async def _commit(db: Database, batch: list[tuple[str, float, dict[str, Any]]], entry: str) -> int:
+async def _commit(db: Database, table: str, batch: list[Row]) -> int:
     engine = db._engine
-    txn = engine.begin(False)
-    for doc_id, creation, fields in batch:
+    for _ in range(32):
+        txn = engine.begin(False)
+        now_ms = time.time() * 1000.0
+        for doc_id, creation, fields in batch:
+            try:
+                if doc_id is None:
+                    txn.insert(table, fields)
+                else:
+                    txn.insert_existing(doc_id, now_ms if creation is None else creation, fields)
+            except ReactiveError as exc:
+                raise SnapshotError(f"{table}: document {doc_id or ''}: {exc}") from exc
         try:
-            txn.insert_existing(doc_id, creation, fields)
-        except ReactiveError as exc:
-            raise SnapshotError(f"{entry}: document {doc_id}: {exc}") from exc
-    ts = engine.commit(txn)
-    if ts is not None:
-        db._flusher.nudge()
-        await db._flusher.wait(ts)
-    return len(batch)
+            ts = engine.commit(txn)
+        except RetryableError:
+            continue
+        if ts is not None:
+            db._flusher.nudge()
+            await db._flusher.wait(ts)
+        return len(batch)
+    raise SnapshotError(f"{table}: too many write conflicts with concurrent writers")
