@@ -292,6 +292,12 @@ class ImportPlan:
     mode: str
     tables: list[TablePlan] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    label: str = ""
+    """How error messages name the file (default: its base name)."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.path.name
 
     @property
     def needs_confirmation(self) -> bool:
@@ -319,13 +325,14 @@ def plan_import(
     format: str = "zip",
     table: str | None = None,
     mode: str = "requireEmpty",
+    label: str | None = None,
 ) -> ImportPlan:
     """Read ``path`` in full and check it can be imported into ``db``; write nothing.
 
     Every line is parsed and every value converted; ids must belong to their table's
     number; in ``requireEmpty`` mode the tables must be empty, and in ``append`` mode an
     imported ``_id`` must not exist yet. Blocking (reads the whole file): run it on a
-    thread for large files.
+    thread for large files. ``label`` is how messages name the file (default: its name).
 
     Raises:
         SnapshotError: the file, a line, the format, mode or table name is not acceptable
@@ -336,7 +343,7 @@ def plan_import(
         raise SnapshotError(f"unknown import format {format!r}; one of {', '.join(IMPORT_FORMATS)}")
     if mode not in IMPORT_MODES:
         raise SnapshotError(f"unknown import mode {mode!r}; one of {', '.join(IMPORT_MODES)}")
-    plan = ImportPlan(Path(path), format, mode)
+    plan = ImportPlan(Path(path), format, mode, label=label or "")
     if format == "zip":
         if table is not None:
             raise SnapshotError("a ZIP import cannot name a table (the snapshot names them)")
@@ -355,11 +362,7 @@ def plan_import(
             rows += 1
             if doc_id is not None:
                 numbers.add(cast(int, _core.id_table_number(doc_id)))
-                if (
-                    mode == "append"
-                    and name in existing
-                    and txn.get(doc_id) is not None
-                ):
+                if mode == "append" and name in existing and txn.get(doc_id) is not None:
                     raise SnapshotError(
                         f"{name}: a document with _id {doc_id} already exists; import "
                         "with mode replace, or without _id fields"
@@ -425,7 +428,7 @@ def _zip_sources(plan: ImportPlan) -> list[tuple[str, int | None, str]]:
     try:
         zf = zipfile.ZipFile(plan.path)
     except zipfile.BadZipFile as exc:
-        raise SnapshotError(f"{plan.path} is not a ZIP file: {exc}") from None
+        raise SnapshotError(f"{plan.label} is not a ZIP file: {exc}") from None
     with zf:
         names = set(zf.namelist())
         tables = _read_tables(zf, names)
@@ -461,7 +464,7 @@ def _rows(plan: ImportPlan, name: str, number: int | None, source: str) -> Itera
                     line = line[3:]
                 if not line:
                     continue
-                where = f"{plan.path.name} line {line_number}"
+                where = f"{plan.label} line {line_number}"
                 try:
                     obj = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -471,37 +474,37 @@ def _rows(plan: ImportPlan, name: str, number: int | None, source: str) -> Itera
         size = plan.path.stat().st_size
         if size > MAX_JSON_ARRAY_BYTES:
             raise SnapshotError(
-                f"{plan.path.name} is {size} bytes; a JSON array import takes at most "
+                f"{plan.label} is {size} bytes; a JSON array import takes at most "
                 f"{MAX_JSON_ARRAY_BYTES} (use JSON lines for larger files)"
             )
         try:
             data = json.loads(plan.path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"{plan.path.name}: not JSON: {exc}") from None
+            raise SnapshotError(f"{plan.label}: not JSON: {exc}") from None
         if not isinstance(data, list):
-            raise SnapshotError(f"{plan.path.name}: a JSON array import needs a top-level array")
+            raise SnapshotError(f"{plan.label}: a JSON array import needs a top-level array")
         for i, obj in enumerate(data):
-            yield _parse_row(obj, f"{plan.path.name} element {i}")
+            yield _parse_row(obj, f"{plan.label} element {i}")
     else:
-        yield from _csv_rows(plan.path)
+        yield from _csv_rows(plan.path, plan.label)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, label: str) -> Iterator[Row]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
         except StopIteration:
-            raise SnapshotError(f"{path.name}: a CSV import needs a header row") from None
+            raise SnapshotError(f"{label}: a CSV import needs a header row") from None
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"{path.name} line 1: not CSV: {exc}") from None
+            raise SnapshotError(f"{label} line 1: not CSV: {exc}") from None
         fields = [h.strip(" ") for h in header]
         for name in fields:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) or name.startswith("$"):
-                raise SnapshotError(f"{path.name}: invalid field name {name!r} in the header")
+                raise SnapshotError(f"{label}: invalid field name {name!r} in the header")
         try:
             for line_number, cells in enumerate(reader, start=2):
-                where = f"{path.name} line {line_number}"
+                where = f"{label} line {line_number}"
                 if len(cells) != len(fields):
                     raise SnapshotError(
                         f"{where}: {len(cells)} cells for {len(fields)} header fields"
@@ -512,7 +515,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                 }
                 yield _parse_row(obj, where)
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"{path.name}: not CSV: {exc}") from None
+            raise SnapshotError(f"{label}: not CSV: {exc}") from None
 
 
 def _parse_row(obj: Any, where: str) -> Row:

@@ -7,6 +7,9 @@ Each is a query run under the admin key only, by the same runner as the app's fu
 * ``_system/cli/tableData`` ``{table, order, paginationOpts}``: a page of documents.
 * ``_system/cli/queryEnvironmentVariables``: ``[{"name", "value"}]``;
   ``…:get`` ``{name}``: one of them or ``null``.
+* ``_system/cli/exports:getLatest``: the newest export's record (``npx convex export``);
+  ``_system/cli/queryImport`` ``{importId}`` and ``…:list``: imports' records
+  (``npx convex import``), see :mod:`reactive.admin.jobs`.
 * ``_system/cli/modules:apiSpec``: every function with its validators;
   ``_system/cli/convexUrl:cloudUrl``: the server's URL (``npx convex function-spec``).
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from reactive.admin import jobs
 from reactive.db.system import get_environment_variable, list_environment_variables
 from reactive.functions import Function, canonicalize_path, query
 from reactive.schema import v
@@ -100,6 +104,24 @@ async def api_spec(ctx: Any) -> list[dict[str, Any]]:
 
 
 @_system_query({})
+async def latest_export(ctx: Any) -> dict[str, Any] | None:
+    """The newest snapshot export's ``_exports`` document (``None``: never requested)."""
+    return jobs.latest_export(ctx.db._txn)
+
+
+@_system_query({"importId": v.string()})
+async def query_import(ctx: Any, importId: str) -> dict[str, Any] | None:
+    """One import's ``_snapshot_imports`` document (its ``state`` is what the CLI follows)."""
+    return jobs.get_import(ctx.db._txn, importId)
+
+
+@_system_query({})
+async def list_imports(ctx: Any) -> list[dict[str, Any]]:
+    """The newest imports, newest first."""
+    return jobs.list_imports(ctx.db._txn)
+
+
+@_system_query({})
 async def cloud_url(ctx: Any) -> str:
     """The deployment's URL (the server's, as it was started)."""
     return ctx.db._db.public_url or ""
@@ -119,6 +141,9 @@ SYSTEM_FUNCTIONS: dict[str, Function] = {
         _named(environment_variable, "_system/cli/queryEnvironmentVariables:get"),
         _named(api_spec, "_system/cli/modules:apiSpec"),
         _named(cloud_url, "_system/cli/convexUrl:cloudUrl"),
+        _named(latest_export, "_system/cli/exports:getLatest"),
+        _named(query_import, "_system/cli/queryImport"),
+        _named(list_imports, "_system/cli/queryImport:list"),
     )
 }
 """Canonical path -> function, for admin callers."""

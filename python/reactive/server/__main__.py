@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         default=float(os.environ.get("REACTIVE_RETENTION_SECONDS", "60")),
         help="how long old versions stay readable (seconds, default 60)",
     )
+    parser.add_argument(
+        "--storage-dir",
+        default=os.environ.get("REACTIVE_STORAGE_DIR"),
+        help="where exports and uploads live (default: storage/ beside the SQLite file)",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--dev",
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queries_per_socket=ns.max_queries_per_socket,
         max_query_batch=ns.max_query_batch,
         url=f"http://{ns.host}:{ns.port}",
+        storage_dir=ns.storage_dir,
     )
     # The connection cap must stay below the open-file limit (else accepts fail and even
     # /health cannot be served).

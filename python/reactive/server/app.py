@@ -20,6 +20,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,7 +35,9 @@ from starlette.websockets import WebSocket
 import reactive
 from reactive.db.database import Database
 from reactive.db.system import ensure_system_tables, prune_session_requests
+from reactive.persistence import sqlite_path
 from reactive.server import dashboard
+from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
 from reactive.server.http import HttpApi
@@ -86,6 +89,9 @@ class ServerConfig:
         max_query_batch: Entries of one ``POST /api/query_batch``; more answer 400.
         url: The URL clients reach the server at (what ``npx convex function-spec``
             prints), when known.
+        storage_dir: Where files live: exports, imports being uploaded (default: a
+            ``storage`` folder beside the SQLite file; ``.reactive/storage`` for other
+            backends).
     """
 
     db_url: str
@@ -107,6 +113,15 @@ class ServerConfig:
     max_queries_per_socket: int = 10_000
     max_query_batch: int = 100
     url: str | None = None
+    storage_dir: str | None = None
+
+    def storage_path(self) -> Path:
+        """The storage directory (``storage_dir`` or its default)."""
+        if self.storage_dir:
+            return Path(self.storage_dir)
+        if "://" not in self.db_url or self.db_url.startswith("sqlite:"):
+            return sqlite_path(self.db_url).absolute().parent / "storage"
+        return Path(".reactive/storage").absolute()
 
 
 class Server:
@@ -129,6 +144,7 @@ class Server:
         self._pruner: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self.http = HttpApi(self)
+        self.admin = AdminApi(self)
 
     @property
     def db(self) -> Database:
@@ -161,6 +177,7 @@ class Server:
             await self._db.close()
             raise
         self._queries = QueryCache(self._db, dev=self.config.dev)
+        await self.admin.open(self.config.storage_path())
         metrics = self._db.metrics
         metrics.gauge(
             "reactive_websocket_connections",
@@ -197,6 +214,7 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        await self.admin.close()
         if self._queries is not None:
             self._queries.close()
         for conn in list(self.connections):
@@ -284,6 +302,7 @@ def create_app(config: ServerConfig) -> Starlette:
             methods=["POST"],
         ),
     ]
+    routes += server.admin.routes()
     routes += dashboard.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),
