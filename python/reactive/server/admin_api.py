@@ -149,8 +149,8 @@ class AdminApi:
             return JSONResponse({"code": "ImportFailed", "message": str(exc)}, status_code=400)
 
     async def version(self, request: Request) -> Response:
-        """``GET /version``."""
-        return await self._run(request, lambda: _text(_core.__version__))
+        """``GET /version``: the server's version as plain text (public, as Convex's)."""
+        return PlainTextResponse(_core.__version__)
 
     async def stream_function_logs(self, request: Request) -> Response:
         """``GET /api/stream_function_logs?cursor=MS[&timeout_s=S]`` (a long poll)."""
@@ -292,10 +292,6 @@ class AdminApi:
             return JSONResponse({"numWritten": written})
 
         return await self._run(request, handle)
-
-
-async def _text(text: str) -> Response:
-    return PlainTextResponse(text)
 
 
 def _number(text: str, name: str) -> float:
