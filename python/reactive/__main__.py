@@ -10,14 +10,21 @@ Commands:
     env list | get NAME | set NAME VALUE | remove NAME
                                      the environment variables functions read (ctx.env)
     export [URL] PATH                write a snapshot ZIP (Convex's export layout) of URL
-    import [URL] PATH                load a snapshot ZIP into URL (tables absent or empty)
+    import [URL] PATH                load a snapshot ZIP, or a JSONL/JSON/CSV file into
+                                     --table, into URL (--append, --replace, --replace-all)
+    logs                             follow the function log of a running server (--url)
 
-``export``/``import`` take the database URL as their first argument or from ``--db``; they
-stream (a table is never held whole in memory) and show a progress bar on a terminal.
-Every command takes ``--db URL`` (default: ``$REACTIVE_DB_URL``, else
-``sqlite:///.reactive/db.sqlite3``). Values print as JSON; ``bytes`` as ``{"$bytes": b64}``.
-Exit status: 0 on success, 1 when ``check`` finds problems or a function fails, 2 on usage
-errors.
+Offline, a command opens the database itself: ``--db URL`` (default: ``$REACTIVE_DB_URL``,
+else ``sqlite:///.reactive/db.sqlite3``), or ``export``/``import``'s first argument. A
+database a server has open is reached through the server instead: ``--url
+http://127.0.0.1:3210`` (or ``$REACTIVE_URL``) with ``--admin-key KEY`` (or
+``$REACTIVE_ADMIN_KEY``); every command then runs against the live server (``run`` needs no
+``--app``; ``export`` downloads a snapshot taken while writes go on).
+
+``export``/``import`` stream (a table is never held whole in memory) and show a progress
+bar on a terminal. Values print as JSON; ``bytes`` as ``{"$bytes": b64}``.
+Exit status: 0 on success, 1 when ``check`` finds problems or a function or request fails,
+2 on usage errors.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ async def _run(ns: argparse.Namespace) -> int:
     import reactive
     from reactive.functions import canonicalize_path
 
+    if ns.app is None:
+        raise SystemExit("error: run needs --app DIR (or --url URL to run on a server)")
     async with reactive.open(ns.db, app=ns.app) as db:
         path = canonicalize_path(ns.path)
         fn = db.app.lookup(path)
@@ -107,6 +116,10 @@ async def _check(ns: argparse.Namespace) -> int:
 
     async with reactive.open(ns.db) as db:
         report = await db.check()
+    return _print_check(report)
+
+
+def _print_check(report: dict[str, Any]) -> int:
     for problem in report["problems"]:
         print(f"problem: {problem}")
     status = "ok" if not report["problems"] else f"{len(report['problems'])} problem(s)"
@@ -242,74 +255,351 @@ async def _export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _import_format(ns: argparse.Namespace, path: str) -> str:
+    if ns.format is not None:
+        return str(ns.format)
+    suffixes = {".zip": "zip", ".jsonl": "jsonLines", ".ndjson": "jsonLines"}
+    suffixes |= {".json": "jsonArray", ".csv": "csv"}
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in suffixes:
+        raise SystemExit(
+            f"error: cannot tell the format of {path} from its extension; give --format "
+            "(zip, jsonLines, jsonArray or csv)"
+        )
+    return suffixes[ext]
+
+
+def _import_mode(ns: argparse.Namespace) -> str:
+    chosen = [m for m, on in (("append", ns.append), ("replace", ns.replace)) if on]
+    if ns.replace_all:
+        chosen.append("replaceAll")
+    if len(chosen) > 1:
+        raise SystemExit("error: give at most one of --append, --replace, --replace-all")
+    return chosen[0] if chosen else "requireEmpty"
+
+
 async def _import(ns: argparse.Namespace) -> int:
     import reactive
-    from reactive.snapshot import import_snapshot
+    from reactive.snapshot import perform_import, plan_import
 
     url, path = _snapshot_paths(ns)
     if not os.path.exists(path):
         print(f"error: {path} does not exist", file=sys.stderr)
         return 2
+    format, mode = _import_format(ns, path), _import_mode(ns)
     async with reactive.open(url) as db:
-        bars = _RichProgress("bytes")
+        plan = await asyncio.to_thread(
+            plan_import, db, path, format=format, table=ns.table, mode=mode
+        )
+        if plan.needs_confirmation and not _confirm(plan.summary(), ns):
+            return 1
+        bars = _RichProgress("documents")
         with bars.progress:
-            report = await import_snapshot(db, path, progress=bars)
+            report = await perform_import(db, plan, progress=bars)
     for skipped in report.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
     print(f"imported {report.documents} documents into {len(report.tables)} table(s) from {path}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m reactive`` and the ``reactive`` script."""
-    parser = argparse.ArgumentParser(prog="python -m reactive", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--db",
-        default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB),
-        help="database URL (default: $REACTIVE_DB_URL or %(default)s)",
+# -- against a running server (--url) ------------------------------------------------------
+
+
+def _remote(ns: argparse.Namespace) -> Any:
+    from reactive.admin.remote import Remote
+
+    if not ns.admin_key:
+        raise SystemExit(
+            "error: --url needs the server's admin key: --admin-key KEY or $REACTIVE_ADMIN_KEY"
+        )
+    return Remote(ns.url, ns.admin_key)
+
+
+def _print_log_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+async def _remote_run(ns: argparse.Namespace) -> int:
+    from reactive.admin.remote import RemoteLogError
+
+    async with _remote(ns) as remote:
+        try:
+            result, lines = await remote.call(ns.path, _parse_args_json(ns.args))
+        except RemoteLogError as exc:
+            _print_log_lines(exc.log_lines)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    _print_log_lines(lines)
+    print(_dumps(result))
+    return 0
+
+
+async def _remote_data(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        printed = 0
+        async for doc in remote.documents(ns.table):
+            if ns.limit is not None and printed >= ns.limit:
+                break
+            print(_dumps(doc))
+            printed += 1
+    return 0
+
+
+async def _remote_check(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        report = await remote.check()
+    return _print_check(report)
+
+
+async def _remote_tables(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        for table in await remote.tables():
+            print(f"{table['name']} ({table['documents']} documents)")
+            for index in table["indexes"]:
+                state = "ready" if index["ready"] else "backfilling"
+                fields = ", ".join(index["fields"]) or "(built-in)"
+                print(f"  {index['name']}: {fields} [{state}]")
+    return 0
+
+
+async def _remote_gc(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        report = await remote.gc(ns.keep_seconds)
+    print(
+        f"deleted {report['documents_deleted']} old revisions and "
+        f"{report['index_entries_deleted']} index entries"
     )
+    return 0
+
+
+async def _remote_schema(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        print(await remote.schema(), end="")
+    return 0
+
+
+async def _remote_env(ns: argparse.Namespace) -> int:
+    async with _remote(ns) as remote:
+        if ns.action in ("list", "get"):
+            variables = await remote.environment_variables()
+            if ns.action == "list":
+                for var in variables:
+                    print(f"{var['name']}={var['value']}")
+                return 0
+            for var in variables:
+                if var["name"] == ns.name:
+                    print(var["value"])
+                    return 0
+            print(f"error: environment variable {ns.name} is not set", file=sys.stderr)
+            return 1
+        value = ns.value if ns.action == "set" else None
+        await remote.change_environment_variables([(ns.name, value)])
+    print(f"set {ns.name}" if ns.action == "set" else f"removed {ns.name}")
+    return 0
+
+
+class _ByteBar:
+    """One rich progress bar counting bytes."""
+
+    def __init__(self, label: str) -> None:
+        self.bars = _RichProgress("bytes")
+        self.task = self.bars.add_table(label, None)
+
+    def __call__(self, amount: int, total: int | None) -> None:
+        if total is not None:
+            self.bars.progress.update(self.task, total=total)
+        self.bars.advance(self.task, amount)
+
+
+async def _remote_export(ns: argparse.Namespace) -> int:
+    if ns.path is not None:
+        raise SystemExit("error: with --url, export takes only the ZIP path")
+    async with _remote(ns) as remote:
+        bar = _ByteBar("download")
+        with bar.bars.progress:
+            ts = await remote.export(ns.target, bar)
+    print(f"exported the snapshot at timestamp {ts} from {ns.url} to {ns.target}")
+    return 0
+
+
+def _confirm(summary: str, ns: argparse.Namespace) -> bool:
+    """Whether to go on with an import that deletes documents."""
+    print(summary, file=sys.stderr)
+    if ns.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("error: this import deletes documents; pass --yes to go on", file=sys.stderr)
+        return False
+    return input("Go on with the import? [y/N] ").strip().lower() in ("y", "yes")
+
+
+async def _remote_import(ns: argparse.Namespace) -> int:
+    if ns.path is not None:
+        raise SystemExit("error: with --url, import takes only the file path")
+    path = ns.target
+    if not os.path.exists(path):
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    format, mode = _import_format(ns, path), _import_mode(ns)
+    async with _remote(ns) as remote:
+        bar = _ByteBar("upload")
+        with bar.bars.progress:
+            import_id = await remote.start_import(
+                path, format=format, table=ns.table, mode=mode, on_bytes=bar
+            )
+        state = await remote.import_state(import_id, ("waiting_for_confirmation",))
+        if state.get("require_manual_confirmation") and not _confirm(
+            str(state.get("message_to_confirm", "")), ns
+        ):
+            await remote.cancel_import(import_id)
+            return 1
+        await remote.perform_import(import_id)
+        state = await remote.import_state(import_id, ("completed",))
+    print(f"imported {state.get('num_rows_written', 0)} documents from {path} into {ns.url}")
+    return 0
+
+
+def _format_time(seconds: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+_KIND_LETTERS = {"Query": "Q", "Mutation": "M", "Action": "A", "HttpAction": "H"}
+
+
+async def _logs(ns: argparse.Namespace) -> int:
+    if ns.url is None:
+        raise SystemExit("error: logs follows a running server: give --url URL (and the key)")
+    loop = asyncio.get_running_loop()
+    deadline = None if ns.seconds is None else loop.time() + ns.seconds
+    async with _remote(ns) as remote:
+        entries, cursor = await remote.log_entries(0.0, 0.0)
+        backlog = entries[-ns.history :] if ns.history > 0 else []
+        while True:
+            for entry in backlog:
+                _print_entry(entry, ns.success)
+            sys.stdout.flush()
+            wait = 50.0
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return 0
+            backlog, cursor = await remote.log_entries(cursor, wait)
+
+
+def _print_entry(entry: dict[str, Any], success: bool) -> None:
+    head = (
+        f"{_format_time(float(entry['timestamp']))} "
+        f"[{_KIND_LETTERS.get(entry['udfType'], '?')} {entry['identifier']}]"
+    )
+    for line in entry.get("logLines") or []:
+        print(f"{head} {line['level']} {' '.join(line['messages'])}")
+    if entry.get("error"):
+        print(f"{head} failed: {entry['error']}")
+    elif success:
+        print(f"{head} ok in {float(entry['executionTime']) * 1000:.1f} ms")
+
+
+def _connection_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """``--db``, ``--url`` and ``--admin-key``, before or after the command's name."""
+    if top:
+        parser.add_argument(
+            "--db",
+            default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB),
+            help="database URL, offline (default: $REACTIVE_DB_URL or %(default)s)",
+        )
+        parser.add_argument(
+            "--url",
+            default=os.environ.get("REACTIVE_URL") or None,
+            help="a running server's URL, e.g. http://127.0.0.1:3210 (default: $REACTIVE_URL)",
+        )
+        parser.add_argument(
+            "--admin-key",
+            default=os.environ.get("REACTIVE_ADMIN_KEY") or None,
+            help="the server's admin key, with --url (default: $REACTIVE_ADMIN_KEY)",
+        )
+        return
+    for flag in ("--db", "--url", "--admin-key"):
+        parser.add_argument(flag, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reactive",
+        description=__doc__.split("\n")[0],
+        epilog="Offline, a command opens the database (--db); with --url it asks the server.",
+    )
+    _connection_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run a function and print its result as JSON")
     p_run.add_argument("path", help="function path, e.g. messages:send")
     p_run.add_argument("args", nargs="?", help="arguments as a JSON object")
-    p_run.add_argument("--app", required=True, help="app directory or package")
-    p_run.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    p_run.add_argument("--app", default=None, help="app directory or package (offline)")
     p_data = sub.add_parser("data", help="print a table's documents as JSON lines")
     p_data.add_argument("table")
     p_data.add_argument("--limit", type=int, default=None)
     p_data.add_argument("--app", default=None, help="app directory or package (optional)")
-    p_data.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    p_check = sub.add_parser("check", help="verify every index entry against the documents")
-    p_check.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    p_tables = sub.add_parser("tables", help="list tables and indexes")
-    p_tables.add_argument("--db", dest="db", default=argparse.SUPPRESS)
+    sub.add_parser("check", help="verify every index entry against the documents")
+    sub.add_parser("tables", help="list tables and indexes")
     p_gc = sub.add_parser("gc", help="delete versions older than the retention window")
     p_gc.add_argument("--keep-seconds", type=float, default=60.0, help="default: %(default)s")
-    p_gc.add_argument("--db", dest="db", default=argparse.SUPPRESS)
     p_env = sub.add_parser("env", help="list, get, set or remove environment variables")
     env_sub = p_env.add_subparsers(dest="action", required=True)
-    env_list = env_sub.add_parser("list", help="every variable as NAME=VALUE")
-    env_get = env_sub.add_parser("get", help="one variable's value")
-    env_get.add_argument("name")
-    env_set = env_sub.add_parser("set", help="set a variable")
-    env_set.add_argument("name")
-    env_set.add_argument("value")
-    env_remove = env_sub.add_parser("remove", help="remove a variable")
-    env_remove.add_argument("name")
-    for env_parser in (p_env, env_list, env_get, env_set, env_remove):
-        env_parser.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    p_schema = sub.add_parser("schema", help="print a schema inferred from stored documents")
-    p_schema.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    for name, help_text in (
-        ("export", "write a snapshot ZIP of the database"),
-        ("import", "load a snapshot ZIP into the database"),
-    ):
-        p_snap = sub.add_parser(name, help=help_text)
-        p_snap.add_argument("target", metavar="URL_OR_PATH", help="database URL, or the ZIP path")
-        p_snap.add_argument("path", nargs="?", default=None, help="the ZIP path (after URL)")
-        p_snap.add_argument("--db", dest="db", default=argparse.SUPPRESS)
-    ns = parser.parse_args(argv)
-    handlers = {
+    env_parsers = [
+        env_sub.add_parser("list", help="every variable as NAME=VALUE"),
+        env_sub.add_parser("get", help="one variable's value"),
+        env_sub.add_parser("set", help="set a variable"),
+        env_sub.add_parser("remove", help="remove a variable"),
+    ]
+    for env_parser in env_parsers[1:]:
+        env_parser.add_argument("name")
+    env_parsers[2].add_argument("value")
+    for env_parser in env_parsers:
+        _connection_options(env_parser, top=False)
+    sub.add_parser("schema", help="print a schema inferred from stored documents")
+    p_export = sub.add_parser("export", help="write a snapshot ZIP of the database")
+    p_import = sub.add_parser(
+        "import", help="load a snapshot ZIP, or a JSONL/JSON/CSV file into one table"
+    )
+    for p_snap in (p_export, p_import):
+        p_snap.add_argument("target", metavar="URL_OR_PATH", help="database URL, or the path")
+        p_snap.add_argument("path", nargs="?", default=None, help="the path (after URL)")
+    p_import.add_argument("--table", default=None, help="the table a JSONL/JSON/CSV file fills")
+    p_import.add_argument(
+        "--format",
+        choices=["zip", "jsonLines", "jsonArray", "csv"],
+        default=None,
+        help="default: from the extension (.zip, .jsonl, .json, .csv)",
+    )
+    p_import.add_argument("--append", action="store_true", help="add to existing documents")
+    p_import.add_argument("--replace", action="store_true", help="empty the imported tables first")
+    p_import.add_argument(
+        "--replace-all", action="store_true", help="empty every table first (snapshot ZIP)"
+    )
+    p_import.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask before deleting documents"
+    )
+    p_logs = sub.add_parser("logs", help="follow a running server's function log (--url)")
+    p_logs.add_argument(
+        "--history", type=int, default=0, help="first print the last N runs (default 0)"
+    )
+    p_logs.add_argument("--success", action="store_true", help="print runs without log lines")
+    p_logs.add_argument(
+        "--seconds", type=float, default=None, help="stop after S seconds (default: never)"
+    )
+    for name, command in sub.choices.items():
+        if name != "env":
+            _connection_options(command, top=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m reactive`` and the ``reactive`` script."""
+    ns = _parser().parse_args(argv)
+    offline = {
         "run": _run,
         "data": _data,
         "check": _check,
@@ -319,7 +609,21 @@ def main(argv: list[str] | None = None) -> int:
         "gc": _gc,
         "schema": _schema,
         "env": _env,
+        "logs": _logs,
     }
+    online = {
+        "run": _remote_run,
+        "data": _remote_data,
+        "check": _remote_check,
+        "tables": _remote_tables,
+        "export": _remote_export,
+        "import": _remote_import,
+        "gc": _remote_gc,
+        "schema": _remote_schema,
+        "env": _remote_env,
+        "logs": _logs,
+    }
+    handlers = online if ns.url else offline
     from reactive.errors import ReactiveError
 
     try:
@@ -327,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReactiveError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import reactive
 from reactive.db.database import Database
 from reactive.db.system import ensure_system_tables, prune_session_requests
 from reactive.persistence import sqlite_path
-from reactive.server import dashboard
+from reactive.server import dashboard, maintenance
 from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
@@ -303,6 +303,7 @@ def create_app(config: ServerConfig) -> Starlette:
         ),
     ]
     routes += server.admin.routes()
+    routes += maintenance.routes(server)
     routes += dashboard.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),

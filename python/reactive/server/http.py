@@ -193,6 +193,7 @@ class HttpApi:
         identity: dict[str, Any] | None,
         clean: bool,
         ts: int | None = None,
+        admin: bool = False,
     ) -> dict[str, Any]:
         runner = self.server.db._runner
         logs: list[str] = []
@@ -223,7 +224,8 @@ class HttpApi:
             raise RequestError(400, "OutOfRetention", str(exc)) from None
         except Exception as exc:
             logs = list(getattr(exc, "log_lines", None) or logs)
-            message, data = error_message(exc, dev=self.server.config.dev)
+            # The admin sees full errors, as Convex shows them to admin callers.
+            message, data = error_message(exc, dev=self.server.config.dev or admin)
             out = {"status": "error", "errorMessage": message}
             if data is not None and isinstance(exc, ReactiveError):
                 data_value = getattr(exc, "data", None)
@@ -241,7 +243,9 @@ class HttpApi:
             body = await self._body(request)
             identity, admin = await self._caller(request)
             fn = self._function(body.get("path"), kind, admin)
-            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
+            result = await self._run(
+                fn, _args_of(body), identity, _clean(body.get("format")), admin=admin
+            )
         except RequestError as exc:
             return exc.response()
         return JSONResponse(result)
@@ -258,9 +262,8 @@ class HttpApi:
                 raise RequestError(400, "BadArgs", f"args is not valid JSON: {exc}") from None
             except RecursionError:
                 raise RequestError(400, "BadArgs", "args is nested too deeply") from None
-            result = await self._run(
-                fn, _args_of({"args": args}), identity, _clean(request.query_params.get("format"))
-            )
+            clean = _clean(request.query_params.get("format"))
+            result = await self._run(fn, _args_of({"args": args}), identity, clean, admin=admin)
         except RequestError as exc:
             return exc.response()
         return JSONResponse(result)
@@ -279,7 +282,9 @@ class HttpApi:
             body = await self._body(request)
             identity, admin = await self._caller(request)
             fn = self._function(f"{module}:{name}", None, admin)
-            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")))
+            result = await self._run(
+                fn, _args_of(body), identity, _clean(body.get("format")), admin=admin
+            )
         except RequestError as exc:
             return exc.response()
         return JSONResponse(result)
@@ -300,7 +305,8 @@ class HttpApi:
                 raise RequestError(400, "BadTimestamp", str(exc)) from None
             if ts > self.server.db.published_timestamp:
                 raise RequestError(400, "BadTimestamp", "ts is in the future")
-            result = await self._run(fn, _args_of(body), identity, _clean(body.get("format")), ts)
+            clean = _clean(body.get("format"))
+            result = await self._run(fn, _args_of(body), identity, clean, ts, admin)
         except RequestError as exc:
             return exc.response()
         return JSONResponse(result)
@@ -329,7 +335,9 @@ class HttpApi:
                 try:
                     fn = self._function(q.get("path"), "query", admin)
                     results.append(
-                        await self._run(fn, _args_of(q), identity, _clean(q.get("format")), ts)
+                        await self._run(
+                            fn, _args_of(q), identity, _clean(q.get("format")), ts, admin
+                        )
                     )
                 except RequestError as exc:
                     results.append({"status": "error", "errorMessage": exc.message})
