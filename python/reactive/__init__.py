@@ -11,6 +11,7 @@ The names here are the public API (README, "Use it").
 
 from reactive._core import __version__
 from reactive.db import (
+    UNSET,
     ActionCtx,
     Database,
     DatabaseReader,
@@ -32,6 +33,7 @@ from reactive.functions import (
 from reactive.schema import define_schema, define_table, v
 
 __all__ = [
+    "UNSET",
     "ActionCtx",
     "ConvexError",
     "Database",

@@ -1,6 +1,7 @@
 """The embedded database: opening, functions, transactions, queries, subscriptions."""
 
 from reactive.db.context import (
+    UNSET,
     ActionCtx,
     Auth,
     DatabaseReader,
@@ -13,6 +14,7 @@ from reactive.db.query import Expression, FilterBuilder, IndexRangeBuilder, Quer
 from reactive.db.subscription import Subscription
 
 __all__ = [
+    "UNSET",
     "ActionCtx",
     "Auth",
     "Database",

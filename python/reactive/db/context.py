@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from reactive.functions import Function
 
 __all__ = [
+    "MAX_NESTED_CALLS",
+    "UNSET",
     "ActionCtx",
     "Auth",
     "DatabaseReader",
@@ -40,6 +42,41 @@ __all__ = [
 ]
 
 _SYSTEM_FIELDS = ("_id", "_creationTime")
+
+MAX_NESTED_CALLS = 16
+"""How deep ``ctx.run_query`` / ``ctx.run_mutation`` calls may nest in one transaction."""
+
+
+class _Unset:
+    """The type of :data:`UNSET` (one instance)."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+"""A field value meaning "no such field": ``patch(id, {"f": UNSET})`` removes ``f``.
+
+Convex writes this as ``undefined``. In ``insert`` and ``replace`` a top-level field set
+to ``UNSET`` is left out; anywhere else it is not a value (``InvalidValueError``).
+"""
+
+
+def _without_unset(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: x for k, x in fields.items() if x is not UNSET}
 
 
 class Auth:
@@ -165,6 +202,8 @@ class DatabaseWriter(DatabaseReader):
             InvalidValueError / LimitExceededError: not a value, or over a limit.
         """
         self._check_table(table)
+        if isinstance(document, dict):
+            document = _without_unset(document)
         fields = self._validate(table, document, "document")
         if not self._txn.has_table(table):
             self._txn.create_table(self._db._engine, table)
@@ -194,6 +233,8 @@ class DatabaseWriter(DatabaseReader):
     async def patch(self, id: str, fields: dict[str, Any]) -> None:
         """Shallow-merge ``fields`` into the document (other fields are kept).
 
+        A field set to :data:`UNSET` is removed; ``None`` stores null.
+
         Raises:
             DocumentNotFoundError: no such document.
             SchemaValidationError: the merged document does not match the validator.
@@ -208,7 +249,7 @@ class DatabaseWriter(DatabaseReader):
         self._strip_system(table, current, fields)
         merged = {k: x for k, x in current.items() if k not in _SYSTEM_FIELDS}
         merged.update(fields)
-        merged = self._validate(table, merged, "patched document")
+        merged = self._validate(table, _without_unset(merged), "patched document")
         self._txn.replace(id, merged)
 
     async def replace(self, id: str, document: dict[str, Any]) -> None:
@@ -224,7 +265,7 @@ class DatabaseWriter(DatabaseReader):
                 f"document for table {table!r} must be a dict, found {type_name(document)}",
                 table=table,
             )
-        document = dict(document)
+        document = _without_unset(document)
         self._strip_system(table, current, document)
         document = self._validate(table, document, "document")
         self._txn.replace(id, document)
@@ -247,6 +288,7 @@ class _BaseCtx:
         self._random: random.Random | None = None
         self._identity = identity
         self._auth: Auth | None = None
+        self._depth = 0
 
     @property
     def random(self) -> random.Random:
@@ -291,6 +333,42 @@ class Env:
         return isinstance(name, str) and self.get(name) is not None
 
 
+async def _nested(
+    parent: QueryCtx | MutationCtx,
+    kind: str,
+    function: str | Function,
+    args: dict[str, Any] | None,
+) -> Any:
+    """Run a query or mutation inside ``parent``'s transaction (see ``run_query``)."""
+    from reactive.db.runner import _call, _check_result, _validate_args
+
+    if parent._depth >= MAX_NESTED_CALLS:
+        raise RecursionError(
+            f"ctx.run_query/run_mutation calls nest more than {MAX_NESTED_CALLS} deep"
+        )
+    db = parent.db._db
+    fn = db._runner.resolve(function, kind, internal_ok=True)  # type: ignore[arg-type]
+    txn = parent.db._txn
+    seed = parent.random.getrandbits(64)
+    child: QueryCtx | MutationCtx
+    if kind == "query":
+        reader = DatabaseReader(txn, db)
+        checked = _validate_args(fn, args, reader._ids)
+        child = QueryCtx(reader, parent.now, seed, parent._identity)
+        child._depth = parent._depth + 1
+        return _check_result(fn, await _call(fn, child, checked), reader._ids)
+    writer = DatabaseWriter(txn, db)
+    checked = _validate_args(fn, args, writer._ids)
+    child = MutationCtx(writer, parent.now, seed, parent._identity)
+    child._depth = parent._depth + 1
+    point = txn.savepoint()
+    try:
+        return _check_result(fn, await _call(fn, child, checked), writer._ids)
+    except BaseException:
+        txn.rollback_to(point)
+        raise
+
+
 class QueryCtx(_BaseCtx):
     """The ``ctx`` of a query: ``db`` (read-only), ``auth``, ``env``, ``now``, ``random``."""
 
@@ -304,6 +382,20 @@ class QueryCtx(_BaseCtx):
     def env(self) -> Env:
         """The deployment's environment variables (read in this transaction)."""
         return Env(lambda: self.db._txn)
+
+    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+        """Run another query (public or internal) in this query's transaction.
+
+        Its arguments and result are checked by its validators, its reads join this
+        query's read set, and it sees the same snapshot (Convex's ``ctx.runQuery``).
+
+        Raises:
+            FunctionNotFoundError: no such query.
+            ArgumentValidationError: the arguments or result do not match the validators.
+            RecursionError: calls nest more than :data:`MAX_NESTED_CALLS` deep.
+            Exception: whatever the query raised.
+        """
+        return await _nested(self, "query", function, args)
 
 
 class MutationCtx(_BaseCtx):
@@ -319,6 +411,31 @@ class MutationCtx(_BaseCtx):
     def env(self) -> Env:
         """The deployment's environment variables (read in this transaction)."""
         return Env(lambda: self.db._txn)
+
+    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) in this mutation's transaction.
+
+        It sees this mutation's writes so far; its reads join the read set. Raises as
+        :meth:`QueryCtx.run_query`.
+        """
+        return await _nested(self, "query", function, args)
+
+    async def run_mutation(
+        self, function: str | Function, args: dict[str, Any] | None = None
+    ) -> Any:
+        """Run a mutation (public or internal) inside this mutation's transaction.
+
+        Its writes commit with this mutation's, all or nothing. If it raises, its writes
+        are rolled back (a savepoint) and the error reaches this mutation: caught, the rest
+        of the transaction goes on without them (Convex's ``ctx.runMutation``).
+
+        Raises:
+            FunctionNotFoundError: no such mutation.
+            ArgumentValidationError: the arguments or result do not match the validators.
+            RecursionError: calls nest more than :data:`MAX_NESTED_CALLS` deep.
+            Exception: whatever the mutation raised (its writes undone).
+        """
+        return await _nested(self, "mutation", function, args)
 
 
 class ActionCtx(_BaseCtx):

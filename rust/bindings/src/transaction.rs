@@ -10,12 +10,18 @@ use reactive_core::error::Error;
 use reactive_core::filter::{Arithmetic, Comparison, Expr};
 use reactive_core::id::{DocumentId, TableNumber};
 use reactive_core::query::{self, RangeOp};
-use reactive_core::transaction::{ScanRequest, ScanResult, Transaction};
+use reactive_core::transaction::{Savepoint, ScanRequest, ScanResult, Transaction};
 use reactive_core::value::FieldPath;
 
 use crate::convert::{document_to_py, to_object, to_value};
 use crate::detached;
 use crate::errors::{CoreError, InvalidQueryError};
+
+/// A savepoint of a transaction (`Transaction.savepoint()`), for `rollback_to`.
+#[pyclass(name = "Savepoint", frozen, module = "reactive._core")]
+pub struct PySavepoint {
+    inner: Savepoint,
+}
 
 /// A transaction of the engine. Not shared between threads at once (one function run).
 #[pyclass(name = "Transaction", frozen, module = "reactive._core")]
@@ -402,6 +408,18 @@ impl PyTransaction {
         Ok(d)
     }
 
+    /// A savepoint at the writes so far (a nested mutation's start).
+    fn savepoint(&self, py: Python<'_>) -> PyResult<PySavepoint> {
+        let inner = self.with(py, |t| Ok(t.savepoint()))?;
+        Ok(PySavepoint { inner })
+    }
+
+    /// Drop every write made since `savepoint`; reads stay in the read set.
+    fn rollback_to(&self, py: Python<'_>, savepoint: &PySavepoint) -> PyResult<()> {
+        let point = &savepoint.inner;
+        self.with(py, |t| t.rollback_to(point))
+    }
+
     /// The read set as `(start, end)` byte pairs (sorted, merged).
     fn read_set<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let intervals = self.with(py, |t| Ok(t.read_set().intervals().to_vec()))?;
@@ -422,5 +440,6 @@ impl PyTransaction {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTransaction>()?;
+    m.add_class::<PySavepoint>()?;
     Ok(())
 }

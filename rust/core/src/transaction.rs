@@ -80,6 +80,20 @@ pub struct CommitParts {
     pub created_tables: Vec<(String, TableReservation)>,
 }
 
+/// A point a transaction can return to: its writes as they were when it was taken.
+///
+/// A nested mutation (`ctx.run_mutation` inside a mutation) runs from a savepoint; when it
+/// fails, [`Transaction::rollback_to`] drops its writes and keeps the rest of the
+/// transaction (the savepoints of SQL, Convex's subtransactions). Reads are kept: what the
+/// transaction read, it read, whatever became of the writes.
+#[derive(Clone, Debug)]
+pub struct Savepoint {
+    begin_ts: Timestamp,
+    writes: BTreeMap<DocumentId, PendingWrite>,
+    overlay: BTreeMap<Vec<u8>, Option<DocumentRef>>,
+    bytes_written: usize,
+}
+
 /// A transaction in progress.
 pub struct Transaction {
     begin_ts: Timestamp,
@@ -164,6 +178,32 @@ impl Transaction {
             self.writes.len(),
             self.bytes_written,
         )
+    }
+
+    /// A savepoint at the current writes (costs a copy of the writes so far).
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            begin_ts: self.begin_ts,
+            writes: self.writes.clone(),
+            overlay: self.overlay.clone(),
+            bytes_written: self.bytes_written,
+        }
+    }
+
+    /// Drop every write made since `savepoint` was taken (reads and read counters stay;
+    /// tables created since stay, empty).
+    ///
+    /// Errors: `InvalidArgument` when `savepoint` was taken from another transaction.
+    pub fn rollback_to(&mut self, savepoint: &Savepoint) -> Result<()> {
+        if savepoint.begin_ts != self.begin_ts || savepoint.writes.len() > self.writes.len() {
+            return Err(Error::InvalidArgument(
+                "this savepoint belongs to another transaction".to_owned(),
+            ));
+        }
+        self.writes = savepoint.writes.clone();
+        self.overlay = savepoint.overlay.clone();
+        self.bytes_written = savepoint.bytes_written;
+        Ok(())
     }
 
     /// The buffered writes.

@@ -364,3 +364,40 @@ fn ids_of_tables_differ() {
     assert_ne!(a, b);
     assert_eq!(a, TableNumber(10001));
 }
+
+#[test]
+fn rollback_to_a_savepoint_drops_only_later_writes() {
+    let engine = empty_engine();
+    let table = engine.create_table("t").unwrap();
+    let mut setup = engine.begin(false);
+    let kept = setup.insert(table, obj(&[("x", Value::Int64(1))])).unwrap();
+    engine.commit(setup).unwrap();
+    flush(&engine);
+
+    let mut txn = engine.begin(false);
+    let before = txn.insert(table, obj(&[("x", Value::Int64(2))])).unwrap();
+    let point = txn.savepoint();
+    let during = txn.insert(table, obj(&[("x", Value::Int64(3))])).unwrap();
+    txn.replace(&kept.id, obj(&[("x", Value::Int64(10))]))
+        .unwrap();
+    txn.delete(&before.id).unwrap();
+    assert!(txn.get(&during.id).unwrap().is_some());
+    txn.rollback_to(&point).unwrap();
+    // The writes before the savepoint stand; those after it are gone, from reads too.
+    assert!(txn.get(&during.id).unwrap().is_none());
+    assert!(txn.get(&before.id).unwrap().is_some());
+    let current = txn.get(&kept.id).unwrap().unwrap();
+    assert_eq!(current.fields().get("x"), Some(&Value::Int64(1)));
+    assert_eq!(txn.writes().len(), 1);
+    engine.commit(txn).unwrap().unwrap();
+    flush(&engine);
+    let mut after = engine.begin(true);
+    assert!(after.get(&during.id).unwrap().is_none());
+    assert!(after.get(&before.id).unwrap().is_some());
+    // A savepoint of another transaction is refused.
+    let mut other = engine.begin(false);
+    other.insert(table, obj(&[("x", Value::Int64(4))])).unwrap();
+    let foreign = other.savepoint();
+    let mut later = engine.begin(false);
+    assert!(later.rollback_to(&foreign).is_err());
+}
