@@ -22,9 +22,12 @@ The jobs themselves are :mod:`reactive.admin.jobs`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -46,6 +49,7 @@ LOG_POLL_S = 60.0
 MAX_LOG_ENTRIES = 1000
 _UDF_TYPES = {"query": "Query", "mutation": "Mutation", "action": "Action", "http": "HttpAction"}
 _LEVELS = ("LOG", "DEBUG", "INFO", "WARN", "ERROR")
+T = TypeVar("T")
 
 
 def log_entry(run: FunctionRun) -> dict[str, Any]:
@@ -162,7 +166,9 @@ class AdminApi:
                 LOG_POLL_S,
             )
             log = self.server.db.function_log
-            runs = await log.wait_after(cursor, max(0.0, timeout))
+            runs = await _unless_disconnected(request, log.wait_after(cursor, max(0.0, timeout)))
+            if runs is None:  # the client is gone: nothing to answer
+                return Response(status_code=499)
             runs = runs[-MAX_LOG_ENTRIES:]
             new_cursor = runs[-1].cursor_ms if runs else max(cursor, 0.0)
             return JSONResponse({"entries": [log_entry(r) for r in runs], "newCursor": new_cursor})
@@ -292,6 +298,32 @@ class AdminApi:
             return JSONResponse({"numWritten": written})
 
         return await self._run(request, handle)
+
+
+async def _unless_disconnected(request: Request, waiting: Awaitable[T]) -> T | None:
+    """``waiting``'s result, or ``None`` as soon as the client disconnects.
+
+    A long poll whose client went away (``npx convex logs`` stopped) would otherwise hold
+    its task for the whole poll, and hold up a graceful shutdown behind it.
+    """
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait, gone):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if wait.done() and not wait.cancelled():
+        return wait.result()
+    return None
 
 
 def _number(text: str, name: str) -> float:
