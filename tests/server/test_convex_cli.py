@@ -187,18 +187,35 @@ class Cli:
         self, *args: str, check: bool = True, timeout: float = 90.0
     ) -> subprocess.CompletedProcess[str]:
         """Run the CLI to its end; ``check``: assert it exited 0."""
-        proc = subprocess.run(
-            self.argv(*args),
-            cwd=self.project,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        try:
+            proc = subprocess.run(
+                self.argv(*args),
+                cwd=self.project,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"convex {' '.join(args)} ({self.version}) did not exit within {timeout} s\n"
+                f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}\n"
+                f"jobs: {self._jobs()}\nserver log:\n{self.server.log()[-4000:]}"
+            ) from exc
         if check:
             assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-3000:])
         return proc
+
+    def _jobs(self) -> Any:
+        """The server's export and import records (for a failure's report)."""
+        try:
+            return [
+                post(self.server, "/api/query", {"path": path, "args": {}}).json()
+                for path in ("_system/cli/exports:getLatest", "_system/cli/queryImport:list")
+            ]
+        except Exception as exc:  # the report must not hide the failure
+            return repr(exc)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """Start the CLI (for commands that run until stopped, like ``logs``)."""
