@@ -11,7 +11,8 @@ the sync protocol, where it is reactive like any query):
 * ``_system/dashboard/documents`` ``{table, limit?}``: ``{page, hasMore}``, the newest
   ``limit`` (default 100, at most :data:`MAX_DOCUMENTS`) documents of a user table.
 * ``_system/dashboard/functions``: every function of the app (``path``, ``kind``,
-  ``visibility``, ``args`` and ``returns`` as Convex's validator JSON and as source).
+  ``visibility``, ``args`` and ``returns`` as Convex's validator JSON and as source,
+  ``argsTemplate``: arguments of that shape to start from).
 * ``_system/dashboard/scheduled``, ``…/crons``, ``…/files``: ``{exists, documents}``, the
   newest documents of the system tables ``_scheduled_functions``, ``_cron_jobs`` and
   ``_storage`` (``exists: false`` while the table was never created).
@@ -66,7 +67,7 @@ async def info(ctx: Any) -> dict[str, Any]:
     return {
         "version": _core.__version__,
         "url": ctx.db._db.public_url or "",
-        "functions": len(app.functions),
+        "functions": float(len(app.functions)),  # a JS number (an int would be an int64)
         "hasSchema": app.schema is not None,
     }
 
@@ -90,7 +91,7 @@ async def tables(ctx: Any) -> list[dict[str, Any]]:
                 break
         if not exact:
             count = engine.count_documents(name)
-        out.append({"name": name, "count": count, "exact": exact})
+        out.append({"name": name, "count": float(count), "exact": exact})
     return out
 
 
@@ -120,7 +121,8 @@ async def functions(ctx: Any) -> list[dict[str, Any]]:
                 "kind": fn.kind,
                 "visibility": "internal" if fn.internal else "public",
                 "args": args,
-                "argsSource": "v.any()" if args is None else render_validator(args),
+                "argsSource": _render_args(args),
+                "argsTemplate": _template(args) if args is not None else {},
                 "returns": returns,
                 "returnsSource": "v.any()" if returns is None else render_validator(returns),
             }
@@ -195,6 +197,45 @@ def render_validator(j: dict[str, Any], indent: int = 0) -> str:
             return f"v.literal({value['$integer']})"
         return f"v.literal({json.dumps(value)})"
     return "v.any()"
+
+
+def _render_args(args: dict[str, Any] | None) -> str:
+    """Arguments as written in the decorator: ``{"field": v.…}`` (or a validator)."""
+    if args is None:
+        return "any object"
+    if args.get("type") == "object":
+        return _render_fields(args.get("value") or {}, 0)
+    return render_validator(args)
+
+
+def _template(j: dict[str, Any]) -> Any:
+    """A JSON value of the validator's shape (what the run form starts from)."""
+    kind = j.get("type")
+    if kind == "object":
+        fields = j.get("value") or {}
+        return {
+            k: _template(f.get("fieldType") or {})
+            for k, f in sorted(fields.items())
+            if not f.get("optional")
+        }
+    if kind == "union":
+        members = j.get("value") or []
+        return _template(members[0]) if members else None
+    if kind == "literal":
+        value = j.get("value")
+        if isinstance(value, dict):  # an int64 literal: {"$integer": "<decimal>"}
+            text = str(value.get("$integer", "0"))
+            return int(text) if text.lstrip("-").isdigit() else 0
+        return value
+    return {
+        "string": "",
+        "id": "",
+        "number": 0.0,
+        "bigint": 0,
+        "boolean": False,
+        "array": [],
+        "record": {},
+    }.get(str(kind))
 
 
 def _render_fields(fields: dict[str, Any], indent: int) -> str:

@@ -9,6 +9,14 @@ import { fromConvex } from "./values.js";
 
 const MAX_BACKOFF_MS = 10000;
 const SILENCE_MS = 40000; // the server pings every 15 s when idle
+const CLOSE_CODES = {
+  1000: "closed",
+  1001: "the server went away",
+  1006: "the connection was lost",
+  1011: "server error",
+  1012: "the server is restarting",
+  1013: "the server is busy",
+};
 
 function randomId() {
   if (globalThis.crypto && typeof crypto.randomUUID === "function") {
@@ -71,7 +79,7 @@ export class SyncClient {
     this.ws = ws;
     ws.onopen = () => this.opened(ws);
     ws.onmessage = (event) => this.received(ws, event.data);
-    ws.onclose = (event) => this.lost(ws, event.reason || `closed (${event.code})`);
+    ws.onclose = (event) => this.lost(ws, event.reason || CLOSE_CODES[event.code] || `closed (${event.code})`);
     ws.onerror = () => {}; // onclose follows with what we need
   }
 

@@ -17,6 +17,29 @@ function eightBytes(base64) {
   return view;
 }
 
+function base64Of(view) {
+  let raw = "";
+  for (let i = 0; i < view.byteLength; i++) raw += String.fromCharCode(view.getUint8(i));
+  return btoa(raw);
+}
+
+/** JSON text of a value in Convex JSON (int64 as {"$integer"}, bytes as {"$bytes"}). */
+export function toConvexText(value, indent = 2) {
+  return JSON.stringify(
+    value,
+    (key, v) => {
+      if (typeof v === "bigint") {
+        const view = new DataView(new ArrayBuffer(8));
+        view.setBigInt64(0, v, true);
+        return { $integer: base64Of(view) };
+      }
+      if (v instanceof Bytes) return { $bytes: v.base64 };
+      return v;
+    },
+    indent,
+  );
+}
+
 /** A value in Convex JSON as a JS value (int64 -> BigInt, bytes -> Bytes). */
 export function fromConvex(v) {
   if (v === null || typeof v !== "object") return v;

@@ -1,7 +1,7 @@
 // Functions: every function of the app, and a form to run one with JSON arguments.
 
 import { h, fill, table, empty, code } from "../dom.js";
-import { show } from "../values.js";
+import { show, toConvexText } from "../values.js";
 import { AuthError } from "../api.js";
 
 export const title = "Functions";
@@ -32,7 +32,7 @@ export function mount(main, ctx) {
       { class: "field" },
       h("label", { for: "run-args" }, "Arguments (JSON object)"),
       argsInput,
-      h("p", { id: "run-args-help", class: "muted" }, 'For example {"text": "hi"}. Use {"$integer": "…"} for an int64 only if you need one.'),
+      h("p", { id: "run-args-help", class: "muted" }, "Starts from the function's required arguments. JSON numbers arrive as float64 numbers."),
     ),
     h("div", { class: "actions" }, runButton),
   );
@@ -45,10 +45,21 @@ export function mount(main, ctx) {
     h("section", { class: "panel", "aria-labelledby": "functions-title" }, h("h2", { id: "functions-title" }, "All functions"), listBody),
   );
 
+  let edited = false; // the arguments were typed in: choosing a function keeps them
+  argsInput.addEventListener("input", () => {
+    edited = true;
+  });
+
   function choose(path) {
     select.value = path;
     lastPath = path;
+    const fn = functions.find((f) => f.path === path);
+    if (fn && !edited) argsInput.value = toConvexText(fn.argsTemplate ?? {});
   }
+  select.addEventListener("change", () => {
+    edited = false;
+    choose(select.value);
+  });
 
   async function run(event) {
     event.preventDefault();
@@ -111,7 +122,7 @@ export function mount(main, ctx) {
           : null;
       });
       fill(select, groups);
-      if (lastPath && list.some((f) => f.path === lastPath)) choose(lastPath);
+      choose(lastPath && list.some((f) => f.path === lastPath) ? lastPath : list[0].path);
       fill(
         listBody,
         table({
@@ -131,6 +142,7 @@ export function mount(main, ctx) {
                     class: "secondary",
                     "aria-label": `Run ${f.path}`,
                     onclick: () => {
+                      edited = false;
                       choose(f.path);
                       argsInput.focus();
                       form.scrollIntoView({ block: "nearest" });

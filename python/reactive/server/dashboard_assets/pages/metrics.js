@@ -56,7 +56,8 @@ export function mount(main, ctx) {
     try {
       const response = await fetch("/metrics", { cache: "no-store" });
       if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-      const samples = parseMetrics(await response.text());
+      // The dashboard's and the CLI's own _system/ queries are not the app's work.
+      const samples = parseMetrics(await response.text()).filter((s) => !String(s.labels.path ?? "").startsWith("_system/"));
       if (stopped) return;
       const runs = sum(samples, "reactive_function_duration_seconds_count");
       const failed = sum(samples, "reactive_function_errors_total");
@@ -96,7 +97,7 @@ export function mount(main, ctx) {
         perFunction,
         rows.length
           ? table({
-              caption: "Since the server started",
+              caption: "Since the server started (the _system/ queries of the dashboard and the CLI are left out)",
               columns: [
                 { label: "Function", render: (r) => h("code", {}, r.path) },
                 { label: "Kind", render: (r) => r.type },
