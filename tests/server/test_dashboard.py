@@ -211,6 +211,12 @@ def test_page_and_assets_are_served_with_security_headers(http: httpx.Client) ->
         for tag in re.findall(r"<script\b[^>]*>(.*?)</script>", r.text, re.S):
             assert tag.strip() == ""
         assert re.search(r'<script type="module" src="/dashboard/assets/app.js">', r.text)
+    host = http.base_url.netloc.decode()
+    assert f"connect-src 'self' ws://{host} wss://{host};" in r.headers["content-security-policy"]
+    # A Host header that is not a host name never reaches the policy.
+    r = http.get("/dashboard", headers={"Host": "x; script-src *"})
+    assert r.headers["content-security-policy"].count("script-src") == 1
+    assert "connect-src 'self';" in r.headers["content-security-policy"]
     # Every file of the page is served, scripts as JavaScript (module loading needs it).
     files = [p for p in ASSETS.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"index.html", "app.js", "sync.js", "dashboard.css"}

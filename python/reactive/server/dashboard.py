@@ -22,6 +22,7 @@ an upgraded server's page is never stale).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",
 }
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 _RAW_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 
@@ -79,10 +81,15 @@ def routes(server: Server) -> list[BaseRoute]:
     """The dashboard's routes."""
 
     async def page(request: Request) -> Response:
+        headers = dict(SECURITY_HEADERS)
+        host = request.headers.get("host", "")
+        if _HOST.fullmatch(host):
+            # 'self' covers ws:/wss: to this host in CSP3 browsers; older ones need it named.
+            headers["Content-Security-Policy"] = CSP.replace(
+                "connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}"
+            )
         return FileResponse(
-            ASSETS / "index.html",
-            media_type="text/html; charset=utf-8",
-            headers=SECURITY_HEADERS,
+            ASSETS / "index.html", media_type="text/html; charset=utf-8", headers=headers
         )
 
     async def schema(request: Request) -> Response:

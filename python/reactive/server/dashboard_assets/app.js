@@ -108,7 +108,11 @@ async function login(key, remembered) {
   } catch (err) {
     if (err instanceof AuthError) {
       sessionStorage.removeItem(KEY);
-      showLogin(remembered ? "The saved admin key was refused: enter it again." : "Wrong admin key: the server refused it.");
+      if (/none configured/.test(err.message)) {
+        showLogin("This server accepts no admin key: start it with --admin-key KEY (or REACTIVE_ADMIN_KEY).");
+      } else {
+        showLogin(remembered ? "The saved admin key was refused: enter it again." : "Wrong admin key: the server refused it.");
+      }
     } else {
       showLogin(`Could not reach the server: ${err.message}`);
     }
