@@ -70,7 +70,8 @@ async def _run(ns: argparse.Namespace) -> int:
 
     if ns.app is None:
         raise SystemExit("error: run needs --app DIR (or --url URL to run on a server)")
-    async with reactive.open(ns.db, app=ns.app) as db:
+    # A short-lived process: what the function schedules stays pending for the server.
+    async with reactive.open(ns.db, app=ns.app, run_scheduled=False) as db:
         path = canonicalize_path(ns.path)
         fn = db.app.lookup(path)
         args = _parse_args_json(ns.args)
@@ -94,7 +95,7 @@ async def _run(ns: argparse.Namespace) -> int:
 async def _data(ns: argparse.Namespace) -> int:
     import reactive
 
-    async with reactive.open(ns.db, app=ns.app) as db:
+    async with reactive.open(ns.db, app=ns.app, run_scheduled=False) as db:
         engine = db._engine
         ts = engine.visible_ts
         after: bytes | None = None

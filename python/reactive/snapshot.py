@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from reactive.db.database import Database
 
 __all__ = [
+    "EXPORTED_SYSTEM_TABLES",
     "IMPORT_BATCH_BYTES",
     "IMPORT_BATCH_DOCUMENTS",
     "IMPORT_FORMATS",
@@ -76,8 +77,14 @@ an int64 is a JSON integer (42), a float64 always has a decimal point or an expo
 (42.0), non-finite floats are {"$float": base64 of 8 bytes little-endian} and bytes are
 {"$bytes": base64}.
 
+_scheduled_functions/documents.jsonl, when there are any, records the scheduled functions (their
+names, arguments, times and states); an import skips it, so a restore does not run them.
+
 Import it with `python -m reactive import URL PATH`, or with `npx convex import`.
 """
+
+EXPORTED_SYSTEM_TABLES = ("_scheduled_functions",)
+"""System tables an export writes (not in ``_tables``; an import skips them)."""
 
 
 class SnapshotError(ReactiveError):
@@ -90,6 +97,8 @@ class ExportReport:
 
     ts: int
     tables: dict[str, int] = field(default_factory=dict)
+    system_tables: dict[str, int] = field(default_factory=dict)
+    """Documents of the system tables written for the record (``_scheduled_functions``)."""
 
     @property
     def documents(self) -> int:
@@ -138,7 +147,8 @@ async def export_snapshot(
     """Write every user table of ``db`` at one snapshot to the ZIP file ``path``.
 
     The file is written to ``path + ".partial"`` and renamed at the end, so ``path`` never
-    holds half an export. System tables (names starting with ``_``) are not exported.
+    holds half an export. System tables (names starting with ``_``) are not exported, but
+    for ``_scheduled_functions``, written for the record (an import skips it).
 
     Returns:
         ExportReport: the snapshot timestamp and documents per table.
@@ -164,7 +174,12 @@ async def export_snapshot(
                         json.dumps({"name": t["name"], "id": t["number"]}) + "\n" for t in tables
                     ),
                 )
-                for table in tables:
+                system = [
+                    t
+                    for t in engine.tables()
+                    if t["name"] in EXPORTED_SYSTEM_TABLES and engine.count_documents(t["name"])
+                ]
+                for table in tables + system:
                     name = table["name"]
                     task = progress.add_table(name, engine.count_documents(name))
                     count = 0
@@ -181,6 +196,9 @@ async def export_snapshot(
                             if after is None:
                                 break
                             await asyncio.sleep(0)  # let commits and queries run
+                    if name in EXPORTED_SYSTEM_TABLES:
+                        report.system_tables[name] = count
+                        continue
                     _write_text(zf, f"{name}/generated_schema.jsonl", '"uniform"\n')
                     report.tables[name] = count
             partial.replace(target)
@@ -434,6 +452,9 @@ def _zip_sources(plan: ImportPlan) -> list[tuple[str, int | None, str]]:
         tables = _read_tables(zf, names)
         for name, _number in tables:
             if name.startswith("_"):
+                plan.skipped.append(f"system table {name}")
+        for name in EXPORTED_SYSTEM_TABLES:
+            if f"{name}/documents.jsonl" in names:
                 plan.skipped.append(f"system table {name}")
         if any(n.startswith("_storage/") for n in names):
             plan.skipped.append("_storage (file storage is not supported)")

@@ -27,6 +27,7 @@ from reactive.schema import TableDefinition, ValidationFailure, type_name
 if TYPE_CHECKING:
     from reactive.db.cursor import CursorCodec
     from reactive.db.database import Database
+    from reactive.db.scheduler import Scheduler
     from reactive.functions import Function
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Env",
     "MutationCtx",
     "QueryCtx",
+    "SystemReader",
 ]
 
 _SYSTEM_FIELDS = ("_id", "_creationTime")
@@ -135,6 +137,11 @@ class DatabaseReader:
         self._check_table(table)
         return Query(self, table)
 
+    @property
+    def system(self) -> SystemReader:
+        """Read the system tables functions may read (``_scheduled_functions``)."""
+        return SystemReader(self)
+
     def normalize_id(self, table: str, id: str) -> str | None:
         """``id`` if it is a valid id of ``table``, else ``None``."""
         if not isinstance(id, str) or not isinstance(table, str):
@@ -154,6 +161,42 @@ class DatabaseReader:
         new_query: bool,
     ) -> tuple[list[dict[str, Any]], bytes | None, bool]:
         return self._txn.scan(table, index, ops, order, limit, filter_tree, after, until, new_query)
+
+
+class SystemReader:
+    """``ctx.db.system``: ``get`` and ``query`` of the readable system tables.
+
+    Convex's ``ctx.db.system``: reads are part of the transaction (and reactive).
+    """
+
+    READABLE = ("_scheduled_functions",)
+
+    def __init__(self, reader: DatabaseReader) -> None:
+        self._reader = reader
+
+    async def get(self, id: str) -> dict[str, Any] | None:
+        """The system document with this id, or ``None``.
+
+        Raises:
+            InvalidIdError: ``id`` is not an id of a readable system table.
+        """
+        if not isinstance(id, str):
+            raise InvalidIdError(f"ids are strings, not {type_name(id)}")
+        if self._reader._txn.table_of(id) not in self.READABLE:
+            raise InvalidIdError(f"{id!r} is not an id of a system table ({self.READABLE})")
+        return self._reader._txn.get(id)
+
+    def query(self, table: str) -> Query:
+        """Start a query on a readable system table.
+
+        Raises:
+            TableNotFoundError: ``table`` is not one of :attr:`READABLE`.
+        """
+        if table not in self.READABLE:
+            raise TableNotFoundError(
+                f"system table {table!r} cannot be read; readable: {', '.join(self.READABLE)}"
+            )
+        return Query(self._reader, table)
 
 
 class DatabaseWriter(DatabaseReader):
@@ -289,6 +332,7 @@ class _BaseCtx:
         self._identity = identity
         self._auth: Auth | None = None
         self._depth = 0
+        self._scheduler: Scheduler | None = None
 
     @property
     def random(self) -> random.Random:
@@ -361,6 +405,8 @@ async def _nested(
     checked = _validate_args(fn, args, writer._ids)
     child = MutationCtx(writer, parent.now, seed, parent._identity)
     child._depth = parent._depth + 1
+    if isinstance(parent, MutationCtx):
+        child._scheduler = parent.scheduler
     point = txn.savepoint()
     try:
         return _check_result(fn, await _call(fn, child, checked), writer._ids)
@@ -420,6 +466,15 @@ class MutationCtx(_BaseCtx):
         """
         return await _nested(self, "query", function, args)
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """Schedule functions (``run_after``, ``run_at``, ``cancel``) in this transaction."""
+        if self._scheduler is None:
+            from reactive.db.scheduler import Scheduler
+
+            self._scheduler = Scheduler(self.db._db, self.db._txn)
+        return self._scheduler
+
     async def run_mutation(
         self, function: str | Function, args: dict[str, Any] | None = None
     ) -> Any:
@@ -455,6 +510,18 @@ class ActionCtx(_BaseCtx):
         super().__init__(now, seed, identity)
         self._runner = runner
         self._env = env
+        self._db: Database | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """Schedule functions (``run_after``, ``run_at``, ``cancel``); each call commits."""
+        if self._scheduler is None:
+            from reactive.db.scheduler import Scheduler
+
+            if self._db is None:
+                raise RuntimeError("this action context has no database")
+            self._scheduler = Scheduler(self._db, None)
+        return self._scheduler
 
     @property
     def env(self) -> Env:

@@ -25,8 +25,17 @@ from reactive import _core
 from reactive.db.cursor import CursorCodec
 from reactive.db.flusher import Flusher, WorkerFlusher
 from reactive.db.runner import MutationOutcome, QueryOutcome, Runner
+from reactive.db.scheduler import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_STARTS_PER_S,
+    SCHEDULED_FUNCTIONS,
+    SchedulerWorker,
+    check_knobs,
+)
+from reactive.db.scheduler import INDEXES as SCHEDULER_INDEXES
 from reactive.db.schema_sync import apply_schema
 from reactive.db.subscription import Subscription
+from reactive.db.system import ensure_system_table
 from reactive.errors import DatabaseClosedError
 from reactive.functions import App, Function, load_app
 from reactive.observability import FunctionLog, Metrics, Observer
@@ -92,6 +101,7 @@ class Database:
         self._pins: dict[int, int] = {}
         # The URL clients reach this database at, when a server serves it.
         self.public_url: str | None = None
+        self._scheduler_worker: SchedulerWorker | None = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -106,6 +116,7 @@ class Database:
         persistence_options: dict[str, Any],
         time_limits_s: tuple[float, float] = (1.0, 600.0),
         slow_function_ms: float | None = None,
+        scheduler: tuple[bool, int, float] = (True, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_S),
     ) -> Database:
         loaded_app = load_app(app)
         persistence = await open_persistence(url, **persistence_options)
@@ -135,10 +146,21 @@ class Database:
             for task in await apply_schema(db, loaded_app.schema):
                 db._background.add(task)
                 task.add_done_callback(db._background_done)
+            if loaded_app.functions:
+                await ensure_system_table(db, SCHEDULED_FUNCTIONS, SCHEDULER_INDEXES)
+                run_scheduled, concurrency, starts_per_s = scheduler
+                if run_scheduled:
+                    db._scheduler_worker = SchedulerWorker(db, concurrency, starts_per_s)
+                    await db._scheduler_worker.start()
         except BaseException:
             await db.close()
             raise
         return db
+
+    def _wake_scheduler(self) -> None:
+        """A function was scheduled: the worker looks at once."""
+        if self._scheduler_worker is not None:
+            self._scheduler_worker.wake()
 
     async def _retention_loop(self) -> None:
         # Versions older than the retention window are dropped from memory, so memory does
@@ -206,6 +228,8 @@ class Database:
         """
         if self._closed:
             return
+        if self._scheduler_worker is not None:
+            await self._scheduler_worker.stop()
         if self._retention_task is not None:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -528,6 +552,9 @@ def open(
     function_time_limit_s: float = 1.0,
     action_time_limit_s: float = 600.0,
     slow_function_ms: float | None = None,
+    run_scheduled: bool = True,
+    scheduler_concurrency: int = DEFAULT_CONCURRENCY,
+    scheduler_starts_per_s: float = DEFAULT_STARTS_PER_S,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -546,6 +573,11 @@ def open(
         slow_function_ms: Log every function run slower than this (milliseconds) at
             WARNING on logger ``reactive.slow``, with what it read (see
             :mod:`reactive.observability`); ``None`` (default): never.
+        run_scheduled: Run scheduled functions when due (:mod:`reactive.db.scheduler`);
+            tools that open a database briefly pass ``False`` and leave them pending.
+        scheduler_concurrency: Scheduled functions running at once (default 10).
+        scheduler_starts_per_s: Scheduled functions started per second (default 100); due
+            functions past it wait their turn, in ``scheduledTime`` order.
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -558,8 +590,8 @@ def open(
         CorruptionError: a stored record failed verification (the message names it).
         SchemaError: a stored document violates the app's schema.
         FunctionNotFoundError: the app cannot be found.
-        ValueError: ``retention_s`` is negative or not finite, or a time limit is not a
-            positive finite number.
+        ValueError: ``retention_s`` is negative or not finite, a time limit is not a
+            positive finite number, or a scheduler knob is not positive.
         TypeError: an unknown engine option.
     """
     unknown = set(config) - set(_CONFIG_KEYS)
@@ -576,6 +608,8 @@ def open(
         if not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
             raise ValueError(f"{name} must be a positive finite number of seconds, not {limit!r}")
     limits = (float(function_time_limit_s), float(action_time_limit_s))
+    check_knobs(scheduler_concurrency, scheduler_starts_per_s)
+    scheduler = (bool(run_scheduled), scheduler_concurrency, float(scheduler_starts_per_s))
     if slow_function_ms is not None and not (
         isinstance(slow_function_ms, (int, float)) and 0 <= slow_function_ms < math.inf
     ):
@@ -590,6 +624,14 @@ def open(
         options["timeout_s"] = timeout_s
     return _Opener(
         lambda: Database._open(
-            url, app, max_attempts, retention_s, dict(config), options, limits, slow_function_ms
+            url,
+            app,
+            max_attempts,
+            retention_s,
+            dict(config),
+            options,
+            limits,
+            slow_function_ms,
+            scheduler,
         )
     )

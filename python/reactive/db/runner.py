@@ -337,10 +337,11 @@ class Runner:
         identity: dict[str, Any] | None = None,
         request: tuple[str, int] | None = None,
         on_commit: Callable[[int], None] | None = None,
+        before_commit: Callable[[_core.Transaction], None] | None = None,
     ) -> MutationOutcome:
         """Run a mutation to a durable commit, retrying conflicts (reported as a run).
 
-        See :meth:`_run_mutation` for ``request`` and ``on_commit``.
+        See :meth:`_run_mutation` for ``request``, ``on_commit`` and ``before_commit``.
 
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
@@ -348,7 +349,7 @@ class Runner:
                 became unknown; reopen the database.
             Exception: whatever the handler raised (nothing was written).
         """
-        run = self._run_mutation(fn, args, identity, request, on_commit)
+        run = self._run_mutation(fn, args, identity, request, on_commit, before_commit)
         return await self._reported(fn, identity, run)
 
     async def run_action(
@@ -431,6 +432,7 @@ class Runner:
         identity: dict[str, Any] | None = None,
         request: tuple[str, int] | None = None,
         on_commit: Callable[[int], None] | None = None,
+        before_commit: Callable[[_core.Transaction], None] | None = None,
     ) -> MutationOutcome:
         """Run a mutation to a durable commit, retrying conflicts.
 
@@ -438,7 +440,8 @@ class Runner:
         its result is recorded in ``_session_requests`` with its writes, and a replay of
         a recorded request returns the recorded result without running (spec §6.8).
         ``on_commit(ts)`` is called once the commit has its timestamp, before it is
-        durable (the sync session orders its messages by it).
+        durable (the sync session orders its messages by it). ``before_commit(txn)`` runs
+        after the handler, in its transaction (the scheduler records a run there).
 
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
@@ -487,6 +490,8 @@ class Runner:
                         identity=identity,
                         path=fn.path,
                     )
+                if before_commit is not None:
+                    before_commit(txn)
                 usage = txn.usage() if observer.wants_usage() else None
                 ts = engine.commit(txn)
             except Offload as off:
@@ -518,6 +523,8 @@ class Runner:
                 waited = time.perf_counter()
                 await flusher.wait(ts)
                 observer.commit_waited(time.perf_counter() - waited)
+                if ctx._scheduler is not None and ctx._scheduler.scheduled:
+                    self._db._wake_scheduler()
             return MutationOutcome(value, collector.finish(), ts, attempt, usage=usage)
         message = (
             f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "
@@ -557,6 +564,7 @@ class Runner:
         engine = self._db._engine
         env = Env(lambda: engine.begin(True))
         ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity, env)
+        ctx._db = self._db
         token = logs.collecting(collector)
         try:
             value = await self._invoke(fn, ctx, checked)

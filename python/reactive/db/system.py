@@ -40,6 +40,7 @@ __all__ = [
     "change_environment_variables",
     "check_environment_variable",
     "ensure_environment_table",
+    "ensure_system_table",
     "ensure_system_tables",
     "find_session_request",
     "get_environment_variable",
@@ -65,16 +66,17 @@ SESSION_REQUEST_RETENTION_S = 3600.0
 
 async def ensure_system_tables(db: Database) -> None:
     """Create the system tables and their indexes if they do not exist."""
-    await _ensure_table(db, SESSION_REQUESTS, _INDEXES)
+    await ensure_system_table(db, SESSION_REQUESTS, _INDEXES)
     await ensure_environment_table(db)
 
 
 async def ensure_environment_table(db: Database) -> None:
     """Create ``_environment_variables`` and its ``by_name`` index if they do not exist."""
-    await _ensure_table(db, ENVIRONMENT_VARIABLES, {_BY_NAME: ["name"]})
+    await ensure_system_table(db, ENVIRONMENT_VARIABLES, {_BY_NAME: ["name"]})
 
 
-async def _ensure_table(db: Database, table_name: str, indexes: dict[str, list[str]]) -> None:
+async def ensure_system_table(db: Database, table_name: str, indexes: dict[str, list[str]]) -> None:
+    """Create the system table ``table_name`` and its ``indexes`` (name -> fields) if needed."""
     engine = db._engine
     engine.create_system_table(table_name)
     for name, fields in indexes.items():

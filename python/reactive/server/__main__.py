@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--max-query-batch", int, defaults.max_query_batch, "entries of one query_batch"),
         ("--function-time-limit-s", float, 1.0, "seconds a query or mutation may run"),
         ("--action-time-limit-s", float, 600.0, "seconds an action may run"),
+        ("--scheduler-concurrency", int, 10, "scheduled functions running at once"),
+        ("--scheduler-starts-per-s", float, 100.0, "scheduled functions started per second"),
     ]
     for flag, kind, default, what in limits:
         parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             "function_time_limit_s": ns.function_time_limit_s,
             "action_time_limit_s": ns.action_time_limit_s,
             "slow_function_ms": ns.slow_function_ms,
+            "scheduler_concurrency": ns.scheduler_concurrency,
+            "scheduler_starts_per_s": ns.scheduler_starts_per_s,
         },
         dev=ns.dev,
         max_connections=ns.max_connections,
