@@ -176,12 +176,18 @@ class App:
         name: The package name the app was imported as.
         auth_providers: The ``providers`` list of the app's ``auth`` module (as written;
             the server parses it), or ``None``.
+        crons: The ``crons`` object of the app's ``crons`` module (``cron_jobs()``), or
+            ``None``.
+        http: The ``http`` object of the app's ``http`` module (``http_router()``), or
+            ``None``.
     """
 
     functions: dict[str, Function] = field(default_factory=dict)
     schema: DatabaseSchema | None = None
     name: str = ""
     auth_providers: Any = None
+    crons: Any = None
+    http: Any = None
 
     def lookup(self, path: str) -> Function:
         """The function at ``path`` (any accepted spelling).
@@ -210,6 +216,10 @@ def _register_module(app: App, module: ModuleType, module_path: str) -> None:
         app.functions[path] = value
     if module_path == "auth":
         app.auth_providers = getattr(module, "providers", None)
+    if module_path == "crons":
+        app.crons = getattr(module, "crons", None) or getattr(module, "default", None)
+    if module_path == "http":
+        app.http = getattr(module, "http", None) or getattr(module, "default", None)
     if module_path.rsplit("/", 1)[-1] == "schema":
         schema = getattr(module, "schema", None)
         if schema is None:
