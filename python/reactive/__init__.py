@@ -10,6 +10,7 @@ The names here are the public API (README, "Use it").
 """
 
 from reactive._core import __version__
+from reactive.crons import cron_jobs
 from reactive.db import (
     UNSET,
     ActionCtx,
@@ -44,6 +45,7 @@ __all__ = [
     "Subscription",
     "__version__",
     "action",
+    "cron_jobs",
     "define_schema",
     "define_table",
     "internal_action",

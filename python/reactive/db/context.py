@@ -169,7 +169,7 @@ class SystemReader:
     Convex's ``ctx.db.system``: reads are part of the transaction (and reactive).
     """
 
-    READABLE = ("_scheduled_functions",)
+    READABLE = ("_scheduled_functions", "_cron_jobs")
 
     def __init__(self, reader: DatabaseReader) -> None:
         self._reader = reader

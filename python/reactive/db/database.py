@@ -22,6 +22,8 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from reactive import _core
+from reactive.db.cron_runner import CRON_JOBS, CronRunner, resolve_crons
+from reactive.db.cron_runner import INDEXES as CRON_INDEXES
 from reactive.db.cursor import CursorCodec
 from reactive.db.flusher import Flusher, WorkerFlusher
 from reactive.db.runner import MutationOutcome, QueryOutcome, Runner
@@ -34,6 +36,7 @@ from reactive.db.scheduler import (
 )
 from reactive.db.scheduler import INDEXES as SCHEDULER_INDEXES
 from reactive.db.schema_sync import apply_schema
+from reactive.db.storage import FileStore, default_storage_dir
 from reactive.db.subscription import Subscription
 from reactive.db.system import ensure_system_table
 from reactive.errors import DatabaseClosedError
@@ -102,6 +105,9 @@ class Database:
         # The URL clients reach this database at, when a server serves it.
         self.public_url: str | None = None
         self._scheduler_worker: SchedulerWorker | None = None
+        # File storage (reactive.db.storage): the bytes of _storage documents.
+        self._files: FileStore | None = None
+        self._cron_runner: CronRunner | None = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -117,6 +123,7 @@ class Database:
         time_limits_s: tuple[float, float] = (1.0, 600.0),
         slow_function_ms: float | None = None,
         scheduler: tuple[bool, int, float] = (True, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_S),
+        storage_dir: str | Path | None = None,
     ) -> Database:
         loaded_app = load_app(app)
         persistence = await open_persistence(url, **persistence_options)
@@ -143,15 +150,23 @@ class Database:
             await persistence.close()
             raise
         try:
+            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
+            db._files = FileStore(db, root)
+            await db._files.open(tables=bool(loaded_app.functions))
             for task in await apply_schema(db, loaded_app.schema):
                 db._background.add(task)
                 task.add_done_callback(db._background_done)
             if loaded_app.functions:
                 await ensure_system_table(db, SCHEDULED_FUNCTIONS, SCHEDULER_INDEXES)
                 run_scheduled, concurrency, starts_per_s = scheduler
+                cron_jobs = resolve_crons(db, loaded_app)
+                await ensure_system_table(db, CRON_JOBS, CRON_INDEXES)
                 if run_scheduled:
                     db._scheduler_worker = SchedulerWorker(db, concurrency, starts_per_s)
                     await db._scheduler_worker.start()
+                    db._cron_runner = CronRunner(db, cron_jobs)
+                    await db._cron_runner.sync()
+                    await db._cron_runner.start()
         except BaseException:
             await db.close()
             raise
@@ -228,6 +243,8 @@ class Database:
         """
         if self._closed:
             return
+        if self._cron_runner is not None:
+            await self._cron_runner.stop()
         if self._scheduler_worker is not None:
             await self._scheduler_worker.stop()
         if self._retention_task is not None:
@@ -555,6 +572,7 @@ def open(
     run_scheduled: bool = True,
     scheduler_concurrency: int = DEFAULT_CONCURRENCY,
     scheduler_starts_per_s: float = DEFAULT_STARTS_PER_S,
+    storage_dir: str | Path | None = None,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -578,6 +596,10 @@ def open(
         scheduler_concurrency: Scheduled functions running at once (default 10).
         scheduler_starts_per_s: Scheduled functions started per second (default 100); due
             functions past it wait their turn, in ``scheduledTime`` order.
+        storage_dir: Where file storage keeps its bytes (:mod:`reactive.db.storage`;
+            default: a ``storage`` folder beside the SQLite file, or ``.reactive/storage``
+            in the current directory for PostgreSQL and MySQL: pass it explicitly there).
+            A server passes its ``--storage-dir``.
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -633,5 +655,6 @@ def open(
             limits,
             slow_function_ms,
             scheduler,
+            storage_dir,
         )
     )
