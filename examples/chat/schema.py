@@ -8,5 +8,6 @@ schema = define_schema(
         "messages": define_table(
             {"channel": v.string(), "author": v.string(), "body": v.string()}
         ).index("by_channel", ["channel"]),
+        "daily_stats": define_table({"channel": v.string(), "messages": v.int64()}),
     }
 )

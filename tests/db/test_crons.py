@@ -259,3 +259,29 @@ def test_next_run_times() -> None:
     assert next_run_ms(monthly, None, now) == _ms(2026, 5, 31, 0, 0)  # April has no 31st
     cron = {"type": "cron", "cron": "*/15 * * * *"}
     assert next_run_ms(cron, None, now) == _ms(2026, 4, 15, 10, 30)
+
+
+async def test_the_chat_example_expires_messages_and_counts_them_daily(db_url: str) -> None:
+    chat = Path(__file__).resolve().parents[2] / "examples" / "chat"
+    async with reactive.open(db_url, app=chat) as db:
+        await db.mutation("channels:create", {"name": "general"})
+        gone = {"channel": "general", "author": "ada", "body": "soon gone", "expires_in_s": 0.2}
+        await db.mutation("messages:send", gone)
+        await db.mutation("messages:send", {"channel": "general", "author": "ada", "body": "kept"})
+
+        async def expired() -> bool:
+            messages = await db.query("messages:list", {"channel": "general"})
+            return [m["body"] for m in messages] == ["kept"]
+
+        await wait_for(expired)
+        job = by_name(
+            db._engine.begin(True).scan(
+                CRON_JOBS, "by_name", [], "asc", None, None, None, None, True
+            )[0]
+        )["daily message counts"]
+        when = datetime.datetime.fromtimestamp(job["nextRun"] / 1000, tz=datetime.UTC)
+        assert (when.hour, when.minute) == (0, 5)
+        assert await db.mutation("stats:count_messages", {}, internal=True) == {"general": 1}
+        assert [(r["channel"], r["messages"]) for r in await db.query("stats:latest", {})] == [
+            ("general", 1)
+        ]
