@@ -31,6 +31,7 @@ from reactive.functions import (
     mutation,
     query,
 )
+from reactive.http_router import http_action, http_router
 from reactive.schema import define_schema, define_table, v
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "cron_jobs",
     "define_schema",
     "define_table",
+    "http_action",
+    "http_router",
     "internal_action",
     "internal_mutation",
     "internal_query",

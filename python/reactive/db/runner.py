@@ -50,6 +50,7 @@ from reactive.errors import (
     WriteConflict,
 )
 from reactive.functions import Function, FunctionKind
+from reactive.http_router import HttpAction, HttpActionResponseError
 from reactive.schema import ValidationFailure, type_name
 from reactive.sync.messages import loads
 
@@ -534,12 +535,10 @@ class Runner:
             raise WriteConflict(message, last.table, last.key, last.ts) from last
         raise WriteConflict(message) from last
 
-    async def _run_action(
-        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
-    ) -> ActionOutcome:
-        """Run an action; ``ctx.run_*`` calls may reach internal functions."""
-        checked = _validate_args(fn, args, self._db._id_checker)
-        collector = logs.LogCollector()
+    def _action_ctx(
+        self, identity: dict[str, Any] | None, collector: logs.LogCollector
+    ) -> ActionCtx:
+        """A fresh action context; what its ``run_*`` calls print joins ``collector``."""
 
         async def nested(kind: str, function: Any, _: str, nested_args: Any) -> Any:
             target = self.resolve(function, kind, internal_ok=True)  # type: ignore[arg-type]
@@ -565,6 +564,15 @@ class Runner:
         env = Env(lambda: engine.begin(True))
         ctx = ActionCtx(nested, time.time() * 1000.0, random.getrandbits(64), identity, env)
         ctx._db = self._db
+        return ctx
+
+    async def _run_action(
+        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+    ) -> ActionOutcome:
+        """Run an action; ``ctx.run_*`` calls may reach internal functions."""
+        checked = _validate_args(fn, args, self._db._id_checker)
+        collector = logs.LogCollector()
+        ctx = self._action_ctx(identity, collector)
         token = logs.collecting(collector)
         try:
             value = await self._invoke(fn, ctx, checked)
@@ -575,3 +583,72 @@ class Runner:
         finally:
             logs.reset(token)
         return ActionOutcome(value, collector.finish())
+
+    async def run_http_action(
+        self,
+        action: HttpAction,
+        route: str,
+        request: Any,
+        identity: dict[str, Any] | None = None,
+        respond: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> ActionOutcome:
+        """Run an HTTP action: ``action.handler(ctx, request)`` returns a ``Response``.
+
+        It runs as an action (Convex's ``httpAction``): on an action worker thread with
+        an :class:`ActionCtx`, within ``action_time_limit_s`` (seconds), its prints in
+        the function log, reported with kind ``"httpAction"`` and path ``route``
+        (``"POST /hook"``: the metrics' labels). ``respond(response)``, when given, is
+        awaited on the same thread within the same limit (it sends the response, so a
+        streamed body is produced there). ``request`` must be usable from that thread.
+
+        Returns:
+            The outcome; its ``value`` is the handler's ``Response``.
+
+        Raises:
+            HttpActionResponseError: the handler returned something that is not a
+                Starlette ``Response``.
+            FunctionTimeoutError: the run (response included) passed its time limit.
+            Exception: whatever the handler or ``respond`` raised (``log_lines``
+                attached).
+        """
+        from starlette.responses import Response
+
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        collector = logs.LogCollector()
+        ctx = self._action_ctx(identity, collector)
+        handler = action.handler
+
+        async def run() -> Any:
+            response = handler(ctx, request)
+            if inspect.isawaitable(response):
+                response = await response
+            if not isinstance(response, Response):
+                raise HttpActionResponseError(
+                    f"HTTP action {route} returned {type(response).__name__}, not a Response "
+                    "(return a starlette.responses.Response)"
+                )
+            if respond is not None:
+                await respond(response)
+            return response
+
+        started, t0 = time.time(), time.perf_counter()
+        error: BaseException | None = None
+        token = logs.collecting(collector)
+        try:
+            if in_worker():
+                value = await run()
+            else:
+                label = f"httpAction {route}"
+                value = await self._actions.run(run, self.action_time_limit_s, label)
+        except Exception as exc:
+            error = exc
+            _attach_log_lines(exc, collector.finish())
+            raise
+        finally:
+            logs.reset(token)
+            lines = collector.finish()
+            self._db._observer.function_ran(
+                "httpAction", route, started, time.perf_counter() - t0, error, lines, identity
+            )
+        return ActionOutcome(value, lines)

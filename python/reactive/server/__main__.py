@@ -5,7 +5,9 @@ embedded SQLite file under ``./.reactive/``), ``--host`` (127.0.0.1), ``--port``
 ``--max-frame-bytes`` (16 MiB), ``--admin-key`` (``$REACTIVE_ADMIN_KEY``), ``--jwt-key``
 (``$REACTIVE_JWT_KEY``), ``--jwt-issuer``, ``--jwt-audience``, ``--retention-seconds``
 (``$REACTIVE_RETENTION_SECONDS``, default 60: how long old versions stay readable for
-point-in-time reads before memory and persistence drop them), ``--log-level``.
+point-in-time reads before memory and persistence drop them), ``--log-level``,
+``--site-port PORT`` (also serve the app's HTTP actions, ``/http/…`` on the main port, at
+the root of this port on the same host: Convex's ``.convex.site`` origin).
 
 Limits and time-outs (each positive and finite; see :class:`~reactive.server.app.ServerConfig`):
 ``--dev`` (clients see the full text of every function error; else errors raised by the
@@ -16,7 +18,9 @@ it opens or after its previous response, else it is closed), ``--body-timeout-s`
 request body that sends nothing this long answers 408), ``--send-timeout-s`` (30: a
 WebSocket send to a client that does not read), ``--max-inflight-actions`` (64 per socket),
 ``--max-queued-mutations`` (1000 per socket), ``--max-queries-per-socket`` (10000),
-``--max-query-batch`` (100 entries of ``/api/query_batch``), ``--function-time-limit-s``
+``--max-query-batch`` (100 entries of ``/api/query_batch``),
+``--max-http-action-body-bytes`` (20 MiB: larger HTTP action request bodies answer 413),
+``--function-time-limit-s``
 (1: queries and mutations) and ``--action-time-limit-s`` (600: actions);
 ``--slow-function-ms N`` logs every function run slower than N ms (logger
 ``reactive.slow``).
@@ -90,9 +94,21 @@ def main(argv: list[str] | None = None) -> int:
         ("--action-time-limit-s", float, 600.0, "seconds an action may run"),
         ("--scheduler-concurrency", int, 10, "scheduled functions running at once"),
         ("--scheduler-starts-per-s", float, 100.0, "scheduled functions started per second"),
+        (
+            "--max-http-action-body-bytes",
+            int,
+            defaults.max_http_action_body_bytes,
+            "largest HTTP action request body in bytes",
+        ),
     ]
     for flag, kind, default, what in limits:
         parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
+    parser.add_argument(
+        "--site-port",
+        type=int,
+        default=None,
+        help="also serve the app's HTTP actions at the root of this port (same host)",
+    )
     parser.add_argument(
         "--slow-function-ms",
         type=float,
@@ -106,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(ns, flag[2:].replace("-", "_"))
         if not 0 < value < float("inf"):
             parser.error(f"{flag} must be positive and finite, not {value}")
+    if ns.site_port is not None and not (0 < ns.site_port < 65536 and ns.site_port != ns.port):
+        parser.error(f"--site-port must be a port other than --port, not {ns.site_port}")
     if not 0 <= ns.retention_seconds < float("inf"):
         parser.error(f"--retention-seconds must be >= 0 and finite, not {ns.retention_seconds}")
     for flag, key in (("--admin-key", ns.admin_key), ("--jwt-key", ns.jwt_key)):
@@ -145,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         max_query_batch=ns.max_query_batch,
         url=f"http://{ns.host}:{ns.port}",
         storage_dir=ns.storage_dir,
+        max_http_action_body_bytes=ns.max_http_action_body_bytes,
+        site_port=ns.site_port,
+        site_host=ns.host,
     )
     # The connection cap must stay below the open-file limit (else accepts fail and even
     # /health cannot be served).
@@ -176,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: None)
     print(
         f"reactive: serving {ns.app or '(no app)'} on http://{ns.host}:{ns.port} "
-        f"(database {ns.db})",
+        f"(database {ns.db})"
+        + (f"; HTTP actions on http://{ns.host}:{ns.site_port}" if ns.site_port else ""),
         flush=True,
     )
     server.run()

@@ -47,7 +47,13 @@ __all__ = ["AdminApi"]
 LOG_POLL_S = 60.0
 """How long a log poll waits for a run (Convex's backend waits 60 s)."""
 MAX_LOG_ENTRIES = 1000
-_UDF_TYPES = {"query": "Query", "mutation": "Mutation", "action": "Action", "http": "HttpAction"}
+_UDF_TYPES = {
+    "query": "Query",
+    "mutation": "Mutation",
+    "action": "Action",
+    "http": "HttpAction",
+    "httpAction": "HttpAction",
+}
 _LEVELS = ("LOG", "DEBUG", "INFO", "WARN", "ERROR")
 T = TypeVar("T")
 

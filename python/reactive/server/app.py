@@ -3,10 +3,11 @@
 Routes: ``/api/sync`` and ``/api/{version}/sync`` (WebSocket, spec §2), the function routes
 of spec §13, ``/instance_name``, ``/instance_version``, ``/health`` (alive),
 ``/health/ready`` (a read and a write round trip to persistence) and ``/metrics``
-(Prometheus text). ``/api/*`` answers
-CORS as Convex does (the request's origin mirrored, credentials allowed, preflights cached
-for a day). A path starting with ``//`` (a deployment URL with a trailing slash) is served as
-if it had one slash.
+(Prometheus text), and the app's HTTP actions under ``/http/``
+(:mod:`reactive.server.http_actions`; with ``site_port``, also at the root of that port).
+``/api/*`` answers CORS as Convex does (the request's origin mirrored, credentials
+allowed, preflights cached for a day). A path starting with ``//`` (a deployment URL with
+a trailing slash) is served as if it had one slash.
 
 The database opens in the application's lifespan and closes (queued commits persisted) on
 shutdown; open sockets are closed with code 1012 so clients reconnect to the next server.
@@ -41,6 +42,11 @@ from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
 from reactive.server.http import HttpApi
+from reactive.server.http_actions import (
+    DEFAULT_MAX_HTTP_ACTION_BODY_BYTES,
+    HttpActions,
+    HttpActionsMount,
+)
 from reactive.server.providers import Providers, parse_providers
 from reactive.server.queries import QueryCache
 
@@ -92,6 +98,11 @@ class ServerConfig:
         storage_dir: Where files live: exports, imports being uploaded (default: a
             ``storage`` folder beside the SQLite file; ``.reactive/storage`` for other
             backends).
+        max_http_action_body_bytes: Largest HTTP action request body (bytes; 20 MiB as
+            Convex); larger answers 413.
+        site_port: A second port serving only the app's HTTP actions, at its root (as
+            Convex's ``.convex.site`` origin), or ``None``.
+        site_host: The address the site port listens on.
     """
 
     db_url: str
@@ -114,6 +125,9 @@ class ServerConfig:
     max_query_batch: int = 100
     url: str | None = None
     storage_dir: str | None = None
+    max_http_action_body_bytes: int = DEFAULT_MAX_HTTP_ACTION_BODY_BYTES
+    site_port: int | None = None
+    site_host: str = "127.0.0.1"
 
     def storage_path(self) -> Path:
         """The storage directory (``storage_dir`` or its default)."""
@@ -145,6 +159,7 @@ class Server:
         self._pinger: asyncio.Task[None] | None = None
         self.http = HttpApi(self)
         self.admin = AdminApi(self)
+        self.http_actions = HttpActions(self)
 
     @property
     def db(self) -> Database:
@@ -173,6 +188,7 @@ class Server:
         self._db.public_url = self.config.url
         try:
             self.authenticate.providers = Providers(parse_providers(self._db.app.auth_providers))
+            self.http_actions.router()  # a bad http.py fails at start-up
         except ValueError:
             await self._db.close()
             raise
@@ -190,6 +206,7 @@ class Server:
             self._prune(), name="reactive-prune-session-requests"
         )
         self._pinger = asyncio.get_running_loop().create_task(self._ping(), name="reactive-ws-ping")
+        await self.http_actions.open()
 
     async def _ping(self) -> None:
         # One timer for every socket (a task per socket costs wake-ups at fan-out scale).
@@ -209,6 +226,7 @@ class Server:
 
     async def close(self) -> None:
         """Close every socket (1012: restart) and then the database."""
+        await self.http_actions.close()  # the site port's requests end first
         for task in (self._pruner, self._pinger):
             if task is not None:
                 task.cancel()
@@ -307,6 +325,8 @@ def create_app(config: ServerConfig) -> Starlette:
     routes += dashboard.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),
+        # /http/… (HTTP actions) before the API's CORS: actions set their own headers.
+        Middleware(HttpActionsMount, actions=server.http_actions),
         Middleware(
             CORSMiddleware,
             allow_origin_regex=".*",
