@@ -245,12 +245,15 @@ async def _export(ns: argparse.Namespace) -> int:
     from reactive.snapshot import export_snapshot
 
     url, path = _snapshot_paths(ns)
-    async with reactive.open(url) as db:
+    async with reactive.open(url, storage_dir=ns.storage_dir) as db:
         bars = _RichProgress("documents")
         with bars.progress:
-            report = await export_snapshot(db, path, progress=bars)
+            report = await export_snapshot(
+                db, path, progress=bars, include_storage=ns.include_file_storage
+            )
+    files = f" and {report.files} file(s)" if ns.include_file_storage else ""
     print(
-        f"exported {report.documents} documents from {len(report.tables)} table(s) at "
+        f"exported {report.documents} documents from {len(report.tables)} table(s){files} at "
         f"timestamp {report.ts} to {path}"
     )
     return 0
@@ -288,7 +291,7 @@ async def _import(ns: argparse.Namespace) -> int:
         print(f"error: {path} does not exist", file=sys.stderr)
         return 2
     format, mode = _import_format(ns, path), _import_mode(ns)
-    async with reactive.open(url) as db:
+    async with reactive.open(url, storage_dir=ns.storage_dir) as db:
         plan = await asyncio.to_thread(
             plan_import, db, path, format=format, table=ns.table, mode=mode
         )
@@ -299,7 +302,11 @@ async def _import(ns: argparse.Namespace) -> int:
             report = await perform_import(db, plan, progress=bars)
     for skipped in report.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
-    print(f"imported {report.documents} documents into {len(report.tables)} table(s) from {path}")
+    files = f" and {report.files} file(s)" if report.files else ""
+    print(
+        f"imported {report.documents} documents into {len(report.tables)} table(s){files} "
+        f"from {path}"
+    )
     return 0
 
 
@@ -419,7 +426,7 @@ async def _remote_export(ns: argparse.Namespace) -> int:
     async with _remote(ns) as remote:
         bar = _ByteBar("download")
         with bar.bars.progress:
-            ts = await remote.export(ns.target, bar)
+            ts = await remote.export(ns.target, bar, include_storage=ns.include_file_storage)
     print(f"exported the snapshot at timestamp {ts} from {ns.url} to {ns.target}")
     return 0
 
@@ -568,6 +575,16 @@ def _parser() -> argparse.ArgumentParser:
     for p_snap in (p_export, p_import):
         p_snap.add_argument("target", metavar="URL_OR_PATH", help="database URL, or the path")
         p_snap.add_argument("path", nargs="?", default=None, help="the path (after URL)")
+        p_snap.add_argument(
+            "--storage-dir",
+            default=None,
+            help="the database's file storage (default: storage/ beside the SQLite file)",
+        )
+    p_export.add_argument(
+        "--include-file-storage",
+        action="store_true",
+        help="also export the files of file storage (_storage/ in the ZIP)",
+    )
     p_import.add_argument("--table", default=None, help="the table a JSONL/JSON/CSV file fills")
     p_import.add_argument(
         "--format",

@@ -7,6 +7,9 @@ The layout is the one ``npx convex export`` writes (spec §16, from the Convex b
     _tables/documents.jsonl          one line per user table: {"name": ..., "id": number}
     <table>/documents.jsonl          one document per line, export JSON (spec §11.3)
     <table>/generated_schema.jsonl   the single line "uniform" (legacy)
+    _storage/documents.jsonl         with file storage: one line per file, {"_id",
+                                     "_creationTime", "sha256", "size", "contentType"?}
+    _storage/<id>[.<ext>]            with file storage: each file's bytes
 
 Export JSON writes an int64 as a JSON integer (``42``) and a float64 always with a decimal
 point or an exponent (``42.0``), so the importer tells them apart by the number's text;
@@ -21,6 +24,13 @@ line into the compressed ZIP entry as it goes; import reads a ZIP entry line by 
 commits documents in transactions of at most :data:`IMPORT_BATCH_DOCUMENTS` documents /
 :data:`IMPORT_BATCH_BYTES` bytes. Memory stays bounded by a page or a batch.
 
+File storage is exported when asked (``include_storage``; Convex's
+``npx convex export --include-file-storage``) and imported whenever the ZIP has it. An
+import keeps the files' storage ids when the target's ``_storage`` table has the same table
+number as the source's (e.g. a fresh server of the same app); otherwise each file gets a new
+id and every string in the imported documents equal to an old storage id is rewritten to
+the new one, so documents that reference files stay valid either way.
+
 Indexes are not part of a snapshot (as in Convex, they come from the app's schema): after
 an import, opening the database with the app backfills the schema's indexes.
 """
@@ -30,10 +40,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import logging
+import mimetypes
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -61,6 +73,8 @@ __all__ = [
     "plan_import",
 ]
 
+log = logging.getLogger("reactive.snapshot")
+
 #: Documents per import transaction.
 IMPORT_BATCH_DOCUMENTS = 1000
 #: Approximate bytes of JSON per import transaction (below the per-transaction write limit).
@@ -76,6 +90,9 @@ ids encode). <table>/documents.jsonl holds one document per line in Convex's exp
 an int64 is a JSON integer (42), a float64 always has a decimal point or an exponent
 (42.0), non-finite floats are {"$float": base64 of 8 bytes little-endian} and bytes are
 {"$bytes": base64}.
+
+_storage/documents.jsonl and _storage/<id>, when the export includes file storage, are the
+files' metadata and bytes (the extension after the id is a guess from the content type).
 
 _scheduled_functions/documents.jsonl, when there are any, records the scheduled functions (their
 names, arguments, times and states); an import skips it, so a restore does not run them.
@@ -99,6 +116,8 @@ class ExportReport:
     tables: dict[str, int] = field(default_factory=dict)
     system_tables: dict[str, int] = field(default_factory=dict)
     """Documents of the system tables written for the record (``_scheduled_functions``)."""
+    files: int = 0
+    """Files written (``_storage/``; only when the export includes file storage)."""
 
     @property
     def documents(self) -> int:
@@ -112,6 +131,10 @@ class ImportReport:
 
     tables: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    files: int = 0
+    """Files imported into file storage (``_storage/``)."""
+    storage_ids_kept: bool = True
+    """Whether the files kept their storage ids (else references were rewritten)."""
 
     @property
     def documents(self) -> int:
@@ -142,13 +165,18 @@ def _user_tables(db: Database) -> list[dict[str, Any]]:
 
 
 async def export_snapshot(
-    db: Database, path: str | Path, *, progress: Progress | None = None
+    db: Database,
+    path: str | Path,
+    *,
+    progress: Progress | None = None,
+    include_storage: bool = False,
 ) -> ExportReport:
     """Write every user table of ``db`` at one snapshot to the ZIP file ``path``.
 
     The file is written to ``path + ".partial"`` and renamed at the end, so ``path`` never
     holds half an export. System tables (names starting with ``_``) are not exported, but
-    for ``_scheduled_functions``, written for the record (an import skips it).
+    for ``_scheduled_functions``, written for the record (an import skips it), and with
+    ``include_storage`` the files of ``_storage`` (metadata and bytes, streamed).
 
     Returns:
         ExportReport: the snapshot timestamp and documents per table.
@@ -201,11 +229,63 @@ async def export_snapshot(
                         continue
                     _write_text(zf, f"{name}/generated_schema.jsonl", '"uniform"\n')
                     report.tables[name] = count
+                if include_storage:
+                    report.files = await _export_files(db, zf, ts, progress)
             partial.replace(target)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
     return report
+
+
+async def _export_files(db: Database, zf: zipfile.ZipFile, ts: int, progress: Progress) -> int:
+    """Write ``_storage/documents.jsonl`` and ``_storage/<id>[.ext]`` at snapshot ``ts``."""
+    from reactive.db.storage import STORAGE
+
+    files = db._files
+    engine = db._engine
+    if files is None or not any(t["name"] == STORAGE for t in engine.tables()):
+        return 0
+    docs: list[dict[str, Any]] = []
+    after: bytes | None = None
+    while True:
+        page, after = engine.table_page(STORAGE, ts, after, EXPORT_PAGE_DOCUMENTS)
+        docs.extend(page)
+        if after is None:
+            break
+    shas = [str(d["sha256"]) for d in docs]
+    for sha in shas:
+        files.pin(sha)  # a concurrent delete keeps the bytes until they are written
+    try:
+        # A file deleted after the snapshot may have lost its bytes already: left out.
+        present = [d for d in docs if files.path_of(d["sha256"]).is_file()]
+        if len(present) < len(docs):
+            log.warning(
+                "export: %d file(s) deleted meanwhile are left out", len(docs) - len(present)
+            )
+        lines = []
+        for doc in present:
+            meta: dict[str, Any] = {"_id": doc["_id"], "_creationTime": doc["_creationTime"]}
+            meta["sha256"] = doc["sha256"]
+            meta["size"] = int(doc["size"])
+            if doc.get("contentType") is not None:
+                meta["contentType"] = doc["contentType"]
+            lines.append(json.dumps(meta) + "\n")
+        _write_text(zf, f"{STORAGE}/documents.jsonl", "".join(lines))
+        task = progress.add_table(STORAGE, len(present))
+        for doc in present:
+            ext = mimetypes.guess_extension(doc.get("contentType") or "") or ""
+            info = zipfile.ZipInfo(f"{STORAGE}/{doc['_id']}{ext}")
+            info.external_attr = 0o100644 << 16
+            source = files.path_of(doc["sha256"]).open("rb")
+            with source, zf.open(info, "w", force_zip64=True) as out:
+                while chunk := await asyncio.to_thread(source.read, 1 << 20):
+                    await asyncio.to_thread(out.write, chunk)
+            progress.advance(task, 1)
+    finally:
+        for sha in shas:
+            files.unpin(sha)
+    return len(present)
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -299,6 +379,35 @@ class TablePlan:
 
 
 @dataclass
+class StoragePlan:
+    """What an import does to file storage (``_storage/`` in the ZIP).
+
+    ``entries`` maps each exported storage id to its ZIP entry; ``number`` is the table
+    number the ids encode; ``keep_ids`` whether they can be kept (the target's
+    ``_storage`` has that number), else files get new ids and references are rewritten.
+    """
+
+    entries: dict[str, str]
+    number: int | None = None
+    rows: int = 0
+    existing: int = 0
+    deletes: int = 0
+    keep_ids: bool = False
+
+
+_STORAGE_ENTRY = re.compile(r"(?:.*/)?_storage/([^/.]+)(?:\.[^/]+)?")
+
+
+def _storage_entries(names: set[str]) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for name in names:
+        match = _STORAGE_ENTRY.fullmatch(name)
+        if match and name != "_storage/documents.jsonl":
+            entries[match.group(1)] = name
+    return entries
+
+
+@dataclass
 class ImportPlan:
     """An import checked in full against the file and the database, before any write.
 
@@ -311,6 +420,8 @@ class ImportPlan:
     tables: list[TablePlan] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     label: str = ""
+    storage: StoragePlan | None = None
+    """The files to import (``_storage/`` in a ZIP), if any."""
     """How error messages name the file (default: its base name)."""
 
     def __post_init__(self) -> None:
@@ -320,13 +431,16 @@ class ImportPlan:
     @property
     def needs_confirmation(self) -> bool:
         """True when the import deletes documents (Convex asks before that)."""
-        return any(t.deletes for t in self.tables)
+        return any(t.deletes for t in self.tables) or bool(self.storage and self.storage.deletes)
 
     def summary(self) -> str:
         """Convex's change summary: a table of documents created and deleted per table."""
         rows = [("table", "create", "delete")]
         for t in self.tables:
             rows.append((t.name, f"{t.rows:,}", f"{t.deletes:,} of {t.existing:,} documents"))
+        if self.storage is not None:
+            st = self.storage
+            rows.append(("_storage", f"{st.rows:,}", f"{st.deletes:,} of {st.existing:,} files"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = ["Import change summary:"]
         for i, r in enumerate(rows):
@@ -392,6 +506,8 @@ def plan_import(
                 )
             number = numbers.pop()
         plan.tables.append(_table_plan(db, existing, name, number, rows, mode, source))
+    if plan.storage is not None:
+        _plan_storage(db, plan)
     if mode == "replaceAll":
         named = {t.name for t in plan.tables}
         for name in existing:
@@ -399,6 +515,67 @@ def plan_import(
                 count = db._engine.count_documents(name)
                 plan.tables.append(TablePlan(name, None, 0, count, count, ""))
     return plan
+
+
+def _storage_rows(plan: ImportPlan) -> Iterator[tuple[str, float, dict[str, Any]]]:
+    """``(id, creation ms, {"sha256"?, "contentType"?})`` of each file in the ZIP."""
+    source = "_storage/documents.jsonl"
+    with zipfile.ZipFile(plan.path) as zf:
+        for number, line in _lines(zf, source):
+            where = f"{source} line {number}"
+            try:
+                meta = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SnapshotError(f"{where}: not JSON: {exc}") from None
+            if not isinstance(meta, dict):
+                raise SnapshotError(f"{where}: a file's metadata must be a JSON object")
+            file_id, creation = meta.get("_id"), meta.get("_creationTime")
+            if not isinstance(file_id, str) or _core.id_table_number(file_id) is None:
+                raise SnapshotError(f"{where}: _id {file_id!r:.60} is not a storage id")
+            if creation is None:
+                creation = time.time() * 1000.0
+            if isinstance(creation, bool) or not isinstance(creation, (int, float)):
+                raise SnapshotError(f"{where}: _creationTime must be a number")
+            extra: dict[str, Any] = {}
+            for key in ("sha256", "contentType"):
+                value = meta.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise SnapshotError(f"{where}: {key} must be a string")
+                if value is not None:
+                    extra[key] = value
+            yield file_id, float(creation), extra
+
+
+def _plan_storage(db: Database, plan: ImportPlan) -> None:
+    from reactive.db.storage import STORAGE
+
+    st = plan.storage
+    assert st is not None
+    numbers: set[int] = set()
+    for file_id, _creation, _extra in _storage_rows(plan):
+        st.rows += 1
+        numbers.add(cast(int, _core.id_table_number(file_id)))
+        if file_id not in st.entries:
+            raise SnapshotError(f"_storage/{file_id}: the file of {file_id} is missing")
+    if len(numbers) > 1:
+        raise SnapshotError("_storage/documents.jsonl: the ids belong to different tables")
+    st.number = numbers.pop() if numbers else None
+    target = next((t for t in db._engine.tables() if t["name"] == STORAGE), None)
+    st.existing = db._engine.count_documents(STORAGE) if target is not None else 0
+    if plan.mode == "requireEmpty" and st.existing:
+        raise SnapshotError(
+            f"file storage already has {st.existing} file(s); import into a database without "
+            "files, or with mode append or replace (nothing was imported)"
+        )
+    st.deletes = st.existing if plan.mode in ("replace", "replaceAll") else 0
+    st.keep_ids = target is not None and st.number == target["number"]
+    if st.keep_ids and plan.mode == "append":
+        txn = db._engine.begin(True)
+        for file_id, _creation, _extra in _storage_rows(plan):
+            if txn.get(file_id) is not None:
+                raise SnapshotError(
+                    f"_storage: file {file_id} already exists; import with mode replace"
+                )
 
 
 def _check_table_name(name: str) -> None:
@@ -450,14 +627,17 @@ def _zip_sources(plan: ImportPlan) -> list[tuple[str, int | None, str]]:
     with zf:
         names = set(zf.namelist())
         tables = _read_tables(zf, names)
+        has_files = "_storage/documents.jsonl" in names
         for name, _number in tables:
-            if name.startswith("_"):
+            if name.startswith("_") and not (name == "_storage" and has_files):
                 plan.skipped.append(f"system table {name}")
         for name in EXPORTED_SYSTEM_TABLES:
             if f"{name}/documents.jsonl" in names:
                 plan.skipped.append(f"system table {name}")
-        if any(n.startswith("_storage/") for n in names):
-            plan.skipped.append("_storage (file storage is not supported)")
+        if has_files:
+            plan.storage = StoragePlan(entries=_storage_entries(names))
+        elif any(n.startswith("_storage/") for n in names):
+            plan.skipped.append("_storage (files without _storage/documents.jsonl)")
         if any(n.startswith("_components/") for n in names):
             plan.skipped.append("_components (child components are not supported)")
         wanted = [(n, k) for n, k in tables if not n.startswith("_")]
@@ -581,14 +761,22 @@ async def perform_import(
     for t in plan.tables:
         if t.deletes:
             await _empty_table(db, t.name)
+    # User tables first: file storage's system tables, made next if missing, must not take
+    # the numbers the imported ids carry.
     for t in plan.tables:
-        if not t.source:
-            continue
-        if not any(x["name"] == t.name for x in engine.tables()):
+        if t.source and not any(x["name"] == t.name for x in engine.tables()):
             if t.number is None:
                 engine.create_table(t.name)
             else:
                 engine.create_table_numbered(t.name, t.number)
+    remap: dict[str, str] = {}
+    if plan.storage is not None:
+        remap = await _import_files(db, plan, plan.storage, progress)
+        report.files = plan.storage.rows
+        report.storage_ids_kept = not remap
+    for t in plan.tables:
+        if not t.source:
+            continue
         task = progress.add_table(t.name, t.rows)
         batch: list[Row] = []
         batch_bytes = 0
@@ -600,6 +788,8 @@ async def perform_import(
             if not chunk:
                 break
             for row in chunk:
+                if remap:
+                    row = (row[0], row[1], _remapped(row[2], remap))
                 batch.append(row)
                 batch_bytes += _core.value_size(row[2])
                 if len(batch) >= IMPORT_BATCH_DOCUMENTS or batch_bytes >= IMPORT_BATCH_BYTES:
@@ -611,6 +801,65 @@ async def perform_import(
             progress.advance(task, len(batch))
         report.tables[t.name] = count
     return report
+
+
+def _remapped(value: Any, remap: dict[str, str]) -> Any:
+    """``value`` with every string that is an old storage id replaced by the new id."""
+    if isinstance(value, str):
+        return remap.get(value, value)
+    if isinstance(value, dict):
+        return {k: _remapped(x, remap) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_remapped(x, remap) for x in value]
+    return value
+
+
+async def _import_files(
+    db: Database, plan: ImportPlan, st: StoragePlan, progress: Progress
+) -> dict[str, str]:
+    """Store the ZIP's files; returns old id -> new id when ids could not be kept."""
+    from reactive.db.storage import STORAGE, StorageError
+
+    files = db._files
+    if files is None:
+        raise SnapshotError("file storage is not open: cannot import _storage")
+    await files.ensure_tables()
+    if st.deletes:
+        while True:
+            txn = db._engine.begin(True)
+            docs, _, _ = txn.scan(
+                STORAGE, "by_creation_time", [], "asc", 100, None, None, None, True
+            )
+            if not docs:
+                break
+            for doc in docs:
+                await files.delete(doc["_id"])
+    target = next(t for t in db._engine.tables() if t["name"] == STORAGE)
+    keep = st.number == target["number"]
+    remap: dict[str, str] = {}
+    task = progress.add_table(STORAGE, st.rows)
+    with zipfile.ZipFile(plan.path) as zf:
+        for file_id, creation, extra in _storage_rows(plan):
+            entry = zf.open(st.entries[file_id])
+
+            async def chunks(entry: Any = entry) -> AsyncIterator[bytes]:
+                while chunk := await asyncio.to_thread(entry.read, 1 << 20):
+                    yield chunk
+
+            try:
+                with entry:
+                    new_id = await files.save(
+                        chunks(),
+                        extra.get("contentType"),
+                        keep=(file_id, creation) if keep else None,
+                        expect_sha256=extra.get("sha256"),
+                    )
+            except (StorageError, ReactiveError) as exc:
+                raise SnapshotError(f"_storage: file {file_id}: {exc}") from exc
+            if new_id != file_id:
+                remap[file_id] = new_id
+            progress.advance(task, 1)
+    return remap
 
 
 def _take(rows: Iterator[Row], n: int) -> list[Row]:
@@ -654,8 +903,9 @@ async def import_snapshot(
     """Import ``path`` into ``db``: :func:`plan_import`, then :func:`perform_import`.
 
     A snapshot ZIP (ours or Convex's) keeps ids and creation times; its tables must be
-    absent or (mode ``requireEmpty``, the default) empty. File storage (``_storage``) and
-    child components (``_components``) are skipped and listed in the report.
+    absent or (mode ``requireEmpty``, the default) empty. Files (``_storage/``) are
+    imported too (see the module docstring for their ids); child components
+    (``_components``) are skipped and listed in the report.
 
     Raises:
         SnapshotError: the file is not acceptable (nothing is written), or a write failed.

@@ -229,11 +229,11 @@ class Exporter:
 
         export_id = await _write(self.db, change)
         self._task = asyncio.get_running_loop().create_task(
-            self._run(export_id), name="reactive-export"
+            self._run(export_id, include_storage), name="reactive-export"
         )
         return export_id
 
-    async def _run(self, export_id: str) -> None:
+    async def _run(self, export_id: str, include_storage: bool = False) -> None:
         db = self.db
         partial = self.directory / f"export-{export_id}.zip"
         try:
@@ -242,7 +242,7 @@ class Exporter:
                 db, lambda txn: _patch(txn, export_id, {"state": "in_progress", "start_ts": ts})
             )
             with db.pin_snapshot(ts):
-                report = await export_snapshot(db, partial)
+                report = await export_snapshot(db, partial, include_storage=include_storage)
             name = f"snapshot_{report.ts}.zip"
             partial.replace(self.directory / name)
             done = {

@@ -154,17 +154,24 @@ class Remote:
         )
 
     async def export(
-        self, path: str | Path, on_bytes: Callable[[int, int | None], None] | None = None
+        self,
+        path: str | Path,
+        on_bytes: Callable[[int, int | None], None] | None = None,
+        *,
+        include_storage: bool = False,
     ) -> int:
         """Request a snapshot export, wait for it, download the ZIP to ``path``.
 
         The server writes the ZIP from one snapshot while writes go on. ``on_bytes(n,
-        total)`` is called as bytes arrive. Returns the snapshot's timestamp.
+        total)`` is called as bytes arrive; ``include_storage`` adds the files
+        (``_storage/``, Convex's ``--include-file-storage``). Returns the snapshot's
+        timestamp.
 
         Raises:
             RemoteError: the export failed (its reason) or a request did.
         """
-        await self._json("POST", "/api/export/request/zip")
+        include = "true" if include_storage else "false"
+        await self._json("POST", f"/api/export/request/zip?includeStorage={include}")
         while True:
             latest = await self.query("_system/cli/exports:getLatest", {})
             state = (latest or {}).get("state")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from reactive.db.cursor import CursorCodec
     from reactive.db.database import Database
     from reactive.db.scheduler import Scheduler
+    from reactive.db.storage import StorageActionWriter, StorageReader, StorageWriter
     from reactive.functions import Function
 
 __all__ = [
@@ -169,7 +170,7 @@ class SystemReader:
     Convex's ``ctx.db.system``: reads are part of the transaction (and reactive).
     """
 
-    READABLE = ("_scheduled_functions", "_cron_jobs")
+    READABLE = ("_scheduled_functions", "_cron_jobs", "_storage")
 
     def __init__(self, reader: DatabaseReader) -> None:
         self._reader = reader
@@ -333,6 +334,7 @@ class _BaseCtx:
         self._auth: Auth | None = None
         self._depth = 0
         self._scheduler: Scheduler | None = None
+        self._storage: Any = None
 
     @property
     def random(self) -> random.Random:
@@ -407,6 +409,7 @@ async def _nested(
     child._depth = parent._depth + 1
     if isinstance(parent, MutationCtx):
         child._scheduler = parent.scheduler
+        child._storage = parent.storage
     point = txn.savepoint()
     try:
         return _check_result(fn, await _call(fn, child, checked), writer._ids)
@@ -428,6 +431,16 @@ class QueryCtx(_BaseCtx):
     def env(self) -> Env:
         """The deployment's environment variables (read in this transaction)."""
         return Env(lambda: self.db._txn)
+
+    @property
+    def storage(self) -> StorageReader:
+        """File storage: ``get_url`` (:mod:`reactive.db.storage`)."""
+        if self._storage is None:
+            from reactive.db.storage import StorageReader
+
+            self._storage = StorageReader(self.db._db, self.db._txn)
+        storage: StorageReader = self._storage
+        return storage
 
     async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
         """Run another query (public or internal) in this query's transaction.
@@ -474,6 +487,19 @@ class MutationCtx(_BaseCtx):
 
             self._scheduler = Scheduler(self.db._db, self.db._txn)
         return self._scheduler
+
+    @property
+    def storage(self) -> StorageWriter:
+        """File storage: ``generate_upload_url``, ``get_url``, ``delete`` (this transaction).
+
+        See :mod:`reactive.db.storage`.
+        """
+        if self._storage is None:
+            from reactive.db.storage import StorageWriter
+
+            self._storage = StorageWriter(self.db._db, self.db._txn)
+        storage: StorageWriter = self._storage
+        return storage
 
     async def run_mutation(
         self, function: str | Function, args: dict[str, Any] | None = None
@@ -522,6 +548,21 @@ class ActionCtx(_BaseCtx):
                 raise RuntimeError("this action context has no database")
             self._scheduler = Scheduler(self._db, None)
         return self._scheduler
+
+    @property
+    def storage(self) -> StorageActionWriter:
+        """File storage: ``store``, ``get``, ``delete``, ``get_url``, ``generate_upload_url``.
+
+        Each call is its own transaction (:mod:`reactive.db.storage`).
+        """
+        if self._storage is None:
+            from reactive.db.storage import StorageActionWriter
+
+            if self._db is None:
+                raise RuntimeError("this action context has no database")
+            self._storage = StorageActionWriter(self._db)
+        storage: StorageActionWriter = self._storage
+        return storage
 
     @property
     def env(self) -> Env:

@@ -150,12 +150,12 @@ class Database:
             await persistence.close()
             raise
         try:
-            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
-            db._files = FileStore(db, root)
-            await db._files.open(tables=bool(loaded_app.functions))
             for task in await apply_schema(db, loaded_app.schema):
                 db._background.add(task)
                 task.add_done_callback(db._background_done)
+            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
+            db._files = FileStore(db, root)
+            await db._files.open(tables=bool(loaded_app.functions))
             if loaded_app.functions:
                 await ensure_system_table(db, SCHEDULED_FUNCTIONS, SCHEDULER_INDEXES)
                 run_scheduled, concurrency, starts_per_s = scheduler

@@ -526,6 +526,9 @@ class Runner:
                 observer.commit_waited(time.perf_counter() - waited)
                 if ctx._scheduler is not None and ctx._scheduler.scheduled:
                     self._db._wake_scheduler()
+                deleted = getattr(ctx._storage, "deleted", None)
+                if deleted and self._db._files is not None:
+                    self._db._files.collect(deleted)  # durable now: drop unreferenced bytes
             return MutationOutcome(value, collector.finish(), ts, attempt, usage=usage)
         message = (
             f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "

@@ -73,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage-dir",
         default=os.environ.get("REACTIVE_STORAGE_DIR"),
-        help="where exports and uploads live (default: storage/ beside the SQLite file)",
+        help="where files, exports and uploads live (default: storage/ beside the SQLite file)",
+    )
+    parser.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=defaults.max_upload_bytes,
+        help=f"largest file an upload URL accepts (default {defaults.max_upload_bytes})",
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be positive and finite, not {value}")
     if ns.site_port is not None and not (0 < ns.site_port < 65536 and ns.site_port != ns.port):
         parser.error(f"--site-port must be a port other than --port, not {ns.site_port}")
+    if ns.max_upload_bytes < 1:
+        parser.error(f"--max-upload-bytes must be positive, not {ns.max_upload_bytes}")
     if not 0 <= ns.retention_seconds < float("inf"):
         parser.error(f"--retention-seconds must be >= 0 and finite, not {ns.retention_seconds}")
     for flag, key in (("--admin-key", ns.admin_key), ("--jwt-key", ns.jwt_key)):
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         max_query_batch=ns.max_query_batch,
         url=f"http://{ns.host}:{ns.port}",
         storage_dir=ns.storage_dir,
+        max_upload_bytes=ns.max_upload_bytes,
         max_http_action_body_bytes=ns.max_http_action_body_bytes,
         site_port=ns.site_port,
         site_host=ns.host,

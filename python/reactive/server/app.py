@@ -35,9 +35,11 @@ from starlette.websockets import WebSocket
 
 import reactive
 from reactive.db.database import Database
+from reactive.db.storage import DEFAULT_MAX_UPLOAD_BYTES
 from reactive.db.system import ensure_system_tables, prune_session_requests
 from reactive.persistence import sqlite_path
 from reactive.server import dashboard, maintenance
+from reactive.server import storage as file_storage
 from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
@@ -97,7 +99,9 @@ class ServerConfig:
             prints), when known.
         storage_dir: Where files live: exports, imports being uploaded (default: a
             ``storage`` folder beside the SQLite file; ``.reactive/storage`` for other
-            backends).
+            backends). File storage keeps its bytes there too (``files/``).
+        max_upload_bytes: Largest file a ``POST /api/storage/upload`` accepts (bytes;
+            default 1 GiB); larger ones answer 413 and store nothing.
         max_http_action_body_bytes: Largest HTTP action request body (bytes; 20 MiB as
             Convex); larger answers 413.
         site_port: A second port serving only the app's HTTP actions, at its root (as
@@ -125,6 +129,7 @@ class ServerConfig:
     max_query_batch: int = 100
     url: str | None = None
     storage_dir: str | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_http_action_body_bytes: int = DEFAULT_MAX_HTTP_ACTION_BODY_BYTES
     site_port: int | None = None
     site_host: str = "127.0.0.1"
@@ -181,9 +186,8 @@ class Server:
         # the sockets within 1 ms (Python's default is 5 ms), so a function computing on
         # its thread delays other clients by milliseconds, not tens of them.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        self._db = await reactive.open(
-            self.config.db_url, app=self.config.app, **self.config.open_options
-        )
+        options = {"storage_dir": self.config.storage_path(), **self.config.open_options}
+        self._db = await reactive.open(self.config.db_url, app=self.config.app, **options)
         await ensure_system_tables(self._db)
         self._db.public_url = self.config.url
         try:
@@ -322,6 +326,7 @@ def create_app(config: ServerConfig) -> Starlette:
     ]
     routes += server.admin.routes()
     routes += maintenance.routes(server)
+    routes += file_storage.routes(server)
     routes += dashboard.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),
