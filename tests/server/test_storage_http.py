@@ -209,3 +209,16 @@ def test_the_official_python_client_gets_an_upload_url(
     got = httpx.get(call(server, "query", "files:url", {"id": storage_id}))
     assert got.content == b"from the official client"
     assert got.headers["content-type"].startswith("text/plain")
+
+
+def test_urls_use_the_public_url(app: Path, start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(app, "--public-url", "https://chat.example.com/")
+    url = call(server, "mutation", "files:upload_url")
+    assert url.startswith("https://chat.example.com/api/storage/upload?token=")
+    # The path is the server's own: the upload works against the real address.
+    local = server.url + url.removeprefix("https://chat.example.com")
+    stored = httpx.post(local, content=b"hi", headers={"Content-Type": "text/plain"})
+    storage_id = stored.json()["storageId"]
+    assert call(server, "query", "files:url", {"id": storage_id}) == (
+        f"https://chat.example.com/api/storage/{storage_id}"
+    )

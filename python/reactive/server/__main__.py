@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.max_upload_bytes,
         help=f"largest file an upload URL accepts (default {defaults.max_upload_bytes})",
     )
+    parser.add_argument(
+        "--public-url",
+        default=os.environ.get("REACTIVE_PUBLIC_URL"),
+        help="the URL clients reach this server at, for file URLs and the Convex CLI "
+        "(default http://HOST:PORT, 127.0.0.1 for a wildcard host)",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--dev",
@@ -141,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{flag} (or ${env}) must not be empty: an empty key would let anyone in; "
                 "leave it unset to refuse such tokens"
             )
+    public_url = ns.public_url
+    if public_url is None:
+        host = "127.0.0.1" if ns.host in ("0.0.0.0", "::", "") else ns.host
+        host = f"[{host}]" if ":" in host else host
+        public_url = f"http://{host}:{ns.port}"
+    elif not public_url.startswith(("http://", "https://")) or "?" in public_url:
+        parser.error(f"--public-url must be an http:// or https:// URL, not {public_url!r}")
+    public_url = public_url.rstrip("/")
     logging.basicConfig(
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queued_mutations=ns.max_queued_mutations,
         max_queries_per_socket=ns.max_queries_per_socket,
         max_query_batch=ns.max_query_batch,
-        url=f"http://{ns.host}:{ns.port}",
+        url=public_url,
         storage_dir=ns.storage_dir,
         max_upload_bytes=ns.max_upload_bytes,
         max_http_action_body_bytes=ns.max_http_action_body_bytes,
