@@ -1,1 +1,1 @@
-"""A chat app: channels and messages (the example of DESIGN.md §1)."""
+"""A chat app: channels, messages (expiring, with images), a daily cron and HTTP routes."""
