@@ -9,6 +9,8 @@ test_convex_cli.py):
   ``--append``, ``--replace -y``), a snapshot ZIP into an empty deployment and over the
   exported one (``--replace -y``); bad files and refused modes fail with the reason and
   store nothing;
+* ``npx convex export --include-file-storage``: the files in ``_storage/``, imported back
+  into an empty deployment under the same ids;
 * ``npx convex logs``: function runs appear while it runs (plain and ``--jsonl``);
 * the admin routes behind all this refuse callers without the admin key.
 """
@@ -59,6 +61,19 @@ APP = {
             for i in range(int(count)):
                 await ctx.db.insert("left", {"n": start + i})
                 await ctx.db.insert("right", {"n": start + i})
+    """,
+    "files.py": """
+        from reactive import action, query, v
+
+
+        @action(args={"text": v.string()})
+        async def store(ctx, text):
+            return await ctx.storage.store(text.encode(), "text/plain")
+
+
+        @query(args={"id": v.id("_storage")})
+        async def url(ctx, id):
+            return await ctx.storage.get_url(id)
     """,
     "shout.py": """
         from reactive import mutation, v
@@ -295,6 +310,37 @@ def test_import_snapshot_zip(
     assert "60 of 60 documents" in out
     for table in ("left", "right"):
         assert table_docs(server, table) == exported[table]
+
+
+def test_export_and_import_with_file_storage(
+    server: ServerProcess,
+    cli: Cli,
+    start_server: Callable[..., ServerProcess],
+    tmp_path: Path,
+) -> None:
+    r = post(server, "/api/action", {"path": "files:store", "args": {"text": "hello file"}}, None)
+    assert r.status_code == 200, r.text
+    file_id = r.json()["value"]
+    mutate(server, "pairs:add", {"n": 1})
+    target = tmp_path / "with-files.zip"
+    cli("export", "--include-file-storage", "--path", str(target))
+    with zipfile.ZipFile(target) as zf:
+        names = set(zf.namelist())
+        storage = [json.loads(x) for x in zf.read("_storage/documents.jsonl").splitlines()]
+        [entry] = [n for n in names if n.startswith(f"_storage/{file_id}")]
+        assert zf.read(entry) == b"hello file"
+    assert [d["_id"] for d in storage] == [file_id]
+    plain = tmp_path / "plain.zip"
+    cli("export", "--path", str(plain))
+    with zipfile.ZipFile(plain) as zf:
+        assert not any(n.startswith("_storage/") for n in zf.namelist())
+
+    empty = start_server(server.app, "--admin-key", ADMIN)
+    cli.against(empty)("import", str(target))
+    r = post(empty, "/api/query", {"path": "files:url", "args": {"id": file_id}}, None)
+    url = r.json()["value"]
+    assert url is not None, r.text
+    assert httpx.get(url).content == b"hello file"
 
 
 def test_bad_imports_fail_with_the_reason_and_store_nothing(
