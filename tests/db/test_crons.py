@@ -285,3 +285,24 @@ async def test_the_chat_example_expires_messages_and_counts_them_daily(db_url: s
         assert [(r["channel"], r["messages"]) for r in await db.query("stats:latest", {})] == [
             ("general", 1)
         ]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mysql"])
+async def test_crons_on_every_backend(
+    kind: str, backend_urls: Callable[[str], str], make_app: MakeApp
+) -> None:
+    url = backend_urls(kind)
+    app = make_app(app_with(EVERY_SECOND))
+    async with reactive.open(url, app=app) as db:
+
+        async def ticked() -> bool:
+            return "t" in await db.query("work:ticks", {})
+
+        await wait_for(ticked)
+    async with reactive.open(url, app=app) as db:
+        assert set(by_name(await db.query("work:crons", {}))) == {"tick", "nightly"}
+        await wait_for(lambda: _more_ticks(db, 2))
+
+
+async def _more_ticks(db: reactive.Database, n: int) -> bool:
+    return (await db.query("work:ticks", {})).count("t") >= n
