@@ -18,7 +18,7 @@ import pytest
 import reactive
 from reactive.crons import cron_jobs, next_run_ms
 from reactive.db.cron_runner import CRON_JOBS
-from reactive.db.scheduler import write_system
+from reactive.db.system import write_system
 from reactive.errors import ArgumentValidationError, FunctionNotFoundError
 
 MakeApp = Callable[[dict[str, str]], Path]

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import reactive
-from reactive.db.scheduler import SCHEDULED_FUNCTIONS, write_system
+from reactive.db.scheduler import SCHEDULED_FUNCTIONS
+from reactive.db.system import write_system
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,

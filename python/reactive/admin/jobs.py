@@ -36,13 +36,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from reactive import _core
+from reactive.db.system import write_system
 from reactive.errors import (
     IndexNotFoundError,
     ReactiveError,
-    RetryableError,
     TableNotFoundError,
 )
 from reactive.snapshot import (
@@ -82,8 +82,6 @@ MAX_OPEN_UPLOADS = 16
 UPLOAD_IDLE_S = 3600.0
 """An upload that receives nothing for this long is dropped."""
 PROGRESS_EVERY_S = 1.0
-
-T = TypeVar("T")
 
 
 UPLOAD_LABEL = "the uploaded file"
@@ -133,23 +131,6 @@ def get_import(txn: _core.Transaction, import_id: str) -> dict[str, Any] | None:
     return doc
 
 
-async def _write(db: Database, change: Callable[[_core.Transaction], T]) -> T:
-    """Run ``change`` in a write transaction (retried on conflicts) and wait until durable."""
-    engine = db._engine
-    for _ in range(32):
-        txn = engine.begin(False)
-        result = change(txn)
-        try:
-            ts = engine.commit(txn)
-        except RetryableError:
-            continue
-        if ts is not None:
-            db._flusher.nudge()
-            await db._flusher.wait(ts)
-        return result
-    raise RetryableError("too many write conflicts on a system table; try again")
-
-
 def _patch(txn: _core.Transaction, doc_id: str, fields: dict[str, Any]) -> None:
     doc = txn.get(doc_id)
     if doc is None:
@@ -172,7 +153,7 @@ async def _fail_interrupted(db: Database, table: str, is_running: Callable[[Any]
                 n += 1
         return n
 
-    return await _write(db, change)
+    return await write_system(db, change)
 
 
 class Exporter:
@@ -227,7 +208,7 @@ class Exporter:
                 )
             )
 
-        export_id = await _write(self.db, change)
+        export_id = await write_system(self.db, change)
         self._task = asyncio.get_running_loop().create_task(
             self._run(export_id, include_storage), name="reactive-export"
         )
@@ -238,7 +219,7 @@ class Exporter:
         partial = self.directory / f"export-{export_id}.zip"
         try:
             ts = db._engine.visible_ts
-            await _write(
+            await write_system(
                 db, lambda txn: _patch(txn, export_id, {"state": "in_progress", "start_ts": ts})
             )
             with db.pin_snapshot(ts):
@@ -251,7 +232,7 @@ class Exporter:
                 "complete_ts": int(db._engine.visible_ts),
                 "zip_object_key": name,
             }
-            await _write(db, lambda txn: _patch(txn, export_id, done))
+            await write_system(db, lambda txn: _patch(txn, export_id, done))
             log.info("export %s: %d documents at timestamp %d", name, report.documents, report.ts)
             self._prune()
         except asyncio.CancelledError:
@@ -262,7 +243,7 @@ class Exporter:
             log.exception("export %s failed", export_id)
             failed = {"state": "failed", "failure_reason": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(Exception):
-                await _write(db, lambda txn: _patch(txn, export_id, failed))
+                await write_system(db, lambda txn: _patch(txn, export_id, failed))
 
     def _prune(self) -> None:
         zips = sorted(
@@ -432,7 +413,7 @@ class Importer:
         }
         if table is not None:
             fields["table_name"] = table
-        import_id = await _write(self.db, lambda txn: str(txn.insert(IMPORTS, fields)))
+        import_id = await write_system(self.db, lambda txn: str(txn.insert(IMPORTS, fields)))
         self._start(import_id, self._check(import_id, target, format, mode, table))
         return import_id
 
@@ -442,7 +423,7 @@ class Importer:
         task.add_done_callback(lambda _t: self._tasks.pop(import_id, None))
 
     async def _set_state(self, import_id: str, state: dict[str, Any]) -> None:
-        await _write(self.db, lambda txn: _patch(txn, import_id, {"state": state}))
+        await write_system(self.db, lambda txn: _patch(txn, import_id, {"state": state}))
 
     async def _check(
         self, import_id: str, path: Path, format: str, mode: str, table: str | None

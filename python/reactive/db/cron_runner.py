@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from reactive import _core
 from reactive.crons import CronJob, CronJobs, next_run_ms
-from reactive.db.scheduler import SCHEDULED_FUNCTIONS, write_system
+from reactive.db.scheduler import SCHEDULED_FUNCTIONS
+from reactive.db.system import write_system
 from reactive.errors import FunctionNotFoundError
 
 if TYPE_CHECKING:

@@ -36,12 +36,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactive import _core
+from reactive.db.system import write_system
 from reactive.errors import (
     FunctionNotFoundError,
     InvalidIdError,
     LimitExceededError,
     ReactiveError,
-    RetryableError,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ __all__ = [
     "Scheduler",
     "SchedulerWorker",
     "check_knobs",
-    "write_system",
 ]
 
 log = logging.getLogger("reactive.scheduler")
@@ -78,27 +77,6 @@ DEFAULT_STARTS_PER_S = 100.0
 _INTERRUPTED = "the process stopped while this action ran; it was not run again"
 
 T = TypeVar("T")
-
-
-async def write_system(db: Database, change: Callable[[_core.Transaction], T]) -> T:
-    """Run ``change`` in a write transaction (again on a conflict) and wait until durable.
-
-    Raises:
-        RetryableError: 32 attempts conflicted.
-    """
-    engine = db._engine
-    for _ in range(32):
-        txn = engine.begin(False)
-        result = change(txn)
-        try:
-            ts = engine.commit(txn)
-        except RetryableError:
-            continue
-        if ts is not None:
-            db._flusher.nudge()
-            await db._flusher.wait(ts)
-        return result
-    raise RetryableError("too many write conflicts on a system table; try again")
 
 
 def check_knobs(concurrency: Any, starts_per_s: Any) -> None:

@@ -406,7 +406,7 @@ class FileStore:
         upload: tuple[str, float] | None,
         keep: tuple[str, float] | None,
     ) -> str:
-        from reactive.db.scheduler import write_system
+        from reactive.db.system import write_system
 
         def change(txn: _core.Transaction) -> str:
             if upload is not None:
@@ -467,7 +467,7 @@ class FileStore:
         Raises:
             InvalidIdError: not a storage id.
         """
-        from reactive.db.scheduler import write_system
+        from reactive.db.system import write_system
 
         def change(txn: _core.Transaction) -> str | None:
             doc = self.document(txn, storage_id)
@@ -543,7 +543,7 @@ class FileStore:
 
     async def prune_uploads(self, batch: int = 1000) -> int:
         """Delete records of used upload tokens that have expired; how many went."""
-        from reactive.db.scheduler import write_system
+        from reactive.db.system import write_system
 
         def change(txn: _core.Transaction) -> int:
             try:

@@ -23,7 +23,8 @@ import json
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactive import _core
 from reactive.db.schema_sync import backfill_index
@@ -39,6 +40,7 @@ __all__ = [
     "caller_key",
     "change_environment_variables",
     "check_environment_variable",
+    "commit_system",
     "ensure_environment_table",
     "ensure_system_table",
     "ensure_system_tables",
@@ -48,6 +50,7 @@ __all__ = [
     "prune_session_requests",
     "record_session_request",
     "set_environment_variable",
+    "write_system",
 ]
 
 log = logging.getLogger("reactive.system")
@@ -165,20 +168,52 @@ async def change_environment_variables(db: Database, changes: list[tuple[str, st
     for name, value in changes:
         check_environment_variable(name, "" if value is None else value)
     await ensure_environment_table(db)
-    engine = db._engine
-    for _ in range(32):
-        txn = engine.begin(False)
+
+    def change(txn: _core.Transaction) -> None:
         for name, value in changes:
             set_environment_variable(txn, name, value)
+
+    _, ts = await commit_system(db, change)
+    return ts
+
+
+T = TypeVar("T")
+
+SYSTEM_WRITE_ATTEMPTS = 32
+"""Attempts of a system write that keeps conflicting before it gives up."""
+
+
+async def commit_system(db: Database, change: Callable[[_core.Transaction], T]) -> tuple[T, int]:
+    """Run ``change`` in a write transaction (again on a conflict) and wait until durable.
+
+    Returns:
+        What ``change`` returned, and the commit timestamp (the newest visible one when
+        ``change`` wrote nothing).
+
+    Raises:
+        RetryableError: :data:`SYSTEM_WRITE_ATTEMPTS` attempts conflicted.
+        Exception: whatever ``change`` raised (nothing is written).
+    """
+    engine = db._engine
+    for _ in range(SYSTEM_WRITE_ATTEMPTS):
+        txn = engine.begin(False)
+        result = change(txn)
         try:
             ts = engine.commit(txn)
         except RetryableError:
             continue
         if ts is None:
-            return int(engine.visible_ts)
+            return result, int(engine.visible_ts)
+        db._flusher.nudge()
         await db._flusher.wait(ts)
-        return int(ts)
-    raise RetryableError("environment variables: too many write conflicts; try again")
+        return result, int(ts)
+    raise RetryableError("too many write conflicts on a system table; try again")
+
+
+async def write_system(db: Database, change: Callable[[_core.Transaction], T]) -> T:
+    """:func:`commit_system` without the timestamp."""
+    result, _ = await commit_system(db, change)
+    return result
 
 
 def caller_key(identity: dict[str, Any] | None, path: str | None) -> str:
