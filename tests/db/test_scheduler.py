@@ -111,6 +111,24 @@ APP = {
                 await ctx.scheduler.cancel("not-an-id")
 
 
+        @mutation(args={})
+        async def new_table_then_schedule(ctx):
+            # The table is created by this insert: the id is valid in this transaction.
+            thing = await ctx.db.insert("things", {"done": False})
+            await ctx.scheduler.run_after(0, finish_thing, {"id": thing})
+            return thing
+
+
+        @internal_mutation(args={"id": v.id("things")})
+        async def finish_thing(ctx, id):
+            await ctx.db.patch(id, {"done": True})
+
+
+        @query(args={"id": v.id("things")})
+        async def thing(ctx, id):
+            return (await ctx.db.get(id))["done"]
+
+
         @mutation(args={"n": v.float64()})
         async def fan_out(ctx, n):
             for i in range(int(n)):
@@ -392,3 +410,13 @@ async def test_exports_record_scheduled_functions_and_imports_skip_them(
         imported = await import_snapshot(db, path)
         assert f"system table {SCHEDULED_FUNCTIONS}" in imported.skipped
         assert await db.query("jobs:jobs", {}) == []
+
+
+async def test_ids_of_a_table_made_in_the_same_mutation(db_url: str, make_app: MakeApp) -> None:
+    async with reactive.open(db_url, app=make_app(APP)) as db:
+        thing = await db.mutation("jobs:new_table_then_schedule", {})
+
+        async def done() -> bool:
+            return bool(await db.query("jobs:thing", {"id": thing}))
+
+        await wait_for(done)

@@ -222,7 +222,12 @@ class Scheduler:
             raise FunctionNotFoundError(
                 f"{fn.path} is a query: only mutations and actions can be scheduled"
             )
-        checked = _validate_args(fn, args, self._db._id_checker)
+        txn = self._txn
+        if txn is not None:
+            # Ids as this transaction sees them (a table it created is not committed yet).
+            checked = _validate_args(fn, args, lambda t, s: txn.normalize_id(t, s) is not None)
+        else:
+            checked = _validate_args(fn, args, self._db._id_checker)
         size = _core.value_size(checked)
         if size > MAX_ARGS_BYTES:
             raise LimitExceededError(

@@ -1,0 +1,82 @@
+"""The guide's examples run: the ``python`` blocks of a docs page that start with
+``# app/<module>.py`` are written out as an app, opened embedded, and driven as the page
+says they behave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import reactive
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+BLOCK = re.compile(r"```python\n# app/(?P<module>[\w/]+\.py)\n(?P<source>.*?)```", re.S)
+
+
+def app_of(page: str) -> dict[str, str]:
+    """The modules a docs page defines (a module named twice is concatenated)."""
+    files: dict[str, str] = {}
+    for match in BLOCK.finditer((DOCS / page).read_text()):
+        files[match["module"]] = files.get(match["module"], "") + match["source"]
+    return files
+
+
+async def wait_for(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_scheduling_page(db_url: str, make_app: Callable[[dict[str, str]], Path]) -> None:
+    files = app_of("scheduling.md")
+    assert set(files) == {"reminders.py", "crons.py", "sweep.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        # Scheduled: sent a moment later.
+        soon = await db.mutation("reminders:remind", {"text": "stretch", "in_s": 0.2})
+        assert await db.query("reminders:status", {"id": soon}) == {
+            "sent": False,
+            "job": "pending",
+        }
+
+        async def sent() -> bool:
+            return await db.query("reminders:status", {"id": soon}) == {
+                "sent": True,
+                "job": "success",
+            }
+
+        await wait_for(sent)
+        # Canceled: never sent.
+        later = await db.mutation("reminders:remind", {"text": "later", "in_s": 3600.0})
+        await db.mutation("reminders:cancel", {"id": later})
+        status = await db.query("reminders:status", {"id": later})
+        assert status == {"sent": False, "job": "canceled"}
+        # At a time: in the past means now.
+        at = await db.mutation("reminders:remind_at", {"text": "past", "at_ms": 0.0})
+
+        async def at_sent() -> bool:
+            return bool((await db.query("reminders:status", {"id": at}))["sent"])
+
+        await wait_for(at_sent)
+        # The crons: six jobs; the interval one ran when registered (a sweep: it deleted
+        # what had been sent by then, or runs again within five minutes).
+        txn = db._engine.begin(True)
+        jobs = txn.scan("_cron_jobs", "by_name", [], "asc", None, None, None, None, True)[0]
+        assert sorted(j["name"] for j in jobs) == [
+            "hourly",
+            "monthly",
+            "nightly",
+            "sweep reminders",
+            "weekday digest",
+            "weekly",
+        ]
+        sweep = next(j for j in jobs if j["name"] == "sweep reminders")
+        assert sweep["function"] == "sweep:sweep" and "lastRun" in sweep
