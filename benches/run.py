@@ -33,6 +33,7 @@ import bench_insert
 import bench_invalidation
 import bench_latency
 import bench_scan
+import bench_scheduler
 import bench_subscriptions
 import rust
 from common import (
@@ -57,11 +58,12 @@ BENCHES: dict[str, ModuleType] = {
     "http": bench_http,
     "backends": bench_backends,
     "invalidation": bench_invalidation,
+    "scheduler": bench_scheduler,
 }
 
 GROUPS: dict[str, list[str]] = {
     # The database in-process, against sqlite3 anchors and the Rust criterion benches.
-    "embedded": ["insert", "get", "scan", "subscriptions", "conflict"],
+    "embedded": ["insert", "get", "scan", "subscriptions", "conflict", "scheduler"],
     # `python -m reactive.server` in a subprocess, against PostgreSQL, bare websockets and
     # bare uvicorn (~2-3 minutes).
     "server": ["latency", "fanout", "http", "invalidation"],
