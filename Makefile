@@ -1,5 +1,6 @@
-# One entry point for people, pre-commit and CI (STYLE.md §7).
-# `make demo` runs the main job; `make test` runs every test. Both set themselves up.
+# One entry point for people, pre-commit and CI.
+# `make serve` runs the main job (the chat example served); `make test` runs every test. Both
+# set themselves up. `make demo` runs the chat example embedded, end to end.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,14 +15,18 @@ $(VPY):
 
 # Build the Rust extension (release) and install the package with its test extras.
 setup: $(VPY)
+	@$(VPY) -c 'import reactive._core' 2>/dev/null || echo "setup: building the Rust extension (release; the first build takes 2-3 minutes)..."
 	$(VPY) -m pip install --quiet -e '.[test]'
 
 build: setup
 
 # The main job: the chat example served over WebSocket + HTTP on 127.0.0.1:3210, on the
-# embedded SQLite default (./.reactive/db.sqlite3).
+# embedded SQLite default (./.reactive/db.sqlite3). `make serve PORT=3300 APP=dir DB=url`.
+PORT ?= 3210
+APP  ?= examples/chat
+DB   ?=
 serve: setup
-	$(VPY) -m reactive.server --app examples/chat
+	$(VPY) -m reactive.server --app $(APP) --port $(PORT) $(if $(DB),--db $(DB))
 
 demo: setup
 	$(VPY) examples/chat_demo.py

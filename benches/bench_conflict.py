@@ -63,7 +63,7 @@ def run(quick: bool = False) -> list[Row]:
             f"{r.time_s[1] * 1e9 / entries:.0f} ns per write-log entry"
         )
         if not target:
-            notes += "; FoundationDB's resolver (DESIGN §4): 0.65-0.95 M txn/s, other workload"
+            notes += "; FoundationDB's resolver: 0.65-0.95 M txn/s, other workload"
         rows.append(
             Row(
                 "conflict",

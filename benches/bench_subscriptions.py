@@ -23,7 +23,7 @@ Two measurements:
   figure is the engine's, not the disk's. Each commit must invalidate exactly one
   subscription.
 
-No anchor: the DESIGN's alternative, PostgreSQL LISTEN/NOTIFY, fans out per channel and
+No anchor: the usual alternative, PostgreSQL LISTEN/NOTIFY, fans out per channel and
 is measured elsewhere.
 """
 

@@ -56,14 +56,40 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m reactive.server", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--app", default=None, help="app directory or importable package")
-    parser.add_argument("--db", default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3210)
-    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES)
-    parser.add_argument("--admin-key", default=os.environ.get("REACTIVE_ADMIN_KEY"))
-    parser.add_argument("--jwt-key", default=os.environ.get("REACTIVE_JWT_KEY"))
-    parser.add_argument("--jwt-issuer", default=os.environ.get("REACTIVE_JWT_ISSUER"))
-    parser.add_argument("--jwt-audience", default=os.environ.get("REACTIVE_JWT_AUDIENCE"))
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("REACTIVE_DB_URL", DEFAULT_DB),
+        help=f"database URL: sqlite:///, postgresql://, mysql:// (default $REACTIVE_DB_URL, "
+        f"else {DEFAULT_DB})",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=3210, help="port (default 3210)")
+    parser.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=DEFAULT_MAX_FRAME_BYTES,
+        help=f"largest WebSocket frame (default {DEFAULT_MAX_FRAME_BYTES})",
+    )
+    parser.add_argument(
+        "--admin-key",
+        default=os.environ.get("REACTIVE_ADMIN_KEY"),
+        help="the admin key: CLI, dashboard, admin routes (default $REACTIVE_ADMIN_KEY)",
+    )
+    parser.add_argument(
+        "--jwt-key",
+        default=os.environ.get("REACTIVE_JWT_KEY"),
+        help="a shared HS256 secret for user tokens (default $REACTIVE_JWT_KEY)",
+    )
+    parser.add_argument(
+        "--jwt-issuer",
+        default=os.environ.get("REACTIVE_JWT_ISSUER"),
+        help="the iss an HS256 token must carry (default $REACTIVE_JWT_ISSUER)",
+    )
+    parser.add_argument(
+        "--jwt-audience",
+        default=os.environ.get("REACTIVE_JWT_AUDIENCE"),
+        help="the aud an HS256 token must carry (default $REACTIVE_JWT_AUDIENCE)",
+    )
     parser.add_argument(
         "--retention-seconds",
         type=float,
@@ -87,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the URL clients reach this server at, for file URLs and the Convex CLI "
         "(default http://HOST:PORT, 127.0.0.1 for a wildcard host)",
     )
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--dev",
         action="store_true",

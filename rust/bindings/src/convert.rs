@@ -1,7 +1,7 @@
 //! Python objects <-> Convex values.
 //!
 //! `None, bool, int, float, str, bytes, list, dict` map one to one onto null, boolean, int64,
-//! float64, string, bytes, array, object (DESIGN.md §1); tuples are arrays, `bytearray` and
+//! float64, string, bytes, array, object (Convex's value model); tuples are arrays, `bytearray` and
 //! `memoryview` are bytes. An `int` outside the int64 range, a non-`str` dict key, a string
 //! with lone surrogates or any other type is an `InvalidValueError` naming where it is.
 

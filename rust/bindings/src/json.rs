@@ -1,4 +1,4 @@
-//! Convex JSON: values on the wire (`shared/spec/convex-wire-protocol.md` §11).
+//! Convex JSON: values on the wire (the Convex sync protocol's JSON encoding of values).
 //!
 //! Encoding (`convex_json`): null, booleans, strings, arrays and objects as JSON; a finite
 //! float other than -0.0 as a JSON number; NaN, ±inf and -0.0 as

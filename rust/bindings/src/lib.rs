@@ -17,7 +17,7 @@ mod transaction;
 
 /// Run engine work with the GIL released, mapping its error to a Python exception.
 ///
-/// Use for anything that does I/O, takes a contended lock or is O(n) (STYLE.md §4).
+/// Use for anything that does I/O, takes a contended lock or is O(n).
 pub fn detached<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     F: FnOnce() -> reactive_core::Result<T> + Send,

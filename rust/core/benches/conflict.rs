@@ -1,6 +1,6 @@
 //! Conflict checking: one committer check of a read set against a window of the write log.
 //!
-//! The figure of merit (DESIGN.md §2, "Committer") is checks per second for a transaction
+//! The figure of merit (ARCHITECTURE.md, the committer) is checks per second for a transaction
 //! with a 100-interval read set (normalized) that began before a 10,000-commit window of the
 //! write log, each commit having written 4 keys (one document: `by_id`, `by_creation_time`
 //! and two user-index keys). No write overlaps the read set, so every entry is checked: this

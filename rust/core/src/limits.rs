@@ -1,10 +1,10 @@
 //! Limits on values, documents and transactions, with Convex's defaults.
 //!
-//! Sources: `shared/spec/convex-wire-protocol.md` §11.2 and `shared/DESIGN.md` §1 (values,
-//! documents), Convex's "Limits" documentation page (per-transaction reads and writes).
+//! Sources: the Convex sync protocol's value rules and Convex's "Limits" documentation
+//! page (values, documents, per-transaction reads and writes).
 //! Every error that enforces one of these names the limit in its message.
 
-/// Maximum nesting of arrays and objects in a value (DESIGN §1: "nesting 64 deep").
+/// Maximum nesting of arrays and objects in a value (Convex's: nesting 64 deep).
 pub const MAX_VALUE_DEPTH: usize = 64;
 /// Maximum elements in one array.
 pub const MAX_ARRAY_LEN: usize = 8192;

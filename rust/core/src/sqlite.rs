@@ -1,6 +1,6 @@
 //! The embedded persistence backend: SQLite through rusqlite (bundled SQLite).
 //!
-//! Tables (DESIGN.md §2, `docs/design/log-records.md`): `documents` (one row per document
+//! Tables (`docs/design/log-records.md`): `documents` (one row per document
 //! revision), `indexes` (one row per index entry), `commits` (one row per commit: how many
 //! of each it wrote), `globals` (format version, highest timestamp, catalog, other named
 //! values). The journal is WAL with `synchronous=FULL`: a batch is durable when its COMMIT

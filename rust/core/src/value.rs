@@ -1,7 +1,7 @@
 //! Convex's value model: null, int64, float64, boolean, string, bytes, array, object.
 //!
 //! Invariants:
-//! - [`Value`]'s `Ord` is Convex's total order (`shared/spec/convex-wire-protocol.md` §12):
+//! - [`Value`]'s `Ord` is Convex's total order (the Convex sync protocol's order of values):
 //!   type order null < int64 < float64 < boolean < string < bytes < array < object; int64 and
 //!   float64 never compare numerically; floats by IEEE 754 `total_cmp` (so -0.0 < +0.0 and
 //!   NaN equals itself); strings by UTF-8 bytes; arrays and objects lexicographically with a
