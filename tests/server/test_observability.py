@@ -210,3 +210,17 @@ async def test_write_conflicts_and_run_records(db_url: str, make_app: Any) -> No
         assert last.duration_s >= 0 and abs(last.started - time.time()) < 60
         bumps = [r for r in runs if r.path == "m:bump"]
         assert len(bumps) == 2 and all(r.error is None for r in bumps)
+
+
+def test_the_root_page_says_what_is_running(chat_server: ServerProcess) -> None:
+    r = httpx.get(f"{chat_server.url}/", timeout=10.0)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    page = r.text
+    assert f"reactive {reactive.__version__} is running" in page
+    assert f'ConvexClient("{chat_server.url}")' in page
+    assert 'href="/dashboard"' in page and "with an app of" in page
+    assert chat_server.db_url not in page  # no database URL
+    assert "messages:send" not in page  # no function names
+    assert httpx.head(f"{chat_server.url}/", timeout=10.0).status_code == 200
+    assert httpx.post(f"{chat_server.url}/", timeout=10.0).status_code == 405

@@ -38,7 +38,7 @@ from reactive.db.database import Database
 from reactive.db.storage import DEFAULT_MAX_UPLOAD_BYTES
 from reactive.db.system import ensure_system_tables, prune_session_requests
 from reactive.persistence import sqlite_path
-from reactive.server import dashboard, maintenance
+from reactive.server import dashboard, landing, maintenance
 from reactive.server import storage as file_storage
 from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
@@ -328,6 +328,7 @@ def create_app(config: ServerConfig) -> Starlette:
     routes += maintenance.routes(server)
     routes += file_storage.routes(server)
     routes += dashboard.routes(server)
+    routes += landing.routes(server)
     middleware = [
         Middleware(_CollapseSlashes),
         # /http/… (HTTP actions) before the API's CORS: actions set their own headers.
