@@ -45,8 +45,10 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	scripts/fuzz.sh --merge $(FUZZ_SECONDS)
 
+# The backend tests need PostgreSQL and MariaDB: private ones are started for the run (and
+# installed from Debian's packages when missing and root) unless REACTIVE_TEST_*_URL are set.
 test-python:
-	$(VPY) -m pytest -q
+	scripts/with-dbservers.sh $(VPY) -m pytest -q
 
 bench: setup
 	$(VPY) -m pip install --quiet -e '.[bench]'
