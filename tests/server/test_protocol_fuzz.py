@@ -666,3 +666,50 @@ def test_generated_frames(
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     assert sorted(r["body"] for r in rows) == ["after", "before", "during"]
+
+
+def test_a_frame_over_the_limit_gets_its_close_frame_while_still_being_sent(
+    start_server: Callable[..., ServerProcess], make_app: Callable[..., Path]
+) -> None:
+    """The client is still sending the oversized frame when the server fails the
+    connection: it must still receive the 1009 close frame (a socket closed with unread
+    data answers with a reset, which can destroy the close frame in flight)."""
+    import os
+    import socket
+
+    server = start_server(make_app(APP_FILES), "--max-frame-bytes", str(MAX_FRAME))
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /api/sync HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(4096)
+        assert response.startswith(b"HTTP/1.1 101"), response
+        # A masked text frame announcing more than the limit: the server fails the
+        # connection at once. Then the rest of the frame arrives at the server (as from a
+        # client still sending it), and only then does the client read.
+        sock.sendall(b"\x81\xff" + struct.pack("!Q", 4 * MAX_FRAME) + b"\x00" * 4)
+        time.sleep(0.3)
+        try:
+            sock.sendall(b"x" * (2 * MAX_FRAME))
+        except OSError as exc:  # a reset: the server is no longer reading
+            raise AssertionError(f"the server reset the connection: {exc}") from None
+        time.sleep(0.2)
+        received = b""
+        try:
+            while len(received) < 4:
+                data = sock.recv(4096)
+                assert data, "the connection ended without a close frame"
+                received += data
+        except OSError as exc:
+            raise AssertionError(f"the close frame was lost: {exc}") from None
+        sock.close()
+        assert received[:1] == b"\x88", received  # a close frame...
+        assert struct.unpack("!H", received[2:4])[0] == 1009  # ...saying "too big"

@@ -38,7 +38,14 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 if TYPE_CHECKING:
     from reactive.server.app import ServerConfig
 
-__all__ = ["FD_RESERVE", "HygienicHttpProtocol", "http_protocol", "raise_fd_limit"]
+__all__ = [
+    "FD_RESERVE",
+    "LINGER_S",
+    "HygienicHttpProtocol",
+    "WebSocketProtocol",
+    "http_protocol",
+    "raise_fd_limit",
+]
 
 log = logging.getLogger("reactive.server")
 
@@ -325,6 +332,10 @@ def raise_fd_limit(max_connections: int) -> int | None:
     return int(soft)
 
 
+LINGER_S = 2.0
+"""How long a failed WebSocket connection keeps reading (and discarding) before it closes."""
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, with its transport visible to the app.
 
@@ -334,8 +345,46 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     wait behind the unsent bytes that such a client never reads.
     """
 
+    _lingering = False
+
     def handle_connect(self, event: Any) -> None:
+        """As uvicorn's, and put the transport in the scope (``reactive.transport``)."""
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None and self.transport is not None:
             scope["reactive.transport"] = self.transport
+
+    def handle_parser_exception(self) -> None:
+        """Fail the connection (a frame over the size limit, a protocol error) gracefully.
+
+        uvicorn writes the close frame and closes the socket at once. The client is often
+        still sending the frame that failed: the kernel then answers the unread bytes with
+        a reset, which can destroy the close frame before the client reads it (the client
+        sees 1006, not 1009). Instead, half-close after the close frame and read and
+        discard what still comes (a "lingering close", as web servers do) until the client
+        closes, or :data:`LINGER_S` passes.
+        """
+        assert self.conn.close_sent is not None
+        code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self._lingering = True
+        # uvicorn's close timer: while it is set, the end of the app does not close the
+        # socket, and losing the connection cancels it.
+        self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        """As uvicorn's, but discard data while lingering after a failed connection."""
+        if self._lingering:
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        """The client closed its side: a lingering close ends here."""
+        if self._lingering:
+            self.transport.close()
