@@ -159,6 +159,15 @@ async def _gc(ns: argparse.Namespace) -> int:
     return 0
 
 
+async def _codegen(ns: argparse.Namespace) -> int:
+    from reactive.codegen import write
+    from reactive.functions import load_app
+
+    for path in write(load_app(ns.app), ns.ts):
+        print(f"wrote {path}")
+    return 0
+
+
 async def _schema(ns: argparse.Namespace) -> int:
     import reactive
     from reactive.inference import infer_schema, render_schema
@@ -600,6 +609,13 @@ def _parser() -> argparse.ArgumentParser:
     p_import.add_argument(
         "-y", "--yes", action="store_true", help="do not ask before deleting documents"
     )
+    p_codegen = sub.add_parser(
+        "codegen", help="write TypeScript types of the app for a frontend (api.d.ts, ...)"
+    )
+    p_codegen.add_argument("--app", required=True, help="the app directory or package")
+    p_codegen.add_argument(
+        "--ts", required=True, help="the directory to write (e.g. frontend/convex/_generated)"
+    )
     p_logs = sub.add_parser("logs", help="follow a running server's function log (--url)")
     p_logs.add_argument(
         "--history", type=int, default=0, help="first print the last N runs (default 0)"
@@ -628,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": _schema,
         "env": _env,
         "logs": _logs,
+        "codegen": _codegen,
     }
     online = {
         "run": _remote_run,
@@ -640,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": _remote_schema,
         "env": _remote_env,
         "logs": _logs,
+        "codegen": _codegen,
     }
     handlers = online if ns.url else offline
     from reactive.errors import ReactiveError
