@@ -70,12 +70,25 @@ class Function:
             raise TypeError(f"@{kind} decorates a function, not {handler!r:.60}")
         self.kind: FunctionKind = kind
         self.handler = handler
+        from reactive.pytypes import is_model, validator_from_type
+
+        self.args_type: Any = None
+        """The Python type ``args=`` was given as (a dataclass, TypedDict or model), if any."""
+        self.returns_type: Any = returns if is_model(returns) else None
+        """The dataclass or model ``returns=`` was given as: embedded callers get one back."""
         if args is None or isinstance(args, Validator):
             self.args = args
         elif isinstance(args, Mapping):
             self.args = v.object(args)
+        elif isinstance(args, type):
+            self.args = validator_from_type(args, f"@{kind}(args=...)")
+            if self.args.to_json().get("type") != "object":
+                raise SchemaError(f"@{kind}(args=...) takes a dict, or a type with fields")
+            self.args_type = args
         else:
             raise SchemaError(f"@{kind}(args=...) takes a dict of validators")
+        if returns is not None and not isinstance(returns, Validator):
+            returns = validator_from_type(returns, f"@{kind}(returns=...)")
         self.returns = returns
         self.internal = internal
         self.is_async = inspect.iscoroutinefunction(handler)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -414,6 +415,11 @@ class _Optional(Validator):
 def _as_validator(x: Any, where: str) -> Validator:
     if isinstance(x, Validator):
         return x
+    if isinstance(x, type) or x is None or typing.get_origin(x) is not None or x is typing.Any:
+        from reactive.pytypes import validator_from_type
+
+        result: Validator = validator_from_type(x, where)
+        return result
     raise SchemaError(f"{where}: expected a validator (v.string(), ...), found {x!r:.60}")
 
 
@@ -641,6 +647,10 @@ def define_table(fields: Mapping[str, Validator] | Validator | None = None) -> T
     """
     if fields is None:
         return TableDefinition(None)
+    if not isinstance(fields, (Validator, Mapping)):
+        fields = _as_validator(fields, "define_table")
+        if not isinstance(fields, _Object):
+            raise SchemaError("define_table() of a type needs a dataclass, TypedDict or model")
     if isinstance(fields, Validator):
         validator = fields
     elif isinstance(fields, Mapping):

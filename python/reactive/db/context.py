@@ -22,6 +22,7 @@ from reactive.errors import (
     SchemaValidationError,
     TableNotFoundError,
 )
+from reactive.pytypes import plain_document
 from reactive.schema import TableDefinition, ValidationFailure, type_name
 
 if TYPE_CHECKING:
@@ -246,6 +247,7 @@ class DatabaseWriter(DatabaseReader):
             InvalidValueError / LimitExceededError: not a value, or over a limit.
         """
         self._check_table(table)
+        document = plain_document(document)
         if isinstance(document, dict):
             document = _without_unset(document)
         fields = self._validate(table, document, "document")
@@ -284,6 +286,7 @@ class DatabaseWriter(DatabaseReader):
             SchemaValidationError: the merged document does not match the validator.
         """
         table, current = self._existing(id)
+        fields = plain_document(fields)
         if not isinstance(fields, dict):
             raise SchemaValidationError(
                 f"patch for table {table!r} must be a dict, found {type_name(fields)}",
@@ -304,6 +307,7 @@ class DatabaseWriter(DatabaseReader):
             SchemaValidationError: the document does not match the validator.
         """
         table, current = self._existing(id)
+        document = plain_document(document)
         if not isinstance(document, dict):
             raise SchemaValidationError(
                 f"document for table {table!r} must be a dict, found {type_name(document)}",

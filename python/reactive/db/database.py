@@ -374,8 +374,10 @@ class Database:
             PersistenceError: the commit could not be made durable (it did not happen).
             ConvexError / Exception: whatever the function raised (nothing was written).
         """
-        outcome = await self.run_mutation(path, args, internal=internal)
-        return outcome.value
+        self._check_open()
+        fn = self._runner.resolve(path, "mutation", internal)
+        outcome = await self._runner.run_mutation(fn, args)
+        return _typed(fn, outcome.value)
 
     async def run_mutation(
         self,
@@ -406,7 +408,7 @@ class Database:
         """
         self._check_open()
         fn = self._runner.resolve(path, "action", internal)
-        return (await self._runner.run_action(fn, args)).value
+        return _typed(fn, (await self._runner.run_action(fn, args)).value)
 
     def subscribe(
         self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
@@ -513,7 +515,7 @@ class QueryCall(Coroutine[Any, Any, Any]):
         )
         if outcome.error is not None:
             raise outcome.error
-        return outcome.value
+        return _typed(self._db._runner.resolve(self._path, "query", self._internal), outcome.value)
 
     def _coroutine(self) -> Coroutine[Any, Any, Any]:
         if self._inner is None:
@@ -556,6 +558,15 @@ class _Opener:
     ) -> None:
         if self._db is not None:
             await self._db.close()
+
+
+def _typed(fn: Function, value: Any) -> Any:
+    """An embedded caller's result: an instance of ``returns=``'s dataclass or model."""
+    if fn.returns_type is None:
+        return value
+    from reactive.pytypes import from_value
+
+    return from_value(fn.returns_type, value)
 
 
 def open(

@@ -45,12 +45,14 @@ from reactive.db.executor import Executor, Offload, in_worker, inline_possible, 
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
+    InvalidValueError,
     RetryableError,
     ValidationError,
     WriteConflict,
 )
 from reactive.functions import Function, FunctionKind
 from reactive.http_router import HttpAction, HttpActionResponseError
+from reactive.pytypes import plain_document, pydantic_check, to_value
 from reactive.schema import ValidationFailure, type_name
 from reactive.sync.messages import loads
 
@@ -106,6 +108,7 @@ class ActionOutcome:
 def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
     if args is None:
         args = {}
+    args = plain_document(args)
     if not isinstance(args, dict):
         raise ArgumentValidationError(
             f"arguments of {fn.path} must be an object (dict), found {type_name(args)}"
@@ -117,6 +120,10 @@ def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
         checked = fn.args.check(args, "", ids)
     except ValidationFailure as failure:
         raise ArgumentValidationError(f"invalid arguments for {fn.path}: {failure}") from None
+    if fn.args_type is not None:
+        problem = pydantic_check(fn.args_type, checked)
+        if problem is not None:
+            raise ArgumentValidationError(f"invalid arguments for {fn.path}: {problem}")
     return checked  # type: ignore[no-any-return]
 
 
@@ -128,7 +135,16 @@ def _check_result(fn: Function, value: Any, ids: Any) -> Any:
     scalar = value is None or isinstance(value, (str, float, bool))
     small_int = isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
     if not (scalar or small_int):
-        _core.check_value(value, f"return value of {fn.path}")
+        try:
+            _core.check_value(value, f"return value of {fn.path}")
+        except InvalidValueError:
+            # Dataclass or pydantic instances (converted only when present: results are
+            # checked on every run).
+            converted = to_value(value)
+            if converted is value:
+                raise
+            value = converted
+            _core.check_value(value, f"return value of {fn.path}")
     if fn.returns is not None:
         try:
             value = fn.returns.check(value, "", ids)
