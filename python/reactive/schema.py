@@ -639,6 +639,31 @@ class TableDefinition:
         }
 
 
+def is_float_field(validator: Validator | None, path: str) -> bool:
+    """Whether the field at dotted ``path`` of an object validator holds float64 numbers.
+
+    True when its validator (through ``v.optional`` and nested objects) is ``v.float64()``,
+    or a union whose only numeric member is ``v.float64()`` (``v.union(v.float64(),
+    v.null())``): an ``int`` compared with such a field means the float (the number policy:
+    Convex orders every int64 below every float64, so ``45`` would match nothing useful).
+    """
+    current: Validator | None = validator
+    for part in path.split("."):
+        while isinstance(current, _Optional):
+            current = current.inner
+        if not isinstance(current, _Object) or part not in current.fields:
+            return False
+        current = current.fields[part]
+    while isinstance(current, _Optional):
+        current = current.inner
+    if isinstance(current, _Float64):
+        return True
+    if isinstance(current, _Union):
+        numeric = [m for m in current.members if isinstance(m, (_Float64, _Int64))]
+        return bool(numeric) and all(isinstance(m, _Float64) for m in numeric)
+    return False
+
+
 def define_table(fields: Mapping[str, Validator] | Validator | None = None) -> TableDefinition:
     """A table whose documents have these fields (a dict of validators or a validator).
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactive.db.cursor import CursorCodec
 from reactive.errors import InvalidCursorError, InvalidQueryError, ReactiveError
+from reactive.schema import is_float_field
 
 if TYPE_CHECKING:
     from reactive.db.context import DatabaseReader
@@ -242,8 +243,35 @@ class Query:
                     "the index range function must return the builder it was given "
                     "(q.eq(...).gt(...))"
                 )
-            q._ops = built.ops
+            q._ops = [(op, field, self._number(field, value)) for op, field, value in built.ops]
         return q
+
+    def _validator(self) -> Any:
+        schema = self._reader._db.app.schema
+        table = schema.tables.get(self._table) if schema is not None else None
+        return table.validator if table is not None else None
+
+    def _number(self, field: str, value: Any) -> Any:
+        """``value``, as a float if it is an int bound on a ``v.float64()`` field."""
+        if type(value) is int and is_float_field(self._validator(), field):
+            return float(value)
+        return value
+
+    def _numbers(self, tree: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``tree`` with int literals compared to float64 fields made floats."""
+        op = tree[0]
+        if op in ("and", "or"):
+            return (op, [self._numbers(x) for x in tree[1]])
+        if op == "not":
+            return (op, self._numbers(tree[1]))
+        if op in ("eq", "neq", "lt", "lte", "gt", "gte"):
+            a, b = tree[1], tree[2]
+            if a[0] == "field" and b[0] == "literal":
+                b = ("literal", self._number(a[1], b[1]))
+            elif b[0] == "field" and a[0] == "literal":
+                a = ("literal", self._number(b[1], a[1]))
+            return (op, a, b)
+        return tree
 
     def with_search_index(self, index_name: str, search: Callable[[Any], Any]) -> Query:
         """Full-text search (not available in this version).
@@ -288,7 +316,8 @@ class Query:
                 f"(q.eq(q.field('x'), 1)), not {type(built).__name__}"
             )
         q = self._copy()
-        q._filter = built.tree if self._filter is None else ("and", [self._filter, built.tree])
+        tree = self._numbers(built.tree)
+        q._filter = tree if self._filter is None else ("and", [self._filter, tree])
         return q
 
     def _scan(
