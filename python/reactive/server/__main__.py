@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dev",
         action="store_true",
-        help="development mode: clients see the full text of every function error",
+        help="development mode: reload the app on save, and clients see the full text of "
+        "every function error",
     )
     limits: list[tuple[str, type, Any, str]] = [
         ("--max-connections", int, defaults.max_connections, "open connections served at once"),

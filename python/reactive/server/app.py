@@ -43,6 +43,7 @@ from reactive.server import storage as file_storage
 from reactive.server.admin_api import AdminApi
 from reactive.server.auth import Authenticator
 from reactive.server.connection import Connection
+from reactive.server.devmode import Reloader
 from reactive.server.http import HttpApi
 from reactive.server.http_actions import (
     DEFAULT_MAX_HTTP_ACTION_BODY_BYTES,
@@ -165,6 +166,7 @@ class Server:
         self.http = HttpApi(self)
         self.admin = AdminApi(self)
         self.http_actions = HttpActions(self)
+        self.reloader: Reloader | None = None
 
     @property
     def db(self) -> Database:
@@ -211,6 +213,10 @@ class Server:
         )
         self._pinger = asyncio.get_running_loop().create_task(self._ping(), name="reactive-ws-ping")
         await self.http_actions.open()
+        app = self.config.app
+        if self.config.dev and isinstance(app, (str, Path)) and Path(app).is_dir():
+            self.reloader = Reloader(self, Path(app))
+            self.reloader.start()
 
     async def _ping(self) -> None:
         # One timer for every socket (a task per socket costs wake-ups at fan-out scale).
@@ -230,6 +236,8 @@ class Server:
 
     async def close(self) -> None:
         """Close every socket (1012: restart) and then the database."""
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.http_actions.close()  # the site port's requests end first
         for task in (self._pruner, self._pinger):
             if task is not None:
