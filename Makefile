@@ -7,7 +7,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CARGO  ?= cargo
 
-.PHONY: setup build serve demo test test-rust test-python test-fuzz fuzz bench bench-rust fmt lint stubtest clean
+.PHONY: setup build serve dev demo test test-rust test-python test-fuzz fuzz bench bench-rust fmt lint stubtest clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ APP  ?= examples/chat
 DB   ?=
 serve: setup
 	$(VPY) -m reactive.server --app $(APP) --port $(PORT) $(if $(DB),--db $(DB))
+
+# The same with --dev: the app reloads on save.
+dev: setup
+	$(VPY) -m reactive.server --app $(APP) --port $(PORT) --dev $(if $(DB),--db $(DB))
 
 demo: setup
 	$(VPY) examples/chat_demo.py
