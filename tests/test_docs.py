@@ -80,3 +80,35 @@ async def test_scheduling_page(db_url: str, make_app: Callable[[dict[str, str]],
         ]
         sweep = next(j for j in jobs if j["name"] == "sweep reminders")
         assert sweep["function"] == "sweep:sweep" and "lastRun" in sweep
+
+
+async def test_getting_started_page(
+    db_url: str, make_app: Callable[[dict[str, str]], Path]
+) -> None:
+    files = app_of("index.md")
+    assert set(files) == {"messages.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        await db.mutation("messages:send", {"channel": "general", "body": "hi"})
+        messages = await db.query("messages:list", {"channel": "general"})
+        assert [m["body"] for m in messages] == ["hi"]
+
+
+def test_the_guide_builds_strictly(tmp_path: Path) -> None:
+    """``mkdocs build --strict``: every page in the nav, no broken link or anchor."""
+    import os
+    import subprocess
+    import sys
+
+    root = DOCS.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    nav = (root / "mkdocs.yml").read_text()
+    assert all(page in nav for page in pages), "a docs page is missing from mkdocs.yml's nav"
