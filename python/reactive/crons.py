@@ -57,7 +57,7 @@ class CronJob:
 
     name: str
     schedule: dict[str, Any]
-    function: str | Function
+    function: str | Function[Any]
     args: dict[str, Any]
 
 
@@ -76,7 +76,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, float],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run every ``{"seconds": s}``, ``{"minutes": m}`` or ``{"hours": h}`` (one key).
@@ -102,7 +102,7 @@ class CronJobs:
         self,
         name: str,
         expression: str,
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run on a cron expression (five fields: minute hour day month weekday; UTC)."""
@@ -121,7 +121,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, int],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run every hour at ``{"minute_utc": 0..59}``."""
@@ -132,7 +132,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, int],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run every day at ``{"hour_utc": 0..23, "minute_utc": 0..59}``."""
@@ -143,7 +143,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, Any],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run every week at ``{"day_of_week": "monday", "hour_utc": h, "minute_utc": m}``."""
@@ -158,7 +158,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, int],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None = None,
     ) -> None:
         """Run every month at ``{"day": 1..31, "hour_utc": h, "minute_utc": m}``.
@@ -174,7 +174,7 @@ class CronJobs:
         self,
         name: str,
         schedule: dict[str, Any],
-        function: str | Function,
+        function: str | Function[Any],
         args: dict[str, Any] | None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():

@@ -31,8 +31,8 @@ from reactive.schema import v
 __all__ = ["SYSTEM_FUNCTIONS", "system_function"]
 
 
-def _system_query(args: dict[str, Any]) -> Callable[[Callable[..., Any]], Function]:
-    decorator: Callable[[Callable[..., Any]], Function] = query(args=args)
+def _system_query(args: dict[str, Any]) -> Callable[[Callable[..., Any]], Function[Any]]:
+    decorator: Callable[[Callable[..., Any]], Function[Any]] = query(args=args)
     return decorator
 
 
@@ -127,12 +127,12 @@ async def cloud_url(ctx: Any) -> str:
     return ctx.db._db.public_url or ""
 
 
-def _named(fn: Function, path: str) -> Function:
+def _named(fn: Function[Any], path: str) -> Function[Any]:
     fn.path = canonicalize_path(path)
     return fn
 
 
-SYSTEM_FUNCTIONS: dict[str, Function] = {
+SYSTEM_FUNCTIONS: dict[str, Function[Any]] = {
     f.path or "": f
     for f in (
         _named(tables, "_system/cli/tables"),
@@ -149,7 +149,7 @@ SYSTEM_FUNCTIONS: dict[str, Function] = {
 """Canonical path -> function, for admin callers."""
 
 
-def system_function(path: str) -> Function | None:
+def system_function(path: str) -> Function[Any] | None:
     """The system function at ``path`` (any accepted spelling), or ``None``."""
     if not path.startswith("_system/"):
         return None

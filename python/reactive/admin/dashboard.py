@@ -51,8 +51,8 @@ SYSTEM_TABLE_LIMIT = 200
 """Documents listed from ``_scheduled_functions``, ``_cron_jobs`` and ``_storage``."""
 
 
-def _system_query(args: dict[str, Any]) -> Callable[[Callable[..., Any]], Function]:
-    decorator: Callable[[Callable[..., Any]], Function] = query(args=args)
+def _system_query(args: dict[str, Any]) -> Callable[[Callable[..., Any]], Function[Any]]:
+    decorator: Callable[[Callable[..., Any]], Function[Any]] = query(args=args)
     return decorator
 
 
@@ -300,12 +300,12 @@ def render_declared_schema(schema: DatabaseSchema | None) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _named(fn: Function, path: str) -> Function:
+def _named(fn: Function[Any], path: str) -> Function[Any]:
     fn.path = canonicalize_path(path)
     return fn
 
 
-DASHBOARD_FUNCTIONS: dict[str, Function] = {
+DASHBOARD_FUNCTIONS: dict[str, Function[Any]] = {
     f.path or "": f
     for f in (
         _named(info, "_system/dashboard/info"),

@@ -386,7 +386,7 @@ class Env:
 async def _nested(
     parent: QueryCtx | MutationCtx,
     kind: str,
-    function: str | Function,
+    function: str | Function[Any],
     args: dict[str, Any] | None,
 ) -> Any:
     """Run a query or mutation inside ``parent``'s transaction (see ``run_query``)."""
@@ -446,7 +446,9 @@ class QueryCtx(_BaseCtx):
         storage: StorageReader = self._storage
         return storage
 
-    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+    async def run_query(
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
+    ) -> Any:
         """Run another query (public or internal) in this query's transaction.
 
         Its arguments and result are checked by its validators, its reads join this
@@ -475,7 +477,9 @@ class MutationCtx(_BaseCtx):
         """The deployment's environment variables (read in this transaction)."""
         return Env(lambda: self.db._txn)
 
-    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+    async def run_query(
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a query (public or internal) in this mutation's transaction.
 
         It sees this mutation's writes so far; its reads join the read set. Raises as
@@ -506,7 +510,7 @@ class MutationCtx(_BaseCtx):
         return storage
 
     async def run_mutation(
-        self, function: str | Function, args: dict[str, Any] | None = None
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
     ) -> Any:
         """Run a mutation (public or internal) inside this mutation's transaction.
 
@@ -575,16 +579,20 @@ class ActionCtx(_BaseCtx):
             raise RuntimeError("this action context has no environment")
         return self._env
 
-    async def run_query(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+    async def run_query(
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a query (public or internal) in its own transaction; returns its result."""
         return await self._runner("query", function, "run_query", args)
 
     async def run_mutation(
-        self, function: str | Function, args: dict[str, Any] | None = None
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
     ) -> Any:
         """Run a mutation (public or internal) in its own transaction; returns its result."""
         return await self._runner("mutation", function, "run_mutation", args)
 
-    async def run_action(self, function: str | Function, args: dict[str, Any] | None = None) -> Any:
+    async def run_action(
+        self, function: str | Function[Any], args: dict[str, Any] | None = None
+    ) -> Any:
         """Run another action; returns its result."""
         return await self._runner("action", function, "run_action", args)

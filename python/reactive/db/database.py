@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Coroutine, Generator, Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from reactive import _core
 from reactive.db.cron_runner import CRON_JOBS, CronRunner, resolve_crons
@@ -45,7 +45,9 @@ from reactive.observability import FunctionLog, Metrics, Observer
 from reactive.persistence import open_persistence
 from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, PruneReport
 
-__all__ = ["Database", "open"]
+__all__ = ["Database", "QueryCall", "open"]
+
+R = TypeVar("R")
 
 log = logging.getLogger("reactive")
 
@@ -321,9 +323,23 @@ class Database:
             wanted = self._table_numbers.get(table)
         return wanted == number
 
+    @overload
     def query(
-        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
-    ) -> QueryCall:
+        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> QueryCall[R]: ...
+
+    @overload
+    def query(
+        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> QueryCall[Any]: ...
+
+    def query(
+        self,
+        path: str | Function[Any],
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
+    ) -> QueryCall[Any]:
         """Run a query: ``await db.query(path, args)``, or ``.at(ts)`` for an older snapshot.
 
         ``await db.query(path, args)`` reads the newest snapshot;
@@ -345,7 +361,7 @@ class Database:
 
     async def run_query(
         self,
-        path: str | Function,
+        path: str | Function[Any],
         args: dict[str, Any] | None = None,
         *,
         internal: bool = False,
@@ -362,8 +378,22 @@ class Database:
         fn = self._runner.resolve(path, "query", internal)
         return await self._runner.run_query(fn, args, identity, ts, journal)
 
+    @overload
     async def mutation(
-        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> R: ...
+
+    @overload
+    async def mutation(
+        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any: ...
+
+    async def mutation(
+        self,
+        path: str | Function[Any],
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
     ) -> Any:
         """Run a mutation; returns its result once the commit is durable.
 
@@ -381,7 +411,7 @@ class Database:
 
     async def run_mutation(
         self,
-        path: str | Function,
+        path: str | Function[Any],
         args: dict[str, Any] | None = None,
         *,
         internal: bool = False,
@@ -397,8 +427,22 @@ class Database:
         fn = self._runner.resolve(path, "mutation", internal)
         return await self._runner.run_mutation(fn, args, identity, request)
 
+    @overload
     async def action(
-        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> R: ...
+
+    @overload
+    async def action(
+        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any: ...
+
+    async def action(
+        self,
+        path: str | Function[Any],
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
     ) -> Any:
         """Run an action; returns its result.
 
@@ -411,7 +455,11 @@ class Database:
         return _typed(fn, (await self._runner.run_action(fn, args)).value)
 
     def subscribe(
-        self, path: str | Function, args: dict[str, Any] | None = None, *, internal: bool = False
+        self,
+        path: str | Function[Any],
+        args: dict[str, Any] | None = None,
+        *,
+        internal: bool = False,
     ) -> Subscription:
         """Watch a query: ``async for value in db.subscribe(path, args)``.
 
@@ -476,7 +524,7 @@ class Database:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
-class QueryCall(Coroutine[Any, Any, Any]):
+class QueryCall(Coroutine[Any, Any, R]):
     """A query about to run, what :meth:`Database.query` returns.
 
     Await it (or hand it to ``asyncio.create_task``: it is a coroutine), or pick a snapshot
@@ -488,7 +536,7 @@ class QueryCall(Coroutine[Any, Any, Any]):
     def __init__(
         self,
         db: Database,
-        path: str | Function,
+        path: str | Function[Any],
         args: dict[str, Any] | None,
         internal: bool,
         ts: int | None,
@@ -500,7 +548,7 @@ class QueryCall(Coroutine[Any, Any, Any]):
         self._ts = ts
         self._inner: Coroutine[Any, Any, Any] | None = None
 
-    def at(self, ts: int) -> QueryCall:
+    def at(self, ts: int) -> QueryCall[R]:
         """The same query at the snapshot of commit timestamp ``ts``.
 
         ``ts`` is u64 nanoseconds since the epoch, e.g. a ``db.timestamp`` seen earlier.
@@ -517,7 +565,7 @@ class QueryCall(Coroutine[Any, Any, Any]):
             raise outcome.error
         return _typed(self._db._runner.resolve(self._path, "query", self._internal), outcome.value)
 
-    def _coroutine(self) -> Coroutine[Any, Any, Any]:
+    def _coroutine(self) -> Coroutine[Any, Any, R]:
         if self._inner is None:
             self._inner = self._run()
         return self._inner
@@ -532,7 +580,7 @@ class QueryCall(Coroutine[Any, Any, Any]):
         if self._inner is not None:
             self._inner.close()
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self._coroutine().__await__()
 
 
@@ -560,7 +608,7 @@ class _Opener:
             await self._db.close()
 
 
-def _typed(fn: Function, value: Any) -> Any:
+def _typed(fn: Function[Any], value: Any) -> Any:
     """An embedded caller's result: an instance of ``returns=``'s dataclass or model."""
     if fn.returns_type is None:
         return value

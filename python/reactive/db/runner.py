@@ -105,7 +105,7 @@ class ActionOutcome:
     log_lines: list[str] = field(default_factory=list)
 
 
-def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
+def _validate_args(fn: Function[Any], args: Any, ids: Any) -> dict[str, Any]:
     if args is None:
         args = {}
     args = plain_document(args)
@@ -130,7 +130,7 @@ def _validate_args(fn: Function, args: Any, ids: Any) -> dict[str, Any]:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _check_result(fn: Function, value: Any, ids: Any) -> Any:
+def _check_result(fn: Function[Any], value: Any, ids: Any) -> Any:
     # Scalars need no trip into the core (the common results: None, an id, a number).
     scalar = value is None or isinstance(value, (str, float, bool))
     small_int = isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
@@ -169,7 +169,7 @@ def _not_found(path: str) -> str:
     )
 
 
-async def _call(fn: Function, ctx: Any, args: dict[str, Any]) -> Any:
+async def _call(fn: Function[Any], ctx: Any, args: dict[str, Any]) -> Any:
     result = fn.handler(ctx, **args)
     if inspect.isawaitable(result):
         result = await result
@@ -212,7 +212,7 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Functions too busy to run inline on the event loop (see _invoke).
         self._on_workers: set[str] = set()
-        self._resolved: dict[str, Function] = {}
+        self._resolved: dict[str, Function[Any]] = {}
         logs.install()
 
     def close(self) -> None:
@@ -221,7 +221,7 @@ class Runner:
         self._actions.close()
 
     async def _invoke(
-        self, fn: Function, ctx: Any, args: dict[str, Any], limit_s: float | None = None
+        self, fn: Function[Any], ctx: Any, args: dict[str, Any], limit_s: float | None = None
     ) -> Any:
         """Call the handler within its time limit, inline or on a worker thread.
 
@@ -253,7 +253,7 @@ class Runner:
             lambda: handler(ctx, **args), limit, label, self.function_time_limit_s
         )
 
-    def _offloaded(self, fn: Function, off: Offload) -> float:
+    def _offloaded(self, fn: Function[Any], off: Offload) -> float:
         """Send ``fn`` to worker threads from now on; the time its retry has left."""
         if fn.path not in self._on_workers:
             self._on_workers.add(fn.path or "")
@@ -274,12 +274,12 @@ class Runner:
 
     def resolve(
         self,
-        function: str | Function,
+        function: str | Function[Any],
         kind: FunctionKind,
         internal_ok: bool,
         client_words: bool = False,
         admin: bool = False,
-    ) -> Function:
+    ) -> Function[Any]:
         """The function at a path (or the function itself), checked for kind and visibility.
 
         ``client_words``: for a remote client, a missing and an internal function get the
@@ -330,7 +330,7 @@ class Runner:
 
     async def run_query(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None = None,
         ts: int | None = None,
@@ -349,7 +349,7 @@ class Runner:
 
     async def run_mutation(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None = None,
         request: tuple[str, int] | None = None,
@@ -370,13 +370,13 @@ class Runner:
         return await self._reported(fn, identity, run)
 
     async def run_action(
-        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+        self, fn: Function[Any], args: Any, identity: dict[str, Any] | None = None
     ) -> ActionOutcome:
         """Run an action; ``ctx.run_*`` calls may reach internal functions (reported)."""
         return await self._reported(fn, identity, self._run_action(fn, args, identity))
 
     async def _reported(
-        self, fn: Function, identity: dict[str, Any] | None, run: Awaitable[_Outcome]
+        self, fn: Function[Any], identity: dict[str, Any] | None, run: Awaitable[_Outcome]
     ) -> _Outcome:
         """Await ``run`` and report it to the observer (metrics, slow log, run records)."""
         started, t0 = time.time(), time.perf_counter()
@@ -404,7 +404,7 @@ class Runner:
 
     async def _run_query(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None = None,
         ts: int | None = None,
@@ -444,7 +444,7 @@ class Runner:
 
     async def _run_mutation(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None = None,
         request: tuple[str, int] | None = None,
@@ -586,7 +586,7 @@ class Runner:
         return ctx
 
     async def _run_action(
-        self, fn: Function, args: Any, identity: dict[str, Any] | None = None
+        self, fn: Function[Any], args: Any, identity: dict[str, Any] | None = None
     ) -> ActionOutcome:
         """Run an action; ``ctx.run_*`` calls may reach internal functions."""
         checked = _validate_args(fn, args, self._db._id_checker)

@@ -141,7 +141,7 @@ class Scheduler:
         """Functions scheduled through this object (the worker is woken after commit)."""
 
     async def run_after(
-        self, delay_s: float, function: str | Function, args: dict[str, Any] | None = None
+        self, delay_s: float, function: str | Function[Any], args: dict[str, Any] | None = None
     ) -> str:
         """Schedule ``function(args)`` to run ``delay_s`` seconds from now; its job id.
 
@@ -162,7 +162,7 @@ class Scheduler:
         return await self._schedule(when, function, args)
 
     async def run_at(
-        self, when: datetime.datetime | float, function: str | Function, args: Any = None
+        self, when: datetime.datetime | float, function: str | Function[Any], args: Any = None
     ) -> str:
         """Schedule ``function(args)`` at ``when`` (aware datetime, or ms since the epoch).
 
@@ -210,7 +210,7 @@ class Scheduler:
         result: T = await self._db._runner._on_loop(commit())
         return result
 
-    async def _schedule(self, when_ms: float, function: str | Function, args: Any) -> str:
+    async def _schedule(self, when_ms: float, function: str | Function[Any], args: Any) -> str:
         from reactive.db.runner import _validate_args
 
         if self.scheduled >= MAX_SCHEDULED_PER_RUN:
@@ -248,7 +248,7 @@ class Scheduler:
         self.scheduled += 1
         return job_id
 
-    def _resolve(self, function: str | Function) -> Function:
+    def _resolve(self, function: str | Function[Any]) -> Function[Any]:
         from reactive.functions import Function, canonicalize_path
 
         if isinstance(function, Function):
@@ -433,7 +433,7 @@ class SchedulerWorker:
         except Exception:
             log.exception("scheduled function %s (%s) could not be run", name, job_id)
 
-    async def _run_mutation(self, job_id: str, fn: Function, args: Any) -> None:
+    async def _run_mutation(self, job_id: str, fn: Function[Any], args: Any) -> None:
         def mark_done(txn: _core.Transaction) -> None:
             # In the mutation's own transaction: exactly once, and not if canceled meanwhile.
             doc = _job(txn, job_id)
@@ -448,7 +448,7 @@ class SchedulerWorker:
         except Exception as exc:
             await self._finish(job_id, {"kind": "failed", "error": _error_text(exc)}, ("pending",))
 
-    async def _run_action(self, job_id: str, fn: Function, args: Any) -> None:
+    async def _run_action(self, job_id: str, fn: Function[Any], args: Any) -> None:
         def start(txn: _core.Transaction) -> bool:
             doc = _job(txn, job_id)
             if doc is None or doc["state"]["kind"] != "pending":

@@ -33,7 +33,7 @@ class Subscription:
         runs: How many times the query ran (the first run included).
     """
 
-    def __init__(self, db: Database, fn: Function, args: dict[str, Any] | None) -> None:
+    def __init__(self, db: Database, fn: Function[Any], args: dict[str, Any] | None) -> None:
         self._db = db
         self._fn = fn
         self._args = args

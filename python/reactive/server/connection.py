@@ -414,7 +414,7 @@ class Connection:
 
     # -- functions ---------------------------------------------------------------------------
 
-    def _resolve(self, path: str, kind: str) -> Function:
+    def _resolve(self, path: str, kind: str) -> Function[Any]:
         admin = self.session.admin
         return self.server.db._runner.resolve(
             path,

@@ -140,13 +140,13 @@ class Reloader:
             entry._invalidate()
 
 
-def _gone(path: str) -> Function:
+def _gone(path: str) -> Function[Any]:
     """A query standing for one the new version removed: running it is the error."""
     from reactive.functions import Function
 
     def missing(ctx: Any, **_: Any) -> None:
         raise FunctionNotFoundError(f"Could not find public function for '{path}'")
 
-    fn = Function("query", missing, None, None, False)
+    fn: Function[None] = Function("query", missing, None, None, False)
     fn.path = path
     return fn

@@ -156,7 +156,7 @@ class HttpApi:
         admin = header is not None and header.strip().lower().startswith("convex ")
         return identity, admin
 
-    def _function(self, path: Any, kind: FunctionKind | None, admin: bool = False) -> Function:
+    def _function(self, path: Any, kind: FunctionKind | None, admin: bool = False) -> Function[Any]:
         if not isinstance(path, str):
             raise RequestError(400, "BadConvexFunctionIdentifier", "path must be a string")
         try:
@@ -188,7 +188,7 @@ class HttpApi:
 
     async def _run(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None,
         clean: bool,

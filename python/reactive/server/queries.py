@@ -83,7 +83,7 @@ class SharedQuery:
         self,
         cache: QueryCache,
         key: tuple[str, bytes, str, str | None],
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None,
         journal: str | None,
@@ -261,7 +261,7 @@ class QueryCache:
 
     def acquire(
         self,
-        fn: Function,
+        fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None,
         journal: str | None,
