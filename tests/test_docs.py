@@ -112,3 +112,12 @@ def test_the_guide_builds_strictly(tmp_path: Path) -> None:
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
     nav = (root / "mkdocs.yml").read_text()
     assert all(page in nav for page in pages), "a docs page is missing from mkdocs.yml's nav"
+
+
+async def test_data_model_page(db_url: str, make_app: Callable[[dict[str, str]], Path]) -> None:
+    files = app_of("data-model.md")
+    assert set(files) == {"schema.py", "people.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        await db.mutation("people:add", {"name": "ada", "age": 36})
+        await db.mutation("people:add", {"name": "bo", "age": 52})
+        assert await db.query("people:at_least", {"min_age": 45}) == ["bo"]
