@@ -121,3 +121,41 @@ async def test_data_model_page(db_url: str, make_app: Callable[[dict[str, str]],
         await db.mutation("people:add", {"name": "ada", "age": 36})
         await db.mutation("people:add", {"name": "bo", "age": 52})
         assert await db.query("people:at_least", {"min_age": 45}) == ["bo"]
+
+
+async def test_queries_page(db_url: str, make_app: Callable[[dict[str, str]], Path]) -> None:
+    files = app_of("queries.md")
+    assert set(files) == {"schema.py", "tasks.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        ids = []
+        for title, priority in [("write", 1), ("test", 5), ("ship", 3)]:
+            task = {"project": "site", "title": title, "priority": priority}
+            ids.append(await db.mutation("tasks:add", task))
+        await db.mutation("tasks:add", {"project": "other", "title": "x", "priority": 9})
+        await db.mutation("tasks:finish", {"id": ids[0]})
+        assert await db.query("tasks:open_tasks", {"project": "site"}) == ["test", "ship"]
+        assert await db.query("tasks:urgent", {"project": "site", "at_least": 3}) == [
+            "test",
+            "ship",
+        ]
+        first = await db.query(
+            "tasks:page", {"project": "site", "paginationOpts": {"numItems": 2, "cursor": None}}
+        )
+        assert [t["title"] for t in first["page"]] == ["write", "test"] and not first["isDone"]
+        rest = await db.query(
+            "tasks:page",
+            {
+                "project": "site",
+                "paginationOpts": {"numItems": 2, "cursor": first["continueCursor"]},
+            },
+        )
+        assert [t["title"] for t in rest["page"]] == ["ship"]
+        # The page's subscription example, run as written.
+        namespace: dict[str, Any] = {}
+        source = re.search(
+            r"```python\n(import asyncio\n.*?)```", (DOCS / "queries.md").read_text(), re.S
+        )
+        assert source is not None
+        exec(source.group(1), namespace)
+        await namespace["watch"](db)
+        assert "logo" in await db.query("tasks:open_tasks", {"project": "site"})
