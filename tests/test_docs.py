@@ -159,3 +159,31 @@ async def test_queries_page(db_url: str, make_app: Callable[[dict[str, str]], Pa
         exec(source.group(1), namespace)
         await namespace["watch"](db)
         assert "logo" in await db.query("tasks:open_tasks", {"project": "site"})
+
+
+async def test_functions_page(db_url: str, make_app: Callable[[dict[str, str]], Path]) -> None:
+    from reactive.db.system import change_environment_variables
+
+    files = app_of("functions.md")
+    assert set(files) == {"accounts.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        await db.mutation("accounts:open_account", {"name": "ada", "balance": 100})
+        await db.mutation("accounts:open_account", {"name": "bo", "balance": 5})
+        try:
+            await db.mutation("accounts:open_account", {"name": "ada", "balance": 1})
+            raise AssertionError("a taken name must fail")
+        except reactive.ConvexError as exc:
+            assert exc.data == {"code": "TAKEN", "name": "ada"}
+        assert await db.mutation(
+            "accounts:transfer", {"source": "ada", "target": "bo", "amount": 30}
+        )
+        assert not await db.mutation(
+            "accounts:transfer", {"source": "bo", "target": "ada", "amount": 500}
+        )
+        assert await db.query("accounts:balance", {"name": "ada"}) == 70.0
+        assert await db.query("accounts:balance", {"name": "bo"}) == 35.0
+        ada = await db.query("accounts:find", {"name": "ada"}, internal=True)
+        assert "note" not in ada  # removed with UNSET
+        assert await db.action("accounts:report", {"name": "bo"}) == "bo: 35.0 EUR"
+        await change_environment_variables(db, [("CURRENCY", "CHF")])
+        assert await db.action("accounts:report", {"name": "bo"}) == "bo: 35.0 CHF"
