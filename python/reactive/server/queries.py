@@ -198,6 +198,11 @@ class SharedQuery:
             else:
                 missed = engine.resubscribe(self.subscription, outcome.txn)
             self.latest = _Version(result, ts, ts + 1 if missed else _NEVER)
+            if missed:
+                # A commit published between this run's snapshot and its subscription
+                # touched what it read: no publish will report it, so re-run now (as a
+                # commit would), else the watchers keep this result until the next commit.
+                asyncio.get_running_loop().call_soon(self._invalidate, ts + 1)
         return result
 
     def close(self) -> None:
