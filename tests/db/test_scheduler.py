@@ -420,3 +420,5 @@ async def test_ids_of_a_table_made_in_the_same_mutation(db_url: str, make_app: M
             return bool(await db.query("jobs:thing", {"id": thing}))
 
         await wait_for(done)
+        assert await db.query("jobs:thing", {"id": thing}) is True
+        assert [j["state"]["kind"] for j in await db.query("jobs:jobs", {})] == ["success"]

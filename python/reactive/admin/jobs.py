@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reactive import _core
-from reactive.db.system import write_system
+from reactive.db.system import patch_system, write_system
 from reactive.errors import (
     IndexNotFoundError,
     ReactiveError,
@@ -133,11 +133,8 @@ def get_import(txn: _core.Transaction, import_id: str) -> dict[str, Any] | None:
 
 def _patch(txn: _core.Transaction, doc_id: str, fields: dict[str, Any]) -> None:
     doc = txn.get(doc_id)
-    if doc is None:
-        return
-    new = {k: v for k, v in doc.items() if not k.startswith("_")}
-    new.update(fields)
-    txn.replace(doc_id, new)
+    if doc is not None:
+        patch_system(txn, doc, fields)
 
 
 async def _fail_interrupted(db: Database, table: str, is_running: Callable[[Any], bool]) -> int:

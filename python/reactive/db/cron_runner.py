@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from reactive import _core
 from reactive.crons import CronJob, CronJobs, next_run_ms
 from reactive.db.scheduler import SCHEDULED_FUNCTIONS
-from reactive.db.system import write_system
+from reactive.db.system import document_fields, write_system
 from reactive.errors import FunctionNotFoundError
 
 if TYPE_CHECKING:
@@ -102,10 +102,6 @@ def _all_jobs(txn: _core.Transaction) -> list[dict[str, Any]]:
     return docs
 
 
-def _fields(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
-
-
 class CronRunner:
     """Keeps ``_cron_jobs`` in step with the app and hands due runs to the scheduler.
 
@@ -138,7 +134,7 @@ class CronRunner:
                     changed += 1
                     continue
                 seen.add(name)
-                fields = _fields(doc)
+                fields = document_fields(doc)
                 if all(fields.get(k) == v for k, v in want.items()):
                     if fields["nextRun"] < now:
                         fields["nextRun"] = next_run_ms(want["schedule"], fields["nextRun"], now)
@@ -189,7 +185,7 @@ class CronRunner:
             now = time.time() * 1000.0
             if doc is None or doc["nextRun"] > now:
                 return False
-            fields = _fields(doc)
+            fields = document_fields(doc)
             occurrence = fields["nextRun"]
             last = fields.get("lastRun")
             busy = False

@@ -571,12 +571,15 @@ class QueryCall(Coroutine[Any, Any, R]):
         return self._inner
 
     def send(self, value: Any) -> Any:
+        """Coroutine protocol: resume the query's run."""
         return self._coroutine().send(value)
 
     def throw(self, *args: Any) -> Any:
+        """Coroutine protocol: raise into the query's run."""
         return self._coroutine().throw(*args)
 
     def close(self) -> None:
+        """Coroutine protocol: close the run if it was started."""
         if self._inner is not None:
             self._inner.close()
 

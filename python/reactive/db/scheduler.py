@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactive import _core
-from reactive.db.system import write_system
+from reactive.db.system import patch_system, write_system
 from reactive.errors import (
     FunctionNotFoundError,
     InvalidIdError,
@@ -111,12 +111,6 @@ def _when_ms(when: Any) -> float:
     return float(when)
 
 
-def _patch(txn: _core.Transaction, doc: dict[str, Any], fields: dict[str, Any]) -> None:
-    new = {k: v for k, v in doc.items() if not k.startswith("_")}
-    new.update(fields)
-    txn.replace(doc["_id"], new)
-
-
 def _job(txn: _core.Transaction, job_id: str) -> dict[str, Any] | None:
     try:
         if txn.table_of(job_id) != SCHEDULED_FUNCTIONS:
@@ -185,7 +179,7 @@ class Scheduler:
             if doc is None:
                 raise InvalidIdError(f"{id!r} is not the id of a scheduled function")
             if doc["state"]["kind"] in ("pending", "inProgress"):
-                _patch(
+                patch_system(
                     txn,
                     doc,
                     {"state": {"kind": "canceled"}, "completedTime": time.time() * 1000.0},
@@ -334,7 +328,7 @@ class SchedulerWorker:
             now = time.time() * 1000.0
             for doc in docs:
                 state = {"kind": "failed", "error": _INTERRUPTED}
-                _patch(txn, doc, {"state": state, "completedTime": now})
+                patch_system(txn, doc, {"state": state, "completedTime": now})
             return len(docs)
 
         failed = await write_system(self._db, change)
@@ -409,7 +403,7 @@ class SchedulerWorker:
         def change(txn: _core.Transaction) -> None:
             doc = _job(txn, job_id)
             if doc is not None and doc["state"]["kind"] in only_if:
-                _patch(txn, doc, {"state": state, "completedTime": time.time() * 1000.0})
+                patch_system(txn, doc, {"state": state, "completedTime": time.time() * 1000.0})
 
         await write_system(self._db, change)
 
@@ -439,7 +433,9 @@ class SchedulerWorker:
             doc = _job(txn, job_id)
             if doc is None or doc["state"]["kind"] != "pending":
                 raise _NotPending
-            _patch(txn, doc, {"state": {"kind": "success"}, "completedTime": time.time() * 1e3})
+            patch_system(
+                txn, doc, {"state": {"kind": "success"}, "completedTime": time.time() * 1e3}
+            )
 
         try:
             await self._db._runner.run_mutation(fn, args, before_commit=mark_done)
@@ -453,7 +449,7 @@ class SchedulerWorker:
             doc = _job(txn, job_id)
             if doc is None or doc["state"]["kind"] != "pending":
                 return False
-            _patch(txn, doc, {"state": {"kind": "inProgress"}})
+            patch_system(txn, doc, {"state": {"kind": "inProgress"}})
             return True
 
         if not await write_system(self._db, start):

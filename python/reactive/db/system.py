@@ -41,12 +41,14 @@ __all__ = [
     "change_environment_variables",
     "check_environment_variable",
     "commit_system",
+    "document_fields",
     "ensure_environment_table",
     "ensure_system_table",
     "ensure_system_tables",
     "find_session_request",
     "get_environment_variable",
     "list_environment_variables",
+    "patch_system",
     "prune_session_requests",
     "record_session_request",
     "set_environment_variable",
@@ -208,6 +210,16 @@ async def commit_system(db: Database, change: Callable[[_core.Transaction], T]) 
         await db._flusher.wait(ts)
         return result, int(ts)
     raise RetryableError("too many write conflicts on a system table; try again")
+
+
+def document_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document's own fields (without ``_id``, ``_creationTime``)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def patch_system(txn: _core.Transaction, doc: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Shallow-merge ``fields`` into the system document ``doc`` (read in ``txn``)."""
+    txn.replace(doc["_id"], {**document_fields(doc), **fields})
 
 
 async def write_system(db: Database, change: Callable[[_core.Transaction], T]) -> T:
