@@ -92,6 +92,23 @@ class Transaction:
         until: bytes | None,
         new_query: bool,
     ) -> tuple[list[dict[str, Any]], bytes | None, bool]: ...
+    def text_search(
+        self,
+        table: str,
+        index: str,
+        text: str,
+        filters: list[tuple[str, Any]],
+        limit: int,
+        filter: Any = None,
+    ) -> list[tuple[dict[str, Any], float]]: ...
+    def vector_search(
+        self,
+        table: str,
+        index: str,
+        vector: Any,
+        limit: int,
+        filters: list[tuple[str, Any]],
+    ) -> list[tuple[str, float]]: ...
     def normalize_id(self, table: str, s: str) -> str | None: ...
     def table_of(self, s: str) -> str | None: ...
     def has_table(self, table: str) -> bool: ...
@@ -141,6 +158,22 @@ class Engine:
     def table_page(
         self, table: str, ts: int, after: bytes | None, limit: int
     ) -> tuple[list[dict[str, Any]], bytes | None]: ...
+    def register_text_index(
+        self, table: str, name: str, search_field: str, filter_fields: list[str]
+    ) -> None: ...
+    def register_vector_index(
+        self,
+        table: str,
+        name: str,
+        vector_field: str,
+        dimensions: int,
+        filter_fields: list[str],
+        exact_limit: int = 10000,
+    ) -> None: ...
+    def retain_search_indexes(self, keep: list[tuple[str, str]]) -> None: ...
+    def search_indexes(self) -> list[dict[str, Any]]: ...
+    def flush_search_indexes(self) -> None: ...
+    def verify_search_index(self, table: str, name: str) -> list[str]: ...
 
 @final
 class GroupCommitWorker:

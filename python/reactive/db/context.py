@@ -18,6 +18,7 @@ from reactive import _core
 from reactive.db.query import Query
 from reactive.errors import (
     DocumentNotFoundError,
+    IndexNotFoundError,
     InvalidIdError,
     SchemaValidationError,
     TableNotFoundError,
@@ -144,6 +145,21 @@ class DatabaseReader:
         """Read the system tables functions may read (``_scheduled_functions``)."""
         return SystemReader(self)
 
+    async def vector_search(
+        self, table: str, index: str, query: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Vector search at this transaction's snapshot (with its own writes), reactive.
+
+        ``query``: ``{"vector": [float...], "limit": 1..256 (default 10), "filter": lambda
+        q: q.eq(field, value) | q.or_(...)}``. Returns ``[{"_id", "_score"}]``, best
+        (highest cosine similarity) first. Beyond Convex, where only actions search vectors.
+
+        Raises:
+            InvalidQueryError: a bad query (dimensions, limit, filter field).
+            IndexNotFoundError: no such vector index.
+        """
+        return _vector_search(self._txn, self._db, table, index, query)
+
     def normalize_id(self, table: str, id: str) -> str | None:
         """``id`` if it is a valid id of ``table``, else ``None``."""
         if not isinstance(id, str) or not isinstance(table, str):
@@ -163,6 +179,20 @@ class DatabaseReader:
         new_query: bool,
     ) -> tuple[list[dict[str, Any]], bytes | None, bool]:
         return self._txn.scan(table, index, ops, order, limit, filter_tree, after, until, new_query)
+
+
+def _vector_search(
+    txn: _core.Transaction, db: Database, table: str, index: str, query: dict[str, Any]
+) -> list[dict[str, Any]]:
+    from reactive.db.search import parse_vector_query
+
+    schema = db._app.schema
+    definition = schema.tables.get(table) if schema is not None and isinstance(table, str) else None
+    if definition is None or not any(i.name == index for i in definition.vector_indexes):
+        raise IndexNotFoundError(f"vector index {table}.{index} does not exist")
+    vector, limit, terms = parse_vector_query(query, definition.validator)
+    found = txn.vector_search(table, index, vector, limit, terms)
+    return [{"_id": id, "_score": score} for id, score in found]
 
 
 class SystemReader:
@@ -584,6 +614,24 @@ class ActionCtx(_BaseCtx):
     ) -> Any:
         """Run a query (public or internal) in its own transaction; returns its result."""
         return await self._runner("query", function, "run_query", args)
+
+    async def vector_search(
+        self, table: str, index: str, query: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Vector search at the latest snapshot (Convex's ``ctx.vectorSearch``).
+
+        ``query``: ``{"vector": [float...], "limit": 1..256 (default 10), "filter": lambda
+        q: q.eq(field, value) | q.or_(...)}``. Returns ``[{"_id", "_score"}]``, best
+        (highest cosine similarity) first; load documents with ``ctx.run_query``.
+
+        Raises:
+            InvalidQueryError: a bad query (dimensions, limit, filter field).
+            IndexNotFoundError: no such vector index.
+        """
+        if self._db is None:
+            raise RuntimeError("this action context has no database")
+        txn = self._db._engine.begin(True)
+        return _vector_search(txn, self._db, table, index, query)
 
     async def run_mutation(
         self, function: str | Function[Any], args: dict[str, Any] | None = None

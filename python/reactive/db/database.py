@@ -63,6 +63,10 @@ _CONFIG_KEYS = (
 )
 
 
+DEFAULT_VECTOR_EXACT_LIMIT = 10_000
+"""Vector searches are exact up to this many candidate vectors (Convex's brute-force size)."""
+
+
 class Database:
     """An open database. Create it with :func:`reactive.open`."""
 
@@ -110,6 +114,8 @@ class Database:
         # File storage (reactive.db.storage): the bytes of _storage documents.
         self._files: FileStore | None = None
         self._cron_runner: CronRunner | None = None
+        # Vector indexes search exactly up to this many candidates (reactive.open's knob).
+        self._vector_exact_limit = DEFAULT_VECTOR_EXACT_LIMIT
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -126,6 +132,7 @@ class Database:
         slow_function_ms: float | None = None,
         scheduler: tuple[bool, int, float] = (True, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_S),
         storage_dir: str | Path | None = None,
+        vector_exact_limit: int = DEFAULT_VECTOR_EXACT_LIMIT,
     ) -> Database:
         loaded_app = load_app(app)
         persistence = await open_persistence(url, **persistence_options)
@@ -141,6 +148,7 @@ class Database:
                 # Versions below it were pruned from persistence: refuse reads there.
                 engine.retain(int(retained.decode()))
             db = cls(url, persistence, engine, loaded_app, secret, max_attempts)
+            db._vector_exact_limit = vector_exact_limit
             db._retention_s = retention_s
             db._runner.function_time_limit_s, db._runner.action_time_limit_s = time_limits_s
             db._observer.slow_function_ms = slow_function_ms
@@ -635,6 +643,7 @@ def open(
     scheduler_concurrency: int = DEFAULT_CONCURRENCY,
     scheduler_starts_per_s: float = DEFAULT_STARTS_PER_S,
     storage_dir: str | Path | None = None,
+    vector_exact_limit: int = DEFAULT_VECTOR_EXACT_LIMIT,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -662,6 +671,9 @@ def open(
             default: a ``storage`` folder beside the SQLite file, or ``.reactive/storage``
             in the current directory for PostgreSQL and MySQL: pass it explicitly there).
             A server passes its ``--storage-dir``.
+        vector_exact_limit: Vector searches score every candidate exactly while an index
+            (or a search's filter) holds at most this many vectors; past it an approximate
+            HNSW index answers (recall@10 >= 0.95). Default 10,000.
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -675,7 +687,8 @@ def open(
         SchemaError: a stored document violates the app's schema.
         FunctionNotFoundError: the app cannot be found.
         ValueError: ``retention_s`` is negative or not finite, a time limit is not a
-            positive finite number, or a scheduler knob is not positive.
+            positive finite number, or a scheduler knob or ``vector_exact_limit`` is not
+            positive.
         TypeError: an unknown engine option.
     """
     unknown = set(config) - set(_CONFIG_KEYS)
@@ -692,6 +705,12 @@ def open(
         if not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
             raise ValueError(f"{name} must be a positive finite number of seconds, not {limit!r}")
     limits = (float(function_time_limit_s), float(action_time_limit_s))
+    if not (
+        isinstance(vector_exact_limit, int)
+        and not isinstance(vector_exact_limit, bool)
+        and vector_exact_limit > 0
+    ):
+        raise ValueError(f"vector_exact_limit must be a positive int, not {vector_exact_limit!r}")
     check_knobs(scheduler_concurrency, scheduler_starts_per_s)
     scheduler = (bool(run_scheduled), scheduler_concurrency, float(scheduler_starts_per_s))
     if slow_function_ms is not None and not (
@@ -718,5 +737,6 @@ def open(
             slow_function_ms,
             scheduler,
             storage_dir,
+            vector_exact_limit,
         )
     )

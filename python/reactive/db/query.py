@@ -24,6 +24,7 @@ from reactive.schema import is_float_field
 
 if TYPE_CHECKING:
     from reactive.db.context import DatabaseReader
+    from reactive.db.search import SearchFilterBuilder, SearchQuery
 
 __all__ = [
     "Expression",
@@ -273,16 +274,25 @@ class Query:
             return (op, a, b)
         return tree
 
-    def with_search_index(self, index_name: str, search: Callable[[Any], Any]) -> Query:
-        """Full-text search (not available in this version).
+    def with_search_index(
+        self, index_name: str, search: Callable[[SearchFilterBuilder], Any]
+    ) -> SearchQuery:
+        """Full-text search on search index ``index_name``, in relevance order.
+
+        ``search(q)`` is ``q.search(field, text)`` and optional ``.eq(filter_field, value)``
+        (see :mod:`reactive.db.search`).
 
         Raises:
-            InvalidQueryError: always; search indexes are declared but not yet queryable.
+            InvalidQueryError: a malformed search, or after ``with_index``/``order``/``filter``.
+            IndexNotFoundError: the schema has no such search index.
         """
-        raise InvalidQueryError(
-            f"search index {self._table}.{index_name}: full-text search is not available in "
-            "this version of reactive"
-        )
+        from reactive.db.search import SearchQuery
+
+        if self._indexed or self._ordered or self._filter is not None:
+            raise InvalidQueryError(
+                "with_search_index() starts a query: it cannot follow with_index, order or filter"
+            )
+        return SearchQuery.build(self._reader, self._table, index_name, search, self._validator())
 
     def full_table_scan(self) -> Query:
         """Scan the whole table in creation order (the default)."""

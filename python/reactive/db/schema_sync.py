@@ -30,7 +30,7 @@ from reactive.schema import DatabaseSchema, ValidationFailure
 if TYPE_CHECKING:
     from reactive.db.database import Database
 
-__all__ = ["apply_schema", "backfill_index"]
+__all__ = ["apply_schema", "backfill_index", "register_search_indexes"]
 
 log = logging.getLogger("reactive.schema")
 
@@ -96,6 +96,39 @@ async def backfill_index(db: Database, index_id: int, snapshot_ts: int) -> None:
     await db._flusher.flush()
 
 
+async def register_search_indexes(db: Database, schema: DatabaseSchema) -> None:
+    """Register the schema's search and vector indexes with the engine.
+
+    The engine builds each new one from its table's documents (on a thread for large
+    tables) and drops the ones the schema no longer has. Search indexes are derived state:
+    nothing of them is persisted.
+    """
+    engine = db._engine
+    keep: list[tuple[str, str]] = []
+    for name, definition in schema.tables.items():
+        for text in definition.search_indexes:
+            await asyncio.to_thread(
+                engine.register_text_index,
+                name,
+                text.name,
+                text.search_field,
+                list(text.filter_fields),
+            )
+            keep.append((name, text.name))
+        for vector in definition.vector_indexes:
+            await asyncio.to_thread(
+                engine.register_vector_index,
+                name,
+                vector.name,
+                vector.vector_field,
+                vector.dimensions,
+                list(vector.filter_fields),
+                db._vector_exact_limit,
+            )
+            keep.append((name, vector.name))
+    engine.retain_search_indexes(keep)
+
+
 async def apply_schema(db: Database, schema: DatabaseSchema | None) -> list[asyncio.Task[None]]:
     """Bring the database in line with ``schema``; returns background backfill tasks.
 
@@ -144,6 +177,7 @@ async def apply_schema(db: Database, schema: DatabaseSchema | None) -> list[asyn
             backfills.append((index_id, snapshot, 0))
             log.info("added index %s.%s on %s", name, index_name, fields)
     await db._flusher.flush()
+    await register_search_indexes(db, schema)
     tasks: list[asyncio.Task[None]] = []
     for index_id, snapshot, _ in backfills:
         table_name: str = next(

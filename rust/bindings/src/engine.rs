@@ -389,6 +389,101 @@ impl PyEngine {
         }
         Ok((out, next))
     }
+
+    /// Register a full-text index and build it from `table`'s documents (tables past
+    /// 20,000 documents are built on a thread; searches wait for it a few seconds).
+    #[pyo3(signature = (table, name, search_field, filter_fields))]
+    fn register_text_index(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        name: &str,
+        search_field: &str,
+        filter_fields: Vec<String>,
+    ) -> PyResult<()> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || {
+            engine.register_text_index(table, name, search_field, &filter_fields)
+        })
+    }
+
+    /// Register a vector index and build it; exact search while at most `exact_limit`
+    /// candidates, an approximate graph past that.
+    #[pyo3(signature = (table, name, vector_field, dimensions, filter_fields, exact_limit=10_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn register_vector_index(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        name: &str,
+        vector_field: &str,
+        dimensions: usize,
+        filter_fields: Vec<String>,
+        exact_limit: usize,
+    ) -> PyResult<()> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || {
+            engine.register_vector_index(
+                table,
+                name,
+                vector_field,
+                dimensions,
+                &filter_fields,
+                exact_limit,
+            )
+        })
+    }
+
+    /// Drop every search index not in `keep` (a list of `(table, index)`).
+    fn retain_search_indexes(&self, py: Python<'_>, keep: Vec<(String, String)>) {
+        let engine = Arc::clone(&self.inner);
+        py.detach(move || engine.retain_search_indexes(&keep));
+    }
+
+    /// The registered search indexes: dicts `{table, name, kind ("text" | "vector"),
+    /// ready, pending (text: changes not yet in the base), vectors (vector: live rows)}`.
+    fn search_indexes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (_, registry) = self.inner.search().current();
+        let out = PyList::empty(py);
+        for i in &registry.text {
+            let d = PyDict::new(py);
+            d.set_item("table", &i.def.table_name)?;
+            d.set_item("name", &i.def.name)?;
+            d.set_item("kind", "text")?;
+            d.set_item("ready", i.is_ready())?;
+            d.set_item("pending", i.pending())?;
+            out.append(d)?;
+        }
+        for i in &registry.vector {
+            let d = PyDict::new(py);
+            d.set_item("table", &i.def.table_name)?;
+            d.set_item("name", &i.def.name)?;
+            d.set_item("kind", "vector")?;
+            d.set_item("ready", i.is_ready())?;
+            d.set_item("vectors", i.len())?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Move every text index's recent changes into its base now, and bring vector indexes'
+    /// approximate graphs up to date (benchmarks and tests; a thread does this anyway).
+    fn flush_search_indexes(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.search().flush_all())
+    }
+
+    /// Check search index `name` of `table` against the table's documents at the visible
+    /// timestamp; returns the ids (encoded) indexed wrongly (empty: consistent).
+    fn verify_search_index(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        name: &str,
+    ) -> PyResult<Vec<String>> {
+        let engine = Arc::clone(&self.inner);
+        detached(py, move || engine.verify_text_index(table, name))
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -11,7 +11,7 @@ use reactive_core::filter::{Arithmetic, Comparison, Expr};
 use reactive_core::id::{DocumentId, TableNumber};
 use reactive_core::query::{self, RangeOp};
 use reactive_core::transaction::{Savepoint, ScanRequest, ScanResult, Transaction};
-use reactive_core::value::FieldPath;
+use reactive_core::value::{FieldPath, Value};
 
 use crate::convert::{document_to_py, to_object, to_value};
 use crate::detached;
@@ -68,6 +68,18 @@ fn table_number(catalog: &Catalog, table: &str) -> Result<TableNumber, Error> {
         .table(table)
         .map(|t| TableNumber(t.number))
         .ok_or_else(|| Error::TableNotFound(table.to_owned()))
+}
+
+fn to_filters(list: &Bound<'_, PyList>, what: &str) -> PyResult<Vec<(String, Value)>> {
+    list.iter()
+        .map(|item| {
+            let (field, value): (String, Bound<'_, PyAny>) = item
+                .extract()
+                .map_err(|_| bad_query(format!("{what}: expected (field, value) pairs")))?;
+            let value = to_value(&value, &format!("{what} on {field:?}"))?;
+            Ok((field, value))
+        })
+        .collect()
 }
 
 fn bad_query(message: String) -> PyErr {
@@ -313,6 +325,54 @@ impl PyTransaction {
             out_docs.append(document_to_py(py, d)?)?;
         }
         Ok((out_docs, last_key.map(|k| PyBytes::new(py, &k)), done))
+    }
+
+    /// Full-text search: `text`'s terms (the last also as a prefix) in search index
+    /// `index` of `table`, under `filters` (a list of `(field, value)` equalities on filter
+    /// fields). Returns up to `limit` `(document, score)` pairs, best first, then by `_id`;
+    /// with `filter` (an expression tree as `scan` takes), only results passing it.
+    #[pyo3(signature = (table, index, text, filters, limit, filter=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn text_search<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        index: &str,
+        text: &str,
+        filters: &Bound<'py, PyList>,
+        limit: usize,
+        filter: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filters = to_filters(filters, "search filter")?;
+        let filter = filter.map(|f| to_expr(f, 0)).transpose()?;
+        let found = self.with(py, |t| {
+            t.text_search(table, index, text, &filters, limit, filter.as_ref())
+        })?;
+        let out = PyList::empty(py);
+        for (doc, score) in &found {
+            out.append((document_to_py(py, doc)?, *score))?;
+        }
+        Ok(out)
+    }
+
+    /// Vector search: the `limit` nearest documents to `vector` by cosine similarity in
+    /// vector index `index` of `table`, among those whose filter fields equal any of
+    /// `filters` (`(field, value)` pairs; empty: all). Returns `(id, score)` pairs.
+    fn vector_search<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        index: &str,
+        vector: &Bound<'py, PyAny>,
+        limit: usize,
+        filters: &Bound<'py, PyList>,
+    ) -> PyResult<Vec<(String, f32)>> {
+        let filters = to_filters(filters, "vector search filter")?;
+        let vector = to_value(vector, "vector")?;
+        let found = self.with(py, |t| {
+            t.vector_search(table, index, &vector, limit, &filters)
+        })?;
+        Ok(found.into_iter().map(|(id, s)| (id.encode(), s)).collect())
     }
 
     /// `s` if it is a valid id of `table`, else `None`.

@@ -49,6 +49,18 @@ pub struct EncodedWrite {
     stored: Option<Vec<u8>>,
 }
 
+impl EncodedWrite {
+    /// The document written.
+    pub fn id(&self) -> DocumentId {
+        self.id
+    }
+
+    /// The write.
+    pub fn write(&self) -> &PendingWrite {
+        &self.write
+    }
+}
+
 /// Encode the values of a transaction's writes (done before taking the commit lock).
 pub fn encode_writes(writes: BTreeMap<DocumentId, PendingWrite>) -> Vec<EncodedWrite> {
     writes

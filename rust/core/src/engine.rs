@@ -33,6 +33,7 @@ use crate::limits::TransactionLimits;
 use crate::log::batch::CommitBatch;
 use crate::log::recovery::LoadedState;
 use crate::mvcc::MvccStore;
+use crate::search::{SearchIndexes, TextIndex, TextIndexDef, VectorIndex, VectorIndexDef};
 use crate::subscriptions::{SubscriptionId, SubscriptionIndex};
 use crate::timestamp::Timestamp;
 use crate::transaction::{ScanRequest, Transaction};
@@ -93,7 +94,12 @@ pub struct Engine {
     /// Counts what was queued for persistence; a group-commit worker waits on it.
     queued: Mutex<u64>,
     queued_changed: Condvar,
+    search: Arc<SearchIndexes>,
 }
+
+/// Tables up to this many documents get a new search index built before the registration
+/// returns; larger ones are built on a thread, and searches wait a few seconds for it.
+pub const FOREGROUND_SEARCH_BUILD: usize = 20_000;
 
 impl Engine {
     /// An engine over state rebuilt from persistence.
@@ -115,6 +121,7 @@ impl Engine {
                 next_id: 1,
             }),
             config,
+            search: Arc::new(SearchIndexes::default()),
         }
     }
 
@@ -136,13 +143,15 @@ impl Engine {
     /// Begin a transaction at the visible timestamp.
     pub fn begin(&self, read_only: bool) -> Transaction {
         let catalog = self.catalog();
-        Transaction::new(
+        let mut txn = Transaction::new(
             self.visible_ts(),
             catalog,
             Arc::clone(&self.store),
             read_only,
             self.config.limits,
-        )
+        );
+        txn.set_search(Arc::clone(&self.search));
+        txn
     }
 
     /// Begin a read-only transaction at an earlier timestamp (point-in-time read).
@@ -159,19 +168,30 @@ impl Engine {
                 "timestamp {ts} is older than the retention window (oldest readable: {oldest})"
             )));
         }
-        Ok(Transaction::new(
+        let mut txn = Transaction::new(
             ts,
             self.catalog(),
             Arc::clone(&self.store),
             true,
             self.config.limits,
-        ))
+        );
+        txn.set_search(Arc::clone(&self.search));
+        Ok(txn)
     }
 
     /// Validate and queue a transaction. Returns its commit timestamp, or `None` if it wrote
     /// nothing (a read-only transaction is serializable at its snapshot as it is).
     pub fn commit(&self, txn: Transaction) -> Result<Option<Timestamp>> {
         let parts = txn.into_parts();
+        // Search keys are computed outside the commit lock, and again under it if an index
+        // was registered meanwhile.
+        let (search_version, registry) = self.search.current();
+        let mut search_keys = registry.write_keys(&parts.writes);
+        let writes_for_keys = if registry.is_empty() {
+            None
+        } else {
+            Some(parts.writes.clone())
+        };
         let encoded = encode_writes(parts.writes);
         if encoded.is_empty() {
             // Nothing written (tables it created stay uncreated: they would be empty).
@@ -179,9 +199,18 @@ impl Engine {
         }
         let mut committer = self.committer.lock();
         if !self.config.unsafe_skip_validation {
-            committer.validate(&self.catalog(), parts.begin_ts, &parts.reads)?;
+            committer
+                .validate(&self.catalog(), parts.begin_ts, &parts.reads)
+                .map_err(|e| self.describe_conflict(e))?;
         }
-        let mut extra_keys = Vec::new();
+        if self.search.version() != search_version {
+            let (_, registry) = self.search.current();
+            search_keys = match &writes_for_keys {
+                Some(w) => registry.write_keys(w),
+                None => registry.write_keys(&encoded_writes_map(&encoded)),
+            };
+        }
+        let mut extra_keys = search_keys;
         let catalog = if parts.created_tables.is_empty() {
             self.catalog()
         } else {
@@ -210,6 +239,23 @@ impl Engine {
         let ts = committer.prepare(&catalog, encoded, extra_keys, self.visible_ts())?;
         self.signal_queued();
         Ok(Some(ts))
+    }
+
+    /// Name the search index of a conflict on a search key (the committer knows only the
+    /// catalog's indexes).
+    fn describe_conflict(&self, error: Error) -> Error {
+        match error {
+            Error::Conflict(mut c) => {
+                let key_id = u32::from_str_radix(c.key_hex.get(..8).unwrap_or(""), 16).ok();
+                if let Some((table, index)) =
+                    key_id.and_then(|k| self.search.current().1.describe_key(k))
+                {
+                    c.table = format!("{table} (search index {index})");
+                }
+                Error::Conflict(c)
+            }
+            other => other,
+        }
     }
 
     /// Note that something was queued for persistence (called with the committer lock
@@ -297,8 +343,20 @@ impl Engine {
                 }
             }
         }
-        if let Some(ts) = batch.commits.max_ts() {
-            self.visible.fetch_max(ts.0, Ordering::AcqRel);
+        {
+            // Search indexes see the batch before the visible timestamp moves past it, with
+            // the registry held so a registration sees all of the batch or none of it.
+            let registry = self.search.hold();
+            if !registry.is_empty() {
+                for commit in &batch.commits.commits {
+                    for change in &commit.changes {
+                        registry.record(commit.ts, change.id, change.doc.as_ref());
+                    }
+                }
+            }
+            if let Some(ts) = batch.commits.max_ts() {
+                self.visible.fetch_max(ts.0, Ordering::AcqRel);
+            }
         }
         if let Some((version, _)) = &batch.catalog {
             let mut catalog = self.catalog.write();
@@ -584,4 +642,174 @@ impl Engine {
         let next = if result.done { None } else { result.last_key };
         Ok((result.docs, next))
     }
+
+    /// The search indexes (for transactions and checks).
+    pub fn search(&self) -> &Arc<SearchIndexes> {
+        &self.search
+    }
+
+    /// The documents of `table` at the visible timestamp, with that timestamp. Called with
+    /// the search registry held, so no batch is half-applied.
+    fn documents_at_visible(&self, table: TableNumber) -> Result<(Timestamp, Vec<DocumentRef>)> {
+        let ts = self.visible_ts();
+        let catalog = self.catalog();
+        let by_id = catalog
+            .by_id(table)
+            .ok_or_else(|| Error::TableNotFound(table.0.to_string()))?;
+        let end = keys::prefix_successor(&by_id.prefix()).unwrap_or_default();
+        let store = self.store.read();
+        let docs = store
+            .range(&by_id.prefix(), &end, false)
+            .filter_map(|(_, chain)| chain.at(ts).cloned())
+            .collect();
+        Ok((ts, docs))
+    }
+
+    fn table_number(&self, table: &str) -> Result<TableNumber> {
+        self.catalog()
+            .table(table)
+            .map(|t| TableNumber(t.number))
+            .ok_or_else(|| Error::TableNotFound(table.to_owned()))
+    }
+
+    /// Register a full-text index on `table` (which must exist) and build it from the
+    /// table's documents: before returning for tables up to [`FOREGROUND_SEARCH_BUILD`]
+    /// documents, on a thread past that. An index of the same shape stays as it is; one
+    /// with the same name and another shape is replaced.
+    pub fn register_text_index(
+        &self,
+        table: &str,
+        name: &str,
+        search_field: &str,
+        filter_fields: &[String],
+    ) -> Result<()> {
+        let number = self.table_number(table)?;
+        let def = TextIndexDef::new(
+            self.search.next_key_id(),
+            number,
+            table,
+            name,
+            search_field,
+            filter_fields,
+        )?;
+        let (_, registry) = self.search.current();
+        if registry
+            .text(table, name)
+            .is_some_and(|i| i.def.same_shape(&def))
+        {
+            return Ok(());
+        }
+        let index = Arc::new(TextIndex::new(def)?);
+        let (ts, docs) = self.search.change(|r| {
+            r.text
+                .retain(|i| !(i.def.table_name == table && i.def.name == name));
+            r.text.push(Arc::clone(&index));
+            self.documents_at_visible(number)
+        })?;
+        self.search.start_maintenance();
+        if docs.len() <= FOREGROUND_SEARCH_BUILD {
+            index.build(&docs, ts)
+        } else {
+            std::thread::Builder::new()
+                .name("reactive-search-build".to_owned())
+                .spawn(move || {
+                    let _ = index.build(&docs, ts);
+                })
+                .map(|_| ())
+                .map_err(|e| Error::InvalidArgument(format!("search index build: {e}")))
+        }
+    }
+
+    /// Register a vector index on `table` (which must exist) and build it (see
+    /// [`Engine::register_text_index`]). `exact_limit`: exact search up to this many
+    /// candidates, an approximate graph past it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn register_vector_index(
+        &self,
+        table: &str,
+        name: &str,
+        vector_field: &str,
+        dimensions: usize,
+        filter_fields: &[String],
+        exact_limit: usize,
+    ) -> Result<()> {
+        let number = self.table_number(table)?;
+        let def = VectorIndexDef::new(
+            self.search.next_key_id(),
+            number,
+            table,
+            name,
+            vector_field,
+            dimensions,
+            filter_fields,
+            exact_limit,
+        )?;
+        let (_, registry) = self.search.current();
+        if registry
+            .vector(table, name)
+            .is_some_and(|i| i.def.same_shape(&def))
+        {
+            return Ok(());
+        }
+        let index = Arc::new(VectorIndex::new(def));
+        let (ts, docs) = self.search.change(|r| {
+            r.vector
+                .retain(|i| !(i.def.table_name == table && i.def.name == name));
+            r.vector.push(Arc::clone(&index));
+            self.documents_at_visible(number)
+        })?;
+        self.search.start_maintenance();
+        if docs.len() <= FOREGROUND_SEARCH_BUILD {
+            index.build(&docs, ts);
+            Ok(())
+        } else {
+            std::thread::Builder::new()
+                .name("reactive-vector-build".to_owned())
+                .spawn(move || index.build(&docs, ts))
+                .map(|_| ())
+                .map_err(|e| Error::InvalidArgument(format!("vector index build: {e}")))
+        }
+    }
+
+    /// Check text index `name` of `table` against the table's documents at the visible
+    /// timestamp; returns the ids indexed wrongly. Errors: `IndexNotFound`.
+    pub fn verify_text_index(&self, table: &str, name: &str) -> Result<Vec<String>> {
+        let number = self.table_number(table)?;
+        let not_found = || Error::IndexNotFound {
+            table: table.to_owned(),
+            index: name.to_owned(),
+        };
+        let (_, registry) = self.search.current();
+        let index = registry.text(table, name).ok_or_else(not_found)?;
+        let (ts, docs) = {
+            let _held = self.search.hold();
+            self.documents_at_visible(number)?
+        };
+        index.verify(&docs, ts)
+    }
+
+    /// Remove every search index not named in `keep` (`(table, index)` pairs).
+    pub fn retain_search_indexes(&self, keep: &[(String, String)]) {
+        let kept = |t: &str, n: &str| keep.iter().any(|(kt, kn)| kt == t && kn == n);
+        self.search.change(|r| {
+            r.text.retain(|i| kept(&i.def.table_name, &i.def.name));
+            r.vector.retain(|i| kept(&i.def.table_name, &i.def.name));
+        });
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.search.shutdown();
+    }
+}
+
+/// The writes of encoded commits as a map again (to compute search keys under the lock).
+fn encoded_writes_map(
+    encoded: &[crate::committer::EncodedWrite],
+) -> std::collections::BTreeMap<crate::id::DocumentId, crate::transaction::PendingWrite> {
+    encoded
+        .iter()
+        .map(|w| (w.id(), w.write().clone()))
+        .collect()
 }

@@ -5,7 +5,7 @@
 //! (multi-versioned documents and indexes), [`transaction`] (snapshot reads, read sets,
 //! buffered writes), [`write_log`] and [`committer`] (optimistic concurrency control and
 //! timestamps), [`log`] (records, group-commit batches, recovery), [`subscriptions`] (which
-//! live queries a commit invalidates), [`engine`] (all of it together) and [`sqlite`] (the
+//! live queries a commit invalidates), [`search`] (full-text and vector indexes), [`engine`] (all of it together) and [`sqlite`] (the
 //! embedded persistence backend). No Python here: the bindings crate converts and releases
 //! the GIL.
 
@@ -23,6 +23,7 @@ pub mod limits;
 pub mod log;
 pub mod mvcc;
 pub mod query;
+pub mod search;
 pub mod sqlite;
 pub mod subscriptions;
 pub mod timestamp;

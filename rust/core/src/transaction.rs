@@ -27,6 +27,7 @@ use crate::interval::{Interval, IntervalSet};
 use crate::keys;
 use crate::limits::TransactionLimits;
 use crate::mvcc::{MvccStore, VersionChain};
+use crate::search::SearchIndexes;
 use crate::timestamp::Timestamp;
 use crate::value::{Object, Value};
 
@@ -110,6 +111,7 @@ pub struct Transaction {
     bytes_written: usize,
     next_creation_time: f64,
     created_tables: Vec<(String, TableReservation)>,
+    search: Option<Arc<SearchIndexes>>,
 }
 
 impl Transaction {
@@ -138,7 +140,13 @@ impl Transaction {
             bytes_written: 0,
             next_creation_time: base,
             created_tables: Vec::new(),
+            search: None,
         }
+    }
+
+    /// Give this transaction the engine's search indexes (searches and vector checks).
+    pub fn set_search(&mut self, search: Arc<SearchIndexes>) {
+        self.search = Some(search);
     }
 
     /// The snapshot this transaction reads.
@@ -347,6 +355,9 @@ impl Transaction {
                 message: format!("this transaction wrote {} bytes", self.bytes_written + size),
             });
         }
+        if let (Some(doc), Some(search)) = (&new, &self.search) {
+            search.current().1.check_document(doc)?;
+        }
         self.bytes_written += size;
         // The overlay: remove the keys of what this transaction saw, add the new ones.
         let previous = if let Some(w) = self.writes.get(&id) {
@@ -525,6 +536,112 @@ impl Transaction {
             self.reads.push(iv);
         }
         Ok(result)
+    }
+
+    /// This transaction's writes to `table`: `(id, new version)`, `None` when deleted.
+    fn own_writes(&self, table: TableNumber) -> Vec<(DocumentId, Option<DocumentRef>)> {
+        self.writes
+            .iter()
+            .filter(|(id, _)| id.table == table)
+            .map(|(id, w)| (*id, w.new.clone()))
+            .collect()
+    }
+
+    fn search_indexes(&self) -> Result<Arc<crate::search::Registry>> {
+        self.search
+            .as_ref()
+            .map(|s| s.current().1)
+            .ok_or_else(|| Error::InvalidArgument("search is not available here".to_owned()))
+    }
+
+    /// Full-text search of index `index` of `table` at this transaction's snapshot, with
+    /// its own writes: `text`'s terms (the last also as a prefix) under `filters`
+    /// (equalities on filter fields). Returns at most `limit` documents with their BM25
+    /// score, best first, then by `_id`; records the terms and filter values in the read
+    /// set. With `post_filter`, the best 1,024 results are filtered by it, then cut at
+    /// `limit` (a filter after a search, as Convex's `.filter` on a search query).
+    ///
+    /// Errors: `IndexNotFound`, `IndexNotReady`, `InvalidArgument` (limits: 16 terms, 8
+    /// filters, 1..=1024 results), the read limits.
+    pub fn text_search(
+        &mut self,
+        table: &str,
+        index: &str,
+        text: &str,
+        filters: &[(String, Value)],
+        limit: usize,
+        post_filter: Option<&Expr>,
+    ) -> Result<Vec<(DocumentRef, f32)>> {
+        self.count_interval()?;
+        if let Some(f) = post_filter {
+            f.validate()?;
+        }
+        let registry = self.search_indexes()?;
+        let idx = registry
+            .text(table, index)
+            .ok_or_else(|| Error::IndexNotFound {
+                table: table.to_owned(),
+                index: index.to_owned(),
+            })?;
+        let mut query = idx.def.parse_query(text, filters, limit)?;
+        if post_filter.is_some() {
+            query.limit = crate::search::text::MAX_RESULTS;
+        }
+        let own = self.own_writes(idx.def.table);
+        let mut found = idx.search(&query, self.begin_ts, &own, &self.store)?;
+        if let Some(f) = post_filter {
+            let mut kept = Vec::with_capacity(limit.min(found.len()));
+            for (doc, score) in found {
+                if kept.len() == limit {
+                    break;
+                }
+                if f.matches(doc.as_ref())? {
+                    kept.push((doc, score));
+                }
+            }
+            found = kept;
+        }
+        for iv in idx.def.read_intervals(&query) {
+            self.reads.push(iv);
+        }
+        self.documents_read += found.len();
+        self.bytes_read += found.iter().map(|(d, _)| d.size).sum::<usize>();
+        self.check_read_limits()?;
+        Ok(found)
+    }
+
+    /// Vector search of index `index` of `table` at this transaction's snapshot, with its
+    /// own writes: the `limit` (1..=256) rows nearest `vector` by cosine similarity among
+    /// those whose filter fields equal any of `filters` (all rows without filters). Returns
+    /// `(id, score)` best first; records the filter values in the read set.
+    ///
+    /// Errors: `IndexNotFound`, `IndexNotReady`, `InvalidArgument` (dimensions, limit, a
+    /// field that is not a filter field).
+    pub fn vector_search(
+        &mut self,
+        table: &str,
+        index: &str,
+        vector: &Value,
+        limit: usize,
+        filters: &[(String, Value)],
+    ) -> Result<Vec<(DocumentId, f32)>> {
+        self.count_interval()?;
+        let registry = self.search_indexes()?;
+        let idx = registry
+            .vector(table, index)
+            .ok_or_else(|| Error::IndexNotFound {
+                table: table.to_owned(),
+                index: index.to_owned(),
+            })?;
+        let query = idx.def.parse_query(vector, limit, filters)?;
+        let own = self.own_writes(idx.def.table);
+        let found = idx.search(&query, self.begin_ts, &own)?;
+        for iv in idx.def.read_intervals(&query) {
+            self.reads.push(iv);
+        }
+        self.documents_read += found.len();
+        self.check_read_limits()?;
+        Ok(found)
     }
 
     fn check_read_limits(&self) -> Result<()> {

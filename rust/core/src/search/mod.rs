@@ -1,0 +1,272 @@
+//! Search indexes: full-text ([`text`], tantivy) and vector ([`vector`]), kept beside the
+//! MVCC store and read at a transaction's snapshot.
+//!
+//! Search indexes are derived state: nothing of them is persisted. The engine builds each
+//! one from the table's documents when it is registered (at open, or when a schema adds it)
+//! and every published commit updates it, in the same step that moves the visible
+//! timestamp, so a snapshot never sees a commit in the documents but not in a search.
+//!
+//! Their read and write keys live in a private keyspace, one 4-byte id per index from
+//! [`KEY_ID_BASE`] up (catalog index ids count from 1 and never get there), so the write
+//! log, conflict detection and subscriptions treat a search like any other read.
+//!
+//! A maintenance thread (one per engine) moves text indexes' change logs into their
+//! tantivy base and keeps vector indexes' approximate graphs and rows up to date.
+
+pub mod text;
+pub mod tokenize;
+pub mod vector;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+
+use crate::document::DocumentRef;
+use crate::id::{DocumentId, TableNumber};
+use crate::timestamp::Timestamp;
+use crate::transaction::PendingWrite;
+
+pub use text::{TextIndex, TextIndexDef, TextQuery};
+pub use vector::{VectorIndex, VectorIndexDef, VectorQuery};
+
+/// The first key id of search indexes' private keyspaces.
+pub const KEY_ID_BASE: u32 = 0xF000_0000;
+/// How often the maintenance thread looks for work.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The registered indexes at one moment (replaced whole when one is added or removed).
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// Full-text indexes.
+    pub text: Vec<Arc<TextIndex>>,
+    /// Vector indexes.
+    pub vector: Vec<Arc<VectorIndex>>,
+}
+
+impl Registry {
+    /// Whether no index is registered.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.vector.is_empty()
+    }
+
+    /// The text index `name` of `table`.
+    pub fn text(&self, table: &str, name: &str) -> Option<&Arc<TextIndex>> {
+        self.text
+            .iter()
+            .find(|i| i.def.table_name == table && i.def.name == name)
+    }
+
+    /// The vector index `name` of `table`.
+    pub fn vector(&self, table: &str, name: &str) -> Option<&Arc<VectorIndex>> {
+        self.vector
+            .iter()
+            .find(|i| i.def.table_name == table && i.def.name == name)
+    }
+
+    /// The table name and index name behind a private key id.
+    pub fn describe_key(&self, key_id: u32) -> Option<(String, String)> {
+        self.text
+            .iter()
+            .map(|i| (i.def.key_id, &i.def.table_name, &i.def.name))
+            .chain(
+                self.vector
+                    .iter()
+                    .map(|i| (i.def.key_id, &i.def.table_name, &i.def.name)),
+            )
+            .find(|(k, _, _)| *k == key_id)
+            .map(|(_, t, n)| (t.clone(), n.clone()))
+    }
+
+    /// The search keys a transaction's writes touch: those of the version each document had
+    /// at the snapshot and of its new version.
+    pub fn write_keys(&self, writes: &BTreeMap<DocumentId, PendingWrite>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if self.is_empty() {
+            return out;
+        }
+        for (id, write) in writes {
+            let versions = write
+                .old
+                .as_ref()
+                .map(|(_, d)| d)
+                .into_iter()
+                .chain(write.new.as_ref());
+            for doc in versions {
+                self.doc_keys(id.table, doc, &mut out);
+            }
+        }
+        out
+    }
+
+    fn doc_keys(&self, table: TableNumber, doc: &DocumentRef, out: &mut Vec<Vec<u8>>) {
+        for index in self.text.iter().filter(|i| i.def.table == table) {
+            index.def.write_keys(&index.def.tokenize(doc), out);
+        }
+        for index in self.vector.iter().filter(|i| i.def.table == table) {
+            index.def.write_keys(doc, out);
+        }
+    }
+
+    /// Check a new document version against the vector indexes of its table.
+    ///
+    /// Errors: `InvalidDocument` naming the index and field when the vector field holds
+    /// something other than `dimensions` finite numbers.
+    pub fn check_document(&self, doc: &DocumentRef) -> crate::Result<()> {
+        for index in self.vector.iter().filter(|i| i.def.table == doc.id.table) {
+            index.def.vector_of(doc)?;
+        }
+        Ok(())
+    }
+
+    /// Apply a published change to every index of its table.
+    pub fn record(&self, ts: Timestamp, id: DocumentId, doc: Option<&DocumentRef>) {
+        for index in self.text.iter().filter(|i| i.def.table == id.table) {
+            index.record(ts, id, doc);
+        }
+        for index in self.vector.iter().filter(|i| i.def.table == id.table) {
+            index.record(ts, id, doc);
+        }
+    }
+}
+
+/// The search indexes of one engine.
+pub struct SearchIndexes {
+    registry: RwLock<Arc<Registry>>,
+    version: AtomicU64,
+    next_key: AtomicU32,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Default for SearchIndexes {
+    fn default() -> Self {
+        SearchIndexes {
+            registry: RwLock::new(Arc::new(Registry::default())),
+            version: AtomicU64::new(0),
+            next_key: AtomicU32::new(KEY_ID_BASE),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            thread: Mutex::new(None),
+        }
+    }
+}
+
+impl SearchIndexes {
+    /// The registered indexes now, with the registry's version (it grows at each change).
+    pub fn current(&self) -> (u64, Arc<Registry>) {
+        let guard = self.registry.read();
+        (self.version.load(Ordering::Acquire), Arc::clone(&guard))
+    }
+
+    /// The registry's version.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Hold the registry unchanged (publishing holds it while it applies a batch and moves
+    /// the visible timestamp, so a registration sees a batch wholly or not at all).
+    pub fn hold(&self) -> RwLockReadGuard<'_, Arc<Registry>> {
+        self.registry.read()
+    }
+
+    /// A fresh private key id.
+    pub fn next_key_id(&self) -> u32 {
+        self.next_key.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Change the registry under its write lock; `f` gets a copy to edit and whatever it
+    /// returns is returned (the lock is held while `f` runs: keep it short).
+    pub fn change<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut guard = self.registry.write();
+        let mut next = (**guard).clone();
+        let out = f(&mut next);
+        *guard = Arc::new(next);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        out
+    }
+
+    /// Start the maintenance thread (once).
+    pub fn start_maintenance(self: &Arc<Self>) {
+        let mut thread = self.thread.lock();
+        if thread.is_some() {
+            return;
+        }
+        let weak: Weak<SearchIndexes> = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("reactive-search".to_owned())
+            .spawn(move || maintenance_loop(&weak))
+            .ok();
+        *thread = handle;
+    }
+
+    /// Stop the maintenance thread and wait for it.
+    pub fn shutdown(&self) {
+        *self.stop.lock() = true;
+        self.wake.notify_all();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
+
+    /// Flush every text index's log into its base now (tests and benchmarks).
+    pub fn flush_all(&self) -> crate::Result<()> {
+        let (_, registry) = self.current();
+        for index in &registry.text {
+            index.flush()?;
+        }
+        for index in &registry.vector {
+            index.maintain(Timestamp::wall_clock());
+        }
+        Ok(())
+    }
+
+    fn maintain_once(&self, last_vector: &mut Instant) {
+        let (_, registry) = self.current();
+        for index in &registry.text {
+            if index.pending() > 0
+                && let Err(e) = index.flush()
+            {
+                // Left in the log: searches stay correct, only slower; retried next round.
+                let _ = e;
+            }
+        }
+        if last_vector.elapsed() >= Duration::from_secs(1) {
+            *last_vector = Instant::now();
+            for index in &registry.vector {
+                index.maintain(Timestamp::wall_clock());
+            }
+        }
+    }
+}
+
+fn maintenance_loop(weak: &Weak<SearchIndexes>) {
+    let mut last_vector = Instant::now();
+    loop {
+        let Some(this) = weak.upgrade() else { return };
+        {
+            let mut stop = this.stop.lock();
+            if *stop {
+                return;
+            }
+            let _ = this.wake.wait_for(&mut stop, MAINTENANCE_INTERVAL);
+            if *stop {
+                return;
+            }
+        }
+        this.maintain_once(&mut last_vector);
+    }
+}
+
+impl Drop for SearchIndexes {
+    fn drop(&mut self) {
+        *self.stop.lock() = true;
+        self.wake.notify_all();
+    }
+}
