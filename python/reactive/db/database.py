@@ -518,13 +518,29 @@ class Database:
                 del self._pins[ts]
 
     async def check(self) -> CheckReport:
-        """Verify every persisted index entry against the documents, both directions.
+        """Verify the indexes against the documents.
 
-        Returns ``{"documents", "index_entries", "problems"}``; no problems means consistent.
+        Every persisted index entry is checked both directions, and every full-text search
+        index against its table's documents. Returns ``{"documents", "index_entries",
+        "search_indexes", "problems"}``; no problems means consistent.
         """
         self._check_open()
         await self._flusher.flush()
-        return await self._persistence.check(self._engine)
+        report = await self._persistence.check(self._engine)
+        checked = 0
+        for info in self._engine.search_indexes():
+            if info["kind"] != "text":
+                continue
+            bad = await asyncio.to_thread(
+                self._engine.verify_search_index, info["table"], info["name"]
+            )
+            checked += 1
+            report["problems"].extend(
+                f"search index {info['table']}.{info['name']}: document {id_} is indexed wrongly"
+                for id_ in bad
+            )
+        report["search_indexes"] = checked
+        return report
 
     async def wait_for_indexes(self) -> None:
         """Wait until background index backfills are done."""
