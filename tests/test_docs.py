@@ -12,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import reactive
+import reactive.errors
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"```python\n# app/(?P<module>[\w/]+\.py)\n(?P<source>.*?)```", re.S)
@@ -187,3 +190,57 @@ async def test_functions_page(db_url: str, make_app: Callable[[dict[str, str]], 
         assert await db.action("accounts:report", {"name": "bo"}) == "bo: 35.0 EUR"
         await change_environment_variables(db, [("CURRENCY", "CHF")])
         assert await db.action("accounts:report", {"name": "bo"}) == "bo: 35.0 CHF"
+
+
+async def test_search_page(db_url: str, make_app: Callable[[dict[str, str]], Path]) -> None:
+    files = app_of("search.md")
+    assert set(files) == {"schema.py", "messages.py"}
+    async with reactive.open(db_url, app=make_app(files)) as db:
+        for channel, body in [
+            ("general", "hello world"),
+            ("general", "help wanted"),
+            ("random", "hello again, hello"),
+        ]:
+            await db.mutation("messages:send", {"channel": channel, "body": body})
+        # BM25 ranks the message saying "hello" twice first; the last term is a prefix.
+        assert await db.query("messages:search", {"text": "hello"}) == [
+            "hello again, hello",
+            "hello world",
+        ]
+        assert sorted(await db.query("messages:search", {"text": "hel"})) == [
+            "hello again, hello",
+            "hello world",
+            "help wanted",
+        ]
+        assert await db.query("messages:search", {"text": "hello", "channel": "general"}) == [
+            "hello world"
+        ]
+        assert await db.query("messages:search", {"text": "goodbye"}) == []
+        # Reactive: a matching message re-runs the subscription, an unrelated one does not.
+        sub = db.subscribe("messages:search", {"text": "hello", "channel": "general"})
+        assert await sub.get(timeout_s=5) == ["hello world"]
+        await db.mutation("messages:send", {"channel": "general", "body": "nothing here"})
+        await db.mutation("messages:send", {"channel": "general", "body": "hello there"})
+        assert sorted(await sub.get(timeout_s=5)) == ["hello there", "hello world"]
+        assert sub.runs == 2
+        sub.close()
+        # Vectors.
+        for channel, body, vec in [
+            ("general", "east", [1.0, 0.0, 0.0]),
+            ("general", "north", [0.0, 1.0, 0.0]),
+            ("random", "north-east", [0.7, 0.7, 0.0]),
+        ]:
+            await db.mutation(
+                "messages:send_embedded", {"channel": channel, "body": body, "embedding": vec}
+            )
+        near = {"embedding": [0.9, 0.1, 0.0], "channels": ["general", "random"]}
+        assert await db.query("messages:similar", near) == ["east", "north-east"]
+        near["channels"] = ["general"]
+        assert await db.query("messages:similar", near) == ["east", "north"]
+        ids = await db.action("messages:similar_ids", {"embedding": [0.0, 1.0, 0.1]})
+        assert len(ids) == 1
+        with pytest.raises(reactive.errors.ReactiveError, match="3 dimensions"):
+            await db.mutation(
+                "messages:send_embedded",
+                {"channel": "general", "body": "bad", "embedding": [1.0, 2.0]},
+            )
