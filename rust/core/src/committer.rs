@@ -123,13 +123,15 @@ impl CommitterState {
     }
 
     /// Queue a validated transaction's writes against `catalog`; `extra_keys` are written
-    /// keys beyond the documents' index keys (names of tables it created). Returns the
-    /// commit timestamp.
+    /// keys beyond the documents' index keys (names of tables it created, search keys);
+    /// `search_docs` are new versions tokenized for text indexes. Returns the commit
+    /// timestamp.
     pub fn prepare(
         &mut self,
         catalog: &Catalog,
         writes: Vec<EncodedWrite>,
         extra_keys: Vec<Vec<u8>>,
+        search_docs: Vec<(u32, DocumentId, Arc<crate::search::TokenizedDoc>)>,
         visible: Timestamp,
     ) -> Result<Timestamp> {
         let ts = self.next_ts();
@@ -177,6 +179,7 @@ impl CommitterState {
             changes,
             index_only: Vec::new(),
             written,
+            search_docs,
         });
         Ok(ts)
     }
@@ -268,6 +271,7 @@ impl CommitterState {
             changes: Vec::new(),
             index_only,
             written,
+            search_docs: Vec::new(),
         });
         Ok(Some(ts))
     }

@@ -186,7 +186,7 @@ impl Engine {
         // Search keys are computed outside the commit lock, and again under it if an index
         // was registered meanwhile.
         let (search_version, registry) = self.search.current();
-        let mut search_keys = registry.write_keys(&parts.writes);
+        let mut search = registry.write_keys(&parts.writes);
         let writes_for_keys = if registry.is_empty() {
             None
         } else {
@@ -205,12 +205,12 @@ impl Engine {
         }
         if self.search.version() != search_version {
             let (_, registry) = self.search.current();
-            search_keys = match &writes_for_keys {
+            search = match &writes_for_keys {
                 Some(w) => registry.write_keys(w),
                 None => registry.write_keys(&encoded_writes_map(&encoded)),
             };
         }
-        let mut extra_keys = search_keys;
+        let mut extra_keys = std::mem::take(&mut search.keys);
         let catalog = if parts.created_tables.is_empty() {
             self.catalog()
         } else {
@@ -236,7 +236,13 @@ impl Engine {
             state.version += 1;
             Arc::clone(&state.current)
         };
-        let ts = committer.prepare(&catalog, encoded, extra_keys, self.visible_ts())?;
+        let ts = committer.prepare(
+            &catalog,
+            encoded,
+            extra_keys,
+            search.tokenized,
+            self.visible_ts(),
+        )?;
         self.signal_queued();
         Ok(Some(ts))
     }
@@ -350,7 +356,12 @@ impl Engine {
             if !registry.is_empty() {
                 for commit in &batch.commits.commits {
                     for change in &commit.changes {
-                        registry.record(commit.ts, change.id, change.doc.as_ref());
+                        registry.record(
+                            commit.ts,
+                            change.id,
+                            change.doc.as_ref(),
+                            &commit.search_docs,
+                        );
                     }
                 }
             }

@@ -42,6 +42,9 @@ pub struct PreparedCommit {
     pub index_only: Vec<IndexChange>,
     /// The keys written, as the write log and subscriptions see them.
     pub written: Arc<WriteLogEntry>,
+    /// New versions tokenized for text indexes at commit (see
+    /// [`crate::search::SearchWrites::tokenized`]).
+    pub search_docs: Vec<(u32, crate::id::DocumentId, Arc<crate::search::TokenizedDoc>)>,
 }
 
 /// Commits persisted together in one backend transaction.

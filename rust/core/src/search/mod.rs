@@ -25,17 +25,27 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::document::DocumentRef;
-use crate::id::{DocumentId, TableNumber};
+use crate::id::DocumentId;
 use crate::timestamp::Timestamp;
 use crate::transaction::PendingWrite;
 
-pub use text::{TextIndex, TextIndexDef, TextQuery};
+pub use text::{TextIndex, TextIndexDef, TextQuery, TokenizedDoc};
 pub use vector::{VectorIndex, VectorIndexDef, VectorQuery};
 
 /// The first key id of search indexes' private keyspaces.
 pub const KEY_ID_BASE: u32 = 0xF000_0000;
 /// How often the maintenance thread looks for work.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a commit's writes mean to the search indexes.
+#[derive(Default)]
+pub struct SearchWrites {
+    /// The keys the writes touch (old and new versions).
+    pub keys: Vec<Vec<u8>>,
+    /// New versions as text indexes tokenized them: `(index key id, document, terms)`,
+    /// sorted, so publishing does not tokenize them again.
+    pub tokenized: Vec<(u32, DocumentId, Arc<TokenizedDoc>)>,
+}
 
 /// The registered indexes at one moment (replaced whole when one is added or removed).
 #[derive(Clone, Default)]
@@ -81,32 +91,35 @@ impl Registry {
     }
 
     /// The search keys a transaction's writes touch: those of the version each document had
-    /// at the snapshot and of its new version.
-    pub fn write_keys(&self, writes: &BTreeMap<DocumentId, PendingWrite>) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
+    /// at the snapshot and of its new version; and the new versions tokenized.
+    pub fn write_keys(&self, writes: &BTreeMap<DocumentId, PendingWrite>) -> SearchWrites {
+        let mut out = SearchWrites::default();
         if self.is_empty() {
             return out;
         }
         for (id, write) in writes {
-            let versions = write
-                .old
-                .as_ref()
-                .map(|(_, d)| d)
-                .into_iter()
-                .chain(write.new.as_ref());
-            for doc in versions {
-                self.doc_keys(id.table, doc, &mut out);
+            if let Some((_, old)) = &write.old {
+                self.doc_keys(*id, old, false, &mut out);
+            }
+            if let Some(new) = &write.new {
+                self.doc_keys(*id, new, true, &mut out);
             }
         }
+        out.tokenized.sort_unstable_by_key(|t| (t.0, t.1));
         out
     }
 
-    fn doc_keys(&self, table: TableNumber, doc: &DocumentRef, out: &mut Vec<Vec<u8>>) {
-        for index in self.text.iter().filter(|i| i.def.table == table) {
-            index.def.write_keys(&index.def.tokenize(doc), out);
+    fn doc_keys(&self, id: DocumentId, doc: &DocumentRef, new: bool, out: &mut SearchWrites) {
+        for index in self.text.iter().filter(|i| i.def.table == id.table) {
+            let tokenized = index.def.tokenize(doc);
+            index.def.write_keys(&tokenized, &mut out.keys);
+            if new {
+                out.tokenized
+                    .push((index.def.key_id, id, Arc::new(tokenized)));
+            }
         }
-        for index in self.vector.iter().filter(|i| i.def.table == table) {
-            index.def.write_keys(doc, out);
+        for index in self.vector.iter().filter(|i| i.def.table == id.table) {
+            index.def.write_keys(doc, &mut out.keys);
         }
     }
 
@@ -121,10 +134,21 @@ impl Registry {
         Ok(())
     }
 
-    /// Apply a published change to every index of its table.
-    pub fn record(&self, ts: Timestamp, id: DocumentId, doc: Option<&DocumentRef>) {
+    /// Apply a published change to every index of its table; `tokenized` is what the commit
+    /// computed ([`SearchWrites::tokenized`]).
+    pub fn record(
+        &self,
+        ts: Timestamp,
+        id: DocumentId,
+        doc: Option<&DocumentRef>,
+        tokenized: &[(u32, DocumentId, Arc<TokenizedDoc>)],
+    ) {
         for index in self.text.iter().filter(|i| i.def.table == id.table) {
-            index.record(ts, id, doc);
+            let cached = tokenized
+                .binary_search_by(|(k, d, _)| (*k, *d).cmp(&(index.def.key_id, id)))
+                .ok()
+                .map(|i| Arc::clone(&tokenized[i].2));
+            index.record(ts, id, doc, cached);
         }
         for index in self.vector.iter().filter(|i| i.def.table == id.table) {
             index.record(ts, id, doc);

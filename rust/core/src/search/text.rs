@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::fieldnorm::FieldNormReader;
@@ -33,7 +34,6 @@ use tantivy::query::{
 use tantivy::schema::{
     BytesOptions, FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::document::DocumentRef;
@@ -42,7 +42,7 @@ use crate::id::{DocumentId, InternalId, TableNumber};
 use crate::interval::Interval;
 use crate::keys;
 use crate::mvcc::MvccStore;
-use crate::search::tokenize::for_each_term;
+use crate::search::tokenize::{ReactiveTokenizer, TOKENIZER_NAME, for_each_term};
 use crate::timestamp::Timestamp;
 use crate::value::{FieldPath, Value};
 
@@ -163,36 +163,38 @@ impl TextIndexDef {
 
     /// The terms and filter values of a document version.
     pub fn tokenize(&self, doc: &DocumentRef) -> TokenizedDoc {
-        let mut counts: HashMap<&str, u32> = HashMap::new();
-        let mut owned: Vec<String> = Vec::new();
+        let mut counts: FxHashMap<Box<str>, u32> = FxHashMap::default();
         let mut length = 0u32;
         if let Some(Value::String(text)) = doc.get(&self.search_path) {
             for_each_term(&text, |t| {
                 length += 1;
-                owned.push(t.to_owned());
+                match counts.get_mut(t) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert(Box::from(t), 1);
+                    }
+                }
             });
-            for t in &owned {
-                *counts.entry(t.as_str()).or_insert(0) += 1;
-            }
         }
-        let mut terms: Vec<(Box<str>, u32)> =
-            counts.into_iter().map(|(t, n)| (Box::from(t), n)).collect();
+        let mut terms: Vec<(Box<str>, u32)> = counts.into_iter().collect();
         terms.sort_unstable();
-        let filter_keys = self
-            .filter_paths
+        TokenizedDoc {
+            doc: Arc::clone(doc),
+            terms,
+            length,
+            filter_keys: self.filter_keys(doc),
+        }
+    }
+
+    fn filter_keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
+        self.filter_paths
             .iter()
             .map(|p| {
                 let mut k = Vec::new();
                 keys::encode_optional(doc.get(p).as_ref(), &mut k);
                 k
             })
-            .collect();
-        TokenizedDoc {
-            doc: Arc::clone(doc),
-            terms,
-            length,
-            filter_keys,
-        }
+            .collect()
     }
 
     fn key_prefix(&self, family: u8) -> Vec<u8> {
@@ -203,8 +205,8 @@ impl TextIndexDef {
     }
 
     /// The keys a version of a document writes: for each distinct term `t`, `[id][1][t][0]
-    /// [all filter values]`; with filter fields also `[id][2][all filter values][t]` and,
-    /// per filter field `i`, `[id][3][i][value i][t]`. Each search reads the family that
+    /// [all filter values]`; with filter fields also, per filter field `i`, `[id][3][i]
+    /// [value i][t]`, and with two or more `[id][2][all filter values][t]`. Each search reads the family that
     /// makes its read set exact (see [`TextIndexDef::read_intervals`]).
     pub fn write_keys(&self, doc: &TokenizedDoc, out: &mut Vec<Vec<u8>>) {
         let filters: Vec<u8> = doc.filter_keys.concat();
@@ -217,10 +219,12 @@ impl TextIndexDef {
             if self.filter_paths.is_empty() {
                 continue;
             }
-            let mut b = self.key_prefix(FAMILY_FILTERS_FIRST);
-            b.extend_from_slice(&filters);
-            b.extend_from_slice(term.as_bytes());
-            out.push(b);
+            if self.filter_paths.len() > 1 {
+                let mut b = self.key_prefix(FAMILY_FILTERS_FIRST);
+                b.extend_from_slice(&filters);
+                b.extend_from_slice(term.as_bytes());
+                out.push(b);
+            }
             for (i, value) in doc.filter_keys.iter().enumerate() {
                 let mut c = self.key_prefix(FAMILY_ONE_FILTER);
                 c.push(i as u8);
@@ -316,7 +320,7 @@ impl TextIndexDef {
                 k.push(0);
                 k.extend_from_slice(&all_values);
                 k
-            } else if all_filtered {
+            } else if all_filtered && n > 1 {
                 let mut k = self.key_prefix(FAMILY_FILTERS_FIRST);
                 k.extend_from_slice(&all_values);
                 k.extend_from_slice(term.as_bytes());
@@ -510,7 +514,7 @@ impl TextIndex {
         let id_hi = builder.add_u64_field("id_hi", FAST);
         let id_lo = builder.add_u64_field("id_lo", FAST);
         let indexing = TextFieldIndexing::default()
-            .set_tokenizer("raw")
+            .set_tokenizer(TOKENIZER_NAME)
             .set_index_option(IndexRecordOption::WithFreqs)
             .set_fieldnorms(true);
         let body = builder.add_text_field(
@@ -524,6 +528,9 @@ impl TextIndex {
             })
             .collect();
         let index = Index::create_in_ram(builder.build());
+        index
+            .tokenizers()
+            .register(TOKENIZER_NAME, ReactiveTokenizer::default());
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
             .clamp(1, 2);
@@ -559,39 +566,38 @@ impl TextIndex {
         })
     }
 
-    fn tantivy_doc(&self, tokenized: &TokenizedDoc) -> Option<TantivyDocument> {
-        if tokenized.terms.is_empty() {
-            return None;
-        }
-        let Some(Value::String(text)) = tokenized.doc.get(&self.def.search_path) else {
+    /// The tantivy document of a version: `None` when its search field holds no term.
+    fn tantivy_doc(
+        &self,
+        doc: &DocumentRef,
+        filter_keys: Option<&[Vec<u8>]>,
+    ) -> Option<TantivyDocument> {
+        let Some(Value::String(text)) = doc.get(&self.def.search_path) else {
             return None;
         };
-        let mut tokens = Vec::with_capacity(tokenized.length as usize);
-        for_each_term(&text, |t| {
-            tokens.push(Token {
-                offset_from: 0,
-                offset_to: 0,
-                position: tokens.len(),
-                text: t.to_owned(),
-                position_length: 1,
-            });
-        });
-        let mut doc = TantivyDocument::new();
-        let (hi, lo) = id_parts(&tokenized.doc.id.internal);
-        doc.add_bytes(self.fields.id, &tokenized.doc.id.internal.0);
-        doc.add_u64(self.fields.id_hi, hi);
-        doc.add_u64(self.fields.id_lo, lo);
-        doc.add_pre_tokenized_text(
-            self.fields.body,
-            PreTokenizedString {
-                text: String::new(),
-                tokens,
-            },
-        );
-        for (field, key) in self.fields.filters.iter().zip(&tokenized.filter_keys) {
-            doc.add_bytes(*field, key);
+        let mut any = false;
+        for_each_term(&text, |_| any = true);
+        if !any {
+            return None;
         }
-        Some(doc)
+        let mut out = TantivyDocument::new();
+        let (hi, lo) = id_parts(&doc.id.internal);
+        out.add_bytes(self.fields.id, &doc.id.internal.0);
+        out.add_u64(self.fields.id_hi, hi);
+        out.add_u64(self.fields.id_lo, lo);
+        out.add_text(self.fields.body, &text);
+        let computed;
+        let keys = match filter_keys {
+            Some(k) => k,
+            None => {
+                computed = self.def.filter_keys(doc);
+                &computed
+            }
+        };
+        for (field, key) in self.fields.filters.iter().zip(keys) {
+            out.add_bytes(*field, key);
+        }
+        Some(out)
     }
 
     /// Build the base from `docs`, the table's documents at `ts`; the index is ready after.
@@ -600,8 +606,7 @@ impl TextIndex {
         let result: Result<Searcher> = (|| {
             let mut writer = self.writer.lock();
             for doc in docs {
-                let tokenized = self.def.tokenize(doc);
-                if let Some(d) = self.tantivy_doc(&tokenized) {
+                if let Some(d) = self.tantivy_doc(doc, None) {
                     writer
                         .add_document(d)
                         .map_err(|e| tantivy_error(&self.def, &e))?;
@@ -634,9 +639,20 @@ impl TextIndex {
         self.state.read().status == Status::Ready
     }
 
-    /// Record a published change (`doc`: the new version, `None` when deleted).
-    pub fn record(&self, ts: Timestamp, id: DocumentId, doc: Option<&DocumentRef>) {
-        let tokenized = doc.map(|d| Arc::new(self.def.tokenize(d)));
+    /// Record a published change (`doc`: the new version, `None` when deleted), with its
+    /// tokenized form when the commit computed it already.
+    pub fn record(
+        &self,
+        ts: Timestamp,
+        id: DocumentId,
+        doc: Option<&DocumentRef>,
+        tokenized: Option<Arc<TokenizedDoc>>,
+    ) {
+        let tokenized = match (doc, tokenized) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(t),
+            (Some(d), None) => Some(Arc::new(self.def.tokenize(d))),
+        };
         self.state.write().log.push(LogEntry {
             ts,
             id,
@@ -674,7 +690,11 @@ impl TextIndex {
         };
         for (id, doc) in &changes {
             writer.delete_term(Term::from_field_bytes(self.fields.id, &id.internal.0));
-            if let Some(d) = doc.as_deref().and_then(|d| self.tantivy_doc(d)) {
+            if let Some(d) = doc
+                .as_deref()
+                .filter(|d| !d.terms.is_empty())
+                .and_then(|d| self.tantivy_doc(&d.doc, Some(&d.filter_keys)))
+            {
                 writer
                     .add_document(d)
                     .map_err(|e| tantivy_error(&self.def, &e))?;
