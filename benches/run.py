@@ -3,7 +3,8 @@
     .venv/bin/python benches/run.py            # full run (~11-15 minutes)
     .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~4 minutes)
     .venv/bin/python benches/run.py --only insert,scan --skip-rust
-    .venv/bin/python benches/run.py --only server     # a group: embedded, server or persistence
+    .venv/bin/python benches/run.py --only server     # a group: embedded, server, persistence
+                                                      # or search
 
 Prints the machine, progress (stderr), an aligned table with each figure's spread, the
 notes, and the same table in Markdown (for README). Writes everything, samples included,
@@ -34,6 +35,7 @@ import bench_invalidation
 import bench_latency
 import bench_scan
 import bench_scheduler
+import bench_search
 import bench_subscriptions
 import rust
 from common import (
@@ -59,6 +61,7 @@ BENCHES: dict[str, ModuleType] = {
     "backends": bench_backends,
     "invalidation": bench_invalidation,
     "scheduler": bench_scheduler,
+    "search": bench_search,
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -70,6 +73,9 @@ GROUPS: dict[str, list[str]] = {
     # Durable inserts on SQLite, PostgreSQL and MariaDB (servers started from Debian's
     # binaries), each beside its raw driver (~4-5 minutes).
     "persistence": ["backends"],
+    # Full-text and vector search against tantivy-py, SQLite FTS5 and numpy (needs `tantivy`
+    # and `numpy` in the venv; ~1 minute for the anchors, more once the engine's side runs).
+    "search": ["search"],
 }
 
 
