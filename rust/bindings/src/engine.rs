@@ -441,7 +441,8 @@ impl PyEngine {
     }
 
     /// The registered search indexes: dicts `{table, name, kind ("text" | "vector"),
-    /// ready, pending (text: changes not yet in the base), vectors (vector: live rows)}`.
+    /// ready, pending (text: changes not yet in the base), segments (text: tantivy segments of
+    /// the base), vectors (vector: live rows)}`.
     fn search_indexes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let (_, registry) = self.inner.search().current();
         let out = PyList::empty(py);
@@ -452,6 +453,7 @@ impl PyEngine {
             d.set_item("kind", "text")?;
             d.set_item("ready", i.is_ready())?;
             d.set_item("pending", i.pending())?;
+            d.set_item("segments", i.segments())?;
             out.append(d)?;
         }
         for i in &registry.vector {

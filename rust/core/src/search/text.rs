@@ -19,17 +19,16 @@
 //!
 //! Source: Convex's `search` crate (a tantivy base plus a memory index of recent revisions).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use rustc_hash::FxHashMap;
-use tantivy::collector::TopDocs;
-use tantivy::columnar::Column;
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::query::{
-    Bm25StatisticsProvider, Bm25Weight, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery,
+    Bm25StatisticsProvider, Bm25Weight, BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring,
+    Occur, Query, TermQuery,
 };
 use tantivy::schema::{
     BytesOptions, FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions,
@@ -52,9 +51,13 @@ pub const MAX_TERMS: usize = 16;
 pub const MAX_FILTERS: usize = 8;
 /// At most this many results from one search (Convex's limit).
 pub const MAX_RESULTS: usize = 1024;
-/// The last term of a search also matches terms it is a prefix of; at most this many
-/// such terms (in term order) are looked up in the base.
-pub const MAX_PREFIX_EXPANSIONS: usize = 32;
+/// The last term of a search also matches terms it is a prefix of; at most this many such
+/// terms (the first in term order) are looked up in the base (Convex's
+/// `MAX_PREFIX_MATCHES_PER_QUERY_TERM`).
+pub const MAX_PREFIX_EXPANSIONS: usize = 16;
+/// A term matched only as an extension of the last term (`hel` finding `hello`) scores
+/// this fraction of a full match (Convex's prefix boost).
+pub const PREFIX_BOOST: f32 = 0.5;
 /// Log entries kept after they reached the base, for searches at older snapshots (ns).
 const LOG_RETENTION_NS: u64 = 60_000_000_000;
 /// A registered index waits this long for its build before a search says it is not ready.
@@ -499,6 +502,31 @@ impl Bm25StatisticsProvider for Stats<'_> {
     }
 }
 
+/// A base hit in the top-k heap; the greatest is the worst kept (lowest score, then the
+/// largest id).
+#[derive(Clone, Copy, PartialEq)]
+struct Hit {
+    score: f32,
+    id: (u64, u64),
+}
+
+impl Eq for Hit {}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
 /// One scored result before its document is fetched.
 struct Candidate {
     score: f32,
@@ -613,6 +641,17 @@ impl TextIndex {
                 }
             }
             writer.commit().map_err(|e| tantivy_error(&self.def, &e))?;
+            // One segment: each search then opens each term once.
+            let segments = writer
+                .index()
+                .searchable_segment_ids()
+                .map_err(|e| tantivy_error(&self.def, &e))?;
+            if segments.len() > 1 {
+                writer
+                    .merge(&segments)
+                    .wait()
+                    .map_err(|e| tantivy_error(&self.def, &e))?;
+            }
             self.reader
                 .reload()
                 .map_err(|e| tantivy_error(&self.def, &e))?;
@@ -658,6 +697,11 @@ impl TextIndex {
             id,
             doc: tokenized,
         });
+    }
+
+    /// Number of tantivy segments of the base.
+    pub fn segments(&self) -> usize {
+        self.state.read().searcher.segment_readers().len()
     }
 
     /// Number of changes waiting to reach the base.
@@ -822,10 +866,11 @@ impl TextIndex {
         let base_terms = self.base_terms(&searcher, query)?;
         let mut candidates = self.search_base(&searcher, &stats, query, &base_terms, &changed)?;
         self.score_changed(&stats, query, &base_terms, &changed, &mut candidates)?;
+        // Best first; equal scores (rare) by `_id` as Convex orders ids.
         candidates.sort_by(|a, b| {
             b.score
                 .total_cmp(&a.score)
-                .then_with(|| a.id.encode().cmp(&b.id.encode()))
+                .then_with(|| a.id.internal.cmp(&b.id.internal))
         });
         candidates.truncate(query.limit);
         let store = store.read();
@@ -895,7 +940,13 @@ impl TextIndex {
                     Term::from_field_text(self.fields.body, t),
                     IndexRecordOption::WithFreqs,
                 ));
-                (Occur::Should, q)
+                if query.terms.contains(t) {
+                    (Occur::Should, q)
+                } else {
+                    // The boost reaches the term scorer, so block-max WAND still applies.
+                    let boosted: Box<dyn Query> = Box::new(BoostQuery::new(q, PREFIX_BOOST));
+                    (Occur::Should, boosted)
+                }
             })
             .collect();
         let text_query: Box<dyn Query> = if should.len() == 1 {
@@ -919,40 +970,53 @@ impl TextIndex {
             }
             Box::new(BooleanQuery::new(clauses))
         };
-        let want = query.limit + changed.len();
-        let hits = searcher
-            .search_with_statistics_provider(
-                &*full,
-                &TopDocs::with_limit(want).order_by_score(),
-                stats,
-            )
+        // Top `limit` by (score, then `_id`), with block-max WAND: the threshold handed back
+        // is just below the worst kept score, so a hit tied with it still arrives and the
+        // smaller `_id` wins (ids of one table order as their internal bytes).
+        let weight = full
+            .weight(EnableScoring::enabled_from_statistics_provider(
+                stats, searcher,
+            ))
             .map_err(|e| tantivy_error(&self.def, &e))?;
-        let mut columns: HashMap<u32, (Column<u64>, Column<u64>)> = HashMap::new();
-        let mut out = Vec::with_capacity(hits.len());
-        for (score, address) in hits {
-            let (hi, lo) = match columns.entry(address.segment_ord) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let ff = searcher.segment_reader(address.segment_ord).fast_fields();
-                    let hi = ff.u64("id_hi").map_err(|e| tantivy_error(&self.def, &e))?;
-                    let lo = ff.u64("id_lo").map_err(|e| tantivy_error(&self.def, &e))?;
-                    v.insert((hi, lo))
+        let want = query.limit;
+        let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(want + 1);
+        for segment in searcher.segment_readers() {
+            let ff = segment.fast_fields();
+            let hi = ff.u64("id_hi").map_err(|e| tantivy_error(&self.def, &e))?;
+            let lo = ff.u64("id_lo").map_err(|e| tantivy_error(&self.def, &e))?;
+            let floor = |heap: &BinaryHeap<Hit>| {
+                if heap.len() < want {
+                    f32::NEG_INFINITY
+                } else {
+                    heap.peek()
+                        .map_or(f32::NEG_INFINITY, |w| w.score.next_down())
                 }
             };
-            let (Some(h), Some(l)) = (hi.first(address.doc_id), lo.first(address.doc_id)) else {
-                continue;
-            };
-            let id = id_from_parts(self.def.table, h, l);
-            if changed.contains_key(&id) {
-                continue;
-            }
-            out.push(Candidate {
-                score,
-                id,
-                doc: None,
-            });
+            let start = floor(&heap);
+            weight
+                .for_each_pruning(start, segment, &mut |doc, score| {
+                    if let (Some(h), Some(l)) = (hi.first(doc), lo.first(doc)) {
+                        let hit = Hit { score, id: (h, l) };
+                        let better = heap.len() < want || heap.peek().is_some_and(|w| hit < *w);
+                        if better && !changed.contains_key(&id_from_parts(self.def.table, h, l)) {
+                            heap.push(hit);
+                            if heap.len() > want {
+                                heap.pop();
+                            }
+                        }
+                    }
+                    floor(&heap)
+                })
+                .map_err(|e| tantivy_error(&self.def, &e))?;
         }
-        Ok(out)
+        Ok(heap
+            .into_iter()
+            .map(|h| Candidate {
+                score: h.score,
+                id: id_from_parts(self.def.table, h.id.0, h.id.1),
+                doc: None,
+            })
+            .collect())
     }
 
     fn score_changed(
@@ -998,7 +1062,10 @@ impl TextIndex {
                 let w = match weights.get(t) {
                     Some(w) => w,
                     None => {
-                        let w = stats.weight(t).map_err(|e| tantivy_error(&self.def, &e))?;
+                        let mut w = stats.weight(t).map_err(|e| tantivy_error(&self.def, &e))?;
+                        if !query.terms.iter().any(|q| q == t) {
+                            w = w.boost_by(PREFIX_BOOST);
+                        }
                         weights.entry(t.to_owned()).or_insert(w)
                     }
                 };

@@ -3,13 +3,14 @@
 //!
 //! Text is split on every character that is not alphanumeric (Unicode's `Alphabetic` or
 //! `Numeric`), each piece is lowercased character by character, and pieces longer than
-//! [`MAX_TERM_BYTES`] bytes are dropped (as tantivy's `SimpleTokenizer`, `LowerCaser` and
+//! [`MAX_TERM_BYTES`] bytes or more are dropped (as tantivy's `SimpleTokenizer`, `LowerCaser` and
 //! `RemoveLongFilter` do; Convex's search tokenizes the same way).
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
-/// Terms longer than this many bytes (UTF-8, after lowercasing) are not indexed or searched.
-pub const MAX_TERM_BYTES: usize = 128;
+/// Terms of this many bytes or more (UTF-8, after lowercasing) are not indexed or searched
+/// (Convex's `MAX_TEXT_TERM_LENGTH`, applied as tantivy's `RemoveLongFilter` does).
+pub const MAX_TERM_BYTES: usize = 32;
 
 /// The name the tokenizer is registered under in each tantivy index.
 pub const TOKENIZER_NAME: &str = "reactive";
@@ -36,7 +37,7 @@ fn next_term(text: &str, pos: &mut usize, out: &mut String, span: &mut (usize, u
         } else {
             out.extend(piece.chars().flat_map(char::to_lowercase));
         }
-        if out.len() <= MAX_TERM_BYTES {
+        if out.len() < MAX_TERM_BYTES {
             *span = (from, from + len);
             return true;
         }
@@ -119,7 +120,7 @@ mod tests {
             ["hello", "wor", "ld", "42x", "école", "été"]
         );
         assert!(terms("  ,;  ").is_empty());
-        let long = "a".repeat(MAX_TERM_BYTES + 1);
+        let long = "a".repeat(MAX_TERM_BYTES);
         assert_eq!(terms(&format!("ok {long} fine")), ["ok", "fine"]);
     }
 
