@@ -376,3 +376,13 @@ async def test_search_conflicts_with_matching_commit(db: Any) -> None:
     txn.insert("messages", {"channel": "a", "body": "booked"})
     await db.mutation("f:send", {"channel": "a", "body": "unrelated"})
     assert db._engine.commit(txn) is not None
+
+
+async def test_embedded_text_search(db: Any) -> None:
+    await db.mutation("f:send_many", {"channel": "a", "bodies": ["red apple", "apple apple"]})
+    await db.mutation("f:send", {"channel": "b", "body": "apple"})
+    found = await db.text_search("messages", "search_body", "apple", filters={"channel": "a"})
+    assert [d["body"] for d, _ in found] == ["apple apple", "red apple"]
+    assert found[0][1] > found[1][1] > 0
+    with pytest.raises(IndexNotFoundError):
+        await db.text_search("messages", "nope", "apple")

@@ -240,3 +240,21 @@ async def test_reactive_within_filter_only(db: Any) -> None:
     got = await sub.get(timeout_s=5)
     assert got[0]["_id"] == new[0] and sub.runs == 2
     sub.close()
+
+
+async def test_embedded_vector_search(db: Any) -> None:
+    ids = await db.mutation(
+        "f:add",
+        {
+            "docs": [
+                {"embedding": [1.0] + [0.0] * 7, "kind": "a"},
+                {"embedding": [0.0] * 7 + [1.0], "kind": "b"},
+            ]
+        },
+    )
+    got = await db.vector_search("items", "by_embedding", [1.0] + [0.0] * 7, limit=2)
+    assert [g["_id"] for g in got] == ids
+    got = await db.vector_search(
+        "items", "by_embedding", [1.0] + [0.0] * 7, filter=lambda q: q.eq("kind", "b")
+    )
+    assert [g["_id"] for g in got] == [ids[1]]

@@ -16,7 +16,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, TypeVar, overload
@@ -491,6 +491,55 @@ class Database:
                 sub._invalidate(first_ts)
 
     # -- maintenance ---------------------------------------------------------------------
+
+    async def text_search(
+        self,
+        table: str,
+        index: str,
+        text: str,
+        *,
+        filters: dict[str, Any] | None = None,
+        limit: int = 10,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Full-text search at the latest snapshot, outside any function.
+
+        The same search as ``with_search_index(index, lambda q: q.search(field, text)
+        .eq(...))`` in a query: ``filters`` maps filter fields to required values.
+        Returns up to ``limit`` (1 to 1,024) ``(document, BM25 score)`` pairs, best first.
+
+        Raises:
+            InvalidQueryError: a bad search (limits, a field that is not a filter field).
+            IndexNotFoundError: no such search index.
+        """
+        self._check_open()
+        txn = self._engine.begin(True)
+        found = txn.text_search(table, index, text, list((filters or {}).items()), limit)
+        return [(doc, score) for doc, score in found]
+
+    async def vector_search(
+        self,
+        table: str,
+        index: str,
+        vector: Any,
+        *,
+        limit: int = 10,
+        filter: Callable[[Any], Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Vector search at the latest snapshot, outside any function.
+
+        As an action's ``ctx.vector_search``: ``[{"_id", "_score"}]``, best first.
+
+        Raises:
+            InvalidQueryError: a bad query (dimensions, limit 1 to 256, filter field).
+            IndexNotFoundError: no such vector index.
+        """
+        from reactive.db.context import _vector_search
+
+        self._check_open()
+        query: dict[str, Any] = {"vector": vector, "limit": limit}
+        if filter is not None:
+            query["filter"] = filter
+        return _vector_search(self._engine.begin(True), self, table, index, query)
 
     @contextlib.contextmanager
     def pin_snapshot(self, ts: int | None = None) -> Iterator[int]:
