@@ -156,6 +156,9 @@ def _unwrap_required(hint: Any) -> Any:
     return hint
 
 
+_SCALAR_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def to_value(value: Any) -> Any:
     """``value`` with dataclass and pydantic instances turned into dicts (recursively).
 
@@ -166,11 +169,15 @@ def to_value(value: Any) -> Any:
     if hasattr(value, "model_dump") and hasattr(type(value), "model_fields"):
         return to_value(value.model_dump(by_alias=True, exclude_unset=False))
     if isinstance(value, dict):
-        if any(_needs_conversion(x) for x in value.values()):
-            return {k: to_value(x) for k, x in value.items()}
+        for x in value.values():
+            # One set lookup per scalar (long arrays of floats: embeddings).
+            if type(x) not in _SCALAR_TYPES and _needs_conversion(x):
+                return {k: to_value(x) for k, x in value.items()}
         return value
-    if isinstance(value, (list, tuple)) and any(_needs_conversion(x) for x in value):
-        return [to_value(x) for x in value]
+    if isinstance(value, (list, tuple)):
+        for x in value:
+            if type(x) not in _SCALAR_TYPES and _needs_conversion(x):
+                return [to_value(x) for x in value]
     return value
 
 
