@@ -273,6 +273,8 @@ class Database:
             self._runner.close()
             for sub in list(self._subscriptions.values()):
                 sub.close()
+            # Search indexes' background work (a vector graph build stops at its next step).
+            await asyncio.to_thread(self._engine.stop_search_maintenance)
             await self._persistence.close()
 
     async def __aenter__(self) -> Database:

@@ -468,6 +468,12 @@ impl PyEngine {
         Ok(out)
     }
 
+    /// Stop the search indexes' background thread (the database is closing).
+    fn stop_search_maintenance(&self, py: Python<'_>) {
+        let engine = Arc::clone(&self.inner);
+        py.detach(move || engine.stop_search_maintenance());
+    }
+
     /// Move every text index's recent changes into its base now, and bring vector indexes'
     /// approximate graphs up to date (benchmarks and tests; a thread does this anyway).
     fn flush_search_indexes(&self, py: Python<'_>) -> PyResult<()> {

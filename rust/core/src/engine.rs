@@ -654,6 +654,11 @@ impl Engine {
         Ok((result.docs, next))
     }
 
+    /// Stop the search indexes' background work (closing the database).
+    pub fn stop_search_maintenance(&self) {
+        self.search.shutdown();
+    }
+
     /// The search indexes (for transactions and checks).
     pub fn search(&self) -> &Arc<SearchIndexes> {
         &self.search

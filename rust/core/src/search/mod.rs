@@ -227,8 +227,12 @@ impl SearchIndexes {
         *thread = handle;
     }
 
-    /// Stop the maintenance thread and wait for it.
+    /// Stop the maintenance thread (a vector graph build stops at its next step) and wait
+    /// for it.
     pub fn shutdown(&self) {
+        for index in &self.current().1.vector {
+            index.cancel();
+        }
         *self.stop.lock() = true;
         self.wake.notify_all();
         let handle = self.thread.lock().take();

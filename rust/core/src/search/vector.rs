@@ -40,9 +40,11 @@ const ROW_RETENTION_NS: u64 = 60_000_000_000;
 
 /// HNSW parameters (`hnsw_rs`): links per node, construction and search breadth.
 const HNSW_M: usize = 16;
-const HNSW_EF_CONSTRUCTION: usize = 100;
-const HNSW_EF_SEARCH: usize = 96;
+const HNSW_EF_CONSTRUCTION: usize = 64;
+const HNSW_EF_SEARCH: usize = 64;
 const HNSW_LAYERS: usize = 16;
+/// Rows added to the graph per step (the build stops between steps when asked to).
+const GRAPH_STEP: usize = 2048;
 
 const ANY_KEY: u8 = 0xFF;
 
@@ -333,6 +335,7 @@ pub struct VectorIndex {
     rows: RwLock<Rows>,
     graph: RwLock<Option<Graph>>,
     building: Mutex<()>,
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 /// A visible row passing the filter, with its score.
@@ -373,6 +376,7 @@ impl VectorIndex {
             }),
             graph: RwLock::new(None),
             building: Mutex::new(()),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -508,57 +512,73 @@ impl VectorIndex {
         *self.graph.write() = None;
     }
 
+    /// Stop background work on this index (the engine is closing): a graph build in
+    /// progress stops at its next step.
+    pub fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn maybe_build_graph(&self) {
-        let (total, graphed) = {
-            let rows = self.rows.read();
-            let g = self.graph.read();
-            (rows.ids.len(), g.as_ref().map(|g| g.rows))
-        };
-        if self.rows.read().current.len() <= self.def.exact_limit {
+        if self.rows.read().current.len() <= self.def.exact_limit || self.is_cancelled() {
             return;
         }
         let _b = self.building.lock();
-        match graphed {
-            Some(done) if done >= total => {}
-            Some(done) => {
-                // Add the rows appended since.
-                let (data, start, end) = {
-                    let rows = self.rows.read();
-                    let dims = self.def.dimensions;
-                    let end = rows.ids.len();
-                    (rows.data[done * dims..end * dims].to_vec(), done, end)
-                };
-                let dims = self.def.dimensions;
-                let graph = self.graph.read();
-                if let Some(g) = graph.as_ref() {
-                    for (i, row) in (start..end).enumerate() {
-                        g.hnsw.insert_slice((&data[i * dims..(i + 1) * dims], row));
-                    }
-                }
-                drop(graph);
-                if let Some(g) = self.graph.write().as_mut() {
-                    g.rows = g.rows.max(end);
-                }
-            }
+        let dims = self.def.dimensions;
+        let graphed = self.graph.read().as_ref().map(|g| g.rows);
+        let mut done = match graphed {
+            Some(done) => done,
             None => {
-                let (data, end) = {
-                    let rows = self.rows.read();
-                    (rows.data.clone(), rows.ids.len())
-                };
-                let dims = self.def.dimensions;
+                let expected = self.rows.read().ids.len();
                 let hnsw = hnsw_rs::hnsw::Hnsw::<f32, hnsw_rs::anndists::dist::DistDot>::new(
                     HNSW_M,
-                    end.max(1),
+                    expected.max(1),
                     HNSW_LAYERS,
                     HNSW_EF_CONSTRUCTION,
                     hnsw_rs::anndists::dist::DistDot {},
                 );
-                let refs: Vec<(&[f32], usize)> = (0..end)
-                    .map(|r| (&data[r * dims..(r + 1) * dims], r))
-                    .collect();
-                hnsw.parallel_insert_slice(&refs);
-                *self.graph.write() = Some(Graph { hnsw, rows: end });
+                // Built aside, installed when complete: searches stay exact meanwhile.
+                let mut built = 0;
+                while built < expected {
+                    if self.is_cancelled() {
+                        return;
+                    }
+                    let end = (built + GRAPH_STEP).min(expected);
+                    let data = self.rows.read().data[built * dims..end * dims].to_vec();
+                    let refs: Vec<(&[f32], usize)> = (built..end)
+                        .map(|r| (&data[(r - built) * dims..(r - built + 1) * dims], r))
+                        .collect();
+                    hnsw.parallel_insert_slice(&refs);
+                    built = end;
+                }
+                *self.graph.write() = Some(Graph { hnsw, rows: built });
+                built
             }
+        };
+        // Rows appended since: added step by step (searches score them exactly meanwhile).
+        loop {
+            let total = self.rows.read().ids.len();
+            if done >= total || self.is_cancelled() {
+                return;
+            }
+            let end = (done + GRAPH_STEP).min(total);
+            let data = self.rows.read().data[done * dims..end * dims].to_vec();
+            {
+                let graph = self.graph.read();
+                let Some(g) = graph.as_ref() else { return };
+                let refs: Vec<(&[f32], usize)> = (done..end)
+                    .map(|r| (&data[(r - done) * dims..(r - done + 1) * dims], r))
+                    .collect();
+                g.hnsw.parallel_insert_slice(&refs);
+            }
+            if let Some(g) = self.graph.write().as_mut() {
+                g.rows = g.rows.max(end);
+            }
+            done = end;
         }
     }
 
@@ -617,7 +637,8 @@ impl VectorIndex {
                     let limit_rows = graph.as_ref().map_or(0, |g| g.rows);
                     let filter = |row: &usize| *row < limit_rows && passes(*row);
                     let ef = HNSW_EF_SEARCH.max(want * 2);
-                    for n in hnsw.search_filter(&query.vector, want, ef, Some(&filter)) {
+                    // Ask for `ef` neighbours: the filter may drop some of the nearest.
+                    for n in hnsw.search_filter(&query.vector, ef, ef, Some(&filter)) {
                         out.push(Scored(1.0 - n.distance, n.d_id));
                     }
                     // Rows added since the graph was built are scored exactly.
