@@ -232,13 +232,21 @@ async def test_reactive_within_filter_only(db: Any) -> None:
     sub = db.subscribe("f:nearest", {"vector": q, "limit": 3, "kinds": ["a"]})
     first = await sub.get(timeout_s=5)
     assert len(first) == 3 and sub.runs == 1
-    # Writes outside the filter, or without a vector: no re-run.
+    # Writes outside the filter, without a vector, or within the filter but farther than
+    # the third result: no re-run.
+    far = [-x for x in q]
     await db.mutation("f:add", {"docs": [{"embedding": q, "kind": "b"}, {"kind": "c"}]})
+    await db.mutation("f:add", {"docs": [{"embedding": far, "kind": "a"}]})
     await assert_quiet(sub)
     assert sub.runs == 1
+    # A vector that enters the top 3: one re-run, and the new result.
     new = await db.mutation("f:add", {"docs": [{"embedding": q, "kind": "a"}]})
     got = await sub.get(timeout_s=5)
     assert got[0]["_id"] == new[0] and sub.runs == 2
+    # A result that moves away: re-run (it leaves the top 3).
+    await db.mutation("f:patch", {"id": new[0], "fields": {"embedding": far}})
+    got = await sub.get(timeout_s=5)
+    assert new[0] not in [g["_id"] for g in got] and sub.runs == 3
     sub.close()
 
 

@@ -286,8 +286,13 @@ impl PyEngine {
     /// `(subscription_id, already_invalidated)`.
     fn subscribe(&self, py: Python<'_>, txn: &PyTransaction) -> PyResult<(u64, bool)> {
         let engine = Arc::clone(&self.inner);
-        let (reads, ts) = txn.with(py, |t| Ok((t.read_set().clone(), t.begin_ts())))?;
-        let (id, missed) = detached(py, move || Ok(engine.subscribe(&reads, ts)))?;
+        let (reads, vector, full, ts) = txn.with(py, |t| {
+            let (reads, vector) = t.subscription_reads();
+            Ok((reads, vector, t.read_set().clone(), t.begin_ts()))
+        })?;
+        let (id, missed) = detached(py, move || {
+            Ok(engine.subscribe_searches(&reads, vector, &full, ts))
+        })?;
         Ok((id.0, missed))
     }
 
@@ -300,9 +305,18 @@ impl PyEngine {
         txn: &PyTransaction,
     ) -> PyResult<bool> {
         let engine = Arc::clone(&self.inner);
-        let (reads, ts) = txn.with(py, |t| Ok((t.read_set().clone(), t.begin_ts())))?;
+        let (reads, vector, full, ts) = txn.with(py, |t| {
+            let (reads, vector) = t.subscription_reads();
+            Ok((reads, vector, t.read_set().clone(), t.begin_ts()))
+        })?;
         detached(py, move || {
-            Ok(engine.resubscribe(SubscriptionId(subscription_id), &reads, ts))
+            Ok(engine.resubscribe_searches(
+                SubscriptionId(subscription_id),
+                &reads,
+                vector,
+                &full,
+                ts,
+            ))
         })
     }
 

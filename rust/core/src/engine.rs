@@ -60,6 +60,8 @@ struct CatalogState {
 struct Subscriptions {
     index: SubscriptionIndex,
     next_id: u64,
+    /// Vector searches of subscriptions, matched by score at publication.
+    vector: std::collections::HashMap<SubscriptionId, Vec<crate::search::VectorRead>>,
 }
 
 /// Everything one batch write carries to persistence.
@@ -119,6 +121,7 @@ impl Engine {
             subscriptions: Mutex::new(Subscriptions {
                 index: SubscriptionIndex::new(),
                 next_id: 1,
+                vector: std::collections::HashMap::new(),
             }),
             config,
             search: Arc::new(SearchIndexes::default()),
@@ -374,12 +377,32 @@ impl Engine {
             catalog.persisted_version = catalog.persisted_version.max(*version);
         }
         let subscriptions = self.subscriptions.lock();
-        if subscriptions.index.is_empty() {
+        if subscriptions.index.is_empty() && subscriptions.vector.is_empty() {
             return Vec::new();
         }
         let mut hit = BTreeSet::new();
         for commit in &batch.commits.commits {
             hit.extend(subscriptions.index.matches(&commit.written.keys));
+        }
+        if !subscriptions.vector.is_empty() {
+            let (_, registry) = self.search.current();
+            for (id, reads) in &subscriptions.vector {
+                if hit.contains(id) {
+                    continue;
+                }
+                let changed = reads.iter().any(|read| {
+                    registry.vector_by_key(read.key_id).is_some_and(|index| {
+                        batch.commits.commits.iter().any(|c| {
+                            c.changes
+                                .iter()
+                                .any(|ch| read.could_change(&index.def, &ch.id, ch.doc.as_ref()))
+                        })
+                    })
+                });
+                if changed {
+                    hit.insert(*id);
+                }
+            }
         }
         hit.into_iter().collect()
     }
@@ -549,21 +572,54 @@ impl Engine {
     /// Register a subscription whose read set was read at `ts`. Returns its id and whether a
     /// commit after `ts` already overlaps it (then the caller re-runs it at once).
     pub fn subscribe(&self, reads: &IntervalSet, ts: Timestamp) -> (SubscriptionId, bool) {
+        self.subscribe_searches(reads, Vec::new(), reads, ts)
+    }
+
+    /// [`Engine::subscribe`] with vector searches: `reads` are matched by key,
+    /// `vector_reads` by score ([`crate::search::VectorRead::could_change`]); commits
+    /// between `ts` and now are checked against `full_reads` (the whole read set).
+    pub fn subscribe_searches(
+        &self,
+        reads: &IntervalSet,
+        vector_reads: Vec<crate::search::VectorRead>,
+        full_reads: &IntervalSet,
+        ts: Timestamp,
+    ) -> (SubscriptionId, bool) {
         let mut subs = self.subscriptions.lock();
         let id = SubscriptionId(subs.next_id);
         subs.next_id += 1;
         subs.index.insert(id, reads.intervals());
+        if !vector_reads.is_empty() {
+            subs.vector.insert(id, vector_reads);
+        }
         drop(subs);
-        (id, self.missed_since(reads, ts))
+        (id, self.missed_since(full_reads, ts))
     }
 
     /// Replace a subscription's read set after a re-run at `ts`; returns whether a commit
     /// after `ts` already overlaps it.
     pub fn resubscribe(&self, id: SubscriptionId, reads: &IntervalSet, ts: Timestamp) -> bool {
+        self.resubscribe_searches(id, reads, Vec::new(), reads, ts)
+    }
+
+    /// [`Engine::resubscribe`] with vector searches (see [`Engine::subscribe_searches`]).
+    pub fn resubscribe_searches(
+        &self,
+        id: SubscriptionId,
+        reads: &IntervalSet,
+        vector_reads: Vec<crate::search::VectorRead>,
+        full_reads: &IntervalSet,
+        ts: Timestamp,
+    ) -> bool {
         let mut subs = self.subscriptions.lock();
         subs.index.insert(id, reads.intervals());
+        if vector_reads.is_empty() {
+            subs.vector.remove(&id);
+        } else {
+            subs.vector.insert(id, vector_reads);
+        }
         drop(subs);
-        self.missed_since(reads, ts)
+        self.missed_since(full_reads, ts)
     }
 
     /// Whether a published commit after `ts` wrote into `reads`. Called after the
@@ -583,7 +639,9 @@ impl Engine {
 
     /// Remove a subscription.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        self.subscriptions.lock().index.remove(id)
+        let mut subs = self.subscriptions.lock();
+        subs.vector.remove(&id);
+        subs.index.remove(id)
     }
 
     /// Number of subscriptions registered.

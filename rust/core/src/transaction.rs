@@ -112,6 +112,7 @@ pub struct Transaction {
     next_creation_time: f64,
     created_tables: Vec<(String, TableReservation)>,
     search: Option<Arc<SearchIndexes>>,
+    vector_reads: Vec<crate::search::VectorRead>,
 }
 
 impl Transaction {
@@ -141,6 +142,7 @@ impl Transaction {
             next_creation_time: base,
             created_tables: Vec::new(),
             search: None,
+            vector_reads: Vec::new(),
         }
     }
 
@@ -538,6 +540,29 @@ impl Transaction {
         Ok(result)
     }
 
+    /// What a subscription registers: the read set without the vector searches' keys, and
+    /// the vector searches (matched by score at publication rather than by key). The full
+    /// read set ([`Transaction::read_set`]) stays what conflicts are checked against.
+    pub fn subscription_reads(&mut self) -> (IntervalSet, Vec<crate::search::VectorRead>) {
+        self.reads.normalize();
+        if self.vector_reads.is_empty() {
+            return (self.reads.clone(), Vec::new());
+        }
+        let ids: Vec<[u8; 4]> = self
+            .vector_reads
+            .iter()
+            .map(|r| r.key_id.to_be_bytes())
+            .collect();
+        let mut out = IntervalSet::new();
+        for iv in self.reads.intervals() {
+            if !ids.iter().any(|k| iv.start.starts_with(k)) {
+                out.push(iv.clone());
+            }
+        }
+        out.normalize();
+        (out, self.vector_reads.clone())
+    }
+
     /// This transaction's writes to `table`: `(id, new version)`, `None` when deleted.
     fn own_writes(&self, table: TableNumber) -> Vec<(DocumentId, Option<DocumentRef>)> {
         self.writes
@@ -639,6 +664,20 @@ impl Transaction {
         for iv in idx.def.read_intervals(&query) {
             self.reads.push(iv);
         }
+        let threshold = if found.len() < query.limit {
+            f32::NEG_INFINITY
+        } else {
+            found.last().map_or(f32::NEG_INFINITY, |(_, s)| *s)
+        };
+        let mut results: Vec<DocumentId> = found.iter().map(|(id, _)| *id).collect();
+        results.sort_unstable();
+        self.vector_reads.push(crate::search::VectorRead {
+            key_id: idx.def.key_id,
+            vector: query.vector,
+            filters: query.filters,
+            threshold,
+            results,
+        });
         self.documents_read += found.len();
         self.check_read_limits()?;
         Ok(found)

@@ -30,7 +30,7 @@ use crate::timestamp::Timestamp;
 use crate::transaction::PendingWrite;
 
 pub use text::{TextIndex, TextIndexDef, TextQuery, TokenizedDoc};
-pub use vector::{VectorIndex, VectorIndexDef, VectorQuery};
+pub use vector::{VectorIndex, VectorIndexDef, VectorQuery, VectorRead};
 
 /// The first key id of search indexes' private keyspaces.
 pub const KEY_ID_BASE: u32 = 0xF000_0000;
@@ -74,6 +74,11 @@ impl Registry {
         self.vector
             .iter()
             .find(|i| i.def.table_name == table && i.def.name == name)
+    }
+
+    /// The vector index with this key id.
+    pub fn vector_by_key(&self, key_id: u32) -> Option<&Arc<VectorIndex>> {
+        self.vector.iter().find(|i| i.def.key_id == key_id)
     }
 
     /// The table name and index name behind a private key id.

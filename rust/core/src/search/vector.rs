@@ -71,6 +71,55 @@ pub struct VectorIndexDef {
     pub exact_limit: usize,
 }
 
+/// What a vector search read, for subscriptions: a later write can change its result only
+/// if it writes one of the results, or a vector within the filter scoring at least the
+/// worst result (any such vector when fewer than `limit` were found).
+#[derive(Clone, Debug)]
+pub struct VectorRead {
+    /// The index's key id.
+    pub key_id: u32,
+    /// The query, normalized.
+    pub vector: Vec<f32>,
+    /// The filter (any of), as in [`VectorQuery::filters`].
+    pub filters: Vec<(usize, Vec<u8>)>,
+    /// The worst result's score, or minus infinity when fewer than the limit were found.
+    pub threshold: f32,
+    /// The results' ids, sorted.
+    pub results: Vec<DocumentId>,
+}
+
+impl VectorRead {
+    /// Whether the change of document `id` to `new` (`None`: deleted) can change the result.
+    pub fn could_change(
+        &self,
+        def: &VectorIndexDef,
+        id: &DocumentId,
+        new: Option<&DocumentRef>,
+    ) -> bool {
+        if id.table != def.table {
+            return false;
+        }
+        if self.results.binary_search(id).is_ok() {
+            return true;
+        }
+        let Some(doc) = new else { return false };
+        let Ok(Some(vector)) = def.vector_of(doc) else {
+            return false;
+        };
+        if !self.filters.is_empty() {
+            let keys = def.filter_keys(doc);
+            if !self
+                .filters
+                .iter()
+                .any(|(pos, key)| keys.get(*pos) == Some(key))
+            {
+                return false;
+            }
+        }
+        dot(&self.vector, &vector) >= self.threshold
+    }
+}
+
 /// A parsed vector search.
 #[derive(Clone, Debug)]
 pub struct VectorQuery {
@@ -211,7 +260,8 @@ impl VectorIndexDef {
         Ok(out)
     }
 
-    fn filter_keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
+    /// The key encoding of each filter field's value of `doc`.
+    pub fn filter_keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
         self.filter_paths
             .iter()
             .map(|p| {
