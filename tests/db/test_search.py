@@ -386,3 +386,20 @@ async def test_embedded_text_search(db: Any) -> None:
     assert found[0][1] > found[1][1] > 0
     with pytest.raises(IndexNotFoundError):
         await db.text_search("messages", "nope", "apple")
+
+
+async def test_cli_check_verifies_search_indexes(db_url: str, app: Path) -> None:
+    import subprocess
+    import sys
+
+    async with reactive.open(db_url, app=app) as db:
+        await db.mutation("f:send_many", {"channel": "a", "bodies": ["one two", "three"]})
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "reactive", "--db", db_url, "check", "--app", str(app)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 search index(es): ok" in result.stdout
