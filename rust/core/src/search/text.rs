@@ -41,7 +41,7 @@ use crate::id::{DocumentId, InternalId, TableNumber};
 use crate::interval::Interval;
 use crate::keys;
 use crate::mvcc::MvccStore;
-use crate::search::tokenize::{ReactiveTokenizer, TOKENIZER_NAME, for_each_term};
+use crate::search::tokenize::{ReactiveTokenizer, TOKENIZER_NAME, for_each_term, has_term};
 use crate::timestamp::Timestamp;
 use crate::value::{FieldPath, Value};
 
@@ -603,9 +603,7 @@ impl TextIndex {
         let Some(Value::String(text)) = doc.get(&self.def.search_path) else {
             return None;
         };
-        let mut any = false;
-        for_each_term(&text, |_| any = true);
-        if !any {
+        if !has_term(&text) {
             return None;
         }
         let mut out = TantivyDocument::new();

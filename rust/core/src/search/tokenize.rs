@@ -54,6 +54,14 @@ pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
     }
 }
 
+/// Whether `text` holds at least one term (stops at the first).
+pub fn has_term(text: &str) -> bool {
+    let mut pos = 0;
+    let mut term = String::new();
+    let mut span = (0, 0);
+    next_term(text, &mut pos, &mut term, &mut span)
+}
+
 /// The terms of `text`, in order.
 pub fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
