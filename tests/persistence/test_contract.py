@@ -458,7 +458,8 @@ async def test_check_compares_entries_with_documents(
         report = await check_ok(db)
         assert report["documents"] == 10 and report["index_entries"] == 30
         direct = await db._persistence.check(db._engine)
-        assert direct == report
+        # db.check() adds the search indexes it verified (none here).
+        assert {**direct, "search_indexes": 0} == report
         # Remove the by_s entry of one document behind the database's back: check sees it.
         by_s = table_indexes(db, "longs")["by_s"]
         async with raw_db(backend_url) as raw:
