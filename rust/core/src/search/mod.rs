@@ -34,6 +34,8 @@ pub use vector::{VectorIndex, VectorIndexDef, VectorQuery, VectorRead};
 
 /// The first key id of search indexes' private keyspaces.
 pub const KEY_ID_BASE: u32 = 0xF000_0000;
+/// A text index with no change for this long gets its segments merged into one.
+const QUIET_BEFORE_MERGE: Duration = Duration::from_secs(2);
 /// How often the maintenance thread looks for work.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -248,11 +250,19 @@ impl SearchIndexes {
         }
     }
 
-    /// Flush every text index's log into its base now (tests and benchmarks).
+    /// Flush every text index's log into its base and merge its segments now (tests and
+    /// benchmarks; the maintenance thread does both in the background).
     pub fn flush_all(&self) -> crate::Result<()> {
         let (_, registry) = self.current();
         for index in &registry.text {
             index.flush()?;
+            // tantivy's own merges may hold some segments for a moment: retry, up to ~2 s.
+            for _ in 0..100 {
+                if index.segments() < 2 || index.optimize(Duration::ZERO)? {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         for index in &registry.vector {
             index.maintain(Timestamp::wall_clock());
@@ -263,11 +273,12 @@ impl SearchIndexes {
     fn maintain_once(&self, last_vector: &mut Instant) {
         let (_, registry) = self.current();
         for index in &registry.text {
-            if index.pending() > 0
-                && let Err(e) = index.flush()
-            {
-                // Left in the log: searches stay correct, only slower; retried next round.
-                let _ = e;
+            // Errors leave the changes in the log (searches stay correct, only slower) or
+            // the segments unmerged; both are retried next round.
+            if index.pending() > 0 {
+                let _ = index.flush();
+            } else {
+                let _ = index.optimize(QUIET_BEFORE_MERGE);
             }
         }
         if last_vector.elapsed() >= Duration::from_secs(1) {

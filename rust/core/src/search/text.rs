@@ -384,6 +384,8 @@ struct TextState {
     log: Vec<LogEntry>,
     /// Searches at snapshots below this are refused (the log no longer covers them).
     floor: Timestamp,
+    /// When the last change was recorded (a quiet index gets its segments merged).
+    last_change: std::time::Instant,
 }
 
 struct Fields {
@@ -562,9 +564,14 @@ impl TextIndex {
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
             .clamp(1, 2);
-        let writer = index
+        let writer: IndexWriter = index
             .writer_with_num_threads(threads, WRITER_BUDGET)
             .map_err(|e| tantivy_error(&def, &e))?;
+        // Under write load each flush adds a segment; merge them sooner than tantivy's
+        // default (8 of a size) so searches open fewer.
+        let mut policy = tantivy::indexer::LogMergePolicy::default();
+        policy.set_min_num_segments(4);
+        writer.set_merge_policy(Box::new(policy));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -588,6 +595,7 @@ impl TextIndex {
                 base_ts: Timestamp::ZERO,
                 log: Vec::new(),
                 floor: Timestamp::ZERO,
+                last_change: std::time::Instant::now(),
             }),
             ready: Condvar::new(),
             ready_lock: Mutex::new(()),
@@ -645,10 +653,9 @@ impl TextIndex {
                 .searchable_segment_ids()
                 .map_err(|e| tantivy_error(&self.def, &e))?;
             if segments.len() > 1 {
-                writer
-                    .merge(&segments)
-                    .wait()
-                    .map_err(|e| tantivy_error(&self.def, &e))?;
+                // Fails only if tantivy's own merge policy took some of them meanwhile;
+                // the maintenance thread merges what is left once the index is quiet.
+                let _ = writer.merge(&segments).wait();
             }
             self.reader
                 .reload()
@@ -690,11 +697,13 @@ impl TextIndex {
             (Some(_), Some(t)) => Some(t),
             (Some(d), None) => Some(Arc::new(self.def.tokenize(d))),
         };
-        self.state.write().log.push(LogEntry {
+        let mut state = self.state.write();
+        state.log.push(LogEntry {
             ts,
             id,
             doc: tokenized,
         });
+        state.last_change = std::time::Instant::now();
     }
 
     /// Number of tantivy segments of the base.
@@ -707,6 +716,41 @@ impl TextIndex {
         let state = self.state.read();
         let base = state.base_ts;
         state.log.len() - state.log.partition_point(|e| e.ts <= base)
+    }
+
+    /// Merge the base into one segment when the index has been quiet for `quiet` and has
+    /// several: each flush under write load adds a segment, and a search opens every term
+    /// in every segment. Returns whether it merged.
+    pub fn optimize(&self, quiet: Duration) -> Result<bool> {
+        {
+            let state = self.state.read();
+            if state.status != Status::Ready
+                || state.last_change.elapsed() < quiet
+                || state.searcher.segment_readers().len() < 2
+            {
+                return Ok(false);
+            }
+        }
+        let mut writer = self.writer.lock();
+        let segments = writer
+            .index()
+            .searchable_segment_ids()
+            .map_err(|e| tantivy_error(&self.def, &e))?;
+        if segments.len() < 2 {
+            return Ok(false);
+        }
+        if writer.merge(&segments).wait().is_err() {
+            // One of them is being merged by tantivy's merge policy meanwhile: next round.
+            return Ok(false);
+        }
+        drop(writer);
+        self.reader
+            .reload()
+            .map_err(|e| tantivy_error(&self.def, &e))?;
+        let searcher = self.reader.searcher();
+        // The merged segments hold exactly what the base held: only the searcher changes.
+        self.state.write().searcher = searcher;
+        Ok(true)
     }
 
     /// Move the log into the base (one tantivy commit). Returns how many changes moved.
