@@ -647,16 +647,8 @@ impl TextIndex {
                 }
             }
             writer.commit().map_err(|e| tantivy_error(&self.def, &e))?;
-            // One segment: each search then opens each term once.
-            let segments = writer
-                .index()
-                .searchable_segment_ids()
-                .map_err(|e| tantivy_error(&self.def, &e))?;
-            if segments.len() > 1 {
-                // Fails only if tantivy's own merge policy took some of them meanwhile;
-                // the maintenance thread merges what is left once the index is quiet.
-                let _ = writer.merge(&segments).wait();
-            }
+            // The segments (one per indexing thread) are merged into one by the maintenance
+            // thread once the index is quiet (`optimize`), off the build's path.
             self.reader
                 .reload()
                 .map_err(|e| tantivy_error(&self.def, &e))?;
