@@ -43,6 +43,33 @@ PaginationResult = dict[str, Any]
 _ITER_PAGES = (8, 32, 128, 512)
 
 
+def num_items(options: Any) -> int:
+    """``options["numItems"]`` of a ``paginate`` call, checked.
+
+    Raises:
+        InvalidQueryError: ``options`` is not a dict, or ``numItems`` not a positive integer.
+    """
+    if not isinstance(options, dict):
+        raise InvalidQueryError('paginate() needs {"numItems": n, "cursor": ...}')
+    num = options.get("numItems")
+    if isinstance(num, float) and num.is_integer():
+        num = int(num)
+    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+        raise InvalidQueryError(f"paginate(): numItems must be a positive integer, not {num!r}")
+    return num
+
+
+def page_result(page: list[dict[str, Any]], done: bool, cursor: str) -> PaginationResult:
+    """A ``PaginationResult`` with no split cursor or page status."""
+    return {
+        "page": page,
+        "isDone": done,
+        "continueCursor": cursor,
+        "splitCursor": None,
+        "pageStatus": None,
+    }
+
+
 class Expression:
     """A filter expression node; build them with the ``q`` of ``filter(lambda q: ...)``."""
 
@@ -401,13 +428,7 @@ class Query:
             InvalidQueryError: bad options.
             InvalidCursorError: a cursor from another query or forged.
         """
-        if not isinstance(options, dict):
-            raise InvalidQueryError('paginate() needs {"numItems": n, "cursor": ...}')
-        num = options.get("numItems")
-        if isinstance(num, float) and num.is_integer():
-            num = int(num)
-        if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-            raise InvalidQueryError(f"paginate(): numItems must be a positive integer, not {num!r}")
+        num = num_items(options)
         codec: CursorCodec = self._reader._cursors
         fingerprint = self._fingerprint()
         after = codec.decode(options.get("cursor"), fingerprint)
@@ -422,13 +443,7 @@ class Query:
             except InvalidCursorError:
                 end_cursor = None
         if after is CursorCodec.END:
-            return {
-                "page": [],
-                "isDone": True,
-                "continueCursor": codec.encode(CursorCodec.END, fingerprint),
-                "splitCursor": None,
-                "pageStatus": None,
-            }
+            return page_result([], True, codec.encode(CursorCodec.END, fingerprint))
         if end_cursor is not None:
             until = codec.decode(end_cursor, fingerprint)
             if until is None:
@@ -439,13 +454,7 @@ class Query:
                 until if isinstance(until, bytes) else None,
             )
             self._reader._journal_out = end_cursor
-            return {
-                "page": docs,
-                "isDone": until is CursorCodec.END,
-                "continueCursor": end_cursor,
-                "splitCursor": None,
-                "pageStatus": None,
-            }
+            return page_result(docs, until is CursorCodec.END, end_cursor)
         docs, last, done = self._scan(num, after if isinstance(after, bytes) else None)
         if done or last is None:
             cont = codec.encode(CursorCodec.END, fingerprint)
@@ -453,13 +462,7 @@ class Query:
             cont = codec.encode(last, fingerprint)
         if self._reader._journal_out is None:
             self._reader._journal_out = cont
-        return {
-            "page": docs,
-            "isDone": done,
-            "continueCursor": cont,
-            "splitCursor": None,
-            "pageStatus": None,
-        }
+        return page_result(docs, done, cont)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         after: bytes | None = None

@@ -35,7 +35,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from reactive.db.cursor import CursorCodec
-from reactive.db.query import Expression, FilterBuilder, PaginationResult
+from reactive.db.query import (
+    Expression,
+    FilterBuilder,
+    PaginationResult,
+    num_items,
+    page_result,
+)
 from reactive.errors import InvalidQueryError, ReactiveError
 from reactive.schema import is_float_field
 
@@ -226,26 +232,20 @@ class SearchQuery:
         Raises:
             InvalidQueryError: bad options. InvalidCursorError: a cursor of another query.
         """
-        if not isinstance(options, dict):
-            raise InvalidQueryError('paginate() needs {"numItems": n, "cursor": ...}')
-        num = options.get("numItems")
-        if isinstance(num, float) and num.is_integer():
-            num = int(num)
-        if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-            raise InvalidQueryError(f"paginate(): numItems must be a positive integer, not {num!r}")
+        num = num_items(options)
         codec: CursorCodec = self._reader._cursors
         fingerprint = self._fingerprint()
         position = codec.decode(options.get("cursor"), fingerprint)
         end = codec.encode(CursorCodec.END, fingerprint)
         if position is CursorCodec.END:
-            return _page([], True, end)
+            return page_result([], True, end)
         offset = int.from_bytes(position, "big") if isinstance(position, bytes) else 0
         want = min(offset + num, MAX_SEARCH_RESULTS)
         docs = self._run(want) if want > offset else []
         page = docs[offset:]
         done = len(docs) < want or want >= MAX_SEARCH_RESULTS
         cont = end if done else codec.encode((offset + len(page)).to_bytes(4, "big"), fingerprint)
-        return _page(page, done, cont)
+        return page_result(page, done, cont)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         for doc in self._run(MAX_SEARCH_RESULTS):
@@ -256,16 +256,6 @@ class SearchQuery:
             "a search query is not awaitable itself: end it with .take(n), .collect(), "
             ".first(), .unique() or .paginate(...)"
         )
-
-
-def _page(page: list[dict[str, Any]], done: bool, cursor: str) -> PaginationResult:
-    return {
-        "page": page,
-        "isDone": done,
-        "continueCursor": cursor,
-        "splitCursor": None,
-        "pageStatus": None,
-    }
 
 
 class VectorFilterExpression:

@@ -109,6 +109,11 @@ impl Document {
         }
     }
 
+    /// Whether the document has a value at `path` (nothing is decoded).
+    pub fn has(&self, path: &FieldPath) -> bool {
+        matches!(codec::lookup(&self.encoded, path.parts()), Ok(Some(_)))
+    }
+
     /// The value at `path`, decoded; `None` when missing.
     pub fn get(&self, path: &FieldPath) -> Option<Value> {
         let bytes = codec::lookup(&self.encoded, path.parts()).ok()??;

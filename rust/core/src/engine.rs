@@ -190,11 +190,6 @@ impl Engine {
         // was registered meanwhile.
         let (search_version, registry) = self.search.current();
         let mut search = registry.write_keys(&parts.writes);
-        let writes_for_keys = if registry.is_empty() {
-            None
-        } else {
-            Some(parts.writes.clone())
-        };
         let encoded = encode_writes(parts.writes);
         if encoded.is_empty() {
             // Nothing written (tables it created stay uncreated: they would be empty).
@@ -207,11 +202,12 @@ impl Engine {
                 .map_err(|e| self.describe_conflict(e))?;
         }
         if self.search.version() != search_version {
-            let (_, registry) = self.search.current();
-            search = match &writes_for_keys {
-                Some(w) => registry.write_keys(w),
-                None => registry.write_keys(&encoded_writes_map(&encoded)),
-            };
+            // An index was registered meanwhile (rare): its keys too.
+            search = self
+                .search
+                .current()
+                .1
+                .write_keys(&encoded_writes_map(&encoded));
         }
         let mut extra_keys = std::mem::take(&mut search.keys);
         let catalog = if parts.created_tables.is_empty() {
@@ -826,7 +822,7 @@ impl Engine {
             return Ok(());
         }
         let index = Arc::new(VectorIndex::new(def));
-        let (ts, docs) = self.search.change(|r| {
+        let (_, docs) = self.search.change(|r| {
             r.vector
                 .retain(|i| !(i.def.table_name == table && i.def.name == name));
             r.vector.push(Arc::clone(&index));
@@ -834,12 +830,12 @@ impl Engine {
         })?;
         self.search.start_maintenance();
         if docs.len() <= FOREGROUND_SEARCH_BUILD {
-            index.build(&docs, ts);
+            index.build(&docs);
             Ok(())
         } else {
             std::thread::Builder::new()
                 .name("reactive-vector-build".to_owned())
-                .spawn(move || index.build(&docs, ts))
+                .spawn(move || index.build(&docs))
                 .map(|_| ())
                 .map_err(|e| Error::InvalidArgument(format!("vector index build: {e}")))
         }

@@ -26,8 +26,10 @@ use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use crate::document::DocumentRef;
 use crate::id::DocumentId;
+use crate::keys;
 use crate::timestamp::Timestamp;
 use crate::transaction::PendingWrite;
+use crate::value::FieldPath;
 
 pub use text::{TextIndex, TextIndexDef, TextQuery, TokenizedDoc};
 pub use vector::{VectorIndex, VectorIndexDef, VectorQuery, VectorRead};
@@ -38,6 +40,65 @@ pub const KEY_ID_BASE: u32 = 0xF000_0000;
 const QUIET_BEFORE_MERGE: Duration = Duration::from_secs(2);
 /// How often the maintenance thread looks for work.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The filter fields of a search index (text or vector), in declaration order.
+#[derive(Debug)]
+pub struct FilterFields {
+    names: Vec<String>,
+    paths: Vec<FieldPath>,
+}
+
+impl FilterFields {
+    /// Parse `names`. Errors on a bad field path.
+    pub fn new(names: &[String]) -> crate::Result<Self> {
+        let paths = names
+            .iter()
+            .map(|f| FieldPath::parse(f))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(FilterFields {
+            names: names.to_vec(),
+            paths,
+        })
+    }
+
+    /// The field names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Number of filter fields.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether the index has none.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The key encoding of each filter field's value of `doc` (`undefined` when missing).
+    pub fn keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
+        self.paths
+            .iter()
+            .map(|p| {
+                let mut k = Vec::new();
+                keys::encode_optional(doc.get(p).as_ref(), &mut k);
+                k
+            })
+            .collect()
+    }
+
+    /// The position of filter field `field`; `index` names the index in the error
+    /// (`InvalidArgument` when `field` is not one of them).
+    pub fn position(&self, field: &str, index: &str) -> crate::Result<usize> {
+        self.names.iter().position(|f| f == field).ok_or_else(|| {
+            crate::Error::InvalidArgument(format!(
+                "{index}: {field:?} is not one of its filter fields {:?}",
+                self.names
+            ))
+        })
+    }
+}
 
 /// What a commit's writes mean to the search indexes.
 #[derive(Default)]

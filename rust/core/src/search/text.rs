@@ -41,6 +41,7 @@ use crate::id::{DocumentId, InternalId, TableNumber};
 use crate::interval::Interval;
 use crate::keys;
 use crate::mvcc::MvccStore;
+use crate::search::FilterFields;
 use crate::search::tokenize::{ReactiveTokenizer, TOKENIZER_NAME, for_each_term, has_term};
 use crate::timestamp::Timestamp;
 use crate::value::{FieldPath, Value};
@@ -85,8 +86,7 @@ pub struct TextIndexDef {
     pub search_field: String,
     search_path: FieldPath,
     /// The filter fields, in declaration order.
-    pub filter_fields: Vec<String>,
-    filter_paths: Vec<FieldPath>,
+    pub filters: FilterFields,
 }
 
 /// One document version as the index sees it: its terms and filter values.
@@ -139,10 +139,6 @@ impl TextIndexDef {
                 "search index {table_name}.{name}: too many filter fields"
             )));
         }
-        let filter_paths = filter_fields
-            .iter()
-            .map(|f| FieldPath::parse(f))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(TextIndexDef {
             key_id,
             table,
@@ -150,8 +146,7 @@ impl TextIndexDef {
             name: name.to_owned(),
             search_field: search_field.to_owned(),
             search_path: FieldPath::parse(search_field)?,
-            filter_fields: filter_fields.to_vec(),
-            filter_paths,
+            filters: FilterFields::new(filter_fields)?,
         })
     }
 
@@ -161,7 +156,7 @@ impl TextIndexDef {
             && self.table_name == other.table_name
             && self.name == other.name
             && self.search_field == other.search_field
-            && self.filter_fields == other.filter_fields
+            && self.filters.names() == other.filters.names()
     }
 
     /// The terms and filter values of a document version.
@@ -185,19 +180,8 @@ impl TextIndexDef {
             doc: Arc::clone(doc),
             terms,
             length,
-            filter_keys: self.filter_keys(doc),
+            filter_keys: self.filters.keys(doc),
         }
-    }
-
-    fn filter_keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
-        self.filter_paths
-            .iter()
-            .map(|p| {
-                let mut k = Vec::new();
-                keys::encode_optional(doc.get(p).as_ref(), &mut k);
-                k
-            })
-            .collect()
     }
 
     fn key_prefix(&self, family: u8) -> Vec<u8> {
@@ -219,10 +203,10 @@ impl TextIndexDef {
             a.push(0);
             a.extend_from_slice(&filters);
             out.push(a);
-            if self.filter_paths.is_empty() {
+            if self.filters.is_empty() {
                 continue;
             }
-            if self.filter_paths.len() > 1 {
+            if self.filters.len() > 1 {
                 let mut b = self.key_prefix(FAMILY_FILTERS_FIRST);
                 b.extend_from_slice(&filters);
                 b.extend_from_slice(term.as_bytes());
@@ -276,12 +260,10 @@ impl TextIndexDef {
         }
         let mut parsed = Vec::with_capacity(filters.len());
         for (field, value) in filters {
-            let Some(pos) = self.filter_fields.iter().position(|f| f == field) else {
-                return Err(Error::InvalidArgument(format!(
-                    "search index {}.{}: {field:?} is not one of its filter fields {:?}",
-                    self.table_name, self.name, self.filter_fields
-                )));
-            };
+            let pos = self.filters.position(
+                field,
+                &format!("search index {}.{}", self.table_name, self.name),
+            )?;
             if parsed.iter().any(|(p, _)| *p == pos) {
                 return Err(Error::InvalidArgument(format!(
                     "search index {}.{}: filter field {field:?} is given twice",
@@ -306,7 +288,7 @@ impl TextIndexDef {
     /// any term it prefixes) under the query's filter values. Exact without filters and
     /// with every filter field filtered; with some filtered, exact on the first of them.
     pub fn read_intervals(&self, query: &TextQuery) -> Vec<Interval> {
-        let n = self.filter_paths.len();
+        let n = self.filters.len();
         let all_filtered = n > 0 && query.filters.len() == n;
         let all_values: Vec<u8> = query.filters.iter().flat_map(|(_, k)| k.clone()).collect();
         let key_for = |term: &str, prefix: bool| -> Vec<u8> {
@@ -551,7 +533,7 @@ impl TextIndex {
             "body",
             TextOptions::default().set_indexing_options(indexing),
         );
-        let filters = (0..def.filter_paths.len())
+        let filters = (0..def.filters.len())
             .map(|i| {
                 builder
                     .add_bytes_field(&format!("filter{i}"), BytesOptions::default().set_indexed())
@@ -624,7 +606,7 @@ impl TextIndex {
         let keys = match filter_keys {
             Some(k) => k,
             None => {
-                computed = self.def.filter_keys(doc);
+                computed = self.def.filters.keys(doc);
                 &computed
             }
         };
@@ -1146,7 +1128,7 @@ impl TextIndex {
         }
         // Actual: base documents not overridden by the log, plus the log's versions.
         let mut actual: HashMap<DocumentId, usize> = HashMap::new();
-        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        for segment in searcher.segment_readers() {
             let ff = segment.fast_fields();
             let stat = |e: tantivy::TantivyError| tantivy_error(&self.def, &e);
             let hi = ff.u64("id_hi").map_err(stat)?;
@@ -1160,7 +1142,6 @@ impl TextIndex {
                     *actual.entry(id).or_insert(0) += 1;
                 }
             }
-            let _ = ord;
         }
         for (id, doc) in &changed {
             if doc.as_ref().is_some_and(|d| !d.terms.is_empty()) {

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::{DocumentId, TableNumber};
 use crate::interval::Interval;
 use crate::keys;
+use crate::search::FilterFields;
 use crate::timestamp::Timestamp;
 use crate::value::{FieldPath, Value};
 
@@ -65,8 +66,7 @@ pub struct VectorIndexDef {
     /// Number of floats per vector.
     pub dimensions: usize,
     /// Filter fields, in declaration order.
-    pub filter_fields: Vec<String>,
-    filter_paths: Vec<FieldPath>,
+    pub filters: FilterFields,
     /// Exact search while the candidates number at most this many.
     pub exact_limit: usize,
 }
@@ -107,7 +107,7 @@ impl VectorRead {
             return false;
         };
         if !self.filters.is_empty() {
-            let keys = def.filter_keys(doc);
+            let keys = def.filters.keys(doc);
             if !self
                 .filters
                 .iter()
@@ -176,10 +176,6 @@ impl VectorIndexDef {
                 "vector index {table_name}.{name}: dimensions must be in [2, 4096], not {dimensions}"
             )));
         }
-        let filter_paths = filter_fields
-            .iter()
-            .map(|f| FieldPath::parse(f))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(VectorIndexDef {
             key_id,
             table,
@@ -188,8 +184,7 @@ impl VectorIndexDef {
             vector_field: vector_field.to_owned(),
             vector_path: FieldPath::parse(vector_field)?,
             dimensions,
-            filter_fields: filter_fields.to_vec(),
-            filter_paths,
+            filters: FilterFields::new(filter_fields)?,
             exact_limit,
         })
     }
@@ -201,7 +196,7 @@ impl VectorIndexDef {
             && self.name == other.name
             && self.vector_field == other.vector_field
             && self.dimensions == other.dimensions
-            && self.filter_fields == other.filter_fields
+            && self.filters.names() == other.filters.names()
             && self.exact_limit == other.exact_limit
     }
 
@@ -260,18 +255,6 @@ impl VectorIndexDef {
         Ok(out)
     }
 
-    /// The key encoding of each filter field's value of `doc`.
-    pub fn filter_keys(&self, doc: &DocumentRef) -> Vec<Vec<u8>> {
-        self.filter_paths
-            .iter()
-            .map(|p| {
-                let mut k = Vec::new();
-                keys::encode_optional(doc.get(p).as_ref(), &mut k);
-                k
-            })
-            .collect()
-    }
-
     fn key(&self, tail: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(8 + tail.len());
         k.extend_from_slice(&self.key_id.to_be_bytes());
@@ -281,11 +264,11 @@ impl VectorIndexDef {
 
     /// The keys a document version writes (only versions that hold a vector).
     pub fn write_keys(&self, doc: &DocumentRef, out: &mut Vec<Vec<u8>>) {
-        if doc.get(&self.vector_path).is_none() {
+        if !doc.has(&self.vector_path) {
             return;
         }
         out.push(self.key(&[ANY_KEY]));
-        for (pos, key) in self.filter_keys(doc).into_iter().enumerate() {
+        for (pos, key) in self.filters.keys(doc).into_iter().enumerate() {
             let mut tail = vec![pos as u8];
             tail.extend_from_slice(&key);
             out.push(self.key(&tail));
@@ -321,12 +304,10 @@ impl VectorIndexDef {
         }
         let mut parsed = Vec::with_capacity(filters.len());
         for (field, value) in filters {
-            let Some(pos) = self.filter_fields.iter().position(|f| f == field) else {
-                return Err(Error::InvalidArgument(format!(
-                    "vector index {}.{}: {field:?} is not one of its filter fields {:?}",
-                    self.table_name, self.name, self.filter_fields
-                )));
-            };
+            let pos = self.filters.position(
+                field,
+                &format!("vector index {}.{}", self.table_name, self.name),
+            )?;
             parsed.push((pos, keys::value_key(value)));
         }
         Ok(VectorQuery {
@@ -439,7 +420,7 @@ impl VectorIndex {
         rows.ids.push(doc.id);
         rows.begin.push(ts.0);
         rows.end.push(u64::MAX);
-        let filters = self.def.filter_keys(doc);
+        let filters = self.def.filters.keys(doc);
         for (pos, key) in filters.iter().enumerate() {
             rows.by_filter
                 .entry((pos, key.clone()))
@@ -450,16 +431,15 @@ impl VectorIndex {
         rows.current.insert(doc.id, row);
     }
 
-    /// Build from the table's documents at `ts`; changes published after `ts` (recorded
-    /// while the build ran) are applied after them.
-    pub fn build(&self, docs: &[DocumentRef], ts: Timestamp) {
+    /// Build from the table's documents at the registration's snapshot; changes published
+    /// after it (recorded while the build ran) are applied after them.
+    pub fn build(&self, docs: &[DocumentRef]) {
         {
             let mut rows = self.rows.write();
             for doc in docs {
-                // Visible from the start: no search runs at a snapshot before `ts`.
+                // Visible from the start: no search runs before the index is ready.
                 self.push_row(&mut rows, Timestamp::ZERO, doc);
             }
-            let _ = ts;
             rows.ready = true;
             for (ts, id, doc) in std::mem::take(&mut rows.pending) {
                 self.apply(&mut rows, ts, id, doc.as_ref());
@@ -724,7 +704,7 @@ impl VectorIndex {
                 continue;
             };
             if !query.filters.is_empty() {
-                let keys = self.def.filter_keys(doc);
+                let keys = self.def.filters.keys(doc);
                 if !query
                     .filters
                     .iter()
