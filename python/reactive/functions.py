@@ -7,10 +7,18 @@ An app is a directory or importable package of Python modules (README, "Use it")
 ``chat/admin/users.py`` is ``"admin/users:get"``. Paths are canonicalized as the wire spec
 §14 says: split at the last ``:`` (none means ``default``), strip a trailing ``.js``, so
 ``"messages"``, ``"messages.js:default"`` and ``"messages:default"`` name one function.
+
+Typed calls: a decorated function is a ``Function[R, P]``, ``R`` what its handler returns
+and ``P`` the handler's parameters after ``ctx``, so ``await db.query(messages.list,
+channel="x")`` is checked by mypy and pyright (argument names and types, and the result).
+A program that does not import the app's code uses :class:`QueryReference`,
+:class:`MutationReference` and :class:`ActionReference` objects instead, typed with the
+argument ``TypedDict`` and the result (``python -m reactive codegen --py`` writes them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
@@ -19,17 +27,39 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import (
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 from reactive.errors import FunctionNotFoundError, SchemaError
 from reactive.schema import DatabaseSchema, Validator, v
 
+if sys.version_info >= (3, 13):
+    from typing import ParamSpec
+else:  # a ParamSpec default (PEP 696) needs typing_extensions before 3.13
+    from typing_extensions import ParamSpec
+
 __all__ = [
+    "ActionReference",
     "App",
     "Function",
     "FunctionKind",
+    "FunctionReference",
+    "MutationReference",
+    "NoArgs",
+    "QueryReference",
     "action",
+    "call_arguments",
     "canonicalize_path",
+    "function_path",
     "internal_action",
     "internal_mutation",
     "internal_query",
@@ -45,13 +75,20 @@ _COMPONENT = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 
 
 R = TypeVar("R")
+K = TypeVar("K", bound=str)
+A = TypeVar("A", bound=Mapping[str, Any])
+P = ParamSpec("P", default=...)
+_P = ParamSpec("_P")  # the decorators' and calls' own (PEP 696: no default after R)
 
 
-class Function(Generic[R]):
+class Function(Generic[R, P]):
     """A registered function: its kind, validators and handler.
 
-    Generic in what the handler returns (``Function[int]`` for ``async def f(ctx) -> int``),
-    so ``await db.query(notes.count)`` is typed for mypy and pyright.
+    Generic in what the handler returns and in its parameters after ``ctx``: ``async def
+    add(ctx, text: str) -> int`` decorated is a ``Function[int, (text: str)]``, so
+    ``await db.mutation(notes.add, text="x")`` is an ``int`` for mypy and pyright, and a
+    wrong argument name or type is a type error. ``Function[int]`` is one of any
+    parameters.
 
     Calling it calls the handler directly (useful in unit tests of the app).
 
@@ -67,7 +104,7 @@ class Function(Generic[R]):
     def __init__(
         self,
         kind: FunctionKind,
-        handler: Callable[..., Any],
+        handler: Callable[Concatenate[Any, P], Any],
         args: Mapping[str, Validator] | Validator | None,
         returns: Validator | None,
         internal: bool,
@@ -113,20 +150,7 @@ class Function(Generic[R]):
         return f"<{prefix}{self.kind} {self.path or self.__qualname__}>"
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def _decorator(kind: FunctionKind, internal: bool) -> Any:
-    @overload
-    def deco(fn: Callable[..., Any], /) -> Function[Any]: ...
-
-    @overload
-    def deco(
-        *,
-        args: Mapping[str, Validator] | Validator | None = None,
-        returns: Validator | None = None,
-    ) -> Callable[[Callable[..., Any]], Function[Any]]: ...
-
     def deco(
         fn: Callable[..., Any] | None = None,
         /,
@@ -151,20 +175,28 @@ class _Wrap(Protocol):
     """What ``@query(args=...)`` returns: it wraps the handler into a typed function."""
 
     @overload
-    def __call__(self, fn: Callable[..., Coroutine[Any, Any, R]], /) -> Function[R]: ...
+    def __call__(
+        self, fn: Callable[Concatenate[Any, _P], Coroutine[Any, Any, R]], /
+    ) -> Function[R, _P]: ...
 
     @overload
-    def __call__(self, fn: Callable[..., R], /) -> Function[R]: ...
+    def __call__(self, fn: Callable[Concatenate[Any, _P], R], /) -> Function[R, _P]: ...
 
 
 class _Decorator(Protocol):
-    """``@query`` and ``@query(args=..., returns=...)`` (and the other kinds), typed."""
+    """``@query`` and ``@query(args=..., returns=...)`` (and the other kinds), typed.
+
+    The function keeps the handler's result type (awaited, for an ``async def``) and its
+    parameters after ``ctx``.
+    """
 
     @overload
-    def __call__(self, fn: Callable[..., Coroutine[Any, Any, R]], /) -> Function[R]: ...
+    def __call__(
+        self, fn: Callable[Concatenate[Any, _P], Coroutine[Any, Any, R]], /
+    ) -> Function[R, _P]: ...
 
     @overload
-    def __call__(self, fn: Callable[..., R], /) -> Function[R]: ...
+    def __call__(self, fn: Callable[Concatenate[Any, _P], R], /) -> Function[R, _P]: ...
 
     @overload
     def __call__(self, *, args: Any = None, returns: Any = None) -> _Wrap: ...
@@ -206,6 +238,158 @@ def canonicalize_path(path: str) -> str:
             "'module/path:function' with identifier parts"
         )
     return f"{module}:{name}"
+
+
+class NoArgs(TypedDict):
+    """The arguments of a function that takes none (``args={}``).
+
+    A generated reference typed with it may be called without an argument dict.
+    """
+
+
+class FunctionReference(Generic[K, R, P]):
+    """A function named by its path, typed without the app's code.
+
+    ``K`` is the kind (``Literal["query"]``, ...), ``R`` the result and ``P`` the call's
+    arguments after the reference. Use the subclasses: ``QueryReference[R, Args]`` is a
+    query taking one argument dict ``Args`` (a ``TypedDict``) and returning ``R``.
+    ``python -m reactive codegen --py FILE`` writes one per public function of an app, so
+    ``await client.query(api.messages.list, {"channel": "x"})`` is checked by mypy and
+    pyright; :class:`~reactive.client.Client` and :class:`~reactive.Database` accept them
+    wherever they accept a path.
+
+    Attributes:
+        kind: ``"query"``, ``"mutation"`` or ``"action"``.
+        path: The canonical path (``"messages:list"``).
+
+    Raises:
+        FunctionNotFoundError: (constructing one) ``path`` is not a valid function path.
+    """
+
+    kind: ClassVar[FunctionKind]
+
+    def __init__(self, path: str) -> None:
+        self.path = canonicalize_path(path)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} reference {self.path}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FunctionReference):
+            return NotImplemented
+        return (self.kind, self.path) == (other.kind, other.path)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.path))
+
+
+class QueryReference(FunctionReference[Literal["query"], R, [A]]):
+    """A query by path: ``QueryReference[R, Args]`` (see :class:`FunctionReference`)."""
+
+    kind: ClassVar[FunctionKind] = "query"
+
+
+class MutationReference(FunctionReference[Literal["mutation"], R, [A]]):
+    """A mutation by path: ``MutationReference[R, Args]`` (see :class:`FunctionReference`)."""
+
+    kind: ClassVar[FunctionKind] = "mutation"
+
+
+class ActionReference(FunctionReference[Literal["action"], R, [A]]):
+    """An action by path: ``ActionReference[R, Args]`` (see :class:`FunctionReference`)."""
+
+    kind: ClassVar[FunctionKind] = "action"
+
+
+def function_path(target: str | Function[Any] | FunctionReference[Any, Any]) -> str:
+    """The path a client sends to call ``target``.
+
+    A string is returned as it is, a reference gives its path, a function its path once
+    loaded with an app (:func:`load_app`), and otherwise one derived from where it is
+    defined: the module under the app's package (``chat.admin.users`` ->
+    ``"admin/users"``, the first package dropped) and the handler's name.
+
+    Raises:
+        FunctionNotFoundError: a function defined in ``__main__`` (it has no path), or
+            ``target`` is none of these.
+    """
+    if isinstance(target, str):
+        return target
+    if isinstance(target, FunctionReference):
+        return target.path
+    if isinstance(target, Function):
+        if target.path is not None:
+            return target.path
+        module = target.__module__
+        if module == "__main__":
+            raise FunctionNotFoundError(
+                f"{target!r} is defined in __main__: it has no path in an app"
+            )
+        _, dot, rest = module.partition(".")
+        return canonicalize_path(f"{(rest if dot else module).replace('.', '/')}:{target.__name__}")
+    raise FunctionNotFoundError(
+        f"expected a path, a function or a function reference, not {type(target).__name__}"
+    )
+
+
+def _is_argument_object(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, Mapping)
+        or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+        or (hasattr(value, "model_dump") and hasattr(type(value), "model_fields"))
+    )
+
+
+def call_arguments(
+    target: str | Function[Any] | FunctionReference[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """The argument object of a call ``db.query(target, *args, **kwargs)`` (and the like).
+
+    * nothing: ``None`` (no arguments);
+    * one argument object (a dict or other mapping, a dataclass or pydantic instance, or
+      ``None``): it, a mapping as a ``dict`` (the dict form);
+    * keyword arguments: a dict of them (the keyword form);
+    * for a :class:`Function`, positional arguments: bound to the handler's parameters
+      after ``ctx`` in order, as its signature says (keywords may follow).
+
+    Raises:
+        TypeError: an argument object together with keyword arguments; positional
+            arguments for a path or reference (they take one argument dict), more of them
+            than the handler's parameters, or one also given by keyword.
+    """
+    if len(args) == 1 and _is_argument_object(args[0]):
+        if kwargs:
+            raise TypeError(
+                "pass the arguments either as one dict or as keyword arguments, not both "
+                f"(got a {type(args[0]).__name__} and {', '.join(map(repr, kwargs))})"
+            )
+        value = args[0]
+        return dict(value) if isinstance(value, Mapping) and type(value) is not dict else value
+    if not args:
+        return dict(kwargs) if kwargs else None
+    if not isinstance(target, Function):
+        raise TypeError(
+            f"{function_path(target)!r} takes one argument dict or keyword arguments, "
+            f"not {len(args)} positional argument(s)"
+        )
+    names = [
+        p.name
+        for p in list(inspect.signature(target.handler).parameters.values())[1:]
+        if p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    if len(args) > len(names):
+        raise TypeError(
+            f"{target!r} takes {len(names)} positional argument(s) after ctx, {len(args)} given"
+        )
+    out = dict(zip(names, args, strict=False))
+    for name, value in kwargs.items():
+        if name in out:
+            raise TypeError(f"{target!r} got argument {name!r} twice")
+        out[name] = value
+    return out
 
 
 @dataclass

@@ -21,18 +21,30 @@ import itertools
 import logging
 import random
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import websockets
 
 from reactive import _core
 from reactive.errors import ConvexError, DatabaseClosedError, FunctionError, ReactiveError
+from reactive.functions import (
+    Function,
+    FunctionReference,
+    NoArgs,
+    call_arguments,
+    function_path,
+)
+from reactive.pytypes import to_value
 from reactive.sync.messages import decode_ts, dumps, encode_ts, loads
 
 __all__ = ["Client", "ClientSubscription"]
 
 log = logging.getLogger("reactive.client")
+
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _sync_url(url: str) -> str:
@@ -45,6 +57,11 @@ def _sync_url(url: str) -> str:
     else:
         raise ValueError(f"the deployment URL must start with http:// or https://, not {url!r}")
     return base.rstrip("/") + "/api/sync"
+
+
+def _argument_object(args: Any) -> Any:
+    """The argument object sent: ``{}`` for none, dataclass and pydantic instances as dicts."""
+    return {} if args is None else to_value(args)
 
 
 def _error(message: str, data: Any, has_data: bool) -> ReactiveError:
@@ -78,9 +95,10 @@ class _Request:
     value: Any = None
 
 
-class ClientSubscription:
+class ClientSubscription(Generic[R]):
     """An async iterator over a query's results: the current one, then each change.
 
+    ``ClientSubscription[R]`` yields the query's result type ``R`` (``Any`` for a path).
     Raises ``ConvexError`` (with ``.data``) or ``FunctionError`` when the query fails.
     """
 
@@ -90,10 +108,10 @@ class ClientSubscription:
         self._queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
         self._closed = False
 
-    def __aiter__(self) -> ClientSubscription:
+    def __aiter__(self) -> ClientSubscription[R]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> R:
         if self._closed:
             raise StopAsyncIteration
         ok, value = await self._queue.get()
@@ -101,9 +119,9 @@ class ClientSubscription:
             raise StopAsyncIteration
         if not ok:
             raise value
-        return value
+        return value  # type: ignore[no-any-return]  # the server's result of a query typed R
 
-    async def get(self, timeout_s: float | None = None) -> Any:
+    async def get(self, timeout_s: float | None = None) -> R:
         """The next result, waiting at most ``timeout_s`` (``TimeoutError`` otherwise)."""
         return await asyncio.wait_for(self.__anext__(), timeout_s)
 
@@ -114,7 +132,7 @@ class ClientSubscription:
             self._client._unsubscribe(self._query_id, self._queue)
             self._queue.put_nowait((None, None))  # type: ignore[arg-type]
 
-    async def __aenter__(self) -> ClientSubscription:
+    async def __aenter__(self) -> ClientSubscription[R]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -391,13 +409,60 @@ class Client:
             }
         )
 
-    def subscribe(self, path: str, args: dict[str, Any] | None = None) -> ClientSubscription:
-        """Watch a query: ``async for value in client.subscribe(path, args)``."""
+    @overload
+    def subscribe(
+        self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs
+    ) -> ClientSubscription[R]: ...
+
+    @overload
+    def subscribe(
+        self, path: Function[R], args: Mapping[str, Any] | None, /
+    ) -> ClientSubscription[R]: ...
+
+    @overload
+    def subscribe(
+        self, path: FunctionReference[Literal["query"], R, [NoArgs]], /
+    ) -> ClientSubscription[R]: ...
+
+    @overload
+    def subscribe(
+        self,
+        path: FunctionReference[Literal["query"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> ClientSubscription[R]: ...
+
+    @overload
+    def subscribe(
+        self, path: str, args: Mapping[str, Any] | None = None, /
+    ) -> ClientSubscription[Any]: ...
+
+    @overload
+    def subscribe(self, path: str, /, **kwargs: Any) -> ClientSubscription[Any]: ...
+
+    def subscribe(
+        self, path: str | Function[Any] | FunctionReference[Any, Any], /, *args: Any, **kwargs: Any
+    ) -> ClientSubscription[Any]:
+        """Watch a query: ``async for value in client.subscribe(path, args)``.
+
+        ``path`` and the arguments are as for :meth:`query`.
+
+        Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
+            FunctionNotFoundError: a function object without a path (defined in
+                ``__main__``).
+        """
+        arguments = call_arguments(path, args, kwargs)
+        return self._subscribe(function_path(path), arguments)
+
+    def _subscribe(self, path: str, args: Any) -> ClientSubscription[Any]:
         self._ensure_started()
         query_id = next(self._query_ids)
-        args_json = loads(_core.convex_json(args or {}))
+        args_json = loads(_core.convex_json(_argument_object(args)))
         q = _Query(path, args_json)
-        sub = ClientSubscription(self, query_id)
+        sub: ClientSubscription[Any] = ClientSubscription(self, query_id)
         q.listeners.append(sub._queue)
         self._queries[query_id] = q
         asyncio.get_running_loop().create_task(self._modify(self._add(query_id, q), q))
@@ -416,22 +481,62 @@ class Client:
                     self._modify({"type": "Remove", "queryId": query_id})
                 )
 
-    async def query(self, path: str, args: dict[str, Any] | None = None) -> Any:
-        """Run a query once: subscribe, take the first result, unsubscribe."""
-        sub = self.subscribe(path, args)
+    @overload
+    async def query(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def query(self, path: Function[R], args: Mapping[str, Any] | None, /) -> R: ...
+
+    @overload
+    async def query(self, path: FunctionReference[Literal["query"], R, [NoArgs]], /) -> R: ...
+
+    @overload
+    async def query(
+        self,
+        path: FunctionReference[Literal["query"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def query(self, path: str, args: Mapping[str, Any] | None = None, /) -> Any: ...
+
+    @overload
+    async def query(self, path: str, /, **kwargs: Any) -> Any: ...
+
+    async def query(
+        self, path: str | Function[Any] | FunctionReference[Any, Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run a query once: subscribe, take the first result, unsubscribe.
+
+        ``path`` is ``"module:function"``, one of the app's function objects (its path, or
+        one derived from its module: :func:`reactive.functions.function_path`), or a
+        generated :class:`~reactive.functions.QueryReference`. The arguments are one dict
+        (``client.query(messages.list, {"channel": "x"})``) or keyword arguments
+        (``client.query(messages.list, channel="x")``); with a function object or a
+        reference, mypy and pyright check them and type the result.
+
+        Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
+            ConvexError: the query raised ConvexError (``.data`` holds its data).
+            FunctionError: the query failed otherwise (an unknown function included).
+        """
+        sub = self._subscribe(function_path(path), call_arguments(path, args, kwargs))
         try:
             return await sub.__anext__()
         finally:
             sub.close()
 
-    async def _request(self, kind: str, path: str, args: dict[str, Any] | None) -> Any:
+    async def _request(self, kind: str, path: str, args: Any) -> Any:
         self._ensure_started()
         request_id = next(self._request_ids)
         message = {
             "type": "Mutation" if kind == "mutation" else "Action",
             "requestId": request_id,
             "udfPath": path,
-            "args": [loads(_core.convex_json(args or {}))],
+            "args": [loads(_core.convex_json(_argument_object(args)))],
         }
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         req = _Request(kind, message, fut)
@@ -442,23 +547,85 @@ class Client:
                 await self._send(message)
         return await fut
 
-    async def mutation(self, path: str, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def mutation(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def mutation(self, path: Function[R], args: Mapping[str, Any] | None, /) -> R: ...
+
+    @overload
+    async def mutation(self, path: FunctionReference[Literal["mutation"], R, [NoArgs]], /) -> R: ...
+
+    @overload
+    async def mutation(
+        self,
+        path: FunctionReference[Literal["mutation"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def mutation(self, path: str, args: Mapping[str, Any] | None = None, /) -> Any: ...
+
+    @overload
+    async def mutation(self, path: str, /, **kwargs: Any) -> Any: ...
+
+    async def mutation(
+        self, path: str | Function[Any] | FunctionReference[Any, Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         """Run a mutation; returns its result once a later transition reflects it.
 
+        ``path`` and the arguments are as for :meth:`query`.
+
         Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
             ConvexError: the mutation raised ConvexError (``.data`` holds its data).
             FunctionError: the mutation failed otherwise.
         """
-        return await self._request("mutation", path, args)
+        arguments = call_arguments(path, args, kwargs)
+        return await self._request("mutation", function_path(path), arguments)
 
-    async def action(self, path: str, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def action(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def action(self, path: Function[R], args: Mapping[str, Any] | None, /) -> R: ...
+
+    @overload
+    async def action(self, path: FunctionReference[Literal["action"], R, [NoArgs]], /) -> R: ...
+
+    @overload
+    async def action(
+        self,
+        path: FunctionReference[Literal["action"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def action(self, path: str, args: Mapping[str, Any] | None = None, /) -> Any: ...
+
+    @overload
+    async def action(self, path: str, /, **kwargs: Any) -> Any: ...
+
+    async def action(
+        self, path: str | Function[Any] | FunctionReference[Any, Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         """Run an action; returns its result.
 
+        ``path`` and the arguments are as for :meth:`query`.
+
         Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
             ConvexError: the action raised ConvexError.
             FunctionError: it failed otherwise, or the connection was lost while it ran.
         """
-        return await self._request("action", path, args)
+        arguments = call_arguments(path, args, kwargs)
+        return await self._request("action", function_path(path), arguments)
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Wait until a socket is open and set up."""

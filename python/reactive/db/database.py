@@ -16,10 +16,10 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from reactive import _core
 from reactive.db.cron_runner import CRON_JOBS, CronRunner, resolve_crons
@@ -40,7 +40,14 @@ from reactive.db.storage import FileStore, default_storage_dir
 from reactive.db.subscription import Subscription
 from reactive.db.system import ensure_system_table
 from reactive.errors import DatabaseClosedError
-from reactive.functions import App, Function, load_app
+from reactive.functions import (
+    App,
+    Function,
+    FunctionReference,
+    NoArgs,
+    call_arguments,
+    load_app,
+)
 from reactive.observability import FunctionLog, Metrics, Observer
 from reactive.persistence import open_persistence
 from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, PruneReport
@@ -48,6 +55,7 @@ from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, Pru
 __all__ = ["Database", "QueryCall", "open"]
 
 R = TypeVar("R")
+P = ParamSpec("P")
 
 log = logging.getLogger("reactive")
 
@@ -334,21 +342,41 @@ class Database:
         return wanted == number
 
     @overload
+    def query(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> QueryCall[R]: ...
+
+    @overload
     def query(
-        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: Function[R], args: Mapping[str, Any] | None, /, *, internal: bool = False
+    ) -> QueryCall[R]: ...
+
+    @overload
+    def query(self, path: Function[R], /, *, internal: bool) -> QueryCall[R]: ...
+
+    @overload
+    def query(
+        self, path: FunctionReference[Literal["query"], R, [NoArgs]], /, *, internal: bool = False
     ) -> QueryCall[R]: ...
 
     @overload
     def query(
-        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: FunctionReference[Literal["query"], R, P], /, *args: P.args, **kwargs: P.kwargs
+    ) -> QueryCall[R]: ...
+
+    @overload
+    def query(
+        self, path: str, args: Mapping[str, Any] | None = None, /, *, internal: bool = False
     ) -> QueryCall[Any]: ...
+
+    @overload
+    def query(self, path: str, /, **kwargs: Any) -> QueryCall[Any]: ...
 
     def query(
         self,
-        path: str | Function[Any],
-        args: dict[str, Any] | None = None,
-        *,
-        internal: bool = False,
+        path: str | Function[Any] | FunctionReference[Any, Any],
+        /,
+        *args: Any,
+        internal: Any = False,  # Any: the keyword form's overloads take any keyword
+        **kwargs: Any,
     ) -> QueryCall[Any]:
         """Run a query: ``await db.query(path, args)``, or ``.at(ts)`` for an older snapshot.
 
@@ -356,18 +384,33 @@ class Database:
         ``await db.query(path, args).at(ts)`` reads the snapshot at commit timestamp ``ts``
         (u64 ns, inside the retention window: a point-in-time read).
 
-        Args:
-            path: ``"module:function"`` (any spelling of spec §14) or the function object.
-            args: The argument object (validated against the function's ``args``).
-            internal: Also allow internal functions (for admin tools).
+        The arguments are one dict (``db.query(messages.list, {"channel": "x"})``) or
+        keyword arguments (``db.query(messages.list, channel="x")``); for a function
+        object, mypy and pyright check the keywords against the handler's parameters and
+        type the result (:func:`reactive.functions.call_arguments` says how positional
+        ones bind). ``internal=`` is always this call's flag, never an argument: pass an
+        argument of that name in the dict.
 
-        Raises (when awaited):
-            FunctionNotFoundError: no public query at ``path``.
-            ArgumentValidationError: bad arguments.
-            InvalidQueryError: ``ts`` is in the future or older than the retention window.
-            ConvexError / Exception: whatever the function raised.
+        Args:
+            path: ``"module:function"`` (any spelling of spec §14), the function object,
+                or a :class:`~reactive.functions.QueryReference`.
+            *args: The argument object (validated against the function's ``args``), or
+                none.
+            internal: Also allow internal functions (for admin tools).
+            **kwargs: The arguments, by name (instead of the argument object).
+
+        Raises:
+            TypeError: (at once) an argument dict together with keyword arguments, or
+                positional arguments the function does not take.
+            FunctionNotFoundError: (when awaited) no public query at ``path``.
+            ArgumentValidationError: (when awaited) bad arguments.
+            InvalidQueryError: (when awaited) ``ts`` is in the future or older than the
+                retention window.
+            ConvexError / Exception: (when awaited) whatever the function raised.
         """
-        return QueryCall(self, path, args, internal, None)
+        target = path.path if isinstance(path, FunctionReference) else path
+        arguments = call_arguments(path, args, kwargs)
+        return QueryCall(self, target, arguments, bool(internal), None)
 
     async def run_query(
         self,
@@ -389,34 +432,68 @@ class Database:
         return await self._runner.run_query(fn, args, identity, ts, journal)
 
     @overload
+    async def mutation(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
     async def mutation(
-        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: Function[R], args: Mapping[str, Any] | None, /, *, internal: bool = False
+    ) -> R: ...
+
+    @overload
+    async def mutation(self, path: Function[R], /, *, internal: bool) -> R: ...
+
+    @overload
+    async def mutation(
+        self,
+        path: FunctionReference[Literal["mutation"], R, [NoArgs]],
+        /,
+        *,
+        internal: bool = False,
     ) -> R: ...
 
     @overload
     async def mutation(
-        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+        self,
+        path: FunctionReference[Literal["mutation"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def mutation(
+        self, path: str, args: Mapping[str, Any] | None = None, /, *, internal: bool = False
     ) -> Any: ...
+
+    @overload
+    async def mutation(self, path: str, /, **kwargs: Any) -> Any: ...
 
     async def mutation(
         self,
-        path: str | Function[Any],
-        args: dict[str, Any] | None = None,
-        *,
-        internal: bool = False,
+        path: str | Function[Any] | FunctionReference[Any, Any],
+        /,
+        *args: Any,
+        internal: Any = False,  # Any: the keyword form's overloads take any keyword
+        **kwargs: Any,
     ) -> Any:
         """Run a mutation; returns its result once the commit is durable.
 
+        The arguments are one dict or keyword arguments, as for :meth:`query`.
+
         Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
             FunctionNotFoundError: no public mutation at ``path``.
             ArgumentValidationError: bad arguments.
             WriteConflict: it kept conflicting through every retry.
             PersistenceError: the commit could not be made durable (it did not happen).
             ConvexError / Exception: whatever the function raised (nothing was written).
         """
+        arguments = call_arguments(path, args, kwargs)
         self._check_open()
-        fn = self._runner.resolve(path, "mutation", internal)
-        outcome = await self._runner.run_mutation(fn, args)
+        target = path.path if isinstance(path, FunctionReference) else path
+        fn = self._runner.resolve(target, "mutation", bool(internal))
+        outcome = await self._runner.run_mutation(fn, arguments)
         return _typed(fn, outcome.value)
 
     async def run_mutation(
@@ -438,31 +515,66 @@ class Database:
         return await self._runner.run_mutation(fn, args, identity, request)
 
     @overload
+    async def action(self, path: Function[R, P], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
     async def action(
-        self, path: Function[R], args: dict[str, Any] | None = None, *, internal: bool = False
+        self, path: Function[R], args: Mapping[str, Any] | None, /, *, internal: bool = False
+    ) -> R: ...
+
+    @overload
+    async def action(self, path: Function[R], /, *, internal: bool) -> R: ...
+
+    @overload
+    async def action(
+        self,
+        path: FunctionReference[Literal["action"], R, [NoArgs]],
+        /,
+        *,
+        internal: bool = False,
     ) -> R: ...
 
     @overload
     async def action(
-        self, path: str, args: dict[str, Any] | None = None, *, internal: bool = False
+        self,
+        path: FunctionReference[Literal["action"], R, P],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def action(
+        self, path: str, args: Mapping[str, Any] | None = None, /, *, internal: bool = False
     ) -> Any: ...
+
+    @overload
+    async def action(self, path: str, /, **kwargs: Any) -> Any: ...
 
     async def action(
         self,
-        path: str | Function[Any],
-        args: dict[str, Any] | None = None,
-        *,
-        internal: bool = False,
+        path: str | Function[Any] | FunctionReference[Any, Any],
+        /,
+        *args: Any,
+        internal: Any = False,  # Any: the keyword form's overloads take any keyword
+        **kwargs: Any,
     ) -> Any:
         """Run an action; returns its result.
 
+        The arguments are one dict or keyword arguments, as for :meth:`query`.
+
         Raises:
+            TypeError: an argument dict together with keyword arguments, or positional
+                arguments the function does not take.
             FunctionNotFoundError: no public action at ``path``.
+            ArgumentValidationError: bad arguments.
             ConvexError / Exception: whatever the function raised.
         """
+        arguments = call_arguments(path, args, kwargs)
         self._check_open()
-        fn = self._runner.resolve(path, "action", internal)
-        return _typed(fn, (await self._runner.run_action(fn, args)).value)
+        target = path.path if isinstance(path, FunctionReference) else path
+        fn = self._runner.resolve(target, "action", bool(internal))
+        return _typed(fn, (await self._runner.run_action(fn, arguments)).value)
 
     def subscribe(
         self,
