@@ -165,10 +165,17 @@ async def _gc(ns: argparse.Namespace) -> int:
 
 
 async def _codegen(ns: argparse.Namespace) -> int:
-    from reactive.codegen import write
+    from reactive.codegen import write, write_python
     from reactive.functions import load_app
 
-    for path in write(load_app(ns.app), ns.ts):
+    if ns.ts is None and ns.py is None:
+        print("codegen: give --ts DIR, --py FILE or both", file=sys.stderr)
+        return 2
+    app = load_app(ns.app)
+    written = write(app, ns.ts) if ns.ts is not None else []
+    if ns.py is not None:
+        written.append(write_python(app, ns.py))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
@@ -618,11 +625,18 @@ def _parser() -> argparse.ArgumentParser:
         "-y", "--yes", action="store_true", help="do not ask before deleting documents"
     )
     p_codegen = sub.add_parser(
-        "codegen", help="write TypeScript types of the app for a frontend (api.d.ts, ...)"
+        "codegen",
+        help="write the app's types: TypeScript for a frontend (--ts), a typed Python "
+        "module of function references for a client (--py)",
     )
     p_codegen.add_argument("--app", required=True, help="the app directory or package")
     p_codegen.add_argument(
-        "--ts", required=True, help="the directory to write (e.g. frontend/convex/_generated)"
+        "--ts", help="the directory to write api.d.ts, ... to (e.g. frontend/convex/_generated)"
+    )
+    p_codegen.add_argument(
+        "--py",
+        help="the Python file to write typed references to the public functions to "
+        "(e.g. client/api.py: await client.query(api.messages.list, {...}) type-checks)",
     )
     p_logs = sub.add_parser("logs", help="follow a running server's function log (--url)")
     p_logs.add_argument(

@@ -174,29 +174,52 @@ def _decorator(kind: FunctionKind, internal: bool) -> Any:
 class _Wrap(Protocol):
     """What ``@query(args=...)`` returns: it wraps the handler into a typed function."""
 
+    # An async def matches here first, never the last overload (its R is not a coroutine).
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[Concatenate[Any, _P], Coroutine[Any, Any, R]], /
     ) -> Function[R, _P]: ...
 
     @overload
     def __call__(self, fn: Callable[Concatenate[Any, _P], R], /) -> Function[R, _P]: ...
+
+    # mypy refuses ``def f(ctx, **args)`` above (``ctx=`` could be one of ``args``, and
+    # Concatenate's ctx is positional-only), so such a handler does reach these two.
+    @overload
+    def __call__(  # type: ignore[overload-cannot-match]
+        self, fn: Callable[..., Coroutine[Any, Any, R]], /
+    ) -> Function[R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., R], /) -> Function[R]: ...  # type: ignore[overload-cannot-match]
 
 
 class _Decorator(Protocol):
     """``@query`` and ``@query(args=..., returns=...)`` (and the other kinds), typed.
 
     The function keeps the handler's result type (awaited, for an ``async def``) and its
-    parameters after ``ctx``.
+    parameters after ``ctx``; a handler whose ``ctx`` mypy cannot take positionally only
+    (``def f(ctx, **args)``: ``ctx=`` could also be one of ``args``) keeps its result type.
     """
 
+    # An async def matches here first, never the last overload (its R is not a coroutine).
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap]
         self, fn: Callable[Concatenate[Any, _P], Coroutine[Any, Any, R]], /
     ) -> Function[R, _P]: ...
 
     @overload
     def __call__(self, fn: Callable[Concatenate[Any, _P], R], /) -> Function[R, _P]: ...
+
+    # mypy refuses ``def f(ctx, **args)`` above (``ctx=`` could be one of ``args``, and
+    # Concatenate's ctx is positional-only), so such a handler does reach these two.
+    @overload
+    def __call__(  # type: ignore[overload-cannot-match]
+        self, fn: Callable[..., Coroutine[Any, Any, R]], /
+    ) -> Function[R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., R], /) -> Function[R]: ...  # type: ignore[overload-cannot-match]
 
     @overload
     def __call__(self, *, args: Any = None, returns: Any = None) -> _Wrap: ...
