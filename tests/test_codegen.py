@@ -12,10 +12,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from reactive.codegen import generate, ts_type
+from reactive.codegen import generate, python_api, ts_type
 from reactive.functions import load_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,3 +303,78 @@ def test_validator_types(validator: dict[str, object], expected: str) -> None:
 def test_an_unknown_validator_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no TypeScript type"):
         ts_type({"type": "set"})
+
+
+ODD = {
+    "class.py": """
+        from reactive import mutation, query, v
+
+
+        @query(
+            args={
+                "list": v.array(v.string()),
+                "tags": v.array(v.string()),
+                "odd key": v.optional(v.bytes()),
+                "from": v.record(v.string(), v.union(v.int64(), v.null())),
+            },
+            returns=v.union(v.literal(5), v.literal(2.5), v.literal(True), v.literal("a")),
+        )
+        async def list(ctx, **args):
+            return 5
+
+
+        @mutation
+        async def Final(ctx, n: int, label: str = "x") -> dict[str, int]:
+            return {label: n}
+
+
+        @query
+        async def loose(ctx, *rest, **args):
+            return None
+    """,
+}
+
+
+def test_the_python_module_of_references(make_app: Callable[[dict[str, str]], Path]) -> None:
+    """Validators become annotations; names that would shadow types or are keywords are
+    kept apart; the module runs, and its references name the functions."""
+    from reactive.functions import MutationReference, NoArgs, QueryReference
+
+    app = load_app(make_app({**APP, **ODD}))
+    text = python_api(app, "api")
+    namespace: dict[str, object] = {"__name__": "api"}
+    exec(compile(text, "api.py", "exec"), namespace)
+    api: Any = namespace["api"]
+    assert api.notes.add == MutationReference("notes:add")
+    assert api.notes.count_done == QueryReference("notes:count_done")
+    assert not hasattr(api.notes, "secret")  # internal
+    assert api.class_.list == QueryReference("class:list")  # a keyword gets a "_"
+    assert api.class_.Final == MutationReference("class:Final")
+    assert "class NotesAddArgs(TypedDict):" in text
+    assert "    owner: UsersId\n" in text and "    count: int\n" in text
+    assert '    priority: Literal["low"] | Literal["high"]\n' in text
+    assert 'UsersId = NewType("UsersId", str)' in text
+    assert "    blob: NotRequired[bytes]\n" in text  # the notes table's document type
+    assert (
+        "NotesCountDoneArgs" not in text and "QueryReference[NotesCountDoneResult, NoArgs]" in text
+    )
+    assert "NotesCountDoneResult: TypeAlias = int" in text
+    # A field named like a type its TypedDict uses, a keyword, or no identifier: the
+    # functional form, which keeps the types apart.
+    assert (
+        'ClassListArgs = TypedDict(\n    "ClassListArgs",\n    {\n'
+        '        "from": dict[str, int | None],\n        "list": list[str],\n'
+        '        "odd key": NotRequired[bytes],\n        "tags": list[str],\n    },\n)'
+    ) in text
+    assert 'ClassListResult: TypeAlias = Literal[5] | float | Literal[True] | Literal["a"]' in text
+    # No args=: the handler's annotated parameters and result; `Final` (a function's name)
+    # is imported under another name.
+    assert "from typing import" in text and "Final as Final_" in text
+    assert "class ClassFinalArgs(TypedDict):\n    n: int\n    label: NotRequired[str]" in text
+    assert "ClassFinalResult: TypeAlias = dict[str, int]" in text
+    # *rest: any argument object; no annotation: any result.
+    assert "ClassLooseArgs: TypeAlias = Mapping[str, Any]" in text
+    assert "QueryReference[Any, ClassLooseArgs]" in text
+    typed = namespace["ClassListArgs"]
+    assert typed.__required_keys__ == {"list", "tags", "from"}  # type: ignore[attr-defined]
+    assert NoArgs is namespace["NoArgs"]

@@ -1,4 +1,11 @@
-"""TypeScript for a frontend: ``api.d.ts``, ``api.js`` and ``dataModel.d.ts`` from an app.
+"""Types of an app for its callers: TypeScript for a frontend, a Python module for a client.
+
+``python -m reactive codegen --app APP --py FILE`` writes a Python module of typed
+references to the app's public functions (:func:`python_api`): ``await
+client.query(api.messages.list, {"channel": "x"})`` type-checks under mypy and pyright in a
+program that does not import the app's code.
+
+TypeScript: ``api.d.ts``, ``api.js`` and ``dataModel.d.ts`` from an app.
 
 As the ``convex/_generated`` folder the Convex CLI writes, but from the Python app's
 validators: ``python -m reactive codegen --app APP --ts DIR`` writes
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from reactive.functions import App
 
-__all__ = ["generate", "ts_type", "write"]
+__all__ = ["generate", "python_api", "ts_type", "write", "write_python"]
 
 _HEADER = """/* eslint-disable */
 /**
@@ -303,7 +310,7 @@ changing the app.
 
     from {module} import api
 
-    messages = await client.query(api.messages.list, {{"channel": "general"}})
+    result = await client.{kind}(api.{example}, {{...}})
 
 ``api.<module>.<function>`` is a ``QueryReference[Result, Args]`` (``MutationReference``,
 ``ActionReference``): ``Args`` the ``TypedDict`` of its argument dict, ``Result`` what it
@@ -400,7 +407,8 @@ class _PythonModule:
                 except ValueError:
                     return "int"
             if isinstance(value, (str, bool)):
-                return f"{self.imp('typing', 'Literal')}[{value!r}]"
+                text = _py_string(value) if isinstance(value, str) else repr(value)
+                return f"{self.imp('typing', 'Literal')}[{text}]"
             return "float"  # a float64 literal: no Literal of a float in Python
         if kind == "array":
             return f"list[{self.type_of(validator['value'], hint + 'Item')}]"
@@ -444,8 +452,10 @@ class _PythonModule:
             not key.isidentifier() or _attribute(key) != key or key in words for key, _ in items
         )
         if functional:
-            body = ", ".join(f"{key!r}: {text}" for key, text in items)
-            self.definitions.append(f"{name} = {typed_dict}({name!r}, {{{body}}})")
+            body = "".join(f"        {_py_string(key)}: {text},\n" for key, text in items)
+            self.definitions.append(
+                f'{name} = {typed_dict}(\n    "{name}",\n    {{\n{body}    }},\n)'
+            )
         else:
             lines = [f"    {key}: {text}" for key, text in items] or ["    pass"]
             self.definitions.append(f"class {name}({typed_dict}):\n" + "\n".join(lines))
@@ -612,7 +622,12 @@ def python_api(app: App, module: str = "api") -> str:
     newtype = out.imp("typing", "NewType") if out.ids else ""
     for (mod, name), local in out.imports.items():
         by_module.setdefault(mod, set()).add((name, local))
-    head = [_PY_HEADER.format(app=app.name, module=module).rstrip("\n")]
+    kind, example = "query", "messages.list"
+    if functions:
+        path, fn = next(((p, f) for p, f in functions if f.kind == "query"), functions[0])
+        kind, example = fn.kind, ".".join(_attribute(p) for p in re.split("[/:]", path))
+    header = _PY_HEADER.format(app=app.name, module=module, kind=kind, example=example)
+    head = [header.rstrip("\n")]
     head.append("from __future__ import annotations")
     for group in (["collections.abc", "typing"], ["reactive.functions"]):
         imports = []
