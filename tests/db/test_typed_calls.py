@@ -148,6 +148,9 @@ async def test_generated_references_call_query_mutation_action_embedded(
         assert await db.query(api.notes.count) == 1
         assert await db.action(api.notes.shout, {"text": "fig"}) == "FIG"
         assert await db.query(api.notes.echo, {"x": 1}) == {"x": 1}
+        async for texts in db.subscribe(api.notes.find, {"prefix": "f"}):
+            assert texts == ["fig"]
+            break
         with pytest.raises(FunctionNotFoundError, match="is a query"):
             await db.mutation(QueryReference("notes:find"), {"prefix": "f"})  # the wrong kind
 

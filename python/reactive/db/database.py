@@ -578,7 +578,7 @@ class Database:
 
     def subscribe(
         self,
-        path: str | Function[Any],
+        path: str | Function[Any] | FunctionReference[Any, Any],
         args: dict[str, Any] | None = None,
         *,
         internal: bool = False,
@@ -586,13 +586,14 @@ class Database:
         """Watch a query: ``async for value in db.subscribe(path, args)``.
 
         Yields the first result, then each result that differs from the last, as commits
-        change what the query read.
+        change what the query read. ``path`` is as for :meth:`query`.
 
         Raises:
             FunctionNotFoundError: no public query at ``path``.
         """
         self._check_open()
-        fn = self._runner.resolve(path, "query", internal)
+        target = path.path if isinstance(path, FunctionReference) else path
+        fn = self._runner.resolve(target, "query", internal)
         return Subscription(self, fn, args)
 
     def _invalidate(self, subscription_ids: list[int], first_ts: int, last_ts: int) -> None:
