@@ -278,8 +278,8 @@ class FunctionReference(Generic[K, R, P]):
     query taking one argument dict ``Args`` (a ``TypedDict``) and returning ``R``.
     ``python -m reactive codegen --py FILE`` writes one per public function of an app, so
     ``await client.query(api.messages.list, {"channel": "x"})`` is checked by mypy and
-    pyright; :class:`~reactive.client.Client` and :class:`~reactive.Database` accept them
-    wherever they accept a path.
+    pyright; the ``query``, ``mutation``, ``action`` and ``subscribe`` calls of
+    :class:`~reactive.client.Client` and :class:`~reactive.Database` accept them.
 
     Attributes:
         kind: ``"query"``, ``"mutation"`` or ``"action"``.
