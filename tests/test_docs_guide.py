@@ -443,3 +443,470 @@ def test_auth_page_refusals(tmp_path: Path) -> None:
     assert "`--jwt-key (or $REACTIVE_JWT_KEY) must not be empty` (exit status 2)" in page.replace(
         "\n", " "
     )
+
+
+# -- server.md ---------------------------------------------------------------------------------
+
+
+def help_defaults(module: str) -> dict[str, str]:
+    """Each option of ``python -m MODULE --help`` with its default (``""`` when none)."""
+    text = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    text = re.sub(r"\s+", " ", text.split("options:", 1)[1])
+    options: dict[str, str] = {}
+    for match in re.finditer(r"(--[a-z-]+)(?: [A-Z_]+)? (.*?)(?= --[a-z-]+(?: [A-Z_]+)? |$)", text):
+        default = re.search(r"\(default:? ([^)]*)\)", match[2])
+        options[match[1]] = default[1] if default else ""
+    return options
+
+
+@pytest.fixture
+def chat_server(make_app: MakeApp, serve: Callable[..., Server], tmp_path: Path) -> Server:
+    """The server page's app, started as the page's command says."""
+    files = app_of("server.md")
+    assert set(files) == {"schema.py", "messages.py"}
+    app = make_app(files)
+    line = block("server.md", "sh", "python -m reactive.server").strip()
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    argv = shell_argv(line, {"app": str(app), "sqlite:///app.db": db})
+    assert argv[1:3] == ["-m", "reactive.server"]
+    return serve(argv[3:])
+
+
+def test_server_page_clients(chat_server: Server) -> None:
+    server = chat_server
+    page = (DOCS / "server.md").read_text()
+    # What it prints when it starts, and the landing page.
+    printed = server.log().splitlines()[0]
+    shown = re.search(r"prints `(reactive: serving .*?)`", page.replace("\n", " "))
+    assert shown is not None
+    assert re.sub(r"serving \S+ on \S+ \(database \S+\)", "X", printed) == re.sub(
+        r"serving \S+ on \S+ \(database \S+\)", "X", shown[1]
+    )
+    landing = httpx.get(server.url + "/", timeout=10).text
+    assert f"reactive {reactive.__version__} is running" in landing
+    assert server.url in landing and "/dashboard" in landing and "/metrics" in landing
+    # The official Python client.
+    out, _ = run_python(server.page(block("server.md", "python", "from convex import")))
+    assert out.splitlines() == ["['hello from Python']", "['hello from Python']"]
+    # reactive's own client.
+    out, _ = run_python(server.page(block("server.md", "python", "from reactive.client")))
+    assert out.splitlines() == [
+        "['hello from Python']",
+        "['hello from Python', 'from asyncio']",
+    ]
+    # Plain HTTP: the page's curl line.
+    curl = shlex.split(server.page(block("server.md", "sh", "curl ")).replace("\\\n", " "))
+    body = json.loads(curl[curl.index("-d") + 1])
+    answer = httpx.post(curl[2], json=body, timeout=10).json()
+    assert answer == {"status": "success", "value": ["hello from Python", "from asyncio"]}
+    # An unknown function: 404 with a code.
+    r = httpx.post(f"{server.url}/api/query", json={"path": "nope:x", "args": {}}, timeout=10)
+    assert r.status_code == 404 and r.json()["code"]
+    # SIGTERM: exit status 0.
+    assert server.stop() == 0
+
+
+def test_server_page_js_clients(chat_server: Server, tmp_path: Path) -> None:
+    node = node_project(JS_DIR)
+    ws = js_script(
+        tmp_path, "ws", server_js := chat_server.page(block("server.md", "js", "onUpdate"))
+    )
+    assert "webSocketConstructor" in server_js
+    lines = node_lines(node, ws, lambda seen: any("hello from JS" in x for x in seen))
+    assert "hello from JS" in lines[-1]
+    http = js_script(
+        tmp_path, "http", chat_server.page(block("server.md", "js", "ConvexHttpClient("))
+    )
+    lines = node_lines(node, http, lambda seen: any("over HTTP" in x for x in seen))
+    assert "over HTTP" in lines[-1] and "hello from JS" in lines[-1]
+
+
+def test_server_page_codegen_and_react(make_app: MakeApp, tmp_path: Path) -> None:
+    node = node_project(TS_DIR)
+    app = make_app(app_of("server.md"))
+    line = block("server.md", "sh", "python -m reactive codegen").strip()
+    web = tmp_path / "web"
+    argv = shell_argv(
+        line, {"app": str(app), "web/convex/_generated": str(web / "convex/_generated")}
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (web / "convex/_generated").iterdir()) == [
+        "api.d.ts",
+        "api.js",
+        "dataModel.d.ts",
+    ]
+    (web / "src").mkdir()
+    (web / "src/App.tsx").write_text(block("server.md", "tsx", "useQuery"))
+    (web / "node_modules").symlink_to(TS_DIR / "node_modules")
+    config = {
+        "compilerOptions": {
+            "strict": True,
+            "noEmit": True,
+            "target": "ES2022",
+            "module": "ESNext",
+            "moduleResolution": "Bundler",
+            "jsx": "react-jsx",
+            "skipLibCheck": True,
+            "types": [],
+        },
+        "include": ["src", "convex/_generated"],
+    }
+    (web / "tsconfig.json").write_text(json.dumps(config))
+    tsc = TS_DIR / "node_modules" / "typescript" / "bin" / "tsc"
+    checked = subprocess.run(
+        [node, str(tsc), "-p", str(web), "--pretty", "false"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The page's comment on useQuery's type holds: a wrong use is refused.
+    wrong = block("server.md", "tsx", "useQuery").replace(
+        "bodies.map((body, i)", "bodies.map((body: number, i)"
+    )
+    (web / "src/App.tsx").write_text(wrong)
+    refused = subprocess.run(
+        [node, str(tsc), "-p", str(web), "--pretty", "false"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert refused.returncode != 0 and "number" in refused.stdout
+
+
+def test_server_page_options_match_the_server(tmp_path: Path) -> None:
+    options = help_defaults("reactive.server")
+    text = (DOCS / "server.md").read_text()
+    page = text[text.index("## Options") : text.index("## Development mode")]
+    named = set(re.findall(r"`(--[a-z-]+)", page))
+    assert set(options) - {"--help"} <= named, "options the page does not mention"
+    assert named <= set(options), "options the page names that the server does not have"
+    # The tables' defaults are the server's.
+    source = (ROOT / "python/reactive/server/__main__.py").read_text()
+    for row in re.finditer(r"^\| `(--[a-z-]+)[^`]*` \| `([^`]+)`", page, re.M):
+        if row[2].startswith("$"):  # an environment variable the option reads
+            assert f'os.environ.get("{row[2][1:]}"' in source, row[0]
+        elif options[row[1]]:
+            assert options[row[1]] in (row[2], row[2] + ".0"), (row[0], options[row[1]])
+        else:  # the help does not say: the parser's default
+            assert f'"{row[1]}", default="{row[2]}"' in source, row[0]
+    # The limits paragraph's defaults.
+    sizes = {"16 MiB": "16777216", "20 MiB": "20971520", "1 GiB": "1073741824"}
+    for flag, default in re.findall(r"`(--[a-z-]+)` \(([^)]+)\)", page.replace("\n", " ")):
+        want = sizes.get(default, default)
+        assert options[flag] in (want, want + ".0"), (flag, default, options[flag])
+    # A usage error, before anything opens.
+    db = tmp_path / "never.db"
+    argv = ["-m", "reactive.server", "--db", f"sqlite:///{db}", "--port", "4000"]
+    done = subprocess.run(
+        [sys.executable, *argv, "--site-port", "4000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--site-port" in done.stderr and not db.exists()
+
+
+# -- backends.md -------------------------------------------------------------------------------
+
+
+async def test_backends_page(
+    tmp_path: Path, make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reactive.errors import IncompatibleDatabaseError, PersistenceError
+    from reactive.persistence import resolve_url
+
+    app = make_app(app_of("server.md"))
+    monkeypatch.chdir(tmp_path)
+    # The SQLite example: a relative URL, the file and its directory created.
+    _, namespace = run_python(block("backends.md", "python", "sqlite:///data/app.db"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        await namespace["main"](app)
+    assert re.fullmatch(r"[0-9a-z]{32}\n", out.getvalue())
+    assert (tmp_path / "data" / "app.db").exists()
+    assert (tmp_path / "data" / "app.db.lock").exists()
+    url = f"sqlite:///{tmp_path / 'data' / 'app.db'}"
+    # In memory: refused.
+    with pytest.raises(PersistenceError, match="in-memory"):
+        await reactive.open("sqlite:///:memory:")
+    # One writer: another process, another name of the file, this process again.
+    (tmp_path / "alias.db").symlink_to(tmp_path / "data" / "app.db")
+    async with reactive.open(url, app=app):
+        for name in (url, f"sqlite:///{tmp_path / 'alias.db'}"):
+            done = cli("tables", "--db", name)
+            assert done.returncode == 1
+            assert "is open in another process" in done.stderr
+            assert "one process at a time may open it" in done.stderr
+        assert "(pid " in cli("tables", "--db", url).stderr
+        with pytest.raises(IncompatibleDatabaseError, match="already open in this process"):
+            await reactive.open(url)
+    page = (DOCS / "backends.md").read_text().replace("\n", " ")
+    assert "is open in another process; one process at a time may open it` (with the" in page
+    # The environment fills what a postgresql:// URL leaves out.
+    exports = block("backends.md", "sh", "REACTIVE_POSTGRES_HOST")
+    for name, value in re.findall(r"(REACTIVE_POSTGRES_\w+)=(\S+)", exports):
+        monkeypatch.setenv(name, value)
+    assert "--db postgresql://\n" in exports
+    assert resolve_url("postgresql://") == "postgresql://app:secret@db.internal/app"
+    explicit = block("backends.md", "sh", "pip install 'reactive[postgres]'").split("--db ")[1]
+    assert resolve_url(explicit.strip()) == explicit.strip()
+    with pytest.raises(PersistenceError, match="unsupported database URL scheme"):
+        await reactive.open("oracle://db/app")
+    # Moving: export, then import elsewhere (another SQLite file standing for PostgreSQL).
+    moved = f"sqlite:///{tmp_path / 'moved.db'}"
+    for line in block("backends.md", "sh", "python -m reactive export").strip().splitlines():
+        target = "sqlite:///app.db" if " export " in line else line.split()[4]
+        argv = shell_argv(line, {target: moved if " import " in line else url})
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, (line, done.stderr)
+    assert (
+        cli("data", "messages", "--db", moved).stdout == cli("data", "messages", "--db", url).stdout
+    )
+    assert cli("check", "--db", moved).stdout.endswith(": ok\n")
+
+
+# -- operating.md ------------------------------------------------------------------------------
+
+
+def test_operating_page_offline_cli(tmp_path: Path, make_app: MakeApp) -> None:
+    app = make_app(app_of("server.md"))
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    lines = block("operating.md", "sh", "python -m reactive run messages:send").strip()
+    outputs = []
+    for line in lines.splitlines():
+        done = subprocess.run(
+            shell_argv(line, {"app": str(app), "sqlite:///app.db": db}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, (line, done.stderr)
+        outputs.append(done.stdout.strip())
+    new_id = json.loads(outputs[0])
+    assert re.fullmatch(r"[0-9a-z]{32}", new_id)
+    doc = json.loads(outputs[1])
+    assert doc["_id"] == new_id and doc["body"] == "hi" and doc["channel"] == "general"
+    page = (DOCS / "operating.md").read_text().replace("\n", " ")
+    for printed in outputs[2:]:
+        assert f"`{printed}`" in page, printed
+    # Usage and failures: the exit statuses the page gives.
+    assert cli("nope").returncode == 2
+    assert cli("env", "get", "MISSING", "--db", db).returncode == 1
+    assert cli("run", "messages:nope", "{}", "--app", str(app), "--db", db).returncode == 1
+    # The import rules: refused into a table with documents; --replace-all asks first.
+    zip_path = tmp_path / "backup.zip"
+    assert cli("export", db, str(zip_path)).returncode == 0
+    refused = cli("import", db, str(zip_path))
+    assert refused.returncode == 1 and "already has documents" in refused.stderr
+    asks = cli("import", db, str(zip_path), "--replace-all")
+    assert asks.returncode == 1
+    quoted = "error: this import deletes documents; pass --yes to go on"
+    assert quoted in asks.stderr and f"`{quoted}`" in page
+    assert cli("import", db, str(zip_path), "--replace-all", "--yes").returncode == 0
+
+
+async def test_operating_page_logs_metrics_retention(
+    db_url: str, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = app_of("operating.md")
+    assert set(files) == {"orders.py"}
+    app = make_app(files)
+    page = (DOCS / "operating.md").read_text()
+    async with reactive.open(db_url, app=app, slow_function_ms=0) as db:
+        # The function log, as the page prints it.
+        _, namespace = run_python(block("operating.md", "python", "async def show_runs"))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            await namespace["show_runs"](db)
+        said = re.search(r"prints `(orders:place .*?)`", page.replace("\n", " "))
+        # (The function's own print reaches stdout too, before.)
+        assert said is not None and out.getvalue().splitlines() == [
+            "placing 150 x apples",
+            said[1],
+        ]
+        with pytest.raises(reactive.ConvexError):
+            await db.mutation("orders:place", {"item": "air", "quantity": 0})
+        failed = list(db.function_log)[-1]
+        assert failed.error == "ConvexError" and failed.error_message.startswith(
+            "Uncaught ConvexError: "
+        )
+        # The slow log's line has the page's shape.
+        slow = [r.getMessage() for r in caplog.records if r.name == "reactive.slow"]
+        shape = (
+            r"slow \w+ [\w:/]+: [\d.]+ ms \(limit \d+ ms\)(, failed with \w+)?; "
+            r"\d+ documents, \d+ bytes read; \d+ index ranges read"
+        )
+        assert slow and all(re.fullmatch(shape, line) for line in slow), slow
+        sample = re.search(r"`(slow query .*?read)`", page.replace("\n", " "))
+        assert sample is not None and re.fullmatch(shape, sample[1])
+        # Retention: a read at an earlier snapshot.
+        _, namespace = run_python(block("operating.md", "python", "async def history"))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            await namespace["history"](db)
+        assert out.getvalue().splitlines()[-1] == "1 2"
+        # Metrics: every name of the table but the server's WebSocket gauge.
+        metrics = db.metrics.render().decode()
+        names = re.findall(r"^\| `(reactive_\w+)", page, re.M)
+        assert len(names) == 8
+        for name in names:
+            if name != "reactive_websocket_connections":
+                assert name in metrics, name
+        assert "reactive_websocket_connections" not in metrics
+
+
+def test_operating_page_against_a_server(
+    tmp_path: Path, make_app: MakeApp, serve: Callable[..., Server]
+) -> None:
+    app = make_app(app_of("operating.md"))
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    server = serve(["--app", str(app), "--db", db, "--admin-key", ADMIN])
+    page = (DOCS / "operating.md").read_text()
+    # Health, readiness, metrics, version: no key needed.
+    assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+    ready = httpx.get(f"{server.url}/health/ready", timeout=10).json()
+    assert ready["status"] == "ready" and {"read_ms", "write_ms"} <= set(ready)
+    assert httpx.get(f"{server.url}/version", timeout=10).text == reactive.__version__
+    for body in ({"item": "apples", "quantity": 150}, {"item": "air", "quantity": 0}):
+        httpx.post(
+            f"{server.url}/api/mutation", json={"path": "orders:place", "args": body}, timeout=10
+        )
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for name in re.findall(r"^\| `(reactive_\w+)", page, re.M):
+        assert name in metrics, name
+    assert 'type="mutation"' in metrics
+    # The page's lines against a running server (logs for 1 s instead of 5).
+    env = {"REACTIVE_URL": server.url, "REACTIVE_ADMIN_KEY": ADMIN}
+    lines = block("operating.md", "sh", "export REACTIVE_URL").strip().splitlines()
+    assert lines[0].startswith("export REACTIVE_URL=http://127.0.0.1:3210 ")
+    outputs = []
+    for line in lines[1:]:
+        argv = shell_argv(line.replace("--seconds 5", "--seconds 1"), {})
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env={**os.environ, **env},
+        )
+        assert done.returncode == 0, (line, done.stderr)
+        outputs.append(done.stdout)
+    assert json.loads(outputs[0]) == 1
+    assert outputs[1].startswith("exported the snapshot at timestamp ")
+    assert (tmp_path / "backup.zip").exists()
+    logged = outputs[2].splitlines()
+    sample = block("operating.md", "text", "[M orders:place]").strip().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z "
+    for want, got in zip(sample, logged, strict=True):
+        pattern = stamp + re.escape(want[len("2026-01-05 09:12:03.120Z ") :]).replace(
+            re.escape("..."), ".*"
+        )
+        assert re.fullmatch(pattern, got), (want, got)
+    # Backups: offline export of a stopped database, export from the server, import, check.
+    assert server.stop() == 0
+    restored = f"sqlite:///{tmp_path / 'restored.db'}"
+    backup = block("operating.md", "sh", "# into an empty database").strip().splitlines()
+    for line in backup:
+        line = line.replace("sqlite:///app.db", db).replace("sqlite:///restored.db", restored)
+        if "--url" in line:
+            continue  # the server's export ran above
+        done = subprocess.run(
+            shell_argv(line, {}), capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+        assert done.returncode == 0, (line, done.stderr)
+    assert cli("check", "--db", restored).stdout.endswith(": ok\n")
+    assert (
+        cli("data", "orders", "--db", restored).stdout == cli("data", "orders", "--db", db).stdout
+    )
+
+
+def test_operating_page_limits_match_the_server() -> None:
+    options = help_defaults("reactive.server")
+    page = (DOCS / "operating.md").read_text()
+    table = page[page.index("## Limits and time-outs") : page.index("## Backups")]
+    sizes = {"16 MiB": "16777216", "20 MiB": "20971520", "1 GiB": "1073741824"}
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([^|]+) \|", table, re.M)
+    assert len(rows) == 15
+    for flag, default in rows:
+        want = sizes.get(default.strip(), default.strip())
+        assert options[flag] in (want, want + ".0"), (flag, options[flag])
+    # Every command of the CLI is in the page's table, with its options.
+    commands_table = page[page.index("| command |") : page.index("`--db`, `--url`")]
+    commands = re.findall(r"^\| `(\w+)", commands_table, re.M)
+    cli_help = subprocess.run(
+        [sys.executable, "-m", "reactive", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    listed = re.search(r"\{([a-z,]+)\}", cli_help)
+    assert listed is not None and set(listed[1].split(",")) == set(commands)
+    for command in commands:
+        help_text = cli("--help") if command == "env" else cli(command, "--help")
+        for flag in re.findall(r"(--[a-z-]+)", help_text.stdout.split("options:")[-1]):
+            if flag not in ("--help", "--format", "--storage-dir"):
+                assert flag in page, (command, flag)
+
+
+# -- guarantees.md, benchmarks.md, README ------------------------------------------------------
+
+
+def test_guarantees_page_names_real_tests_and_knobs() -> None:
+    page = (DOCS / "guarantees.md").read_text()
+    paths = set(re.findall(r"`((?:tests|rust|scripts|benches)/[\w./-]+)`", page))
+    assert len(paths) >= 15
+    for path in paths:
+        assert (ROOT / path).exists(), path
+    sources = "\n".join(
+        (ROOT / p).read_text()
+        for p in (
+            "tests/isolation/conftest.py",
+            "tests/isolation/listappend.py",
+            "rust/core/tests/simulation.rs",
+            "tests/db/test_model.py",
+            "tests/server/test_soak.py",
+            "Makefile",
+        )
+    )
+    for knob in re.findall(r"`(?:make fuzz )?([A-Z_]{4,})=\w+", page):
+        assert knob in sources, knob
+    # The limits and time limits the page states are the database's.
+    from reactive.db.database import open as open_db
+
+    defaults = open_db.__kwdefaults__
+    assert defaults["function_time_limit_s"] == 1.0 and defaults["action_time_limit_s"] == 600.0
+
+
+def test_benchmarks_page_commands_and_groups() -> None:
+    page = (DOCS / "benchmarks.md").read_text()
+    text = (ROOT / "benches" / "run.py").read_text()
+    groups = re.search(r"GROUPS: dict\[str, list\[str\]\] = \{(.*?)\n\}", text, re.S)
+    assert groups is not None
+    declared = dict(re.findall(r'"(\w+)": \[([^\]]*)\]', groups[1]))
+    for name, members in declared.items():
+        row = re.search(rf"^\| `{name}` \| ([^|]+) \|", page, re.M)
+        assert row is not None, name
+        assert re.findall(r"`(\w+)`", row[1]) == re.findall(r'"(\w+)"', members), name
+    benches = re.findall(r'^    "(\w+)": bench_\w+,$', text, re.M)
+    assert set(benches) == set(
+        re.findall(r"`(\w+)`", page.split("benchmark names (")[1].split(")")[0])
+    )
+    for flag in ("--quick", "--only", "--skip-rust"):
+        assert f'"{flag}"' in text and flag in page
+    assert "bench:" in (ROOT / "Makefile").read_text() and "make bench" in page
+    # The README's summary quotes the page's ratios.
+    readme = (ROOT / "README.md").read_text()
+    summary = readme[readme.index("## Benchmarks") :]
+    for ratio in re.findall(r"\*\*([\d.]+x)\*\*", summary.split("\n## ")[0]):
+        assert f"**{ratio}**" in page, ratio
+
+
+def test_readme_links_the_guide() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\((docs/[\w/-]+\.md)(?:#[\w-]+)?\)", readme):
+        assert (ROOT / target).exists(), target
+    for page in ("guarantees.md", "benchmarks.md", "auth.md", "server.md", "operating.md"):
+        assert f"(docs/{page}" in readme, page
