@@ -608,6 +608,16 @@ def test_server_page_options_match_the_server(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "--site-port" in done.stderr and not db.exists()
+    # The message the page quotes for a bad limit.
+    quoted = re.search(r"a message such as\s+`([^`]+)`", text)
+    assert quoted is not None
+    done = subprocess.run(
+        [sys.executable, *argv, "--max-frame-bytes", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and quoted[1] in done.stderr and not db.exists(), done.stderr
 
 
 # -- backends.md -------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Options: ``--app DIR`` (the app), ``--db URL`` (default ``$REACTIVE_DB_URL``, else an
 embedded SQLite file under ``./.reactive/``), ``--host`` (127.0.0.1), ``--port`` (3210),
-``--max-frame-bytes`` (16 MiB), ``--admin-key`` (``$REACTIVE_ADMIN_KEY``), ``--jwt-key``
-(``$REACTIVE_JWT_KEY``), ``--jwt-issuer``, ``--jwt-audience``, ``--retention-seconds``
+``--admin-key`` (``$REACTIVE_ADMIN_KEY``), ``--jwt-key`` (``$REACTIVE_JWT_KEY``: a shared
+secret for HS256 tokens, or a PEM public key for RS256 and ES256 tokens), ``--jwt-issuer``
+and ``--jwt-audience`` (the ``iss`` and ``aud`` such tokens must carry), ``--retention-seconds``
 (``$REACTIVE_RETENTION_SECONDS``, default 60: how long old versions stay readable for
 point-in-time reads before memory and persistence drop them), ``--log-level``,
 ``--site-port PORT`` (also serve the app's HTTP actions, ``/http/…`` on the main port, at
@@ -13,6 +14,7 @@ Limits and time-outs (each positive and finite; see :class:`~reactive.server.app
 ``--dev`` (clients see the full text of every function error; else errors raised by the
 app's own code read ``Server Error`` with a request id and go to the log in full),
 ``--max-connections`` (4096 open HTTP and WebSocket connections; more are refused with 503),
+``--max-frame-bytes`` (16 MiB: the largest WebSocket frame and function-route body),
 ``--header-timeout-s`` (10: a connection must complete a request's headers this soon after
 it opens or after its previous response, else it is closed), ``--body-timeout-s`` (10: a
 request body that sends nothing this long answers 408), ``--send-timeout-s`` (30: a
@@ -65,12 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=3210, help="port (default 3210)")
     parser.add_argument(
-        "--max-frame-bytes",
-        type=int,
-        default=DEFAULT_MAX_FRAME_BYTES,
-        help=f"largest WebSocket frame (default {DEFAULT_MAX_FRAME_BYTES})",
-    )
-    parser.add_argument(
         "--admin-key",
         default=os.environ.get("REACTIVE_ADMIN_KEY"),
         help="the admin key: CLI, dashboard, admin routes (default $REACTIVE_ADMIN_KEY)",
@@ -78,17 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jwt-key",
         default=os.environ.get("REACTIVE_JWT_KEY"),
-        help="a shared HS256 secret for user tokens (default $REACTIVE_JWT_KEY)",
+        help="the key that verifies user tokens: a shared secret (HS256 tokens) or a PEM "
+        "public key (RS256 and ES256 tokens) (default $REACTIVE_JWT_KEY)",
     )
     parser.add_argument(
         "--jwt-issuer",
         default=os.environ.get("REACTIVE_JWT_ISSUER"),
-        help="the iss an HS256 token must carry (default $REACTIVE_JWT_ISSUER)",
+        help="the iss a token verified with --jwt-key must carry (default $REACTIVE_JWT_ISSUER)",
     )
     parser.add_argument(
         "--jwt-audience",
         default=os.environ.get("REACTIVE_JWT_AUDIENCE"),
-        help="the aud an HS256 token must carry (default $REACTIVE_JWT_AUDIENCE)",
+        help="the aud a token verified with --jwt-key must carry (default $REACTIVE_JWT_AUDIENCE)",
     )
     parser.add_argument(
         "--retention-seconds",
@@ -123,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         "every function error",
     )
     limits: list[tuple[str, type, Any, str]] = [
+        (
+            "--max-frame-bytes",
+            int,
+            DEFAULT_MAX_FRAME_BYTES,
+            "largest WebSocket frame and function-route body in bytes",
+        ),
         ("--max-connections", int, defaults.max_connections, "open connections served at once"),
         ("--header-timeout-s", float, defaults.header_timeout_s, "seconds to send headers"),
         ("--body-timeout-s", float, defaults.body_timeout_s, "seconds a body may stall"),
