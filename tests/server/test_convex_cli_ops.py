@@ -529,6 +529,22 @@ def test_admin_routes_refuse_callers_without_the_admin_key(
     assert "sneaky" not in table_names(server)
 
 
+def test_admin_api_docstring_names_its_one_public_route() -> None:
+    """``reactive.server.admin_api``'s docstring says which of its routes need the admin
+    key: all but ``GET /version`` (the routes the test above refuses, plus ``/version``)."""
+    from reactive.server import admin_api
+
+    api = admin_api.AdminApi.__new__(admin_api.AdminApi)  # routes() needs no state
+    paths = {getattr(route, "path", None) for route in api.routes()}
+    refused = {route.split("?")[0] for _, route in ADMIN_ROUTES}
+    refused = {"/api/export/zip/{ts}" if r.startswith("/api/export/zip/") else r for r in refused}
+    assert paths == refused | {"/version"}
+    doc = " ".join((admin_api.__doc__ or "").split())
+    assert "Every route here but ``GET /version`` needs the admin key" in doc, doc[:300]
+    for path in paths:  # each route is described
+        assert path.split("{")[0] in doc, path
+
+
 def test_admin_key_opens_the_one_shot_import_and_the_log_poll(server: ServerProcess) -> None:
     auth = {"Authorization": f"Convex {ADMIN}"}
     r = httpx.post(

@@ -1,9 +1,11 @@
 """The admin HTTP routes the Convex CLI uses against a self-hosted backend.
 
-Every route here needs the admin key (``Authorization: Convex <key>``); without it the
-answer is 401 ``Unauthenticated`` (Convex's CLI stops on 401/403 instead of retrying).
+Every route here but ``GET /version`` needs the admin key (``Authorization: Convex
+<key>``); without it the answer is 401 ``Unauthenticated`` (Convex's CLI stops on 401/403
+instead of retrying).
 
-* ``GET /version``: the server's version (plain text).
+* ``GET /version``: the server's version (plain text). Public, as Convex's is, like the
+  server's ``/health``, ``/health/ready`` and ``/metrics`` (:mod:`reactive.server.http`).
 * ``GET /api/stream_function_logs?cursor=MS``: a long poll for function runs after
   ``cursor`` (answers as soon as there is one, else after 60 s or ``timeout_s``), as
   ``{"entries": [FunctionExecutionJson], "newCursor": MS}`` in Convex's shape (what

@@ -3,7 +3,9 @@
 Routes: ``/api/sync`` and ``/api/{version}/sync`` (WebSocket, spec §2), the function routes
 of spec §13, ``/instance_name``, ``/instance_version``, ``/health`` (alive),
 ``/health/ready`` (a read and a write round trip to persistence) and ``/metrics``
-(Prometheus text), and the app's HTTP actions under ``/http/``
+(Prometheus text), these five public (no key), the admin routes of
+:mod:`reactive.server.admin_api` (``/version`` public, the others for the admin key), and
+the app's HTTP actions under ``/http/``
 (:mod:`reactive.server.http_actions`; with ``site_port``, also at the root of that port).
 ``/api/*`` answers CORS as Convex does (the request's origin mirrored, credentials
 allowed, preflights cached for a day). A path starting with ``//`` (a deployment URL with

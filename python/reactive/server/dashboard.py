@@ -1,9 +1,9 @@
 """``/dashboard``: the operator's web page (routes added to the server's application).
 
 The page is static (hand-written HTML, CSS and JavaScript modules in ``dashboard_assets``,
-shipped in the package, no build step) and public: every figure it shows comes from
-admin-only sources, called with the admin key the operator types in (kept in the tab's
-``sessionStorage``):
+shipped in the package, no build step) and public. What it shows comes from admin-only
+sources, called with the admin key the operator types in (kept in the tab's
+``sessionStorage``), except the metrics, which are public:
 
 * the ``_system/dashboard/*`` and ``_system/cli/*`` queries (:mod:`reactive.admin`), over
   ``POST /api/query`` and subscribed over the sync protocol (``/api/sync``, so the data
