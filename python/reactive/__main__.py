@@ -642,7 +642,12 @@ def _parser() -> argparse.ArgumentParser:
     p_logs.add_argument(
         "--history", type=int, default=0, help="first print the last N runs (default 0)"
     )
-    p_logs.add_argument("--success", action="store_true", help="print runs without log lines")
+    p_logs.add_argument(
+        "--success",
+        action="store_true",
+        help="also print a line for every run that succeeded ('ok in N ms'; a run's log "
+        "lines and failures are printed either way)",
+    )
     p_logs.add_argument(
         "--seconds", type=float, default=None, help="stop after S seconds (default: never)"
     )

@@ -210,6 +210,19 @@ def test_logs_follow_the_server(server: ServerProcess) -> None:
     proc = cli(server, "logs", "--history", "5", "--success", "--seconds", "1")
     assert "[M shop:buy] LOG bought 1" in proc.stdout
     assert "[M shop:buy] ok in" in proc.stdout
+    # Without --success, a run's log lines alone (and a line for a failure).
+    quiet = cli(server, "logs", "--history", "5", "--seconds", "1")
+    assert "[M shop:buy] LOG bought 1" in quiet.stdout and " ok in " not in quiet.stdout
+    # The help says what --success does (as `npx convex logs --success`: a line for every
+    # successful run, log lines printed either way).
+    helped = subprocess.run(
+        [sys.executable, "-m", "reactive", "logs", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    described = " ".join(helped.split("--success", 2)[2].split("--seconds")[0].split())
+    assert "every run that succeeded" in described and "without log lines" not in described
     command = [sys.executable, "-m", "reactive", "--url", server.url, "--admin-key", ADMIN]
     with subprocess.Popen(
         [*command, "logs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
