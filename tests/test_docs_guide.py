@@ -875,6 +875,35 @@ def test_operating_page_limits_match_the_server() -> None:
 # -- guarantees.md, benchmarks.md, README ------------------------------------------------------
 
 
+def test_test_docstrings_cite_the_guide() -> None:
+    """A test's docstring that cites a section of README or of a guide page names a heading
+    the page has; what README only summarizes (its "Guarantees" and "Benchmarks") is cited
+    on its guide page."""
+    import ast
+
+    def headings(path: Path) -> set[str]:
+        return set(re.findall(r"^#+ (.+?)\s*$", path.read_text(), re.M))
+
+    pages = {"README": headings(ROOT / "README.md")}
+    pages |= {f"docs/{page.name}": headings(page) for page in DOCS.glob("*.md")}
+    summaries = {"Guarantees": "docs/guarantees.md", "Benchmarks": "docs/benchmarks.md"}
+    cited = 0
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if "node_modules" in path.parts:
+            continue
+        doc = " ".join((ast.get_docstring(ast.parse(path.read_text())) or "").split())
+        where = path.relative_to(ROOT)
+        for summary, page in summaries.items():
+            assert not re.search(rf"README.{{0,60}}\b{summary}\b", doc), (where, page)
+        for page, section in re.findall(
+            r'(README|docs/[\w-]+\.md)(?:\.md)?,? \(?"([^"]+)"', doc
+        ) + re.findall(r"(README)(?:\.md)? \(([A-Z][^\"():]*)[):]", doc):
+            cited += 1
+            assert page in pages, (where, page)
+            assert section in pages[page], (where, page, section)
+    assert cited >= 8
+
+
 def test_guarantees_page_names_real_tests_and_knobs() -> None:
     page = (DOCS / "guarantees.md").read_text()
     paths = set(re.findall(r"`((?:tests|rust|scripts|benches)/[\w./-]+)`", page))

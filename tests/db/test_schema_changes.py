@@ -1,5 +1,5 @@
-"""Schema changes at open: the same database reopened with a different app (README
-"Schema"; reactive/db/schema_sync.py).
+"""Schema changes at open: the same database reopened with a different app
+(docs/data-model.md, "Schemas"; reactive/db/schema_sync.py).
 
 New indexes are backfilled (small tables before ``open`` returns, large ones in the
 background, refusing queries with ``IndexNotReadyError`` until ready), removed indexes are

@@ -7,8 +7,8 @@
 * ``WriteConflict`` names table, key and timestamp; a mutation that always conflicts gives
   up after ``max_attempts`` with a message saying so.
 
-Source: ARCHITECTURE.md ("Committer", "Read set / write set") and README (Guarantees:
-"Serializable").
+Source: ARCHITECTURE.md ("Committer", "Read set / write set") and docs/guarantees.md
+("Isolation": transactions are serializable).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ commit, so every later transaction must see it: strict serializability). The sam
 with ``unsafe_skip_validation=1`` (the committer skips its conflict checks) must give
 anomalies: the check is not vacuous.
 
-Source: README "Guarantees" (serializable isolation: any concurrent history equals the
-commit-timestamp order); ARCHITECTURE.md (OCC committer); Kingsbury & Alvaro, VLDB 2020.
+Source: docs/guarantees.md ("Isolation": any concurrent history is equivalent to running
+the transactions one at a time in commit-timestamp order); ARCHITECTURE.md (OCC
+committer); Kingsbury & Alvaro, VLDB 2020.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ transactions as queries: ``client.query``, ``POST /api/query``); the history mus
 no anomaly, real-time order included (a client gets a mutation's result only after its
 commit, so a transaction invoked afterwards, on any connection, must see it).
 
-Source: README "Guarantees"; spec §6.6 (a mutation's result follows its commit) and §13
+Source: docs/guarantees.md ("Isolation"); spec §6.6 (a mutation's result follows its commit) and §13
 (the HTTP API); Kingsbury & Alvaro, VLDB 2020.
 """
 

@@ -1,9 +1,9 @@
 """SIGKILL of a committing process, on every backend: every acknowledged commit is present
 exactly once after reopening, no commit is half there, and ``check`` passes.
 
-Source: README (Guarantees) ("crash at any instant ⇒ after restart no acknowledged commit is lost,
-no partial commit is visible, indexes equal documents"); tests/db/test_durability.py does
-the same, longer, for SQLite alone.
+Source: docs/guarantees.md ("Durability": after a crash at any instant no acknowledged
+commit is lost, no commit is half applied, the indexes equal the documents);
+tests/db/test_durability.py does the same, longer, for SQLite alone.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@
    the same database: every acknowledged mutation is present exactly once, nothing is
    half-applied, ``python -m reactive check`` passes and timestamps keep increasing.
 
-Source: README (Guarantees); ``python/reactive/db/flusher.py`` (the write_batch contract);
-``python/reactive/persistence/base.py``.
+Source: docs/guarantees.md ("Durability"); ``python/reactive/db/flusher.py`` (the
+write_batch contract); ``python/reactive/persistence/base.py``.
 """
 
 from __future__ import annotations

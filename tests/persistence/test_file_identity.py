@@ -18,7 +18,7 @@ process shows what another process sees). SQLite files are made with Python's ``
 a subprocess too: never a second copy of SQLite in this process (see ``conftest.py``).
 
 Source: rust/core/src/sqlite.rs (module doc: "One writer per database file", "Only reactive
-databases are opened"); README "Guarantees".
+databases are opened"); docs/guarantees.md ("One writer per database").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ and ``REACTIVE_TEST_POSTGRES_URL``. The server is running again when the test en
 
 Source: python/reactive/persistence/postgres.py ("A connection lost while a batch commits
 leaves its outcome unknown: the adapter reconnects and looks for the batch's first commit
-record"), README (Guarantees).
+record"), docs/guarantees.md ("Durability").
 """
 
 from __future__ import annotations
