@@ -33,6 +33,7 @@ from reactive.functions import (
 )
 from reactive.http_router import http_action, http_router
 from reactive.schema import define_schema, define_table, v
+from reactive.values import Int64
 
 __all__ = [
     "UNSET",
@@ -41,6 +42,7 @@ __all__ = [
     "Database",
     "DatabaseReader",
     "DatabaseWriter",
+    "Int64",
     "MutationCtx",
     "QueryCtx",
     "Subscription",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reactive.errors import SchemaError
+from reactive.values import Int64
 
 __all__ = [
     "DatabaseSchema",
@@ -177,7 +178,8 @@ class _Int64(Validator):
     ) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             if _INT64_MIN <= value <= _INT64_MAX:
-                return value
+                # Checked as an int64: it stays one on the wire (reactive.values).
+                return value if type(value) is Int64 else Int64(value)
             raise ValidationFailure(path, "int64", "int", "outside the int64 range")
         raise ValidationFailure(path, "int64", type_name(value))
 

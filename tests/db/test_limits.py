@@ -1,6 +1,6 @@
 """Limits and bad input: every limit and every wrong type gets a clear error, and afterwards
-the database is usable and unchanged (README "Values, ids, timestamps", Guarantees "Bad
-input").
+the database is usable and unchanged (docs/data-model.md, "Documents and values";
+docs/guarantees.md, "Limits").
 
 Each test takes a snapshot of every table's documents before the bad call and compares it
 after, then runs ``db.check()`` (indexes against documents) and a good write.
@@ -28,6 +28,7 @@ from reactive.errors import (
     ValidationError,
 )
 from reactive.functions import canonicalize_path
+from reactive.values import Int64
 
 MakeApp = Callable[[dict[str, str]], Path]
 
@@ -582,7 +583,8 @@ async def test_argument_validators_accept_and_convert(db_url: str, make_app: Mak
         out = await db.query("m:typed", {"n": 3, "name": "a", "x": 2, "tags": [], "who": uid})
         assert out == {"n": 3, "name": "a", "x": 2.0, "tags": [], "who": uid}
         assert type(out["x"]) is float
-        assert type(out["n"]) is int
+        # Checked by v.int64(): an Int64, which stays an int64 on the wire.
+        assert type(out["n"]) is Int64
 
 
 # --------------------------------------------------------------------------------------------
@@ -776,11 +778,11 @@ async def test_schema_accepts_valid_documents_and_converts(sdb: reactive.Databas
     by_kind = {tuple(sorted(k for k in d if not k.startswith("_"))): d for d in things}
     f_doc = by_kind[("f", "i")]
     assert type(f_doc["f"]) is float and f_doc["f"] == 3.0
-    assert type(f_doc["i"]) is int
+    assert type(f_doc["i"]) is Int64
     scores = by_kind[("scores", "tags")]["scores"]
     assert type(scores["b"]) is float
     unions = [d["u"] for d in things if "u" in d]
-    assert sorted(map(type, unions), key=lambda t: t.__name__) == [int, str]
+    assert sorted(map(type, unions), key=lambda t: t.__name__) == [Int64, str]
     user = await sdb.mutation("m:insert", {"table": "users", "doc": {"name": "b", "age": 40}})
     got = await sdb.query("m:get", {"id": user})
     assert type(got["age"]) is float and got["age"] == 40.0
@@ -799,8 +801,8 @@ async def test_float64_and_int64_types_survive_reopen(db_url: str, make_app: Mak
     async with reactive.open(db_url, app=app) as db:
         got = await db.query("m:get", {"id": doc_id})
         assert type(got["f"]) is float and got["f"] == float(2**53)
-        assert type(got["i"]) is int and got["i"] == 2**53 + 1
-        assert type(got["u"]) is int and got["u"] == 7
+        assert type(got["i"]) is Int64 and got["i"] == 2**53 + 1
+        assert type(got["u"]) is Int64 and got["u"] == 7
         assert type(got["_creationTime"]) is float
 
 

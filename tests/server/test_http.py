@@ -23,8 +23,8 @@ APP_FILES = {
     """,
     "notes.py": """
         from reactive import (
-            ConvexError, action, internal_action, internal_mutation, internal_query, mutation,
-            query, v,
+            ConvexError, Int64, action, internal_action, internal_mutation, internal_query,
+            mutation, query, v,
         )
 
         @query(args={})
@@ -38,8 +38,9 @@ APP_FILES = {
 
         @query(args={})
         async def values(ctx):
-            return {"int": 42, "float": 1.5, "bytes": b"hello", "nan": float("nan"),
-                    "inf": float("inf"), "neg": -0.0, "list": [1, None, True]}
+            return {"int": Int64(42), "float": 1.5, "bytes": b"hello", "nan": float("nan"),
+                    "inf": float("inf"), "neg": -0.0, "list": [Int64(1), None, True],
+                    "computed": 6 * 7}
 
         @query(args={})
         async def whoami(ctx):
@@ -52,7 +53,7 @@ APP_FILES = {
         @query(args={"code": v.string()})
         async def query_fails(ctx, code):
             print("query about to fail")
-            raise ConvexError({"code": code, "n": 7})
+            raise ConvexError({"code": code, "n": Int64(7), "computed": 7})
 
         @mutation(args={"text": v.string(), "n": v.int64()})
         async def add(ctx, text, n):
@@ -67,7 +68,7 @@ APP_FILES = {
 
         @mutation(args={})
         async def fail_convex(ctx):
-            raise ConvexError({"code": "BAD", "n": 42, "b": b"hi"})
+            raise ConvexError({"code": "BAD", "n": Int64(42), "b": b"hi", "computed": 42})
 
         @mutation(args={})
         async def fail_convex_string(ctx):
@@ -557,6 +558,8 @@ def test_formats(notes: httpx.Client) -> None:
         "inf": {"$float": "AAAAAAAA8H8="},
         "neg": {"$float": "AAAAAAAAAIA="},
         "list": [{"$integer": "AQAAAAAAAAA="}, None, True],
+        # An int the function computed is a number (an Int64 stays an int64).
+        "computed": 42.0,
     }
     # convex_json is an alias.
     alias = ok(
@@ -570,7 +573,7 @@ def test_formats(notes: httpx.Client) -> None:
         clean = ok(notes.post("/api/query", json=body))
         assert clean["int"] == "42" and clean["bytes"] == "aGVsbG8=" and clean["nan"] == "NaN"
         assert clean["inf"] == "Infinity" and clean["float"] == 1.5
-        assert clean["list"] == ["1", None, True]
+        assert clean["list"] == ["1", None, True] and clean["computed"] == 42.0
     # Arguments are Convex JSON in either format: an int64 stays an int64.
     for fmt in ("json", "convex_encoded_json"):
         r = notes.post(
@@ -620,7 +623,7 @@ def test_convex_error_data_formats(notes: httpx.Client) -> None:
             "/api/mutation", json={"path": "notes:fail_convex", "args": {}, "format": "json"}
         )
     )
-    assert err["errorData"] == {"code": "BAD", "n": "42", "b": "aGk="}
+    assert err["errorData"] == {"code": "BAD", "n": "42", "b": "aGk=", "computed": 42.0}
     err = fn_error(
         notes.post(
             "/api/mutation",
@@ -631,6 +634,7 @@ def test_convex_error_data_formats(notes: httpx.Client) -> None:
         "code": "BAD",
         "n": {"$integer": "KgAAAAAAAAA="},
         "b": {"$bytes": "aGk="},
+        "computed": 42.0,
     }
     err = fn_error(
         notes.post("/api/mutation", json={"path": "notes:fail_convex_string", "args": {}})
@@ -639,7 +643,7 @@ def test_convex_error_data_formats(notes: httpx.Client) -> None:
     err = fn_error(
         notes.post("/api/query", json={"path": "notes:query_fails", "args": {"code": "Q"}})
     )
-    assert err["errorData"] == {"code": "Q", "n": "7"}
+    assert err["errorData"] == {"code": "Q", "n": "7", "computed": 7.0}
     assert err["logLines"] == ["[LOG] query about to fail"]
 
 

@@ -107,7 +107,7 @@ TYPES_APP = {
         return {"types": _describe(args), "values": args}
 
 
-    @query(args={"n": v.int64()})
+    @query(args={"n": v.int64()}, returns=v.int64())
     async def next_int(ctx, n):
         return n + 1
 
@@ -402,7 +402,7 @@ def test_numbers_ints_travel_as_float64(tmp_path: Path, types_server: ServerProc
     assert report["query"]["types"] == {
         "i": "float",
         "f": "float",
-        "big": "int",
+        "big": "Int64",
         "nested": ["float", {"x": "float"}],
         "b": "bytes",
         "t": "bool",
@@ -415,7 +415,7 @@ def test_numbers_ints_travel_as_float64(tmp_path: Path, types_server: ServerProc
     assert values["b"] == {"bytes": "7879"}
     assert values["nested"] == [{"float": 1.0}, {"x": {"float": 2.0}}]
     for key in ["subscribe", "mutation"]:
-        assert report[key]["types"] == {"i": "float", "big": "int"}, key
+        assert report[key]["types"] == {"i": "float", "big": "Int64"}, key
         assert report[key]["values"] == {"i": {"float": 5.0}, "big": {"int64": 7}}, key
     assert report["next_int"] == {"ok": True, "value": {"int64": 42}}
     assert report["store_int"] == {"ok": True, "value": {"int64": -3}}
@@ -423,7 +423,8 @@ def test_numbers_ints_travel_as_float64(tmp_path: Path, types_server: ServerProc
     assert "int64" in report["store_plain_int"]["error"]["message"]
     assert report["action"] == {
         "ok": True,
-        "value": {"n": {"int64": 42}, "type": "int", "label": "x"},
+        # n * 2 is computed: a number (an int64 would need returns=v.int64()).
+        "value": {"n": {"float": 42.0}, "type": "Int64", "label": "x"},
     }
     assert report["action_plain_int"]["ok"] is False
     assert report["fail_plain"]["ok"] is False
@@ -432,7 +433,7 @@ def test_numbers_ints_travel_as_float64(tmp_path: Path, types_server: ServerProc
     assert "Server Error" in report["fail_plain"]["error"]["message"]
     assert "boom" not in report["fail_plain"]["error"]["message"]
     assert report["fail_data"]["error"]["isConvexError"] is True
-    assert report["fail_data"]["error"]["data"] == {"why": "because", "n": {"int64": 3}}
+    assert report["fail_data"]["error"]["data"] == {"why": "because", "n": {"float": 3.0}}
 
 
 def test_query_with_invalid_arguments_raises(tmp_path: Path, types_server: ServerProcess) -> None:
@@ -484,14 +485,14 @@ def test_http_client(tmp_path: Path, types_server: ServerProcess) -> None:
         types_server,
     )
     assert report["query"]["ok"] is True
-    assert report["query"]["value"]["types"] == {"i": "float", "big": "int"}
+    assert report["query"]["value"]["types"] == {"i": "float", "big": "Int64"}
     assert report["query"]["value"]["values"] == {"i": {"float": 5.0}, "big": {"int64": 9}}
     assert report["mutation"]["value"]["types"] == {"f": "float", "s": "str"}
     assert report["next_int"] == {"ok": True, "value": {"int64": 42}}
     assert report["plain_int"]["ok"] is False
     assert report["plain_int"]["error"]["type"] == "ConvexExecutionError"
     assert "int64" in report["plain_int"]["error"]["message"]
-    assert report["action"]["value"] == {"n": {"int64": 8}, "type": "int", "label": "y"}
+    assert report["action"]["value"] == {"n": {"float": 8.0}, "type": "Int64", "label": "y"}
     assert report["fail_plain"]["error"]["type"] == "ConvexExecutionError"
     # An app's own exception reads "Server Error" over HTTP (its text only with --dev).
     assert "Server Error" in report["fail_plain"]["error"]["message"]
@@ -499,10 +500,7 @@ def test_http_client(tmp_path: Path, types_server: ServerProcess) -> None:
     assert report["fail_data"]["error"]["isConvexError"] is True
     # The HTTP client hands errorData over as raw Convex JSON (it does not decode it, unlike
     # the WebSocket client), and its message is a fixed "Convex error" for object data.
-    assert report["fail_data"]["error"]["data"] == {
-        "why": "because",
-        "n": {"$integer": "AwAAAAAAAAA="},
-    }
+    assert report["fail_data"]["error"]["data"] == {"why": "because", "n": {"float": 3.0}}
     assert report["fail_data"]["error"]["message"] == "Convex error"
     # A request error: non-2xx with {"code", "message"} (spec §18.1 item 13).
     assert report["missing"]["ok"] is False

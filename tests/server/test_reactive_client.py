@@ -19,6 +19,7 @@ import pytest
 
 from reactive.client import Client, ClientSubscription
 from reactive.errors import ConvexError, FunctionError
+from reactive.values import Int64
 
 if TYPE_CHECKING:
     from conftest import ServerProcess
@@ -46,7 +47,7 @@ TYPES_APP = {
         return {"types": _describe(args), "values": args}
 
 
-    @query(args={"n": v.int64()})
+    @query(args={"n": v.int64()}, returns=v.int64())
     async def next_int(ctx, n):
         return n + 1
 
@@ -56,7 +57,10 @@ TYPES_APP = {
         return {"n": n, "x": x, "types": [type(n).__name__, type(x).__name__]}
 
 
-    @action(args={"n": v.int64(), "label": v.string()})
+    @action(
+        args={"n": v.int64(), "label": v.string()},
+        returns=v.object({"n": v.int64(), "type": v.string(), "label": v.string()}),
+    )
     async def act(ctx, n, label):
         """An int64 argument: doubles it and reports the type it arrived as."""
         return {"n": n * 2, "type": type(n).__name__, "label": label}
@@ -175,23 +179,25 @@ async def test_action_and_int64_arguments(types_server: ServerProcess) -> None:
             ),
             WAIT_S,
         )
+        # An int64 argument arrives as a reactive.Int64 (an int that stays an int64).
         assert described["types"] == {
-            "i": "int",
+            "i": "Int64",
             "f": "float",
             "whole_float": "float",
-            "big": "int",
-            "nested": ["int", {"x": "float"}],
+            "big": "Int64",
+            "nested": ["Int64", {"x": "float"}],
         }
         assert described["values"]["big"] == 2**62
         assert type(described["values"]["whole_float"]) is float
-        assert type(described["values"]["i"]) is int
+        # An int64 comes back as a reactive.Int64: an int that would go back as an int64.
+        assert type(described["values"]["i"]) is Int64
 
         result = await asyncio.wait_for(client.action("types:act", {"n": 21, "label": "x"}), WAIT_S)
-        assert result == {"n": 42, "type": "int", "label": "x"}
-        assert type(result["n"]) is int
+        assert result == {"n": 42, "type": "Int64", "label": "x"}
+        assert type(result["n"]) is Int64
         assert await asyncio.wait_for(client.query("types:next_int", {"n": 41}), WAIT_S) == 42
         stored = await asyncio.wait_for(client.mutation("types:store", {"n": -7, "x": 0.5}), WAIT_S)
-        assert stored == {"n": -7, "x": 0.5, "types": ["int", "float"]}
+        assert stored == {"n": -7, "x": 0.5, "types": ["Int64", "float"]}
 
         # An action that writes through a mutation; a query sees the write.
         note_id = await asyncio.wait_for(
@@ -274,7 +280,8 @@ async def test_convex_error_data(types_server: ServerProcess, chat_server: Serve
         with pytest.raises(ConvexError) as info:
             await asyncio.wait_for(client.mutation("types:fail_mutation"), WAIT_S)
         assert info.value.data == {"why": "no", "list": [1, 2.5, "three"]}
-        assert type(info.value.data["list"][0]) is int
+        # A computed int in the data reaches clients as a number.
+        assert type(info.value.data["list"][0]) is float
         with pytest.raises(ConvexError) as info:
             await asyncio.wait_for(client.action("types:fail_action"), WAIT_S)
         assert info.value.data == "plain string data"

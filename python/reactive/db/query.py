@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from reactive.db.cursor import CursorCodec
 from reactive.errors import InvalidCursorError, InvalidQueryError, ReactiveError
 from reactive.schema import is_float_field
+from reactive.values import Int64
 
 if TYPE_CHECKING:
     from reactive.db.context import DatabaseReader
@@ -281,7 +282,7 @@ class Query:
 
     def _number(self, field: str, value: Any) -> Any:
         """``value``, as a float if it is an int bound on a ``v.float64()`` field."""
-        if type(value) is int and is_float_field(self._validator(), field):
+        if type(value) in (int, Int64) and is_float_field(self._validator(), field):
             return float(value)
         return value
 

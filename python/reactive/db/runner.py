@@ -502,7 +502,7 @@ class Runner:
                     system.record_session_request(
                         txn,
                         *request,
-                        _core.convex_json(value),
+                        _core.convex_json(value, result=True),
                         list(collector.lines),
                         identity=identity,
                         path=fn.path,

@@ -44,6 +44,7 @@ from reactive.db.query import (
 )
 from reactive.errors import InvalidQueryError, ReactiveError
 from reactive.schema import is_float_field
+from reactive.values import Int64
 
 if TYPE_CHECKING:
     from reactive.db.context import DatabaseReader
@@ -148,7 +149,7 @@ class SearchQuery:
                 f"not {built.field!r}"
             )
         filters = [
-            (f, float(v) if type(v) is int and is_float_field(validator, f) else v)
+            (f, float(v) if type(v) in (int, Int64) and is_float_field(validator, f) else v)
             for f, v in built.filters
         ]
         return cls(reader, table, index, built.text, filters)
@@ -333,7 +334,7 @@ def parse_vector_query(query: Any, validator: Any) -> tuple[Any, int, list[tuple
         if not isinstance(built, VectorFilterExpression):
             raise InvalidQueryError("vector_search(): filter must return q.eq(...) or q.or_(...)")
         terms = [
-            (f, float(v) if type(v) is int and is_float_field(validator, f) else v)
+            (f, float(v) if type(v) in (int, Int64) and is_float_field(validator, f) else v)
             for f, v in built.terms
         ]
     return vector, limit, terms

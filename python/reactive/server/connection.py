@@ -446,7 +446,7 @@ class Connection:
             payload = {
                 "request_id": effect.request_id,
                 "ts": outcome.ts,
-                "value_json": _core.convex_json(outcome.value),
+                "value_json": _core.convex_json(outcome.value, result=True),
                 "log_lines": outcome.log_lines,
             }
         except Exception as exc:
@@ -461,7 +461,7 @@ class Connection:
             outcome = await self.server.db._runner.run_action(fn, args, effect.identity)
             payload = {
                 "request_id": effect.request_id,
-                "value_json": _core.convex_json(outcome.value),
+                "value_json": _core.convex_json(outcome.value, result=True),
                 "log_lines": outcome.log_lines,
             }
         except Exception as exc:

@@ -48,7 +48,7 @@ def error_message(exc: BaseException, *, dev: bool) -> tuple[str, str | None]:
     head = f"[Request ID: {request_id}] Server Error"
     if isinstance(exc, ConvexError):
         try:
-            data = _core.convex_json(exc.data)
+            data = _core.convex_json(exc.data, result=True)
         except ReactiveError:
             data = _core.convex_json(str(exc.data))
         return f"{head}\nUncaught ConvexError: {data}", data

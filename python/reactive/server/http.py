@@ -218,7 +218,7 @@ class HttpApi:
                 logs, value = a.log_lines, a.value
             out: dict[str, Any] = {
                 "status": "success",
-                "value": json.loads(_core.convex_json(value, clean)),
+                "value": json.loads(_core.convex_json(value, clean, result=True)),
             }
         except TransactionTooOldError as exc:
             raise RequestError(400, "OutOfRetention", str(exc)) from None
@@ -230,7 +230,7 @@ class HttpApi:
             if data is not None and isinstance(exc, ReactiveError):
                 data_value = getattr(exc, "data", None)
                 try:
-                    out["errorData"] = json.loads(_core.convex_json(data_value, clean))
+                    out["errorData"] = json.loads(_core.convex_json(data_value, clean, result=True))
                 except InvalidValueError:
                     out["errorData"] = str(data_value)
         if logs:

@@ -162,7 +162,7 @@ class SharedQuery:
         logs = tuple(outcome.log_lines)
         if outcome.error is None:
             try:
-                value_json = _core.convex_json(outcome.value)
+                value_json = _core.convex_json(outcome.value, result=True)
             except ReactiveError as exc:
                 outcome.error = exc
         if outcome.error is None:

@@ -3,12 +3,16 @@
 //! `None, bool, int, float, str, bytes, list, dict` map one to one onto null, boolean, int64,
 //! float64, string, bytes, array, object (Convex's value model); tuples are arrays, `bytearray` and
 //! `memoryview` are bytes. An `int` outside the int64 range, a non-`str` dict key, a string
-//! with lone surrogates or any other type is an `InvalidValueError` naming where it is.
+//! with lone surrogates or any other type is an `InvalidValueError` naming where it is. An
+//! int64 comes back as `reactive.values.Int64` (an `int` subclass), so that the wire can tell
+//! it from an `int` a function computed.
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+    PyType,
 };
 use reactive_core::codec::{self, Token};
 use reactive_core::document::Document;
@@ -170,11 +174,24 @@ pub fn to_object(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Object> {
     convert_dict(dict, 1).map_err(|e| e.into_py(root))
 }
 
+static INT64: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `reactive.values.Int64`, the `int` subclass an int64 value comes back as: it stays an
+/// int64 on the wire, where a plain `int` a function computed becomes a number.
+pub fn int64_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    INT64.import(py, "reactive.values", "Int64")
+}
+
+/// An int64 as a Python object: an `Int64`.
+pub fn int64_to_py(py: Python<'_>, i: i64) -> PyResult<Bound<'_, PyAny>> {
+    int64_type(py)?.call1((i,))
+}
+
 /// Convert a value to a Python object.
 pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
-        Value::Int64(i) => i.into_pyobject(py)?.into_any(),
+        Value::Int64(i) => int64_to_py(py, *i)?,
         Value::Float64(f) => PyFloat::new(py, *f).into_any(),
         Value::Boolean(b) => PyBool::new(py, *b).to_owned().into_any(),
         Value::String(s) => PyString::new(py, s).into_any(),
@@ -232,7 +249,7 @@ fn decoded_to_py<'py>(py: Python<'py>, d: &mut codec::Decoder<'_>) -> PyResult<B
     let corrupt = |e: codec::CodecError| CoreError(reactive_core::Error::from(e));
     Ok(match d.next_token().map_err(corrupt)? {
         Token::Null => py.None().into_bound(py),
-        Token::Int(i) => i.into_pyobject(py)?.into_any(),
+        Token::Int(i) => int64_to_py(py, i)?,
         Token::Float(f) => PyFloat::new(py, f).into_any(),
         Token::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
         Token::Str(s) => PyString::new(py, s).into_any(),

@@ -12,9 +12,15 @@
 //! `1e21`), non-finite floats as `$float`, bytes as `$bytes`, and object keys sorted by
 //! byte order.
 //!
+//! Function results (`convex_json(value, result=True)`: the number policy): an `int` that is
+//! not a `reactive.values.Int64` (one a function computed, not one the database stored, a
+//! client sent or an int64 validator checked) is written as a float64 number when it is exact
+//! as one (`|n| <= 2**53`), and as an int64 otherwise.
+//!
 //! Decoding (`from_convex_json`) takes what Python's `json.loads` produced: every JSON number
 //! becomes a float64 (the clients send numbers as float64) unless `export` is set, when a
-//! number written without a decimal point or exponent (a Python `int`) is an int64; an
+//! number written without a decimal point or exponent (a Python `int`) is an int64; int64s
+//! come back as `reactive.values.Int64`; an
 //! object whose only key is `$integer`, `$float` or `$bytes` becomes that value; `$set`/`$map`
 //! and any other key starting with `$` are refused with an `InvalidValueError` naming where.
 
@@ -28,6 +34,7 @@ use pyo3::types::{
 };
 use reactive_core::limits::MAX_VALUE_DEPTH;
 
+use crate::convert::{int64_to_py, int64_type};
 use crate::errors::InvalidValueError;
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -85,7 +92,16 @@ fn write_float(out: &mut String, f: f64, format: Format) {
     }
 }
 
-fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize) -> PyResult<()> {
+/// The largest magnitude up to which every integer is exact as a float64.
+const MAX_EXACT_FLOAT_INT: i64 = 1 << 53;
+
+fn encode(
+    obj: &Bound<'_, PyAny>,
+    out: &mut String,
+    format: Format,
+    result: bool,
+    depth: usize,
+) -> PyResult<()> {
     if depth > MAX_VALUE_DEPTH + 1 {
         return Err(InvalidValueError::new_err(format!(
             "value nested more than {MAX_VALUE_DEPTH} levels deep (limit: maximum nesting depth)"
@@ -106,7 +122,14 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
         let v: i64 = i.extract().map_err(|_| {
             InvalidValueError::new_err("int is outside the int64 range (limit: int64 range)")
         })?;
-        if format == Format::Clean {
+        if result
+            && (-MAX_EXACT_FLOAT_INT..=MAX_EXACT_FLOAT_INT).contains(&v)
+            && !obj.is_instance(int64_type(obj.py())?)?
+        {
+            // A computed int: a number, as a JS function's result would be.
+            #[allow(clippy::cast_precision_loss)] // exact: |v| <= 2**53
+            write_float(out, v as f64, format);
+        } else if format == Format::Clean {
             let _ = write!(out, "\"{v}\"");
         } else if format == Format::Export {
             let _ = write!(out, "{v}");
@@ -139,7 +162,7 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
             if i > 0 {
                 out.push(',');
             }
-            encode(&item?, out, format, depth + 1)?;
+            encode(&item?, out, format, result, depth + 1)?;
         }
         out.push(']');
     } else if let Ok(d) = obj.cast::<PyDict>() {
@@ -173,7 +196,7 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
             }
             write_json_str(out, key);
             out.push(':');
-            encode(v, out, format, depth + 1)?;
+            encode(v, out, format, result, depth + 1)?;
         }
         out.push('}');
     } else {
@@ -185,17 +208,18 @@ fn encode(obj: &Bound<'_, PyAny>, out: &mut String, format: Format, depth: usize
     Ok(())
 }
 
-/// The Convex JSON text of a value (the clean format when `clean`).
+/// The Convex JSON text of a value (the clean format when `clean`); `result` applies the
+/// number policy of function results (a computed `int` is a number; see the module doc).
 #[pyfunction]
-#[pyo3(signature = (value, clean=false))]
-fn convex_json(value: &Bound<'_, PyAny>, clean: bool) -> PyResult<String> {
+#[pyo3(signature = (value, clean=false, result=false))]
+fn convex_json(value: &Bound<'_, PyAny>, clean: bool, result: bool) -> PyResult<String> {
     let mut out = String::with_capacity(64);
     let format = if clean {
         Format::Clean
     } else {
         Format::Encoded
     };
-    encode(value, &mut out, format, 0)?;
+    encode(value, &mut out, format, result, 0)?;
     Ok(out)
 }
 
@@ -204,7 +228,7 @@ fn convex_json(value: &Bound<'_, PyAny>, clean: bool) -> PyResult<String> {
 #[pyfunction]
 fn export_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
     let mut out = String::with_capacity(128);
-    encode(value, &mut out, Format::Export, 0)?;
+    encode(value, &mut out, Format::Export, false, 0)?;
     Ok(out)
 }
 
@@ -249,7 +273,7 @@ fn decode<'py>(
                     "{path}: integer outside the int64 range (limit: int64 range)"
                 ))
             })?;
-            return Ok(v.into_pyobject(py)?.into_any());
+            return int64_to_py(py, v);
         }
         // A JSON number is a float64, whatever its text looks like.
         let f: f64 = i.extract().map_err(|_| {
@@ -277,7 +301,7 @@ fn decode<'py>(
             match key.as_str() {
                 "$integer" => {
                     let b = eight(decode_b64(&v, "$integer", path)?, "$integer", path)?;
-                    return Ok(i64::from_le_bytes(b).into_pyobject(py)?.into_any());
+                    return int64_to_py(py, i64::from_le_bytes(b));
                 }
                 "$float" => {
                     let b = eight(decode_b64(&v, "$float", path)?, "$float", path)?;
