@@ -394,6 +394,10 @@ def call_arguments(
     if not args:
         return dict(kwargs) if kwargs else None
     if not isinstance(target, Function):
+        if len(args) == 1 and not kwargs:
+            # One value that is not an object (a list, a string...): the call's argument
+            # check refuses it with ArgumentValidationError, as it refuses any bad argument.
+            return args[0]
         raise TypeError(
             f"{function_path(target)!r} takes one argument dict or keyword arguments, "
             f"not {len(args)} positional argument(s)"
