@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from reactive import _core
 from reactive.errors import InvalidValueError
 from reactive.sync.messages import ProtocolError, decode_ts, encode_ts
+from reactive.values import Int64
 
 # -- timestamps ----------------------------------------------------------------------------
 
@@ -90,9 +91,14 @@ VALUE_VECTORS: list[tuple[Any, Any]] = [
 ]
 
 
+def _kind(x: Any) -> type:
+    return int if type(x) is Int64 else type(x)
+
+
 def same(a: Any, b: Any) -> bool:
-    """Exact equality of Convex values: int is not float, -0.0 is not 0.0, NaN is NaN."""
-    if type(a) is not type(b):
+    """Exact equality of Convex values: int is not float (an Int64 is an int64 as an int
+    is), -0.0 is not 0.0, NaN is NaN."""
+    if _kind(a) is not _kind(b):
         return False
     if isinstance(a, float):
         if math.isnan(a):
