@@ -13,10 +13,18 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 
-# Build the Rust extension (release) and install the package with its test extras.
+# pip installs the package editable (python/ is imported from the repository) with the
+# venv's maturin, which finds the extension `setup` built up to date (nothing rebuilt).
+PIP_EDITABLE = PATH="$(abspath $(VENV))/bin:$$PATH" $(VPY) -m pip install --quiet --no-build-isolation -e
+
+# Build the Rust extension (release) into python/reactive/, showing cargo's progress
+# ("Compiling ..." lines), then install the package editable with its test extras (the
+# Python dependencies quietly).
 setup: $(VPY)
-	@$(VPY) -c 'import reactive._core' 2>/dev/null || echo "setup: building the Rust extension (release; the first build takes 2-3 minutes)..."
-	$(VPY) -m pip install --quiet -e '.[test]'
+	@$(VPY) -c 'import reactive._core' 2>/dev/null || echo "setup: building the Rust extension (release; the first build takes 2-5 minutes)..."
+	$(VPY) -m pip install --quiet 'maturin>=1.9.4,<2'
+	VIRTUAL_ENV="$(abspath $(VENV))" $(VPY) -m maturin develop --release --skip-install
+	$(PIP_EDITABLE) '.[test]'
 
 build: setup
 
@@ -55,7 +63,7 @@ test-python:
 	scripts/with-dbservers.sh $(VPY) -m pytest -q
 
 bench: setup
-	$(VPY) -m pip install --quiet -e '.[bench]'
+	$(PIP_EDITABLE) '.[bench]'
 	$(VPY) benches/run.py
 
 bench-rust:
@@ -67,7 +75,7 @@ fmt: setup
 	$(VPY) -m ruff check --fix python tests benches examples
 
 lint: setup
-	$(VPY) -m pip install --quiet -e '.[dev]'
+	$(PIP_EDITABLE) '.[dev]'
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(VPY) -m ruff check python tests benches examples
