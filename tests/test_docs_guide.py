@@ -375,14 +375,23 @@ def test_auth_page_served(auth_server: Server, issuer: Issuer) -> None:
     )
     lines = printed.splitlines()
     assert lines[1:] == ["['buy milk']", "[]"] and len(lines) == 3
-    # reactive's own client.
+    # reactive's own client, with a token, then with a token fetcher (the page's endpoint).
     _, namespace = run_python(auth_server.page(block("auth.md", "python", "auth_token=token")))
     assert capture(namespace["main"](token)).splitlines() == ["['buy milk', 'call mom']"]
+    fetching = block("auth.md", "python", "fetch_token=fetch_token")
+    _, namespace = run_python(
+        auth_server.page(fetching.replace("http://127.0.0.1:8000", issuer.url))
+    )
+    served = issuer.tokens_served
+    assert capture(namespace["main"]()).splitlines() == [
+        "['buy milk', 'call mom', 'water the plants']"
+    ]
+    assert issuer.tokens_served == served + 1
     # An admin key acting as user-42 sees what user-42 sees.
     printed, _ = run_python(
         auth_server.page(block("auth.md", "python", "acting_as = ")), {"admin_key": ADMIN}
     )
-    assert printed.splitlines() == ["['buy milk', 'call mom']"]
+    assert printed.splitlines() == ["['buy milk', 'call mom', 'water the plants']"]
     # The admin key alone has no identity; a wrong key or a half identity is refused.
     assert post(url, "notes:whoami", {}, f"Convex {ADMIN}").json()["value"] is None
     half = base64.b64encode(json.dumps({"subject": "x"}).encode()).decode()
@@ -407,6 +416,32 @@ def test_auth_page_served(auth_server: Server, issuer: Issuer) -> None:
         assert r.json()["code"] == "Unauthenticated"
         assert r.json()["message"].startswith("the token is not valid")
     assert "expired" in post(url, "notes:whoami", {}, f"Bearer {refused[0]}").json()["message"]
+
+
+async def test_auth_page_reactive_client_expiry(auth_server: Server) -> None:
+    """What the page says reactive's client does when a fixed token expires, and its
+    refresh leeway."""
+    import inspect
+
+    from reactive.client import Client
+    from reactive.errors import AuthError
+
+    page = " ".join((DOCS / "auth.md").read_text().split())
+    leeway = inspect.signature(Client).parameters["refresh_leeway_s"].default
+    assert f"fetches a fresh token {leeway:g} seconds before" in page
+    assert f"refresh_leeway_s={leeway:g})" in page
+    quoted = re.search(r'raises `reactive.errors.AuthError` once \("([^"]+)"\)', page)
+    assert quoted is not None
+    async with Client(auth_server.url, auth_token=hs256_token(exp=int(time.time()) + 2)) as client:
+        sub = client.subscribe("notes:whoami")
+        assert (await asyncio.wait_for(sub.get(), 20))["subject"] == "user-42"
+        with pytest.raises(AuthError) as expired:
+            await asyncio.wait_for(sub.get(), 20)
+        assert str(expired.value) == quoted[1]
+        assert await asyncio.wait_for(sub.get(), 20) is None
+        with pytest.raises(reactive.ConvexError):  # notes:add refuses anonymous callers
+            await asyncio.wait_for(client.mutation("notes:add", {"text": "x"}), 20)
+        sub.close()
 
 
 def test_auth_page_js_set_auth(auth_server: Server, issuer: Issuer, tmp_path: Path) -> None:

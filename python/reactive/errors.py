@@ -30,6 +30,7 @@ Every error is a :class:`ReactiveError`. The tree::
     │   ├── CorruptionError           a record failed verification at open (named)
     │   └── IncompatibleDatabaseError newer on-disk format, or open in another process
     ├── FunctionError               a function failed with an ordinary exception
+    ├── AuthError                   a server refused the client's token (``reactive.client``)
     └── DatabaseClosedError         the database was closed
 
 Source: the Rust core maps each ``reactive_core::Error`` variant to one of these
@@ -42,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "ArgumentValidationError",
+    "AuthError",
     "CommitOutcomeUnknownError",
     "ConvexError",
     "CorruptionError",
@@ -235,6 +237,15 @@ class IncompatibleDatabaseError(PersistenceError):
 
 class FunctionError(ReactiveError):
     """A function raised an ordinary exception; its writes were rolled back."""
+
+
+class AuthError(ReactiveError):
+    """A server refused the client's token, and no fresh one could be had.
+
+    The token expired, or its signature, issuer or audience is wrong: ``reactive.client``
+    goes on without a token, and calls made with it fail with this error instead of being
+    sent again without it.
+    """
 
 
 class DatabaseClosedError(ReactiveError):

@@ -2,8 +2,10 @@
 
 ``Client(url)`` talks to ``python -m reactive.server`` (or Convex): ``query``, ``mutation``,
 ``action``, and ``subscribe`` as an async iterator; it reconnects and resubscribes by itself.
+``Client(url, fetch_token=fetch)`` (or ``set_auth(fetch)``) refreshes the user's token with a
+:class:`TokenFetcher`.
 """
 
-from reactive.client.client import Client, ClientSubscription
+from reactive.client.client import Client, ClientSubscription, TokenFetcher
 
-__all__ = ["Client", "ClientSubscription"]
+__all__ = ["Client", "ClientSubscription", "TokenFetcher"]
