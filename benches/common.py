@@ -28,6 +28,8 @@ BENCHES = REPO / "benches"
 APP = BENCHES / "benchapp"
 RESULTS = REPO / "bench-results"
 SCRATCH = RESULTS / "tmp"
+# Full runs kept in the repository (benches/results/<date>-<what ran>.json).
+KEPT = REPO / "benches" / "results"
 
 
 # -- scratch space ---------------------------------------------------------------------------

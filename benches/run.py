@@ -8,7 +8,9 @@
 
 Prints the machine, progress (stderr), an aligned table with each figure's spread, the
 notes, and the same table in Markdown (for README). Writes everything, samples included,
-to ``bench-results/latest.json``. Figures are medians of repetitions in which reactive and
+to ``bench-results/latest.json``, and a full (not ``--quick``) run also to
+``benches/results/<date>-<what ran>.json``, committed so that a regression shows in review.
+Figures are medians of repetitions in which reactive and
 its anchor alternate, so both see the same machine noise; ratios are the figures of merit.
 Nothing here asserts a timing.
 """
@@ -39,6 +41,7 @@ import bench_search
 import bench_subscriptions
 import rust
 from common import (
+    KEPT,
     RESULTS,
     Row,
     describe_machine,
@@ -162,18 +165,22 @@ def main() -> int:
     )
     print()
     print(markdown_table(rows))
-    write_json(
-        args.json,
-        {
-            "started": started.isoformat(),
-            "quick": args.quick,
-            "seconds": {"total": total, **seconds},
-            "machine": info,
-            "load_average_end": info_end["load_average"],
-            "rows": [r.to_json() for r in rows],
-        },
-    )
+    result = {
+        "started": started.isoformat(),
+        "quick": args.quick,
+        "only": args.only or "all",
+        "seconds": {"total": total, **seconds},
+        "machine": info,
+        "load_average_end": info_end["load_average"],
+        "rows": [r.to_json() for r in rows],
+    }
+    write_json(args.json, result)
     log(f"wrote {args.json}")
+    if not args.quick:
+        # A full run's figures, to commit: a regression shows in review as a diff of these.
+        kept = KEPT / f"{started:%Y-%m-%d}-{(args.only or 'all').replace(',', '+')}.json"
+        write_json(kept, result)
+        log(f"wrote {kept} (commit it: benches/results/ keeps every full run)")
     return 0
 
 
