@@ -37,6 +37,7 @@ from reactive.errors import RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
 from reactive.server.queries import SharedQuery
+from reactive.server.transport import WebSocketProtocol
 from reactive.sync.messages import (
     PARSE_OFF_LOOP_BYTES,
     Authenticate,
@@ -44,6 +45,7 @@ from reactive.sync.messages import (
     parse_client_message,
 )
 from reactive.sync.session import (
+    PING_INTERVAL_S,
     Close,
     ComputeTransition,
     Effect,
@@ -182,6 +184,13 @@ class Connection:
         self._expiry_for: float | None = None
         self._main: asyncio.Task[Any] | None = None
         self._closed = False
+        # The task waits for its next event (nothing of this socket is being handled).
+        self._idle = False
+        # uvicorn's protocol when it is reactive's (writes fan-out frames synchronously).
+        proto = websocket.scope.get("reactive.protocol")
+        self._proto: WebSocketProtocol | None = (
+            proto if isinstance(proto, WebSocketProtocol) else None
+        )
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -196,14 +205,48 @@ class Connection:
             self._dirty.add(entry)
 
     def query_ready(self, entry: SharedQuery) -> None:
-        """A stale query's new result is computed: time for a transition."""
-        if entry in self._dirty:
-            self._notify_changed()
+        """A stale query's new result is computed: time for a transition.
+
+        The fan-out path: when this socket waits for nothing else (its task is idle with no
+        event queued, this is its only stale query, no transition or query-set change is
+        under way) and its transport takes a frame now, the transition is made and written
+        here, synchronously, with no event and no task wake-up; it is the same frame the
+        general path sends. Otherwise the socket's task computes it.
+        """
+        dirty = self._dirty
+        if entry not in dirty:
+            return
+        proto = self._proto
+        if (
+            self._idle
+            and len(dirty) == 1
+            and not self._closed
+            and proto is not None
+            and proto.can_write()
+        ):
+            ts = self.server.db.published_timestamp
+            result = entry.cached_at(ts)
+            if result is not None:
+                text = self.session.transition_now(
+                    ts, self._watching[entry], result, time.time_ns()
+                )
+                if text is not None:
+                    dirty.clear()
+                    if text:
+                        proto.write_text(text)
+                        self.session.sent_at(time.monotonic())
+                    return
+        self._notify_changed()
+
+    def _post(self, event: _Event) -> None:
+        """Queue an event for the socket's task (which is then no longer idle)."""
+        self._idle = False
+        self._events.put_nowait(event)
 
     def _notify_changed(self) -> None:
         if not self._changed_pending and not self._closed:
             self._changed_pending = True
-            self._events.put_nowait(_CHANGED)
+            self._post(_CHANGED)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -214,8 +257,14 @@ class Connection:
         self.session.sent_at(time.monotonic())
         self._spawn(self._read(), "reactive-ws-read")
         try:
+            events = self._events
             while not self._closed:
-                event = await self._events.get()
+                # Idle: waiting with nothing queued (_post ends it as it queues an event).
+                self._idle = events.empty()
+                try:
+                    event = await events.get()
+                finally:
+                    self._idle = False
                 if isinstance(event, _Closed):
                     break
                 effects = await self._handle(event)
@@ -296,7 +345,7 @@ class Connection:
             return
         delay = min(max(0.0, expires - time.time()), _MAX_TIMER_S)
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(delay, self._events.put_nowait, _AuthExpiry())
+        self._expiry = loop.call_later(delay, self._post, _AuthExpiry())
 
     async def _send(self, text: str) -> bool:
         self._send_started = time.monotonic()
@@ -345,19 +394,19 @@ class Connection:
                     if len(text) >= PARSE_OFF_LOOP_BYTES:
                         parsed = await asyncio.to_thread(_parse, text)
                         await self._prepare_auth(parsed)
-                        self._events.put_nowait(_Frame(parsed, True, len(text)))
+                        self._post(_Frame(parsed, True, len(text)))
                     elif '"Authenticate"' in text:
                         parsed = _parse(text)
                         await self._prepare_auth(parsed)
-                        self._events.put_nowait(_Frame(parsed, True, len(text)))
+                        self._post(_Frame(parsed, True, len(text)))
                     else:
-                        self._events.put_nowait(_Frame(text, False))
+                        self._post(_Frame(text, False))
                 elif message.get("bytes") is not None:
-                    self._events.put_nowait(_Binary())
+                    self._post(_Binary())
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
-            self._events.put_nowait(_Closed())
+            self._post(_Closed())
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
@@ -410,7 +459,8 @@ class Connection:
             if self._main is not None:
                 self._main.cancel()
             return
-        self._events.put_nowait(_PING)
+        if now - self.session.last_send_s >= PING_INTERVAL_S:
+            self._post(_PING)
 
     # -- functions ---------------------------------------------------------------------------
 
@@ -451,7 +501,7 @@ class Connection:
             }
         except Exception as exc:
             payload = self._failure(effect.request_id, exc)
-        self._events.put_nowait(_MutationDone(payload))
+        self._post(_MutationDone(payload))
 
     async def _run_action(self, effect: RunAction) -> None:
         payload: dict[str, Any]
@@ -466,7 +516,7 @@ class Connection:
             }
         except Exception as exc:
             payload = self._failure(effect.request_id, exc)
-        self._events.put_nowait(_ActionDone(payload))
+        self._post(_ActionDone(payload))
 
     # -- transitions ---------------------------------------------------------------------------
 
@@ -556,7 +606,7 @@ class Connection:
             ComputeTransition(effect.added, frozenset(), effect.identity, 0, False)
         )
         if ready is not None:
-            self._events.put_nowait(_TransitionDone(*ready))
+            self._post(_TransitionDone(*ready))
         # else: _begin_transition spawned the computation, which reports itself.
 
     async def _compute(
@@ -602,14 +652,14 @@ class Connection:
             await asyncio.sleep(0.05)
             for entry in self._watching:
                 self._dirty.add(entry)
-            self._events.put_nowait(_TransitionDone(ts, {}))
+            self._post(_TransitionDone(ts, {}))
             self._notify_changed()
             return
         # Queries acquired after `ts` may have been invalidated before they were watched
         # by this socket: those that no longer hold now are computed again.
         now = db.published_timestamp
         late = [entry for entry in fresh if entry.cached_at(now) is None]
-        self._events.put_nowait(_TransitionDone(ts, results))
+        self._post(_TransitionDone(ts, results))
         if late:
             self._dirty.update(late)
             self._notify_changed()

@@ -42,6 +42,8 @@ __all__ = ["QueryCache", "SharedQuery", "Watcher", "identity_key"]
 _NEVER = 2**64
 REFRESH_CONCURRENCY = 64
 """Re-runs of invalidated queries in flight at once (the executor runs fewer at a time)."""
+READY_BATCH = 256
+"""Watchers told that a re-run finished between two yields to the event loop."""
 
 
 class Watcher(Protocol):
@@ -122,9 +124,16 @@ class SharedQuery:
             await self.result_at(self._cache.db.published_timestamp)
         except Exception:
             pass  # the watchers' own runs report it
-        finally:
+        except BaseException:
             for watcher in list(self.watchers):
                 watcher.query_ready(self)
+            raise
+        # Most watchers write their transition right here (the fan-out path): let other
+        # work of the event loop in between batches of them.
+        for n, watcher in enumerate(list(self.watchers), 1):
+            watcher.query_ready(self)
+            if n % READY_BATCH == 0:
+                await asyncio.sleep(0)
 
     def cached_at(self, ts: int) -> QueryResult | None:
         """The result at snapshot ``ts`` if one is held (no run needed), else ``None``."""

@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 from asyncio import TimerHandle
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 if TYPE_CHECKING:
     from reactive.server.app import ServerConfig
@@ -332,27 +334,73 @@ def raise_fd_limit(max_connections: int) -> int | None:
     return int(soft)
 
 
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+
 LINGER_S = 2.0
 """How long a failed WebSocket connection keeps reading (and discarding) before it closes."""
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, with its transport visible to the app.
+    """uvicorn's WebSocket protocol, with its transport and itself visible to the app.
 
     The sync connection watches the transport's write buffer
     (``scope["reactive.transport"]``): a client that leaves it full for
     ``send_timeout_s`` is cut off with ``transport.abort()`` — a graceful close would
     wait behind the unsent bytes that such a client never reads.
+
+    It also writes fan-out transitions through :meth:`write_text` (``scope
+    ["reactive.protocol"]``): one synchronous call per socket, where the ASGI send path
+    costs a task wake-up and three layers of ``await`` per frame.
     """
 
     _lingering = False
 
     def handle_connect(self, event: Any) -> None:
-        """As uvicorn's, and put the transport in the scope (``reactive.transport``)."""
+        """As uvicorn's, and put the transport and protocol in the scope."""
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None and self.transport is not None:
             scope["reactive.transport"] = self.transport
+            scope["reactive.protocol"] = self
+
+    def can_write(self) -> bool:
+        """True when :meth:`write_text` can write a frame now.
+
+        The app accepted the socket, no close was sent or received, and the transport's
+        write buffer is under its high-water mark (else the caller takes the ASGI send,
+        which waits for the client to read).
+        """
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and self.initial_response is None
+            and self.writable.is_set()
+            and self.conn.state is State.OPEN
+            and not self.transport.is_closing()
+        )
+
+    def write_text(self, text: str) -> None:
+        """Write one text frame now (call only when :meth:`can_write` is true).
+
+        Without negotiated extensions the frame is built here (RFC 6455 §5.2: FIN + text
+        opcode, the payload length in 7, 16 or 64 bits, no mask from a server), saving
+        ``websockets``' frame objects; with ``permessage-deflate`` the connection
+        compresses and frames it.
+        """
+        data = text.encode()
+        if self.conn.extensions:
+            self.conn.send_text(data)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            return
+        size = len(data)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = _HEADER_16.pack(0x81, 126, size)
+        else:
+            header = _HEADER_64.pack(0x81, 127, size)
+        self.transport.write(header + data)
 
     def handle_parser_exception(self) -> None:
         """Fail the connection (a frame over the size limit, a protocol error) gracefully.

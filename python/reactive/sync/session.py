@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,6 +256,10 @@ class SyncSession:
     _added: dict[int, QuerySpec] = field(default_factory=dict)
     _dropped: set[int] = field(default_factory=set)
     _reset: bool = False
+    # client_clock_skew_ms as JSON (computed once: every transition carries it).
+    _skew_json: str | None = None
+    # The JSON of the last version sent (the next transition's startVersion).
+    _start_version: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -321,6 +326,7 @@ class SyncSession:
             self.session_id = msg.session_id
             if msg.client_ts and now_ms is not None:
                 self.client_clock_skew_ms = msg.client_ts - now_ms
+                self._skew_json = None
             return self._maybe_compute()
         if not self.connected:
             return self._fatal("the first message on a socket must be Connect")
@@ -564,6 +570,45 @@ class SyncSession:
             return []
         return self._finish_transition(ts, results, server_ts_ns)
 
+    def transition_now(
+        self, ts: int, query_ids: Iterable[int], result: QueryResult, server_ts_ns: int
+    ) -> str | None:
+        """The frame of a transition to snapshot ``ts`` where ``query_ids`` hold ``result``.
+
+        The fan-out path: when one shared result changed for a socket with nothing else
+        under way (no transition computing or wanted, no query added or removed, no
+        identity change, no mutation whose commit the snapshot holds), the driver skips
+        :class:`ComputeTransition` and :meth:`transition_computed` and sends this text
+        (the frame the general path would send; ``""`` when there is nothing to send).
+        ``None`` when something is under way: the driver then takes the general path
+        (:meth:`watched_changed`).
+        """
+        if (
+            self.computing
+            or self.pending.needed
+            or self.closed
+            or not self.connected
+            or self._reset
+            or self._added
+            or self._dropped
+            or self.removed
+            or self._held is not None
+        ):
+            return None
+        commit_ts = self._running_commit_ts
+        if self.mutation_running and commit_ts is not None and commit_ts <= ts:
+            return None
+        fingerprint = result.fingerprint
+        queries, sent = self.queries, self.sent
+        mods: list[str] = []
+        for query_id in query_ids:
+            if query_id in queries and sent.get(query_id) != fingerprint:
+                sent[query_id] = fingerprint
+                mods.append(_modification(query_id, result))
+        return self._transition_text(
+            self.received_query_set, self.received_identity, ts, mods, server_ts_ns
+        )
+
     def _finish_transition(
         self, ts: int, results: dict[int, QueryResult], server_ts_ns: int
     ) -> list[Effect]:
@@ -571,48 +616,57 @@ class SyncSession:
         if self.closed:
             return []
         query_set, identity = self._computing_versions
-        ts = max(ts, self.version_ts)
         mods: list[str] = []
         for query_id, result in results.items():
             if query_id not in self.queries or self.sent.get(query_id) == result.fingerprint:
                 continue
             self.sent[query_id] = result.fingerprint
-            kind = "QueryUpdated" if result.error_message is None else "QueryFailed"
-            mods.append(f'{{"type":"{kind}","queryId":{query_id},{result.modification_tail()}')
+            mods.append(_modification(query_id, result))
         for query_id in sorted(self.removed):
             mods.append(f'{{"type":"QueryRemoved","queryId":{query_id}}}')
             self.sent.pop(query_id, None)
         self.removed.clear()
-        start = (
-            f'{{"querySet":{self.version_query_set},"identity":{self.version_identity},'
-            f'"ts":"{encode_ts(self.version_ts)}"}}'
-        )
-        end = f'{{"querySet":{query_set},"identity":{identity},"ts":"{encode_ts(ts)}"}}'
-        unchanged = (query_set, identity, ts) == (
-            self.version_query_set,
-            self.version_identity,
-            self.version_ts,
-        )
-        effects: list[Effect] = []
-        # An empty transition to where the client already is tells it nothing; skip it
-        # unless a mutation response since the last one waits for it.
-        if mods or not unchanged or self.must_send:
-            self.must_send = False
-            skew = dumps(self.client_clock_skew_ms)
-            effects.append(
-                Send(
-                    f'{{"type":"Transition","startVersion":{start},"endVersion":{end},'
-                    f'"modifications":[{",".join(mods)}],"clientClockSkew":{skew},'
-                    f'"serverTs":{server_ts_ns}}}'
-                )
-            )
-            self.version_query_set, self.version_identity, self.version_ts = (
-                query_set,
-                identity,
-                ts,
-            )
+        text = self._transition_text(query_set, identity, ts, mods, server_ts_ns)
+        effects: list[Effect] = [Send(text)] if text else []
         effects += self._maybe_compute()
         return effects
+
+    def _transition_text(
+        self, query_set: int, identity: int, ts: int, mods: list[str], server_ts_ns: int
+    ) -> str:
+        """The ``Transition`` from the last version sent to ``(query_set, identity, ts)``.
+
+        Moves the version on; ``""`` (nothing sent) when the transition would tell the
+        client nothing: no modification, no version change, and no mutation response
+        waiting for it.
+        """
+        ts = max(ts, self.version_ts)
+        if (
+            not mods
+            and not self.must_send
+            and query_set == self.version_query_set
+            and identity == self.version_identity
+            and ts == self.version_ts
+        ):
+            return ""
+        self.must_send = False
+        start = self._start_version
+        if start is None:
+            start = (
+                f'{{"querySet":{self.version_query_set},"identity":{self.version_identity},'
+                f'"ts":"{encode_ts(self.version_ts)}"}}'
+            )
+        end = f'{{"querySet":{query_set},"identity":{identity},"ts":"{_ts_text(ts)}"}}'
+        skew = self._skew_json
+        if skew is None:
+            skew = self._skew_json = dumps(self.client_clock_skew_ms)
+        self.version_query_set, self.version_identity, self.version_ts = query_set, identity, ts
+        self._start_version = end
+        return (
+            f'{{"type":"Transition","startVersion":{start},"endVersion":{end},'
+            f'"modifications":[{",".join(mods)}],"clientClockSkew":{skew},'
+            f'"serverTs":{server_ts_ns}}}'
+        )
 
     def ping_due(self, now_s: float, interval_s: float = PING_INTERVAL_S) -> list[Effect]:
         """A ``Ping`` if nothing was sent for ``interval_s`` (call it from a timer)."""
@@ -623,6 +677,28 @@ class SyncSession:
     def sent_at(self, now_s: float) -> None:
         """Record that a frame was sent at ``now_s``."""
         self.last_send_s = now_s
+
+
+_last_ts: tuple[int, str] = (0, encode_ts(0))
+
+
+def _ts_text(ts: int) -> str:
+    """``encode_ts(ts)``, remembered for the last timestamp.
+
+    A fan-out encodes the same timestamp for every socket.
+    """
+    global _last_ts
+    last = _last_ts
+    if last[0] == ts:
+        return last[1]
+    text = encode_ts(ts)
+    _last_ts = (ts, text)
+    return text
+
+
+def _modification(query_id: int, result: QueryResult) -> str:
+    kind = "QueryUpdated" if result.error_message is None else "QueryFailed"
+    return f'{{"type":"{kind}","queryId":{query_id},{result.modification_tail()}'
 
 
 def _action_failure(request_id: int, message: str) -> str:
