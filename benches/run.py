@@ -3,8 +3,8 @@
     .venv/bin/python benches/run.py            # full run (~11-15 minutes)
     .venv/bin/python benches/run.py --quick    # shorter, fewer repetitions (~4 minutes)
     .venv/bin/python benches/run.py --only insert,scan --skip-rust
-    .venv/bin/python benches/run.py --only server     # a group: embedded, server, persistence
-                                                      # or search
+    .venv/bin/python benches/run.py --only server     # a group: embedded, server, persistence,
+                                                      # search or peers
 
 Prints the machine, progress (stderr), an aligned table with each figure's spread, the
 notes, and the same table in Markdown (for README). Writes everything, samples included,
@@ -35,6 +35,7 @@ import bench_http
 import bench_insert
 import bench_invalidation
 import bench_latency
+import bench_pocketbase
 import bench_scan
 import bench_scheduler
 import bench_search
@@ -65,6 +66,7 @@ BENCHES: dict[str, ModuleType] = {
     "invalidation": bench_invalidation,
     "scheduler": bench_scheduler,
     "search": bench_search,
+    "pocketbase": bench_pocketbase,
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -79,6 +81,9 @@ GROUPS: dict[str, list[str]] = {
     # Full-text and vector search against tantivy-py, SQLite FTS5 and numpy (needs `tantivy`
     # and `numpy` in the venv; ~1 minute for the anchors, more once the engine's side runs).
     "search": ["search"],
+    # Peers built and run by the benchmark: PocketBase v0.36.0 (Go; needs the go command,
+    # the first run builds it into bench-results/pocketbase/, ~2-3 minutes), ~2 minutes quick.
+    "peers": ["pocketbase"],
 }
 
 

@@ -6,6 +6,8 @@
   how many were found, so the figure is the gets and not the conversion of a large result.
 * ``docs:scan`` — the 100 documents with ``x == k`` through ``by_x`` (benchmark 3),
   returned to the caller as documents.
+* ``docs:get`` — one document by id, returned whole (the point read of
+  ``bench_pocketbase``, beside PocketBase's ``GET /api/collections/docs/records/{id}``).
 """
 
 from reactive import mutation, query, v
@@ -31,6 +33,12 @@ async def get_many(ctx, ids):
         if await ctx.db.get(i) is not None:
             found += 1
     return found
+
+
+@query(args={"id": v.id("docs")})
+async def get(ctx, id):
+    """The document with this id, or None."""
+    return await ctx.db.get(id)
 
 
 @query(args={"x": v.int64(), "n": v.int64()})
