@@ -5,10 +5,10 @@ sockets watch it, it runs once per snapshot and is registered once with the engi
 subscription index; a commit that touches its read set marks it stale from that commit on
 and tells its watchers at once (``query_stale``, as the commit is published), re-runs it
 at the newest snapshot, and tells them again when that result is ready (``query_ready``);
-they then compute their next transition. Re-runs after a commit go through one refresher
-per server that keeps at most :data:`REFRESH_CONCURRENCY` in flight, so a commit that
-invalidates thousands of queries costs one loop pass to mark them, not thousands of tasks
-at once.
+they then compute their next transition, most of them right there (the fan-out path in
+:mod:`reactive.server.connection`). At most :data:`REFRESH_CONCURRENCY` re-runs are in
+flight; the rest wait in order, so a commit that invalidates thousands of queries costs
+one loop pass to mark them, not thousands of tasks at once.
 
 Each result carries the range of timestamps where it is valid: from the snapshot it ran at
 until the first commit (of the batch) that invalidated it. A transition at snapshot ``T``
@@ -235,40 +235,45 @@ class QueryCache:
         self.runs = 0
         # Invalidated queries waiting for their re-run (insertion-ordered set).
         self._refresh_pending: dict[SharedQuery, None] = {}
-        self._refresher: asyncio.Task[None] | None = None
-        self._refresh_slots = asyncio.Semaphore(REFRESH_CONCURRENCY)
+        self._refresh_tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._closed = False
 
     def _schedule_refresh(self, entry: SharedQuery) -> None:
         self._refresh_pending[entry] = None
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.get_running_loop().create_task(
-                self._refresh(), name="reactive-query-refresh"
-            )
+        self._start_refreshes()
 
-    async def _refresh(self) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        while self._refresh_pending:
-            await self._refresh_slots.acquire()
-            if not self._refresh_pending:
-                self._refresh_slots.release()
-                break
-            entry = next(iter(self._refresh_pending))
-            del self._refresh_pending[entry]
-            task = asyncio.get_running_loop().create_task(self._refresh_one(entry))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+    def _start_refreshes(self) -> None:
+        """Start pending re-runs while fewer than REFRESH_CONCURRENCY are in flight.
+
+        Called as a batch is published: the tasks are queued ahead of the committing
+        callers' wake-ups, so a watcher hears of a commit as soon as its writer does.
+        """
+        if self._closed:
+            return
+        pending = self._refresh_pending
+        loop = asyncio.get_running_loop()
+        while pending and self._in_flight < REFRESH_CONCURRENCY:
+            entry = next(iter(pending))
+            del pending[entry]
+            self._in_flight += 1
+            task = loop.create_task(self._refresh_one(entry), name="reactive-query-refresh")
+            self._refresh_tasks.add(task)
+            task.add_done_callback(self._refresh_tasks.discard)
 
     async def _refresh_one(self, entry: SharedQuery) -> None:
         try:
             await entry._rerun()
         finally:
-            self._refresh_slots.release()
+            self._in_flight -= 1
+            self._start_refreshes()
 
     def close(self) -> None:
         """Stop re-running queries (the server is closing)."""
+        self._closed = True
         self._refresh_pending.clear()
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in list(self._refresh_tasks):
+            task.cancel()
 
     def __len__(self) -> int:
         return len(self._entries)
