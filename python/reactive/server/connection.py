@@ -232,10 +232,12 @@ class Connection:
                 )
                 if text is not None:
                     dirty.clear()
+                    self.server.queries.direct_transitions += 1
                     if text:
                         proto.write_text(text)
                         self.session.sent_at(time.monotonic())
                     return
+        self.server.queries.queued_transitions += 1
         self._notify_changed()
 
     def _post(self, event: _Event) -> None:

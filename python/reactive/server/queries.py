@@ -238,6 +238,20 @@ class QueryCache:
         self._refresh_tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._closed = False
+        # Transitions sockets wrote at once as a re-run finished (the fan-out path), and
+        # those their own task computed because something else was under way.
+        self.direct_transitions = 0
+        self.queued_transitions = 0
+        db.metrics.gauge(
+            "reactive_sync_transitions_direct",
+            "Transitions written straight from a query re-run (the fan-out path), in all.",
+            lambda: self.direct_transitions,
+        )
+        db.metrics.gauge(
+            "reactive_sync_transitions_queued",
+            "Query changes a socket's task handled (something else was under way), in all.",
+            lambda: self.queued_transitions,
+        )
 
     def _schedule_refresh(self, entry: SharedQuery) -> None:
         self._refresh_pending[entry] = None
