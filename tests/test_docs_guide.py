@@ -795,14 +795,20 @@ async def test_operating_page_logs_metrics_retention(
         with contextlib.redirect_stdout(out):
             await namespace["history"](db)
         assert out.getvalue().splitlines()[-1] == "1 2"
-        # Metrics: every name of the table but the server's WebSocket gauge.
+        # Metrics: every name of the table but the server's WebSocket and sync gauges.
         metrics = db.metrics.render().decode()
         names = re.findall(r"^\| `(reactive_\w+)", page, re.M)
-        assert len(names) == 8
+        assert len(names) == 10
+        served_only = {
+            "reactive_websocket_connections",
+            "reactive_sync_transitions_direct",
+            "reactive_sync_transitions_queued",
+        }
         for name in names:
-            if name != "reactive_websocket_connections":
+            if name not in served_only:
                 assert name in metrics, name
-        assert "reactive_websocket_connections" not in metrics
+        for name in served_only:
+            assert name in names and name not in metrics, name
 
 
 def test_operating_page_against_a_server(
