@@ -29,73 +29,84 @@ from fixtures import ReadFixture, load_read_fixture, shuffled
 PER_CALL = 1000
 
 
+def sizes(quick: bool) -> tuple[int, int, float]:
+    """(documents, repetitions, seconds per side and repetition)."""
+    return (10_000, 3, 1.0) if quick else (50_000, 5, 2.0)
+
+
+def calls_of(order: list[str]) -> list[list[str]]:
+    """The ids in calls of ``PER_CALL`` (every call, reactive or anchor, gets one of these)."""
+    return [order[i : i + PER_CALL] for i in range(0, len(order) - PER_CALL + 1, PER_CALL)]
+
+
+async def reactive_call(fx: ReadFixture, ids: list[str]) -> None:
+    """One ``docs:get_many`` call: ``ctx.db.get`` of each of ``ids`` (``PER_CALL`` gets)."""
+    found = await fx.db.query("docs:get_many", {"ids": ids})
+    if found != PER_CALL:
+        raise RuntimeError(f"get_many found {found} of {PER_CALL} documents")
+
+
+def anchor_call(fx: ReadFixture, ids: list[str], decode: bool) -> None:
+    """One call of the anchor: a primary-key SELECT (+ ``json.loads``) of each of ``ids``."""
+    execute = fx.anchor.execute
+    sql = "SELECT value FROM docs WHERE id = ?"
+    loads = json.loads
+    found = 0
+    for doc_id in ids:
+        row = execute(sql, (doc_id,)).fetchone()
+        if row is not None:
+            if decode:
+                loads(row[0])
+            found += 1
+    if found != PER_CALL:
+        raise RuntimeError(f"anchor found {found} of {PER_CALL} rows")
+
+
 async def reactive_gets(fx: ReadFixture, order: list[str], seconds: float) -> float:
     """Gets/s through ``docs:get_many`` for ``seconds``."""
-    db = fx.db
-    calls = [order[i : i + PER_CALL] for i in range(0, len(order) - PER_CALL + 1, PER_CALL)]
-    done = 0
+    calls = calls_of(order)
     n = 0
     start = time.perf_counter()
     deadline = start + seconds
     while True:
-        found = await db.query("docs:get_many", {"ids": calls[n % len(calls)]})
-        if found != PER_CALL:
-            raise RuntimeError(f"get_many found {found} of {PER_CALL} documents")
-        done += PER_CALL
+        await reactive_call(fx, calls[n % len(calls)])
         n += 1
         now = time.perf_counter()
         if now >= deadline:
-            return done / (now - start)
+            return n * PER_CALL / (now - start)
 
 
 def anchor_gets(fx: ReadFixture, order: list[str], seconds: float, decode: bool) -> float:
     """Gets/s of primary-key SELECTs for ``seconds``, in calls of 1,000 like reactive."""
-    conn = fx.anchor
-    sql = "SELECT value FROM docs WHERE id = ?"
-    calls = [order[i : i + PER_CALL] for i in range(0, len(order) - PER_CALL + 1, PER_CALL)]
-    loads = json.loads
-    done = 0
+    calls = calls_of(order)
     n = 0
     start = time.perf_counter()
     deadline = start + seconds
     while True:
-        found = 0
-        for doc_id in calls[n % len(calls)]:
-            row = conn.execute(sql, (doc_id,)).fetchone()
-            if row is not None:
-                if decode:
-                    loads(row[0])
-                found += 1
-        if found != PER_CALL:
-            raise RuntimeError(f"anchor found {found} of {PER_CALL} rows")
-        done += PER_CALL
+        anchor_call(fx, calls[n % len(calls)], decode)
         n += 1
         now = time.perf_counter()
         if now >= deadline:
-            return done / (now - start)
+            return n * PER_CALL / (now - start)
 
 
-async def _run(quick: bool) -> list[Row]:
-    count, reps, seconds = (10_000, 3, 1.0) if quick else (50_000, 5, 2.0)
-    with scratch_dir("get") as d:
-        t0 = time.perf_counter()
-        fx = await load_read_fixture(d, count)
-        log(f"  get: loaded {count:,} documents in {time.perf_counter() - t0:.1f} s")
-        try:
-            order = shuffled(fx.ids)
-            await reactive_gets(fx, order, 0.3)  # warm-up
-            anchor_gets(fx, order, 0.3, False)
-            r, a, ad = [], [], []
-            for rep in range(reps):
-                a.append(anchor_gets(fx, order, seconds, False))
-                r.append(await reactive_gets(fx, order, seconds))
-                ad.append(anchor_gets(fx, order, seconds, True))
-                log(
-                    f"  get rep {rep + 1}/{reps}: reactive {r[-1]:,.0f}/s, anchor {a[-1]:,.0f}/s"
-                    f", anchor+json {ad[-1]:,.0f}/s"
-                )
-        finally:
-            await fx.close()
+async def setup(directory: Path, count: int) -> tuple[ReadFixture, list[str]]:
+    """The fixture of ``count`` documents, the ids in random order, both sides warmed up."""
+    t0 = time.perf_counter()
+    fx = await load_read_fixture(directory, count)
+    log(f"  get: loaded {count:,} documents in {time.perf_counter() - t0:.1f} s")
+    try:
+        order = shuffled(fx.ids)
+        await reactive_gets(fx, order, 0.3)  # warm-up
+        anchor_gets(fx, order, 0.3, False)
+    except BaseException:
+        await fx.close()
+        raise
+    return fx, order
+
+
+def rows(count: int, r: list[float], a: list[float], ad: list[float]) -> list[Row]:
+    """The table's rows from gets/s samples: reactive, the anchor, the anchor + json.loads."""
     return [
         Row.from_samples(
             "get",
@@ -117,6 +128,25 @@ async def _run(quick: bool) -> list[Row]:
             target="context",
         ),
     ]
+
+
+async def _run(quick: bool) -> list[Row]:
+    count, reps, seconds = sizes(quick)
+    with scratch_dir("get") as d:
+        fx, order = await setup(d, count)
+        try:
+            r, a, ad = [], [], []
+            for rep in range(reps):
+                a.append(anchor_gets(fx, order, seconds, False))
+                r.append(await reactive_gets(fx, order, seconds))
+                ad.append(anchor_gets(fx, order, seconds, True))
+                log(
+                    f"  get rep {rep + 1}/{reps}: reactive {r[-1]:,.0f}/s, anchor {a[-1]:,.0f}/s"
+                    f", anchor+json {ad[-1]:,.0f}/s"
+                )
+        finally:
+            await fx.close()
+    return rows(count, r, a, ad)
 
 
 def run(quick: bool = False) -> list[Row]:

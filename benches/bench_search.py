@@ -519,10 +519,59 @@ def rare_term(corpus: list[dict[str, str]]) -> tuple[int, str]:
     raise RuntimeError("no document near the end of the corpus has a rare term")
 
 
-async def text_rows(plan: Plan, root: Path) -> list[Row]:
+TEXT_KEYS = ("tantivy", "tantivy_x", "fts5", "engine", "fn", "fn_ids")
+TEXT_LABELS = {"engine": "text_search", "fn": "docs:search", "fn_ids": "docs:search_ids"}
+
+
+@dataclass
+class Text:
+    """The text side after indexing: the corpus in reactive, tantivy and FTS5, warmed up."""
+
+    corpus: list[dict[str, str]]
+    real: int
+    qs: list[str]
+    xqs: list[Any] = field(default_factory=list)  # tantivy queries with the engine's expansions
+    tan: Tantivy | None = None
+    fts: Fts5 | None = None
+    db: Any = None
+    engine: Any = None
+    ids: list[str] = field(default_factory=list)
+    side: Side = field(default_factory=Side)
+    tan_rate: list[float] = field(default_factory=list)
+    tan_merge: list[float] = field(default_factory=list)
+    fts_rate: list[float] = field(default_factory=list)
+    # The reactive searches that work: key -> coroutine function of the text -> results.
+    reactive: dict[str, Callable[[str], Awaitable[list[Any]]]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    agree: dict[str, float | None] = field(default_factory=dict)
+    agree_x: dict[str, float | None] = field(default_factory=dict)
+    empties: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TEXT_KEYS, 0))
+
+    def anchors(self) -> dict[str, tuple[list[Any], Callable[[Any], int]]]:
+        """The anchors' searches: key -> (the items to cycle over, search -> hits)."""
+        assert self.tan is not None and self.fts is not None
+        return {
+            "tantivy": (self.qs, self.tan.search),
+            "tantivy_x": (self.xqs, self.tan.search_query),
+            "fts5": (self.qs, self.fts.search),
+        }
+
+    async def close(self) -> None:
+        """Close the database and the FTS5 connection."""
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+        if self.fts is not None:
+            self.fts.close()
+            self.fts = None
+
+
+async def text_setup(plan: Plan, root: Path) -> Text:
+    """Index the corpus (timed: the indexing figures), then warm up and check agreement."""
     corpus = search_corpus.build_corpus(plan.docs)
     real = search_corpus.real_count()
-    qs = search_corpus.queries(corpus, plan.text_queries, seed=1)
+    t = Text(corpus, real, search_corpus.queries(corpus, plan.text_queries, seed=1))
+    qs = t.qs
     # The readiness probe of the reactive indexing figures (a pass over the corpus: only when
     # the engine can run the app).
     probe_pos, probe_term = rare_term(corpus) if not missing_api() else (len(corpus) - 1, "")
@@ -535,48 +584,34 @@ async def text_rows(plan: Plan, root: Path) -> list[Row]:
         found = await db.query("docs:search", {"text": probe_term, "n": K})
         return ids[probe_pos] in result_ids(found)
 
-    tan: Tantivy | None = None
-    fts: Fts5 | None = None
-    db: Any = None
-    ids: list[str] = []
-    tan_rate: list[float] = []
-    tan_merge: list[float] = []
-    fts_rate: list[float] = []
-    side = Side()
-    keys = ("tantivy", "tantivy_x", "fts5", "engine", "fn", "fn_ids")
-    runs: dict[str, list[float]] = {k: [] for k in keys}
-    empties: dict[str, int] = dict.fromkeys(runs, 0)
-    failed: dict[str, str] = {}
-    agree: dict[str, float | None] = {}
-    agree_x: dict[str, float | None] = {}
-    engine: Any = None
+    side = t.side
     try:
         for rep in range(max(plan.index_reps, plan.reactive_index_reps)):
             if rep < plan.index_reps:
-                if tan is not None:
+                if t.tan is not None:
                     shutil.rmtree(root / f"tantivy-{rep - 1}", ignore_errors=True)
-                tan = Tantivy(root / f"tantivy-{rep}")
-                r, merge = tan.load(corpus)
-                tan_rate.append(r)
-                tan_merge.append(merge)
-                if fts is not None:
-                    fts.close()
+                t.tan = Tantivy(root / f"tantivy-{rep}")
+                r, merge = t.tan.load(corpus)
+                t.tan_rate.append(r)
+                t.tan_merge.append(merge)
+                if t.fts is not None:
+                    t.fts.close()
                     (root / f"fts5-{rep - 1}.db").unlink(missing_ok=True)
-                fts = Fts5(root / f"fts5-{rep}.db")
-                fts_rate.append(fts.load(corpus))
+                t.fts = Fts5(root / f"fts5-{rep}.db")
+                t.fts_rate.append(t.fts.load(corpus))
                 log(
-                    f"  search index rep {rep + 1}: tantivy {tan_rate[-1]:,.0f} docs/s "
-                    f"(+{merge:.1f} s merging), FTS5 {fts_rate[-1]:,.0f} docs/s"
+                    f"  search index rep {rep + 1}: tantivy {t.tan_rate[-1]:,.0f} docs/s "
+                    f"(+{merge:.1f} s merging), FTS5 {t.fts_rate[-1]:,.0f} docs/s"
                 )
             if rep < plan.reactive_index_reps and not side.skipped:
-                if db is not None:
-                    await db.close()
-                    db = None
+                if t.db is not None:
+                    await t.db.close()
+                    t.db = None
                     shutil.rmtree(root / f"reactive-text-{rep - 1}", ignore_errors=True)
                 d = root / f"reactive-text-{rep}"
                 d.mkdir()
                 try:
-                    db, ins, reo, reo_s, ids = await reactive_index(
+                    t.db, ins, reo, reo_s, t.ids = await reactive_index(
                         d, "docs", len(corpus), lambda a, b: corpus[a:b], ready, side.notes
                     )
                 except Exception as exc:
@@ -586,9 +621,9 @@ async def text_rows(plan: Plan, root: Path) -> list[Row]:
                 side.insert.append(ins)
                 side.reopen.append(reo)
                 side.reopen_s.append(reo_s)
-                if hasattr(db._engine, "register_text_index"):
+                if hasattr(t.db._engine, "register_text_index"):
                     side.build.append(
-                        await index_build(db, "docs", "body", ["channel"], len(corpus))
+                        await index_build(t.db, "docs", "body", ["channel"], len(corpus))
                     )
                     await settled("docs after the index build", side.notes)
                 log(
@@ -597,9 +632,10 @@ async def text_rows(plan: Plan, root: Path) -> list[Row]:
                     f"build {side.build[-1] if side.build else 0:,.0f} docs/s"
                 )
 
+        tan, fts, db = t.tan, t.fts, t.db
         assert tan is not None and fts is not None
-        engine = engine_call(db, "text_search")
-        position = {doc_id: n for n, doc_id in enumerate(ids)}
+        engine = t.engine = engine_call(db, "text_search")
+        position = {doc_id: n for n, doc_id in enumerate(t.ids)}
 
         async def engine_top(text: str) -> list[Any]:
             assert engine is not None
@@ -611,12 +647,11 @@ async def text_rows(plan: Plan, root: Path) -> list[Row]:
         async def fn_ids_top(text: str) -> list[Any]:
             return list(await db.query("docs:search_ids", {"text": text, "n": K}))
 
-        reactive: dict[str, Callable[[str], Awaitable[list[Any]]]] = {}
+        reactive = t.reactive
         if engine is not None:
             reactive["engine"] = engine_top
         if db is not None:
             reactive.update(fn=fn_top, fn_ids=fn_ids_top)
-        labels = {"engine": "text_search", "fn": "docs:search", "fn_ids": "docs:search_ids"}
 
         # Warm-up, and agreement of the top 10s with tantivy's on the first 200 queries. A
         # reactive side that raises is dropped (its rows say why); the anchors go on.
@@ -624,54 +659,76 @@ async def text_rows(plan: Plan, root: Path) -> list[Row]:
         tan_top = [tan.top(q) for q in sample]
         # The same work for tantivy-py: the queries with the engine's prefix expansions.
         vocabulary = vocabulary_of(corpus)
-        xqs = [tan.expanded_query(q, vocabulary) for q in qs]
-        tan_x_top = [tan.top_query(q) for q in xqs[: len(sample)]]
-        agree = {"FTS5": overlap([fts.top(q) for q in sample], tan_top)}
+        t.xqs = [tan.expanded_query(q, vocabulary) for q in qs]
+        tan_x_top = [tan.top_query(q) for q in t.xqs[: len(sample)]]
+        t.agree = {"FTS5": overlap([fts.top(q) for q in sample], tan_top)}
         for key, search in list(reactive.items()):
             try:
                 got = [[position.get(i, -1) for i in result_ids(await search(q))] for q in sample]
             except Exception as exc:
-                failed[key] = f"{labels[key]} failed: {type(exc).__name__}: {str(exc)[:160]}"
-                log(f"  search: {failed[key]}")
+                t.failed[key] = f"{TEXT_LABELS[key]} failed: {type(exc).__name__}: {str(exc)[:160]}"
+                log(f"  search: {t.failed[key]}")
                 del reactive[key]
                 continue
-            agree[labels[key]] = overlap(got, tan_top)
-            agree_x[labels[key]] = overlap(got, tan_x_top)
+            t.agree[TEXT_LABELS[key]] = overlap(got, tan_top)
+            t.agree_x[TEXT_LABELS[key]] = overlap(got, tan_x_top)
+    except BaseException:
+        await t.close()
+        raise
+    return t
 
-        async def count(search: Callable[[str], Awaitable[list[Any]]], text: str) -> int:
-            return len(await search(text))
 
-        s = plan.query_seconds
-        for rep in range(plan.query_reps):
-            for key, fn in (("tantivy", tan.search), ("fts5", fts.search)):
-                got, empty = rate(s, qs, fn)
-                runs[key].append(got)
-                empties[key] += empty
-            got, empty = rate(s, xqs, tan.search_query)
-            runs["tantivy_x"].append(got)
-            empties["tantivy_x"] += empty
-            for key, search in list(reactive.items()):
-                try:
-                    got, empty = await arate(
-                        s if key != "fn_ids" else s / 2, qs, partial(count, search)
-                    )
-                except Exception as exc:
-                    failed[key] = f"{labels[key]} failed: {type(exc).__name__}: {str(exc)[:160]}"
-                    del reactive[key]
-                    runs[key].clear()
-                    continue
-                runs[key].append(got)
-                empties[key] += empty
-            log(
-                f"  search query rep {rep + 1}/{plan.query_reps}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items() if v)
-            )
+async def text_measure(t: Text, plan: Plan) -> dict[str, list[float]]:
+    """Queries/s of every side, ``plan.query_reps`` times, the sides alternating."""
+    assert t.tan is not None and t.fts is not None
+    runs: dict[str, list[float]] = {k: [] for k in TEXT_KEYS}
+    reactive, empties, qs = t.reactive, t.empties, t.qs
+
+    async def count(search: Callable[[str], Awaitable[list[Any]]], text: str) -> int:
+        return len(await search(text))
+
+    s = plan.query_seconds
+    for rep in range(plan.query_reps):
+        for key, fn in (("tantivy", t.tan.search), ("fts5", t.fts.search)):
+            got, empty = rate(s, qs, fn)
+            runs[key].append(got)
+            empties[key] += empty
+        got, empty = rate(s, t.xqs, t.tan.search_query)
+        runs["tantivy_x"].append(got)
+        empties["tantivy_x"] += empty
+        for key, search in list(reactive.items()):
+            try:
+                got, empty = await arate(
+                    s if key != "fn_ids" else s / 2, qs, partial(count, search)
+                )
+            except Exception as exc:
+                t.failed[key] = f"{TEXT_LABELS[key]} failed: {type(exc).__name__}: {str(exc)[:160]}"
+                del reactive[key]
+                runs[key].clear()
+                continue
+            runs[key].append(got)
+            empties[key] += empty
+        log(
+            f"  search query rep {rep + 1}/{plan.query_reps}: "
+            + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items() if v)
+        )
+    return runs
+
+
+async def text_rows(plan: Plan, root: Path) -> list[Row]:
+    t = await text_setup(plan, root)
+    try:
+        runs = await text_measure(t, plan)
     finally:
-        if db is not None:
-            await db.close()
-        if fts is not None:
-            fts.close()
+        await t.close()
+    return text_table(t, runs)
 
+
+def text_table(t: Text, runs: dict[str, list[float]]) -> list[Row]:
+    """The text rows: indexing (measured by :func:`text_setup`) and queries/s (``runs``)."""
+    corpus, real, side, failed, engine = t.corpus, t.real, t.side, t.failed, t.engine
+    tan_rate, tan_merge, fts_rate = t.tan_rate, t.tan_merge, t.fts_rate
+    agree, agree_x, empties = t.agree, t.agree_x, t.empties
     size = f"{len(corpus) // 1000}k docs"
     tan_name = "tantivy-py, 2 threads, commit"
     agree_note = "top-10 agreement with tantivy on 200 queries: " + ", ".join(
@@ -830,7 +887,59 @@ def vector_modes(n: int) -> list[tuple[str, dict[str, Any]]]:
     return [("approximate", {}), ("exact", {"vector_exact_limit": n})]
 
 
-async def vector_rows(plan: Plan, root: Path) -> list[Row]:
+VectorCall = Callable[[list[float]], Awaitable[Any]]
+
+
+@dataclass
+class Vectors:
+    """The vector side: the vectors in numpy and in reactive, the query vectors and the truth."""
+
+    plan: Plan
+    matrix: Any
+    qs: Any
+    truth: list[list[int]]
+    qlists: list[list[float]]
+    probe: list[float]
+    modes: list[tuple[str, dict[str, Any]]]
+    path_db: Path
+    side: Side = field(default_factory=Side)
+    db: Any = None
+    ids: list[str] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # (mode/path) -> why no figures
+    # figures[(mode, path)] = {"ms": per-rep medians, "qps": per-rep, "recall": per-rep}
+    figures: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+    np_ms: list[float] = field(default_factory=list)
+    np_qps: list[float] = field(default_factory=list)
+    has_engine: bool = False
+
+    async def ready(self, db: Any, ids: list[str]) -> bool:
+        """The last vector inserted is its own nearest neighbour."""
+        found = await db.query("vecs:search", {"vector": self.probe, "n": K})
+        return ids[-1] in result_ids(found)
+
+    async def close(self) -> None:
+        """Close the database."""
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    def table(self) -> list[Row]:
+        """The vector rows."""
+        return vector_table(
+            self.plan,
+            self.side,
+            self.modes,
+            self.figures,
+            self.failed,
+            self.np_ms,
+            self.np_qps,
+            self.has_engine,
+        )
+
+
+async def vector_setup(plan: Plan, root: Path) -> Vectors:
+    """The vectors and queries; reactive's insert and reopen (timed: the insert figures)."""
     t0 = time.perf_counter()
     matrix = search_corpus.vectors(plan.vectors, DIM, seed=0)
     qs = search_corpus.vector_queries(plan.vector_queries, DIM, seed=0)
@@ -847,138 +956,146 @@ async def vector_rows(plan: Plan, root: Path) -> list[Row]:
             for i, row in enumerate(matrix[start:stop].tolist(), start)
         ]
 
-    qlists = [q.tolist() for q in qs]
-    probe = matrix[-1].tolist()
-
-    async def ready(db: Any, ids: list[str]) -> bool:
-        # The last vector inserted is its own nearest neighbour.
-        found = await db.query("vecs:search", {"vector": probe, "n": K})
-        return ids[-1] in result_ids(found)
-
-    side = Side()
-    db: Any = None
-    ids: list[str] = []
-    modes = vector_modes(plan.vectors) if not missing_api() else [("default", {})]
-    failed: dict[str, str] = {}  # (mode/path) -> why it has no figures
-    np_ms: list[float] = []
-    np_qps: list[float] = []
-    # figures[(mode, path)] = {"ms": per-rep medians, "qps": per-rep, "recall": per-rep}
-    figures: dict[tuple[str, str], dict[str, list[float]]] = {}
-    has_engine = False
-    path_db = root / "reactive-vecs"
+    v = Vectors(
+        plan,
+        matrix,
+        qs,
+        truth,
+        [q.tolist() for q in qs],
+        matrix[-1].tolist(),
+        vector_modes(plan.vectors) if not missing_api() else [("default", {})],
+        root / "reactive-vecs",
+    )
+    side = v.side
     try:
+        v.path_db.mkdir()
+        v.db, ins, reo, reo_s, v.ids = await reactive_index(
+            v.path_db, "vecs", plan.vectors, batch, v.ready, side.notes
+        )
+    except Exception as exc:
+        side.skipped = unavailable(exc)
+        log(f"  search: reactive vector side skipped: {side.skipped}")
+    else:
+        side.insert.append(ins)
+        side.reopen.append(reo)
+        side.reopen_s.append(reo_s)
+        log(f"  search vectors: reactive insert {ins:,.0f}/s, reopen {reo_s:.1f} s")
+    v.position = {doc_id: n for n, doc_id in enumerate(v.ids)}
+    numpy_latencies(matrix, qs[: min(10, len(qs))])  # warm-up
+    return v
+
+
+async def vector_mode(
+    v: Vectors, mode: str, options: dict[str, Any], reopen: bool
+) -> dict[str, VectorCall] | None:
+    """The reactive searches of ``mode`` (reopening with ``options`` if ``reopen``), warmed
+    up; a path that fails is left out (``v.failed`` says why). None if the reopen failed."""
+    if reopen:
+        await v.close()
+        t0 = time.perf_counter()
         try:
-            path_db.mkdir()
-            db, ins, reo, reo_s, ids = await reactive_index(
-                path_db, "vecs", plan.vectors, batch, ready, side.notes
-            )
+            v.db = await open_db(v.path_db / "reactive.db", **options)
+            await wait_ready(v.db, v.ids, v.ready, v.side.notes, f"vecs reopen ({mode})")
+            reopened = time.perf_counter() - t0
+            await settled(f"vecs after reopen ({mode})", v.side.notes)
         except Exception as exc:
-            side.skipped = unavailable(exc)
-            log(f"  search: reactive vector side skipped: {side.skipped}")
-        else:
-            side.insert.append(ins)
-            side.reopen.append(reo)
-            side.reopen_s.append(reo_s)
-            log(f"  search vectors: reactive insert {ins:,.0f}/s, reopen {reo_s:.1f} s")
-        position = {doc_id: n for n, doc_id in enumerate(ids)}
+            v.failed[mode] = f"reopen with {options} failed: {type(exc).__name__}: {exc}"
+            log(f"  search: {v.failed[mode]}")
+            return None
+        v.side.notes.append(f"reopen with {options}: {reopened:.1f} s")
+    db = v.db
+    engine = engine_call(db, "vector_search")
+    v.has_engine = v.has_engine or engine is not None
 
-        async def one_pass(
-            call: Callable[[list[float]], Awaitable[Any]],
-        ) -> tuple[list[float], list[list[int]], float]:
-            """Every query once: (ms per query, corpus positions of the top 10s, queries/s)."""
-            lat, tops = [], []
-            start = time.perf_counter()
-            for q in qlists:
-                t = time.perf_counter()
-                got = await call(q)
-                lat.append((time.perf_counter() - t) * 1e3)
-                tops.append([position.get(i, -1) for i in result_ids(got)])
-            return lat, tops, len(qlists) / (time.perf_counter() - start)
+    async def engine_path(q: list[float]) -> Any:
+        assert engine is not None
+        return await maybe_await(engine("vecs", "by_embedding", q, limit=K))
 
-        numpy_latencies(matrix, qs[: min(10, len(qs))])  # warm-up
-        for m, (mode, options) in enumerate(modes):
-            if side.skipped:
+    async def fn_path(q: list[float]) -> Any:
+        return await db.query("vecs:search", {"vector": q, "n": K})
+
+    paths: dict[str, VectorCall] = {"fn": fn_path}
+    if engine is not None:
+        paths["engine"] = engine_path
+    for name, call in list(paths.items()):
+        v.figures[(mode, name)] = {"ms": [], "qps": [], "recall": []}
+        try:
+            for q in v.qlists[:10]:  # warm-up
+                await call(q)
+        except Exception as exc:
+            v.failed[f"{mode}/{name}"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+            log(f"  search: {mode} {name} failed: {v.failed[f'{mode}/{name}']}")
+            del paths[name]
+    return paths
+
+
+async def vector_pass(v: Vectors, call: VectorCall) -> tuple[list[float], list[list[int]], float]:
+    """Every query once: (ms per query, corpus positions of the top 10s, queries/s)."""
+    lat, tops = [], []
+    start = time.perf_counter()
+    for q in v.qlists:
+        t = time.perf_counter()
+        got = await call(q)
+        lat.append((time.perf_counter() - t) * 1e3)
+        tops.append([v.position.get(i, -1) for i in result_ids(got)])
+    return lat, tops, len(v.qlists) / (time.perf_counter() - start)
+
+
+async def vector_measure(v: Vectors, mode: str, paths: dict[str, VectorCall]) -> None:
+    """``plan.vector_reps`` repetitions of numpy, then every path, over every query."""
+    beside = 0
+    for rep in range(v.plan.vector_reps):
+        ticks = _thread_ticks()
+        t = time.perf_counter()
+        lat = numpy_latencies(v.matrix, v.qs)
+        v.np_qps.append(len(v.qs) / (time.perf_counter() - t))
+        v.np_ms.append(median(lat) or 0.0)
+        beside += _thread_ticks() - ticks
+        for name, call in list(paths.items()):
+            try:
+                lat, tops, qps = await vector_pass(v, call)
+            except Exception as exc:
+                v.failed[f"{mode}/{name}"] = f"{type(exc).__name__}: {str(exc)[:160]}"
+                del paths[name]
+                continue
+            fig = v.figures[(mode, name)]
+            fig["ms"].append(median(lat) or 0.0)
+            fig["qps"].append(qps)
+            fig["recall"].append(overlap(tops, v.truth) or 0.0)
+        log(
+            f"  search vector {mode} rep {rep + 1}/{v.plan.vector_reps}: numpy "
+            f"{v.np_ms[-1]:.2f} ms"
+            + "".join(
+                f", {name} {f['ms'][-1]:.2f} ms (recall {f['recall'][-1]:.3f})"
+                for (mo, name), f in v.figures.items()
+                if mo == mode and f["ms"]
+            )
+        )
+    cpu = beside / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+    if cpu >= 0.5:
+        v.side.notes.append(f"{mode}: engine threads used {cpu:.1f} CPU-s while numpy was timed")
+
+
+async def vector_rows(plan: Plan, root: Path) -> list[Row]:
+    v = await vector_setup(plan, root)
+    try:
+        for m, (mode, options) in enumerate(v.modes):
+            if v.side.skipped:
                 break
-            if m > 0:
-                await db.close()
-                db = None
-                t0 = time.perf_counter()
-                try:
-                    db = await open_db(path_db / "reactive.db", **options)
-                    await wait_ready(db, ids, ready, side.notes, f"vecs reopen ({mode})")
-                    reopened = time.perf_counter() - t0
-                    await settled(f"vecs after reopen ({mode})", side.notes)
-                except Exception as exc:
-                    failed[mode] = f"reopen with {options} failed: {type(exc).__name__}: {exc}"
-                    log(f"  search: {failed[mode]}")
-                    break
-                side.notes.append(f"reopen with {options}: {reopened:.1f} s")
-            engine = engine_call(db, "vector_search")
-            has_engine = has_engine or engine is not None
-
-            async def engine_path(q: list[float], engine: Any = engine) -> Any:
-                return await maybe_await(engine("vecs", "by_embedding", q, limit=K))
-
-            async def fn_path(q: list[float], db: Any = db) -> Any:
-                return await db.query("vecs:search", {"vector": q, "n": K})
-
-            paths: dict[str, Callable[[list[float]], Awaitable[Any]]] = {"fn": fn_path}
-            if engine is not None:
-                paths["engine"] = engine_path
-            for name, call in list(paths.items()):
-                figures[(mode, name)] = {"ms": [], "qps": [], "recall": []}
-                try:
-                    for q in qlists[:10]:  # warm-up
-                        await call(q)
-                except Exception as exc:
-                    failed[f"{mode}/{name}"] = f"{type(exc).__name__}: {str(exc)[:160]}"
-                    log(f"  search: {mode} {name} failed: {failed[f'{mode}/{name}']}")
-                    del paths[name]
-            beside = 0
-            for rep in range(plan.vector_reps):
-                ticks = _thread_ticks()
-                t = time.perf_counter()
-                lat = numpy_latencies(matrix, qs)
-                np_qps.append(len(qs) / (time.perf_counter() - t))
-                np_ms.append(median(lat) or 0.0)
-                beside += _thread_ticks() - ticks
-                for name, call in list(paths.items()):
-                    try:
-                        lat, tops, qps = await one_pass(call)
-                    except Exception as exc:
-                        failed[f"{mode}/{name}"] = f"{type(exc).__name__}: {str(exc)[:160]}"
-                        del paths[name]
-                        continue
-                    fig = figures[(mode, name)]
-                    fig["ms"].append(median(lat) or 0.0)
-                    fig["qps"].append(qps)
-                    fig["recall"].append(overlap(tops, truth) or 0.0)
-                log(
-                    f"  search vector {mode} rep {rep + 1}/{plan.vector_reps}: numpy "
-                    f"{np_ms[-1]:.2f} ms"
-                    + "".join(
-                        f", {name} {f['ms'][-1]:.2f} ms (recall {f['recall'][-1]:.3f})"
-                        for (mo, name), f in figures.items()
-                        if mo == mode and f["ms"]
-                    )
-                )
-            cpu = beside / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
-            if cpu >= 0.5:
-                side.notes.append(
-                    f"{mode}: engine threads used {cpu:.1f} CPU-s while numpy was timed"
-                )
-        if not figures or side.skipped:  # the anchor alone
+            paths = await vector_mode(v, mode, options, reopen=m > 0)
+            if paths is None:
+                break
+            await vector_measure(v, mode, paths)
+        if not v.figures or v.side.skipped:  # the anchor alone
             for _ in range(plan.vector_reps):
                 t = time.perf_counter()
-                lat = numpy_latencies(matrix, qs)
-                np_qps.append(len(qs) / (time.perf_counter() - t))
-                np_ms.append(median(lat) or 0.0)
-                log(f"  search vector: numpy {np_ms[-1]:.2f} ms")
+                lat = numpy_latencies(v.matrix, v.qs)
+                v.np_qps.append(len(v.qs) / (time.perf_counter() - t))
+                v.np_ms.append(median(lat) or 0.0)
+                log(f"  search vector: numpy {v.np_ms[-1]:.2f} ms")
     finally:
-        if db is not None:
-            await db.close()
-
-    return vector_table(plan, side, modes, figures, failed, np_ms, np_qps, has_engine)
+        await v.close()
+    return v.table()
 
 
 def vector_table(
@@ -1086,9 +1203,14 @@ async def _run(quick: bool) -> list[Row]:
     return rows
 
 
+def missing_modules() -> list[str]:
+    """The anchors' modules that are not installed (``run`` then returns a skipped row)."""
+    return [m for m in ("tantivy", "numpy") if importlib.util.find_spec(m) is None]
+
+
 def run(quick: bool = False) -> list[Row]:
     """Measure, alternating reactive and the anchors."""
-    missing = [m for m in ("tantivy", "numpy") if importlib.util.find_spec(m) is None]
+    missing = missing_modules()
     if missing:
         return [
             Row(

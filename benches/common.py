@@ -144,6 +144,23 @@ def percentile(xs: list[float], p: float) -> float | None:
     return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
 
 
+class Series(list[float]):
+    """Samples whose figure is given rather than their median.
+
+    The pytest-benchmark path (``benches/conftest.py``) passes one sample per repetition (the
+    median of its rounds) and, as the figure, the median over every round of every repetition.
+    """
+
+    def __init__(self, samples: list[float], figure: float | None) -> None:
+        super().__init__(samples)
+        self.figure = figure
+
+
+def figure_of(samples: list[float]) -> float | None:
+    """A :class:`Series`' figure, else the median of the samples."""
+    return samples.figure if isinstance(samples, Series) else median(samples)
+
+
 @dataclass
 class Row:
     """One line of the results table.
@@ -178,13 +195,13 @@ class Row:
     def from_samples(
         cls, bench: str, name: str, unit: str, reactive: list[float], anchor: list[float], **kw: Any
     ) -> Row:
-        """A row whose figures are the medians of the samples."""
+        """A row whose figures are the medians of the samples (or a :class:`Series`' figure)."""
         return cls(
             bench,
             name,
             unit,
-            median(reactive),
-            median(anchor),
+            figure_of(reactive),
+            figure_of(anchor),
             reactive_samples=list(reactive),
             anchor_samples=list(anchor),
             **kw,

@@ -13,11 +13,18 @@ to ``bench-results/latest.json``, and a full (not ``--quick``) run also to
 Figures are medians of repetitions in which reactive and
 its anchor alternate, so both see the same machine noise; ratios are the figures of merit.
 Nothing here asserts a timing.
+
+get, scan and search are measured with pytest-benchmark (``benches/test_bench_*.py``, run
+here as ``python -m pytest``; its tables go to stderr with the progress) and folded into the
+same table; without pytest-benchmark installed they run their own loops (``bench_*.run``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import subprocess
 import sys
 import time
 import traceback
@@ -43,6 +50,7 @@ import bench_subscriptions
 import rust
 from common import (
     KEPT,
+    REPO,
     RESULTS,
     Row,
     describe_machine,
@@ -87,6 +95,48 @@ GROUPS: dict[str, list[str]] = {
 }
 
 
+# Measured through pytest-benchmark (benches/conftest.py), one `python -m pytest` per name.
+PYTEST: dict[str, str] = {
+    "get": "test_bench_get.py",
+    "scan": "test_bench_scan.py",
+    "search": "test_bench_search.py",
+}
+
+
+def run_pytest(name: str, quick: bool) -> list[Row]:
+    """Run ``benches/<PYTEST[name]>`` under pytest-benchmark; the rows its conftest wrote.
+
+    pytest's output (pytest-benchmark's table, then the ratio table) goes to stderr, with the
+    progress; pytest-benchmark's own JSON is kept in ``bench-results/pytest-benchmark-<name>``.
+    """
+    rows_json = RESULTS / f"pytest-rows-{name}.json"
+    rows_json.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO / "benches" / PYTEST[name]),
+        "--benchmark-only",
+        f"--benchmark-json={RESULTS / f'pytest-benchmark-{name}.json'}",
+        f"--rows-json={rows_json}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *(["--quick"] if quick else []),
+    ]
+    log(f"  {name}: {' '.join(command[1:])}")
+    sys.stdout.flush()
+    done = subprocess.run(command, cwd=REPO, stdout=sys.stderr, check=False)
+    if not rows_json.exists():
+        raise RuntimeError(f"pytest exited {done.returncode} and wrote no rows")
+    rows = [Row(**r) for r in json.loads(rows_json.read_text())["rows"]]
+    if done.returncode != 0:
+        rows.append(
+            Row(name, f"{name}: pytest exited {done.returncode}", "", None, notes="see stderr")
+        )
+    return rows
+
+
 def expand(selection: str) -> list[str]:
     """Benchmark names from ``--only``: names and group names, in the order given."""
     names: list[str] = []
@@ -126,6 +176,9 @@ def main() -> int:
     print(f"machine: {describe_machine(info)}")
     sys.stdout.flush()
 
+    pytest_benchmark = importlib.util.find_spec("pytest_benchmark") is not None
+    if not pytest_benchmark and set(PYTEST) & set(names):
+        log("pytest-benchmark is not installed (the bench extra): get, scan and search run alone")
     rows: list[Row] = []
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -147,6 +200,12 @@ def main() -> int:
         try:
             if args.skip_rust and name == "subscriptions":
                 got = bench_subscriptions.engine_rows(args.quick)
+            elif (
+                name in PYTEST
+                and pytest_benchmark
+                and not getattr(module, "missing_modules", list)()
+            ):
+                got = run_pytest(name, args.quick)
             else:
                 got = module.run(args.quick)
         except Exception as exc:
