@@ -163,6 +163,8 @@ class Connection:
             max_inflight_actions=config.max_inflight_actions,
         )
         self._dev = config.dev
+        self._db = server.db
+        self._cache = server.queries
         self._send_timeout_s = config.send_timeout_s
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._frame_slots = asyncio.Semaphore(FRAMES_AHEAD)
@@ -216,28 +218,24 @@ class Connection:
         dirty = self._dirty
         if entry not in dirty:
             return
+        cache = self._cache
         proto = self._proto
-        if (
-            self._idle
-            and len(dirty) == 1
-            and not self._closed
-            and proto is not None
-            and proto.can_write()
-        ):
-            ts = self.server.db.published_timestamp
-            result = entry.cached_at(ts)
-            if result is not None:
-                text = self.session.transition_now(
-                    ts, self._watching[entry], result, time.time_ns()
+        if self._idle and len(dirty) == 1 and not self._closed and proto is not None:
+            ts = self._db.published_timestamp
+            latest = entry.latest
+            if latest is not None and latest.valid_ts <= ts < latest.stale_ts and proto.can_write():
+                session = self.session
+                text = session.transition_now(
+                    ts, self._watching[entry], latest.result, time.time_ns()
                 )
                 if text is not None:
                     dirty.clear()
-                    self.server.queries.direct_transitions += 1
+                    cache.direct_transitions += 1
                     if text:
                         proto.write_text(text)
-                        self.session.sent_at(time.monotonic())
+                        session.last_send_s = time.monotonic()
                     return
-        self.server.queries.queued_transitions += 1
+        cache.queued_transitions += 1
         self._notify_changed()
 
     def _post(self, event: _Event) -> None:

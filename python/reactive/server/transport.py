@@ -334,6 +334,7 @@ def raise_fd_limit(max_connections: int) -> int | None:
     return int(soft)
 
 
+_OPEN = State.OPEN
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
@@ -355,6 +356,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """
 
     _lingering = False
+    _write_paused = False
 
     def handle_connect(self, event: Any) -> None:
         """As uvicorn's, and put the transport and protocol in the scope."""
@@ -372,13 +374,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         which waits for the client to read).
         """
         return (
-            self.handshake_complete
+            not self._write_paused
+            and self.handshake_complete
             and not self.close_sent
             and self.initial_response is None
-            and self.writable.is_set()
-            and self.conn.state is State.OPEN
+            and self.conn.state is _OPEN
             and not self.transport.is_closing()
         )
+
+    def pause_writing(self) -> None:
+        """The write buffer passed its high-water mark (as uvicorn's, and remembered)."""
+        self._write_paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        """The write buffer drained below its low-water mark."""
+        self._write_paused = False
+        super().resume_writing()
 
     def write_text(self, text: str) -> None:
         """Write one text frame now (call only when :meth:`can_write` is true).

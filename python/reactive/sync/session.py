@@ -601,10 +601,12 @@ class SyncSession:
         fingerprint = result.fingerprint
         queries, sent = self.queries, self.sent
         mods: list[str] = []
+        head = _UPDATED if result.error_message is None else _FAILED
+        tail = result._tail or result.modification_tail()
         for query_id in query_ids:
             if query_id in queries and sent.get(query_id) != fingerprint:
                 sent[query_id] = fingerprint
-                mods.append(_modification(query_id, result))
+                mods.append(f"{head}{query_id},{tail}")
         return self._transition_text(
             self.received_query_set, self.received_identity, ts, mods, server_ts_ns
         )
@@ -696,9 +698,13 @@ def _ts_text(ts: int) -> str:
     return text
 
 
+_UPDATED = '{"type":"QueryUpdated","queryId":'
+_FAILED = '{"type":"QueryFailed","queryId":'
+
+
 def _modification(query_id: int, result: QueryResult) -> str:
-    kind = "QueryUpdated" if result.error_message is None else "QueryFailed"
-    return f'{{"type":"{kind}","queryId":{query_id},{result.modification_tail()}'
+    head = _UPDATED if result.error_message is None else _FAILED
+    return f"{head}{query_id},{result.modification_tail()}"
 
 
 def _action_failure(request_id: int, message: str) -> str:
