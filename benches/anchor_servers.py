@@ -12,6 +12,9 @@ with a loop of ``await ws.send``. ``GET /health`` answers 200. Library defaults 
 ``http``: uvicorn configured as ``python -m reactive.server`` configures it, serving a
 Starlette app whose ``POST /api/mutation`` reads and parses the JSON body and answers a
 fixed ``{"status": "success", "value": …}``: the HTTP stack's ceiling, with no function run.
+``POST /api/query`` does the same and answers a fixed document shaped as ``live:latest``
+answers from the bench app (``_id``, ``_creationTime``, ``x`` as an encoded int64,
+``author``, ``body``, ``score``), encoded per request as a handler would.
 """
 
 from __future__ import annotations
@@ -74,12 +77,29 @@ def run_http(port: int) -> None:
         body = json.loads(await request.body())
         return JSONResponse({"status": "success", "value": str(body.get("path"))})
 
+    document = {
+        "_creationTime": 1767225600000.5,
+        "_id": "k57e4cw1cr0tv7mf3q5vdhk0gd7qa8mh",
+        "author": "user-0042",
+        "body": "00000042 The quick brown fox jumps over the lazy dog; reactive benchmarks "
+        "carry a payload. ",
+        "score": 21.0,
+        "x": {"$integer": "KgAAAAAAAAA="},
+    }
+
+    async def query(request: Request) -> Response:
+        body = json.loads(await request.body())
+        if not isinstance(body.get("path"), str):
+            return JSONResponse({"code": "BadPath", "message": "no path"}, status_code=400)
+        return JSONResponse({"status": "success", "value": document})
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     app = Starlette(
         routes=[
             Route("/api/mutation", mutation, methods=["POST"]),
+            Route("/api/query", query, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ]
     )

@@ -1,4 +1,4 @@
-"""Benchmark 8: mutations per second over HTTP, 64 concurrent clients.
+"""Benchmark 8: mutations and queries per second over HTTP, 64 concurrent clients.
 
 Reactive: ``python -m reactive.server`` in a subprocess (fresh SQLite database, the app of
 ``benches/benchapp``). 64 asyncio tasks in the benchmark process share one
@@ -9,6 +9,11 @@ A request counts when it answered 200 with ``"status": "success"`` (the mutation
 durably). ``httpx.AsyncClient`` was tried first and reached well under 100 requests/s
 here with 64 concurrent requests on one pool, so aiohttp is the client.
 
+Queries: the same 64 tasks POST ``/api/query`` with ``{"path": "live:latest", "args":
+{"x": {"$integer": …}}, "format": "convex_encoded_json"}``, ``x`` cycling through the 100
+groups the mutations filled: one ``by_x`` index lookup returning one document (about 250
+bytes of Convex JSON), after the mutation run of the same repetition.
+
 Anchors, same run, repetitions interleaved:
 
 * the embedded figure: ``bench_insert.reactive_inserts`` with 64 callers of
@@ -16,7 +21,8 @@ Anchors, same run, repetitions interleaved:
 * the HTTP stack's ceiling: the same client against uvicorn + Starlette configured as
   ``python -m reactive.server`` configures uvicorn, serving a ``POST /api/mutation`` that
   parses the JSON body and answers a fixed success without running anything
-  (``benches/anchor_servers.py --kind http``).
+  (``benches/anchor_servers.py --kind http``); for queries, its ``POST /api/query``,
+  which parses the body and answers a fixed document of the same shape.
 
 Notes give the CPU the server process and the client process used during each run (from
 ``/proc/<pid>/stat`` and ``time.process_time``): with 2 vCPUs, a side at ~100 % of one core is
@@ -30,6 +36,7 @@ import base64
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +51,23 @@ CONCURRENCY = 64
 GROUPS = 100
 
 
+def _int64(x: int) -> dict[str, str]:
+    return {"$integer": base64.b64encode(x.to_bytes(8, "little")).decode()}
+
+
+def _query_body(i: int) -> bytes:
+    return json.dumps(
+        {"path": "live:latest", "args": {"x": _int64(i % GROUPS)}, "format": "convex_encoded_json"}
+    ).encode()
+
+
 def _body(i: int) -> bytes:
     x = i % GROUPS
     return json.dumps(
         {
             "path": "docs:insert",
             "args": {
-                "x": {"$integer": base64.b64encode(x.to_bytes(8, "little")).decode()},
+                "x": _int64(x),
                 "author": f"user-{i % 1000:04d}",
                 "body": f"{i:08d} {BODY}",
                 "score": i * 0.5,
@@ -60,11 +77,18 @@ def _body(i: int) -> bytes:
     ).encode()
 
 
-async def http_run(url: str, server_pid: int, seconds: float, warmup: int = 200) -> dict[str, Any]:
-    """64 tasks POSTing for ``seconds``; returns rate, errors, latencies and CPU use."""
+async def http_run(
+    url: str,
+    server_pid: int,
+    seconds: float,
+    warmup: int = 200,
+    body: Callable[[int], bytes] = _body,
+) -> dict[str, Any]:
+    """64 tasks POSTing ``body(i)`` for ``seconds``; returns rate, errors, latencies and CPU
+    use."""
     import aiohttp
 
-    bodies = [_body(i) for i in range(1000)]
+    bodies = [body(i) for i in range(1000)]
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
     done = errors = 0
@@ -129,20 +153,35 @@ async def http_run(url: str, server_pid: int, seconds: float, warmup: int = 200)
 
 
 async def _measure(reps: int, seconds: float) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {"http": [], "embedded": [], "noop": []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        "http": [],
+        "embedded": [],
+        "noop": [],
+        "query": [],
+        "noop_query": [],
+    }
     with reactive_server("http") as server, anchor_server("http") as noop:
         for rep in range(reps):
             runs["http"].append(await http_run(f"{server.http}/api/mutation", server.pid, seconds))
             with scratch_dir("http-embedded") as d:
                 runs["embedded"].append(await reactive_inserts(d, CONCURRENCY, seconds))
             runs["noop"].append(await http_run(f"{noop.http}/api/mutation", noop.pid, seconds))
+            runs["query"].append(
+                await http_run(f"{server.http}/api/query", server.pid, seconds, body=_query_body)
+            )
+            runs["noop_query"].append(
+                await http_run(f"{noop.http}/api/query", noop.pid, seconds, body=_query_body)
+            )
             h, e, n = runs["http"][-1], runs["embedded"][-1], runs["noop"][-1]
+            q, nq = runs["query"][-1], runs["noop_query"][-1]
             log(
                 f"  http rep {rep + 1}/{reps}: HTTP {h['rate']:,.0f}/s (server "
                 f"{h['server_cpu_us']:.0f} µs CPU/request, {h['server_cpu_pct']:.0f} % of a core; "
                 f"client {h['client_cpu_pct']:.0f} %), embedded {e['rate']:,.0f}/s, no-op HTTP "
                 f"{n['rate']:,.0f}/s ({n['server_cpu_us']:.0f} µs CPU/request, "
-                f"{n['server_cpu_pct']:.0f} %)"
+                f"{n['server_cpu_pct']:.0f} %); queries {q['rate']:,.0f}/s "
+                f"({q['server_cpu_us']:.0f} µs, {q['server_cpu_pct']:.0f} %), no-op "
+                f"{nq['rate']:,.0f}/s ({nq['server_cpu_us']:.0f} µs, {nq['server_cpu_pct']:.0f} %)"
             )
     return runs
 
@@ -154,8 +193,12 @@ def run(quick: bool = False) -> list[Row]:
     def med(side: str, key: str) -> float:
         return median([r[key] for r in runs[side]]) or 0.0
 
-    errors = sum(r["errors"] for r in runs["http"] + runs["noop"])
-    first_error = next((r["first_error"] for r in runs["http"] if r["first_error"]), "")
+    errors = sum(
+        r["errors"] for side in ("http", "noop", "query", "noop_query") for r in runs[side]
+    )
+    first_error = next(
+        (r["first_error"] for r in runs["http"] + runs["query"] if r["first_error"]), ""
+    )
     ok_embedded = all(r["ok"] for r in runs["embedded"])
     check = (
         "every HTTP request answered success"
@@ -187,7 +230,7 @@ def run(quick: bool = False) -> list[Row]:
             [r["rate"] for r in runs["http"]],
             [r["rate"] for r in runs["noop"]],
             anchor_name="same client, POST answered without running anything",
-            target="context",
+            target="≥ 0.8",
             notes=(
                 f"no-op server CPU {med('noop', 'server_cpu_pct'):.0f} %, client "
                 f"{med('noop', 'client_cpu_pct'):.0f} %; p50 {med('noop', 'p50_ms'):.1f} ms"
@@ -207,6 +250,33 @@ def run(quick: bool = False) -> list[Row]:
                 "requests served; steadier than throughput on a shared machine; ratio = the "
                 "share of a mutation request's server CPU that the bare HTTP stack costs"
             ),
+        ),
+        Row.from_samples(
+            "http",
+            "HTTP POST /api/query (1-document index read), 64 clients vs no-op endpoint",
+            "queries/s",
+            [r["rate"] for r in runs["query"]],
+            [r["rate"] for r in runs["noop_query"]],
+            anchor_name="same client, uvicorn + Starlette answering a fixed document",
+            target="≥ 0.8",
+            notes=(
+                f"live:latest (by_x, newest first); latency p50 {med('query', 'p50_ms'):.1f} ms, "
+                f"p99 {med('query', 'p99_ms'):.1f} ms; server CPU "
+                f"{med('query', 'server_cpu_pct'):.0f} % of one core, client "
+                f"{med('query', 'client_cpu_pct'):.0f} %; no-op server "
+                f"{med('noop_query', 'server_cpu_pct'):.0f} %, client "
+                f"{med('noop_query', 'client_cpu_pct'):.0f} %"
+            ),
+        ),
+        Row.from_samples(
+            "http",
+            "server CPU per HTTP query vs per no-op request (µs)",
+            "µs",
+            [r["server_cpu_us"] for r in runs["query"]],
+            [r["server_cpu_us"] for r in runs["noop_query"]],
+            anchor_name="uvicorn + Starlette no-op",
+            higher_is_better=False,
+            target="context",
         ),
     ]
 

@@ -14,6 +14,12 @@ A function error's message is Convex's ``[Request ID: …] Server Error`` and, f
 Values are Convex JSON (``format: "convex_encoded_json"``, what the official clients ask
 for) or the clean form (``format: "json"``, the default: int64 as decimal strings, bytes as
 base64 strings).
+
+The function routes (``POST /api/query|mutation|action|function`` and ``/api/run/…``) are
+served by :meth:`HttpApi.asgi`, a plain ASGI callable the application dispatches to
+before Starlette's middleware and router (:func:`reactive.server.app.create_app`): the
+same responses (CORS headers included) for a fraction of the CPU. The Starlette handlers
+below build their bodies with the same code.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from reactive import _core
 from reactive.db.system import change_environment_variables
@@ -53,12 +60,88 @@ READY_GLOBAL = "health_ready"
 _CONVEX_FORMATS = {"convex_encoded_json", "convex_json"}
 _CLEAN_FORMATS = {"json", "convex_clean_json"}
 
+#: The function routes :meth:`HttpApi.asgi` serves (``POST``), and the kind each runs.
+FUNCTION_ROUTES: dict[str, FunctionKind | None] = {
+    "/api/query": "query",
+    "/api/mutation": "mutation",
+    "/api/action": "action",
+    "/api/function": None,
+}
+#: ``POST /api/run/<module path>/<function>``: any kind.
+RUN_PREFIX = "/api/run/"
+
+#: Canonical forms kept of function paths as clients spell them (a path is a pure
+#: function of its text): up to this many spellings, each at most ``_PATH_CACHE_KEY``
+#: characters; others are computed each time.
+_PATH_CACHE_SIZE = 4096
+_PATH_CACHE_KEY = 256
+
+# The same text Starlette's JSONResponse renders (compact, UTF-8, no NaN), without a new
+# encoder per call; the parser is the sync protocol's strict one (no NaN or Infinity).
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads(raw)`` strictly (as ``reactive.sync.messages.loads``), one decoder kept."""
+    # A body starting "{x" with x not NUL is UTF-8 to json.detect_encoding (no BOM, not
+    # UTF-16/32): skip asking it.
+    utf8 = raw[:1] == b"{" and raw[1:2] != b"\0"
+    encoding = "utf-8" if utf8 else json.detect_encoding(raw)
+    return _decode(raw.decode(encoding, "surrogatepass"))
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A request body's JSON object (``{}`` when empty)."""
+    if not raw:
+        return {}
+    try:
+        body = _loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "BadJsonBody", "the body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
+    return body
+
+
+async def _parse_body(raw: bytes) -> dict[str, Any]:
+    """:func:`_parse`, on a thread for a large body (the loop keeps serving other clients)."""
+    if len(raw) >= PARSE_OFF_LOOP_BYTES:
+        return await asyncio.to_thread(_parse, raw)
+    return _parse(raw)
+
+
+# Response headers. CORS as Starlette's CORSMiddleware configured in ``create_app`` sends
+# them on a simple (not preflight) request: the origin mirrored with credentials, and
+# ``Vary: Origin`` whether or not the request had an origin.
+_CONTENT_TYPE = (b"content-type", b"application/json")
+_ALLOW_CREDENTIALS = (b"access-control-allow-credentials", b"true")
+_VARY = (b"vary", b"Origin")
+_ERROR_500 = b"Internal Server Error"
+_ERROR_500_HEADERS = [
+    (b"content-length", str(len(_ERROR_500)).encode()),
+    (b"content-type", b"text/plain; charset=utf-8"),
+]
+
 
 def _not_found(path: str) -> str:
     return (
         f"Could not find public function for '{path}'. Did you forget to run "
         "`npx convex dev` or `npx convex deploy`?"
     )
+
+
+def _json(text: str, status: int = 200) -> Response:
+    """A JSON response of already-encoded ``text`` (the headers of ``JSONResponse``)."""
+    return Response(text.encode(), status_code=status, media_type="application/json")
 
 
 class RequestError(Exception):
@@ -70,9 +153,13 @@ class RequestError(Exception):
         self.code = code
         self.message = message
 
+    def text(self) -> str:
+        """The JSON body: ``{"code": …, "message": …}``."""
+        return _dumps({"code": self.code, "message": self.message})
+
     def response(self) -> Response:
         """The JSON error response."""
-        return JSONResponse({"code": self.code, "message": self.message}, status_code=self.status)
+        return _json(self.text(), self.status)
 
 
 def _clean(fmt: Any) -> bool:
@@ -107,11 +194,128 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:half]}…{text[-half:]}"
 
 
+def _run_path(rest: str) -> str:
+    """The function path of ``/api/run/<rest>`` (``module/path/function``)."""
+    rest = rest.strip("/")
+    module, _, name = rest.rpartition("/")
+    if not module or not name:
+        raise RequestError(
+            400,
+            "BadConvexFunctionIdentifier",
+            f"/api/run/{rest[:200]} names no function: use /api/run/<module>/<function>",
+        )
+    return f"{module}:{name}"
+
+
 class HttpApi:
     """The HTTP routes of one server."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        # path as sent -> (canonical path, the key App.lookup finds it under, or None).
+        self._paths: dict[str, tuple[str, str | None]] = {}
+
+    # -- the function routes, as a plain ASGI callable -------------------------------------
+
+    def route(self, scope: Scope) -> tuple[FunctionKind | None, str | None] | None:
+        """``(kind, /api/run path)`` when :meth:`asgi` serves ``scope``, else ``None``.
+
+        Only ``POST`` to the exact function routes (``//api/…`` as ``/api/…``); anything
+        else (other methods: 405, preflights, a trailing slash, a root path) is left to
+        Starlette.
+        """
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        if path in FUNCTION_ROUTES:
+            return FUNCTION_ROUTES[path], None
+        if path.startswith(RUN_PREFIX):
+            return None, path[len(RUN_PREFIX) :]
+        return None
+
+    async def asgi(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        kind: FunctionKind | None,
+        run: str | None = None,
+    ) -> None:
+        """Serve a function route (``run``: the ``/api/run/`` remainder) on raw ASGI.
+
+        The responses are those of the Starlette handlers behind the app's middleware:
+        CORS headers as ``CORSMiddleware`` adds them, and an unexpected exception answers
+        ``500 Internal Server Error`` (text) and is raised on to the server, which logs
+        it, as ``ServerErrorMiddleware`` does.
+        """
+        auth = origin = length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if auth is None:
+                    auth = value
+            elif name == b"origin":
+                if origin is None:
+                    origin = value
+            elif name == b"content-length" and length is None:
+                length = value
+        started = False
+        try:
+            try:
+                path = _run_path(run) if run is not None else None
+                raw = await self._receive(receive, length)
+                body = _parse(raw) if len(raw) < PARSE_OFF_LOOP_BYTES else await _parse_body(raw)
+                text = await self._call(
+                    body, None if auth is None else auth.decode("latin-1"), kind, path
+                )
+                status = 200
+            except RequestError as exc:
+                text, status = exc.text(), exc.status
+            payload = text.encode()
+            headers = [(b"content-length", str(len(payload)).encode()), _CONTENT_TYPE]
+            if origin is not None:
+                headers += [_ALLOW_CREDENTIALS, (b"access-control-allow-origin", origin), _VARY]
+            else:
+                headers.append(_VARY)
+            started = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+        except Exception:
+            if not started:
+                await send(
+                    {"type": "http.response.start", "status": 500, "headers": _ERROR_500_HEADERS}
+                )
+                await send({"type": "http.response.body", "body": _ERROR_500})
+            raise
+
+    async def _receive(self, receive: Receive, length: bytes | None) -> bytes:
+        """The request body from ASGI ``receive``, within ``max_request_bytes``."""
+        limit = self.server.max_request_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+        message = await receive()
+        data: bytes | bytearray = b""
+        while True:
+            if message["type"] != "http.request":
+                # The client went away, or sent nothing for body_timeout_s (the transport
+                # has answered 408 and closed): nobody reads this response.
+                raise RequestError(408, "RequestTimeout", "the request body did not arrive")
+            chunk = message.get("body", b"")
+            if chunk:
+                if data:
+                    if not isinstance(data, bytearray):
+                        data = bytearray(data)
+                    data += chunk
+                else:
+                    data = chunk
+                if len(data) > limit:
+                    raise RequestError(413, "RequestTooLarge", f"the body is over {limit} bytes")
+            if not message.get("more_body", False):
+                return bytes(data)
+            message = await receive()
+
+    # -- shared by every route ---------------------------------------------------------------
 
     async def _body(self, request: Request) -> dict[str, Any]:
         limit = self.server.max_request_bytes
@@ -128,41 +332,45 @@ class HttpApi:
             # The client went away, or sent nothing for body_timeout_s (the transport has
             # answered 408 and closed): nobody reads this response.
             raise RequestError(408, "RequestTimeout", "the request body did not arrive") from None
-        if not data:
-            return {}
-        try:
-            raw = bytes(data)
-            # A large body is parsed on a thread: the loop keeps serving other clients.
-            body = (
-                await asyncio.to_thread(loads, raw)
-                if len(raw) >= PARSE_OFF_LOOP_BYTES
-                else loads(raw)
-            )
-        except ValueError as exc:
-            raise RequestError(400, "BadJsonBody", f"the body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise RequestError(400, "BadJsonBody", "the body is nested too deeply") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, "BadJsonBody", "the body must be a JSON object")
-        return body
+        return await _parse_body(bytes(data))
 
-    async def _caller(self, request: Request) -> tuple[dict[str, Any] | None, bool]:
-        """The caller's identity, and whether it holds the admin key."""
-        header = request.headers.get("authorization")
+    async def _identify(self, header: str | None) -> tuple[dict[str, Any] | None, bool]:
+        """The identity of an ``Authorization`` header, and whether it is the admin key."""
+        if header is None:
+            return None, False
         try:
             identity = await self.server.authenticate.from_header_async(header)
         except AuthFailure as exc:
             raise RequestError(401, "Unauthenticated", str(exc)) from None
-        admin = header is not None and header.strip().lower().startswith("convex ")
+        admin = header.strip().lower().startswith("convex ")
         return identity, admin
 
-    def _function(self, path: Any, kind: FunctionKind | None, admin: bool = False) -> Function[Any]:
-        if not isinstance(path, str):
-            raise RequestError(400, "BadConvexFunctionIdentifier", "path must be a string")
+    async def _caller(self, request: Request) -> tuple[dict[str, Any] | None, bool]:
+        """The caller's identity, and whether it holds the admin key."""
+        return await self._identify(request.headers.get("authorization"))
+
+    def _resolve(self, path: str) -> tuple[str, str | None]:
+        """``path``'s canonical form and the key ``App.lookup`` would find it under."""
+        resolved = self._paths.get(path)
+        if resolved is not None:
+            return resolved
         try:
             canonical = canonicalize_path(path)
         except FunctionNotFoundError as exc:
             raise RequestError(400, "BadConvexFunctionIdentifier", str(exc)) from None
+        try:
+            key: str | None = canonicalize_path(canonical)  # what App.lookup does again
+        except FunctionNotFoundError:
+            key = None
+        resolved = (canonical, key)
+        if len(path) <= _PATH_CACHE_KEY and len(self._paths) < _PATH_CACHE_SIZE:
+            self._paths[path] = resolved
+        return resolved
+
+    def _function(self, path: Any, kind: FunctionKind | None, admin: bool = False) -> Function[Any]:
+        if not isinstance(path, str):
+            raise RequestError(400, "BadConvexFunctionIdentifier", "path must be a string")
+        canonical, key = self._resolve(path)
         if admin and canonical.startswith("_system/"):
             from reactive.admin import system_function
 
@@ -174,17 +382,30 @@ class HttpApi:
                     400, "WrongFunctionType", f"{canonical!r} is a {system.kind}, not a {kind}"
                 )
             return system
-        try:
-            fn = self.server.db.app.lookup(canonical)
-        except FunctionNotFoundError:
-            raise RequestError(404, "FunctionNotFound", _not_found(canonical)) from None
-        if fn.internal and not admin:
+        fn = None if key is None else self.server.db.app.functions.get(key)
+        if fn is None or (fn.internal and not admin):
             raise RequestError(404, "FunctionNotFound", _not_found(canonical))
         if kind is not None and fn.kind != kind:
             raise RequestError(
                 400, "WrongFunctionType", f"{canonical!r} is a {fn.kind}, not a {kind}"
             )
         return fn
+
+    async def _call(
+        self,
+        body: dict[str, Any],
+        authorization: str | None,
+        kind: FunctionKind | None,
+        path: str | None = None,
+    ) -> str:
+        """Run the function a request body names (or ``path``): the response's JSON text."""
+        if authorization is None:
+            identity, admin = None, False
+        else:
+            identity, admin = await self._identify(authorization)
+        fn = self._function(body.get("path") if path is None else path, kind, admin)
+        args = _args_of(body)
+        return await self._run(fn, args, identity, _clean(body.get("format")), admin=admin)
 
     async def _run(
         self,
@@ -194,7 +415,8 @@ class HttpApi:
         clean: bool,
         ts: int | None = None,
         admin: bool = False,
-    ) -> dict[str, Any]:
+    ) -> str:
+        """Run ``fn``: the JSON text of ``{"status": …, …}``."""
         runner = self.server.db._runner
         logs: list[str] = []
         try:
@@ -204,51 +426,51 @@ class HttpApi:
                 400, "BadArgs", f"args is not a Convex value: {_short(exc)}"
             ) from None
         try:
-            if fn.kind == "query":
+            kind = fn.kind
+            if kind == "mutation":
+                m = await runner.run_mutation(fn, value_args, identity)
+                logs, value = m.log_lines, m.value
+            elif kind == "query":
                 outcome = await runner.run_query(fn, value_args, identity, ts)
                 logs = outcome.log_lines
                 if outcome.error is not None:
                     raise outcome.error
                 value = outcome.value
-            elif fn.kind == "mutation":
-                m = await runner.run_mutation(fn, value_args, identity)
-                logs, value = m.log_lines, m.value
             else:
                 a = await runner.run_action(fn, value_args, identity)
                 logs, value = a.log_lines, a.value
-            out: dict[str, Any] = {
-                "status": "success",
-                "value": json.loads(_core.convex_json(value, clean, result=True)),
-            }
+            # Convex JSON text from the core, spliced in as it is (valid compact JSON).
+            text = '{"status":"success","value":' + _core.convex_json(value, clean, result=True)
         except TransactionTooOldError as exc:
             raise RequestError(400, "OutOfRetention", str(exc)) from None
         except Exception as exc:
             logs = list(getattr(exc, "log_lines", None) or logs)
             # The admin sees full errors, as Convex shows them to admin callers.
             message, data = error_message(exc, dev=self.server.config.dev or admin)
-            out = {"status": "error", "errorMessage": message}
+            out: dict[str, Any] = {"status": "error", "errorMessage": message}
             if data is not None and isinstance(exc, ReactiveError):
                 data_value = getattr(exc, "data", None)
                 try:
                     out["errorData"] = json.loads(_core.convex_json(data_value, clean, result=True))
                 except InvalidValueError:
                     out["errorData"] = str(data_value)
+            if logs:
+                out["logLines"] = logs
+            return _dumps(out)
         if logs:
-            out["logLines"] = logs
-        return out
+            return text + ',"logLines":' + _dumps(logs) + "}"
+        return text + "}"
+
+    # -- the Starlette handlers ------------------------------------------------------------
 
     async def call(self, request: Request, kind: FunctionKind | None) -> Response:
-        """``POST /api/query|mutation|action|function``."""
+        """``POST /api/query|mutation|action|function`` (:meth:`asgi` serves these first)."""
         try:
             body = await self._body(request)
-            identity, admin = await self._caller(request)
-            fn = self._function(body.get("path"), kind, admin)
-            result = await self._run(
-                fn, _args_of(body), identity, _clean(body.get("format")), admin=admin
-            )
+            text = await self._call(body, request.headers.get("authorization"), kind)
         except RequestError as exc:
             return exc.response()
-        return JSONResponse(result)
+        return _json(text)
 
     async def query_get(self, request: Request) -> Response:
         """``GET /api/query?path=…&args=<json>&format=…``."""
@@ -263,31 +485,20 @@ class HttpApi:
             except RecursionError:
                 raise RequestError(400, "BadArgs", "args is nested too deeply") from None
             clean = _clean(request.query_params.get("format"))
-            result = await self._run(fn, _args_of({"args": args}), identity, clean, admin=admin)
+            text = await self._run(fn, _args_of({"args": args}), identity, clean, admin=admin)
         except RequestError as exc:
             return exc.response()
-        return JSONResponse(result)
+        return _json(text)
 
     async def run_path(self, request: Request) -> Response:
         """``POST /api/run/{module path}/{function}``: any kind, default format ``json``."""
-        rest = request.path_params.get("path", "").strip("/")
-        module, _, name = rest.rpartition("/")
         try:
-            if not module or not name:
-                raise RequestError(
-                    400,
-                    "BadConvexFunctionIdentifier",
-                    f"/api/run/{rest[:200]} names no function: use /api/run/<module>/<function>",
-                )
+            path = _run_path(request.path_params.get("path", ""))
             body = await self._body(request)
-            identity, admin = await self._caller(request)
-            fn = self._function(f"{module}:{name}", None, admin)
-            result = await self._run(
-                fn, _args_of(body), identity, _clean(body.get("format")), admin=admin
-            )
+            text = await self._call(body, request.headers.get("authorization"), None, path)
         except RequestError as exc:
             return exc.response()
-        return JSONResponse(result)
+        return _json(text)
 
     async def query_ts(self, request: Request) -> Response:
         """``POST /api/query_ts``: the snapshot the next consistent reads can use."""
@@ -306,10 +517,10 @@ class HttpApi:
             if ts > self.server.db.published_timestamp:
                 raise RequestError(400, "BadTimestamp", "ts is in the future")
             clean = _clean(body.get("format"))
-            result = await self._run(fn, _args_of(body), identity, clean, ts, admin)
+            text = await self._run(fn, _args_of(body), identity, clean, ts, admin)
         except RequestError as exc:
             return exc.response()
-        return JSONResponse(result)
+        return _json(text)
 
     async def query_batch(self, request: Request) -> Response:
         """``POST /api/query_batch``: several queries at one snapshot."""
@@ -340,10 +551,10 @@ class HttpApi:
                         )
                     )
                 except RequestError as exc:
-                    results.append({"status": "error", "errorMessage": exc.message})
+                    results.append(_dumps({"status": "error", "errorMessage": exc.message}))
         except RequestError as exc:
             return exc.response()
-        return JSONResponse({"results": results})
+        return _json('{"results":[' + ",".join(results) + "]}")
 
     async def instance_name(self, request: Request) -> Response:
         """``GET /instance_name``."""
