@@ -125,8 +125,14 @@ class HygienicHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn's keep-alive idle time is the header deadline (see on_response_complete).
         self.timeout_keep_alive = self.header_timeout_s  # type: ignore[assignment]
+        # Each deadline is one timer that stays armed across requests: arming moves the
+        # deadline (a float), disarming clears it, and the timer, when it fires, re-arms
+        # itself for what is left (two timers created and cancelled per request cost more
+        # than the rest of this class).
         self._header_timer: TimerHandle | None = None
+        self._header_deadline: float | None = None
         self._body_timer: TimerHandle | None = None
+        self._body_active = False
         self._body_seen = 0.0
         self._refused = False
         self._linger: TimerHandle | None = None
@@ -186,26 +192,33 @@ class HygienicHttpProtocol(HttpToolsProtocol):
     # -- the header deadline --------------------------------------------------------------
 
     def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+        self._header_deadline = self.loop.time() + self.header_timeout_s
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _header_timeout(self) -> None:
         self._header_timer = None
+        deadline = self._header_deadline
+        if deadline is None:
+            return  # disarmed meanwhile (headers came); the next arm starts a timer
+        left = deadline - self.loop.time()
+        if left > 0:
+            self._header_timer = self.loop.call_later(left, self._header_timeout)
+            return
         if not self.transport.is_closing():
             self.transport.close()
 
     def on_headers_complete(self) -> None:
         """Disarm the header deadline; arm the body deadline when a body follows."""
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_deadline = None
         super().on_headers_complete()
         if self.parser.should_upgrade() and self._should_upgrade():
             return
         if self._expects_body():
             self._body_seen = self.loop.time()
-            self._arm_body_timer(self.body_timeout_s)
+            self._body_active = True
+            if self._body_timer is None:
+                self._arm_body_timer(self.body_timeout_s)
 
     def on_response_complete(self) -> None:
         """Idle again: arm the header deadline (in place of uvicorn's keep-alive timer)."""
@@ -245,13 +258,13 @@ class HygienicHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         """The whole body arrived: disarm the body deadline."""
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_active = False
         super().on_message_complete()
 
     def _body_timeout(self) -> None:
         self._body_timer = None
+        if not self._body_active:
+            return  # the body arrived meanwhile; the next one starts a timer
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -284,6 +297,8 @@ class HygienicHttpProtocol(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         self._header_timer = self._body_timer = None
+        self._header_deadline = None
+        self._body_active = False
 
 
 def http_protocol(config: ServerConfig) -> type[HygienicHttpProtocol]:
