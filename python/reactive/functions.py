@@ -383,6 +383,8 @@ def call_arguments(
             arguments for a path or reference (they take one argument dict), more of them
             than the handler's parameters, or one also given by keyword.
     """
+    if len(args) == 1 and not kwargs and type(args[0]) is dict:
+        return args[0]  # the common call, one argument dict: as the general case below
     if len(args) == 1 and _is_argument_object(args[0]):
         if kwargs:
             raise TypeError(

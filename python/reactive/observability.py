@@ -37,9 +37,10 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
+import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +166,53 @@ class FunctionLog:
             cursor = max(time.time() * 1000.0, self._last_cursor + 0.001)
             self._last_cursor = cursor
             self._runs.append(dataclasses.replace(run, cursor_ms=cursor))
-            waiters, self._waiters = self._waiters, []
+            waiters = self._take_waiters()
+        self._wake(waiters)
+
+    def _record(
+        self,
+        path: str,
+        kind: str,
+        started: float,
+        duration_s: float,
+        error: str | None,
+        log_lines: tuple[str, ...],
+        caller: str | None,
+        error_message: str | None,
+    ) -> None:
+        """:meth:`add` of a new run made here (one object, not a copy; a fresh id)."""
+        if path.startswith("_system/"):
+            return
+        execution_id = _execution_id()
+        with self._lock:
+            cursor = max(time.time() * 1000.0, self._last_cursor + 0.001)
+            self._last_cursor = cursor
+            self._runs.append(
+                FunctionRun(
+                    path,
+                    kind,
+                    started,
+                    duration_s,
+                    error,
+                    log_lines,
+                    caller,
+                    error_message,
+                    cursor,
+                    execution_id,
+                )
+            )
+            waiters = self._take_waiters()
+        self._wake(waiters)
+
+    def _take_waiters(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        # Holding self._lock.
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+        return waiters
+
+    @staticmethod
+    def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(_wake, future)
@@ -220,6 +267,24 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _execution_id() -> str:
+    """A random id formatted as ``uuid.uuid4().hex`` (version 4, RFC 4122 variant).
+
+    From a private generator seeded from ``os.urandom`` (and again in a forked child):
+    no system call per run (``os.urandom`` releases the GIL, and getting it back can
+    wait for another thread), no ``UUID`` object. Ids name runs; they are not secrets.
+    """
+    n = _ids.getrandbits(128)
+    n = (n & _UUID4_CLEAR) | _UUID4_SET
+    return f"{n:032x}"
+
+
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
+
+
 class Observer:
     """Where the runner and the flusher report; owns the metrics, the slow log and the ring.
 
@@ -232,6 +297,8 @@ class Observer:
         self.metrics = Metrics()
         self.function_log = FunctionLog(function_log_size)
         self.slow_function_ms = slow_function_ms
+        # function_duration's child per (path, type): labels() takes a lock and checks.
+        self._durations: dict[tuple[str, str], Any] = {}
 
     def wants_usage(self) -> bool:
         """True when runs should report what they read (the slow log needs it)."""
@@ -250,7 +317,11 @@ class Observer:
     ) -> None:
         """Record one run (``started``: epoch seconds; ``duration_s``: seconds)."""
         name = path or "?"
-        self.metrics.function_duration.labels(name, kind).observe(duration_s)
+        duration = self._durations.get((name, kind))
+        if duration is None:
+            duration = self.metrics.function_duration.labels(name, kind)
+            self._durations[(name, kind)] = duration
+        duration.observe(duration_s)
         error_name = None if error is None else type(error).__name__
         if error_name is not None:
             self.metrics.function_errors.labels(name, kind, error_name).inc()
@@ -258,18 +329,15 @@ class Observer:
         if identity is not None:
             token = identity.get("tokenIdentifier")
             caller = token if isinstance(token, str) else None
-        self.function_log.add(
-            FunctionRun(
-                name,
-                kind,
-                started,
-                duration_s,
-                error_name,
-                tuple(log_lines),
-                caller,
-                None if error is None else f"Uncaught {error_name}: {error}",
-                execution_id=uuid.uuid4().hex,
-            )
+        self.function_log._record(
+            name,
+            kind,
+            started,
+            duration_s,
+            error_name,
+            tuple(log_lines),
+            caller,
+            None if error is None else f"Uncaught {error_name}: {error}",
         )
         limit = self.slow_function_ms
         if limit is not None and duration_s * 1000.0 > limit:

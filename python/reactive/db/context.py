@@ -23,7 +23,7 @@ from reactive.errors import (
     SchemaValidationError,
     TableNotFoundError,
 )
-from reactive.pytypes import plain_document
+from reactive.pytypes import _PLAIN, plain_document
 from reactive.schema import TableDefinition, ValidationFailure, type_name
 
 if TYPE_CHECKING:
@@ -82,6 +82,24 @@ to ``UNSET`` is left out; anywhere else it is not a value (``InvalidValueError``
 
 def _without_unset(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: x for k, x in fields.items() if x is not UNSET}
+
+
+def _plain_fields(document: Any) -> Any:
+    """``plain_document(document)`` without its top-level ``UNSET`` fields.
+
+    A dict of scalar fields (the common document) is returned as it is: it holds no
+    ``UNSET`` and nothing to convert; the core copies what it stores.
+    """
+    if type(document) is dict:
+        for x in document.values():
+            if not isinstance(x, _PLAIN):
+                break
+        else:
+            return document
+    document = plain_document(document)
+    if isinstance(document, dict):
+        document = _without_unset(document)
+    return document
 
 
 class Auth:
@@ -276,14 +294,15 @@ class DatabaseWriter(DatabaseReader):
             TableNotFoundError: the table is not in the schema.
             InvalidValueError / LimitExceededError: not a value, or over a limit.
         """
-        self._check_table(table)
-        document = plain_document(document)
-        if isinstance(document, dict):
-            document = _without_unset(document)
-        fields = self._validate(table, document, "document")
-        if not self._txn.has_table(table):
-            self._txn.create_table(self._db._engine, table)
-        return self._txn.insert(table, fields)
+        txn = self._txn
+        # The common case in one step: a user table that exists (else the full check).
+        exists = type(table) is str and not table.startswith("_") and txn.has_table(table)
+        if not exists:
+            self._check_table(table)
+        fields = self._validate(table, _plain_fields(document), "document")
+        if not exists and not txn.has_table(table):
+            txn.create_table(self._db._engine, table)
+        return txn.insert(table, fields)
 
     def _existing(self, id: str) -> tuple[str, dict[str, Any]]:
         if not isinstance(id, str):
@@ -359,16 +378,18 @@ class DatabaseWriter(DatabaseReader):
 
 
 class _BaseCtx:
+    # Defaults until set on the instance (a context is made per run: fewer stores).
+    _random: random.Random | None = None
+    _auth: Auth | None = None
+    _depth = 0
+    _scheduler: Scheduler | None = None
+    _storage: Any = None
+
     def __init__(self, now: float, seed: int, identity: dict[str, Any] | None) -> None:
         self.now = now
         """Milliseconds since the epoch when the run began; the same on every retry."""
         self._seed = seed
-        self._random: random.Random | None = None
         self._identity = identity
-        self._auth: Auth | None = None
-        self._depth = 0
-        self._scheduler: Scheduler | None = None
-        self._storage: Any = None
 
     @property
     def random(self) -> random.Random:
@@ -499,7 +520,10 @@ class MutationCtx(_BaseCtx):
     def __init__(
         self, db: DatabaseWriter, now: float, seed: int, identity: dict[str, Any] | None
     ) -> None:
-        super().__init__(now, seed, identity)
+        self.now = now
+        """Milliseconds since the epoch when the run began; the same on every retry."""
+        self._seed = seed
+        self._identity = identity
         self.db = db
 
     @property

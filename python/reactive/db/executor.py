@@ -67,8 +67,10 @@ __all__ = [
     "Offload",
     "RunInterrupted",
     "in_worker",
+    "inline_first_step",
     "inline_possible",
     "run_inline",
+    "run_inline_rest",
 ]
 
 log = logging.getLogger("reactive.executor")
@@ -110,13 +112,19 @@ class _LoopGuard:
         self.active = False
         self.installed: bool | None = None
         self.collecting = False
+        # The one bound method installed as the handler: ``usable`` compares by identity.
+        self._handler = self._on_alarm
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         self.collecting = phase == "start"
 
     def usable(self) -> bool:
-        """True when steps can be guarded here: on the main thread, with SIGALRM free."""
+        """True when steps can be guarded here: on the main thread, with SIGALRM free.
+
+        Called before every inline run, so the common answer is cheap: the main thread's
+        id is compared, and the handler read raw (no ``Handlers`` enum conversion).
+        """
         if self.installed is None:
             if threading.current_thread() is not threading.main_thread() or not hasattr(
                 signal, "setitimer"
@@ -126,13 +134,14 @@ class _LoopGuard:
                 if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
                     self.installed = False  # the application uses SIGALRM itself
                 else:
-                    signal.signal(signal.SIGALRM, self._on_alarm)
+                    signal.signal(signal.SIGALRM, self._handler)
                     self.installed = True
             except (ValueError, OSError):
                 self.installed = False
-        if not self.installed or threading.current_thread() is not threading.main_thread():
+        if not self.installed or threading.get_ident() != _MAIN_THREAD_ID:
             return False
-        if signal.getsignal(signal.SIGALRM) != self._on_alarm:
+        handler = _raw_getsignal(signal.SIGALRM)
+        if handler is not self._handler and handler != self._handler:
             # The application took SIGALRM over since: leave it alone from now on.
             log.info("SIGALRM has another handler: every handler runs on worker threads")
             self.installed = False
@@ -195,6 +204,12 @@ def _in_finalizer(frame: Any) -> bool:
 
 
 _FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
+_MAIN_THREAD_ID = threading.main_thread().ident
+# signal.getsignal converts the handler to a ``Handlers`` enum member (microseconds);
+# _signal.getsignal returns it as stored.
+_raw_getsignal: Callable[[int], Any] = getattr(
+    getattr(signal, "_signal", None), "getsignal", signal.getsignal
+)
 _GUARD = _LoopGuard()
 
 
@@ -204,16 +219,34 @@ def inline_possible() -> bool:
 
 
 class _Inline:
-    """Awaiting it drives ``coro`` step by step on the loop, each step guarded."""
+    """Awaiting it drives ``coro`` on from its first step's ``pending``, each step guarded.
 
-    __slots__ = ("coro", "deadline", "expired", "label", "limit_s", "started", "task")
+    The first step was run by :func:`inline_first_step` (a handler that does not suspend,
+    the common case, ends there: no object, no generator, no timer).
+    """
 
-    def __init__(self, coro: Any, limit_s: float, label: str) -> None:
+    __slots__ = (
+        "coro",
+        "deadline",
+        "expired",
+        "kind",
+        "limit_s",
+        "path",
+        "pending",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self, coro: Any, limit_s: float, kind: str, path: str | None, started: float, pending: Any
+    ) -> None:
         self.coro = coro
         self.limit_s = limit_s
-        self.label = label
-        self.started = time.monotonic()
-        self.deadline = self.started + limit_s
+        self.kind = kind  # the label of errors is made only when one is raised
+        self.path = path
+        self.started = started
+        self.deadline = started + limit_s
+        self.pending = pending
         self.expired = False
         self.task: asyncio.Task[Any] | None = None
 
@@ -224,11 +257,24 @@ class _Inline:
 
     def __await__(self) -> Any:
         coro = self.coro
-        method: Callable[[Any], Any] = coro.send
-        arg: Any = None
-        timer: asyncio.TimerHandle | None = None
+        pending = self.pending
+        self.pending = None
+        # The handler waits for something: its time limit is a timer.
+        loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        timer = loop.call_at(loop.time() + self.deadline - time.monotonic(), self._expire)
         try:
             while True:
+                method: Callable[[Any], Any]
+                try:
+                    arg = yield pending
+                    method = coro.send
+                except BaseException as exc:  # thrown in by the task: pass it on
+                    if self.expired and isinstance(exc, asyncio.CancelledError):
+                        if self.task is not None:
+                            self.task.uncancel()
+                        exc = asyncio.CancelledError()
+                    arg, method = exc, coro.throw
                 try:
                     pending = _GUARD.step(method, arg)
                 except StopIteration as stop:
@@ -240,41 +286,65 @@ class _Inline:
                     if self.expired:
                         raise self._timeout() from None
                     raise
-                if timer is None:
-                    # The handler waits for something: its time limit is a timer.
-                    loop = asyncio.get_running_loop()
-                    self.task = asyncio.current_task()
-                    timer = loop.call_at(
-                        loop.time() + self.deadline - time.monotonic(), self._expire
-                    )
-                try:
-                    arg = yield pending
-                    method = coro.send
-                except BaseException as exc:  # thrown in by the task: pass it on
-                    if self.expired and isinstance(exc, asyncio.CancelledError):
-                        if self.task is not None:
-                            self.task.uncancel()
-                        exc = asyncio.CancelledError()
-                    arg, method = exc, coro.throw
         finally:
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
 
     def _timeout(self) -> FunctionTimeoutError:
         return FunctionTimeoutError(
-            f"{self.label} ran past its time limit of {self.limit_s:g} s and was stopped"
+            f"{self.kind} {self.path} ran past its time limit of {self.limit_s:g} s and was stopped"
         )
 
 
-def run_inline(coro: Any, limit_s: float, label: str) -> Any:
-    """An awaitable running handler coroutine ``coro`` inline (see the module docstring).
+def inline_first_step(coro: Any) -> tuple[bool, Any]:
+    """Run the first step of handler coroutine ``coro`` on the loop, guarded.
+
+    Returns ``(True, result)`` when the handler ended in it, else ``(False, state)``:
+    pass ``state`` to :func:`run_inline_rest` and await that.
+
+    Raises:
+        Offload: the step held the loop past :data:`INLINE_BUDGET_S`; run it elsewhere.
+        Exception: whatever the handler raised.
+    """
+    started = time.monotonic()
+    try:
+        pending = _GUARD.step(coro.send, None)
+    except StopIteration as stop:
+        return True, stop.value
+    except RunInterrupted:
+        coro.close()
+        raise Offload(time.monotonic() - started) from None
+    return False, (started, pending)
+
+
+def run_inline_rest(
+    coro: Any, state: tuple[float, Any], limit_s: float, kind: str, path: str | None
+) -> Any:
+    """An awaitable driving a suspended ``coro`` on (after :func:`inline_first_step`).
+
+    Its time limit ``limit_s`` counts from the first step; ``kind`` and ``path`` name the
+    function in a timeout's message (``"mutation m:f ran past..."``).
 
     Raises:
         Offload: a step held the loop past :data:`INLINE_BUDGET_S`; run it elsewhere.
         FunctionTimeoutError: it waited past ``limit_s``.
         Exception: whatever the handler raised.
     """
-    return _Inline(coro, limit_s, label)
+    started, pending = state
+    return _Inline(coro, limit_s, kind, path, started, pending)
+
+
+async def run_inline(coro: Any, limit_s: float, kind: str, path: str | None) -> Any:
+    """Run handler coroutine ``coro`` inline (see the module docstring): both steps above.
+
+    Raises:
+        Offload: a step held the loop past :data:`INLINE_BUDGET_S`; run it elsewhere.
+        FunctionTimeoutError: it waited past ``limit_s``.
+        Exception: whatever the handler raised.
+    """
+    finished, state = inline_first_step(coro)
+    if finished:
+        return state
+    return await run_inline_rest(coro, state, limit_s, kind, path)
 
 
 def in_worker() -> bool:

@@ -90,8 +90,21 @@ class Flusher:
         Raises:
             PersistenceError: its batch failed to persist (the commit did not happen).
         """
+        fut = self.waiter(ts)
+        if fut is not None:
+            # A cancelled caller cancels only its own future; the flusher skips settled ones.
+            await fut
+
+    def waiter(self, ts: int) -> asyncio.Future[None] | None:
+        """What :meth:`wait` awaits: the future of commit ``ts``, or ``None`` if visible.
+
+        (The runner awaits it directly: one coroutine less per commit.)
+
+        Raises:
+            DatabaseClosedError: the database is closed.
+        """
         if self._engine.visible_ts >= ts:
-            return
+            return None
         if self._stopping and self._task is None:
             raise DatabaseClosedError("the database is closed")
         fut = self._waiters.get(ts)
@@ -99,8 +112,7 @@ class Flusher:
             fut = asyncio.get_running_loop().create_future()
             self._waiters[ts] = fut
         self._event.set()
-        # A cancelled caller cancels only its own future; the flusher skips settled ones.
-        await fut
+        return fut
 
     async def flush(self) -> None:
         """Wait until everything queued now (commits and catalog changes) is persisted.
@@ -306,18 +318,29 @@ class WorkerFlusher:
         Raises:
             PersistenceError: its batch failed to persist (the commit did not happen).
         """
-        if self._engine.visible_ts >= ts:
-            return
+        fut = self.waiter(ts)
+        if fut is not None:
+            await fut
+
+    def waiter(self, ts: int) -> asyncio.Future[None] | None:
+        """What :meth:`wait` awaits: the future of commit ``ts``, or ``None`` if visible.
+
+        Raises:
+            DatabaseClosedError: the database is closed.
+        """
+        engine = self._engine
+        if engine.visible_ts >= ts:
+            return None
         if self._stopped:
             raise DatabaseClosedError("the database is closed")
         fut = self._waiters.get(ts)
         if fut is None or fut.cancelled():
             fut = asyncio.get_running_loop().create_future()
             self._waiters[ts] = fut
-        if self._engine.visible_ts >= ts:  # published between the check and the future
+        if engine.visible_ts >= ts:  # published between the check and the future
             self._waiters.pop(ts, None)
-            return
-        await fut
+            return None
+        return fut
 
     async def flush(self) -> None:
         """Wait until everything queued now (commits and catalog changes) is persisted.

@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from reactive import _core, logs
 from reactive.db import system
@@ -41,7 +41,14 @@ from reactive.db.context import (
     MutationCtx,
     QueryCtx,
 )
-from reactive.db.executor import Executor, Offload, in_worker, inline_possible, run_inline
+from reactive.db.executor import (
+    Executor,
+    Offload,
+    in_worker,
+    inline_first_step,
+    inline_possible,
+    run_inline_rest,
+)
 from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
@@ -62,8 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
 
 log = logging.getLogger("reactive.runner")
-
-_Outcome = TypeVar("_Outcome", "QueryOutcome", "MutationOutcome", "ActionOutcome")
 
 
 @dataclass
@@ -213,6 +218,7 @@ class Runner:
         # Functions too busy to run inline on the event loop (see _invoke).
         self._on_workers: set[str] = set()
         self._resolved: dict[str, Function[Any]] = {}
+        self._async_handlers: dict[Any, bool] = {}
         logs.install()
 
     def close(self) -> None:
@@ -236,22 +242,38 @@ class Runner:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         handler = fn.handler
-        label = f"{fn.kind} {fn.path}"
-        if fn.kind == "action":
+        kind = fn.kind
+        if kind == "action":
             return await self._actions.run(
-                lambda: handler(ctx, **args), self.action_time_limit_s, label
+                lambda: handler(ctx, **args), self.action_time_limit_s, f"{kind} {fn.path}"
             )
         limit = self.function_time_limit_s if limit_s is None else limit_s
         if (
             limit_s is None
             and fn.path not in self._on_workers
-            and inspect.iscoroutinefunction(handler)
+            and self._is_async(handler)
             and inline_possible()
         ):
-            return await run_inline(handler(ctx, **args), limit, label)
+            coro = handler(ctx, **args)
+            finished, state = inline_first_step(coro)
+            if finished:
+                return state  # the common handler: one step, never suspended
+            return await run_inline_rest(coro, state, limit, kind, fn.path)
         return await self._functions.run(
-            lambda: handler(ctx, **args), limit, label, self.function_time_limit_s
+            lambda: handler(ctx, **args), limit, f"{kind} {fn.path}", self.function_time_limit_s
         )
+
+    def _is_async(self, handler: Any) -> bool:
+        """``inspect.iscoroutinefunction(handler)``, remembered per handler."""
+        try:
+            answer = self._async_handlers.get(handler)
+        except TypeError:  # an unhashable callable
+            return inspect.iscoroutinefunction(handler)
+        if answer is None:
+            answer = inspect.iscoroutinefunction(handler)
+            if len(self._async_handlers) < 4096:
+                self._async_handlers[handler] = answer
+        return answer
 
     def _offloaded(self, fn: Function[Any], off: Offload) -> float:
         """Send ``fn`` to worker threads from now on; the time its retry has left."""
@@ -345,62 +367,53 @@ class Runner:
         read); a snapshot outside the retention window is raised. Each run is reported to
         the database's observer (metrics, slow log, run records).
         """
-        return await self._reported(fn, identity, self._run_query(fn, args, identity, ts, journal))
-
-    async def run_mutation(
-        self,
-        fn: Function[Any],
-        args: Any,
-        identity: dict[str, Any] | None = None,
-        request: tuple[str, int] | None = None,
-        on_commit: Callable[[int], None] | None = None,
-        before_commit: Callable[[_core.Transaction], None] | None = None,
-    ) -> MutationOutcome:
-        """Run a mutation to a durable commit, retrying conflicts (reported as a run).
-
-        See :meth:`_run_mutation` for ``request``, ``on_commit`` and ``before_commit``.
-
-        Raises:
-            WriteConflict: still conflicting after ``max_attempts``.
-            CommitOutcomeUnknownError: commits stopped after an earlier commit's outcome
-                became unknown; reopen the database.
-            Exception: whatever the handler raised (nothing was written).
-        """
-        run = self._run_mutation(fn, args, identity, request, on_commit, before_commit)
-        return await self._reported(fn, identity, run)
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            outcome = await self._run_query(fn, args, identity, ts, journal)
+        except BaseException as exc:
+            self._report(fn, identity, started, t0, exc, getattr(exc, "log_lines", ()), None)
+            raise
+        self._report(fn, identity, started, t0, outcome.error, outcome.log_lines, outcome.usage)
+        return outcome
 
     async def run_action(
         self, fn: Function[Any], args: Any, identity: dict[str, Any] | None = None
     ) -> ActionOutcome:
         """Run an action; ``ctx.run_*`` calls may reach internal functions (reported)."""
-        return await self._reported(fn, identity, self._run_action(fn, args, identity))
-
-    async def _reported(
-        self, fn: Function[Any], identity: dict[str, Any] | None, run: Awaitable[_Outcome]
-    ) -> _Outcome:
-        """Await ``run`` and report it to the observer (metrics, slow log, run records)."""
         started, t0 = time.time(), time.perf_counter()
-        error: BaseException | None
         try:
-            outcome = await run
-        except Exception as exc:
-            error, lines, usage = exc, getattr(exc, "log_lines", ()), None
+            outcome = await self._run_action(fn, args, identity)
+        except BaseException as exc:
+            self._report(fn, identity, started, t0, exc, getattr(exc, "log_lines", ()), None)
             raise
-        else:
-            error = getattr(outcome, "error", None)
-            lines, usage = outcome.log_lines, getattr(outcome, "usage", None)
-        finally:
-            self._db._observer.function_ran(
-                fn.kind,
-                fn.path,
-                started,
-                time.perf_counter() - t0,
-                error,
-                lines,
-                identity,
-                usage,
-            )
+        self._report(fn, identity, started, t0, None, outcome.log_lines, None)
         return outcome
+
+    def _report(
+        self,
+        fn: Function[Any],
+        identity: dict[str, Any] | None,
+        started: float,
+        t0: float,
+        error: BaseException | None,
+        lines: list[str] | tuple[str, ...],
+        usage: dict[str, int] | None,
+    ) -> None:
+        """Report a run to the observer (metrics, slow log, run records).
+
+        ``started`` is the epoch time it began, ``t0`` its ``perf_counter`` then. A run
+        ended by a ``BaseException`` (a cancelled caller) is reported with it as its error.
+        """
+        self._db._observer.function_ran(
+            fn.kind,
+            fn.path,
+            started,
+            time.perf_counter() - t0,
+            error,
+            lines,
+            identity,
+            usage,
+        )
 
     async def _run_query(
         self,
@@ -442,7 +455,7 @@ class Runner:
                 value, collector.finish(), txn, None, reader._journal_out, usage=usage
             )
 
-    async def _run_mutation(
+    async def run_mutation(
         self,
         fn: Function[Any],
         args: Any,
@@ -451,7 +464,7 @@ class Runner:
         on_commit: Callable[[int], None] | None = None,
         before_commit: Callable[[_core.Transaction], None] | None = None,
     ) -> MutationOutcome:
-        """Run a mutation to a durable commit, retrying conflicts.
+        """Run a mutation to a durable commit, retrying conflicts (reported as a run).
 
         ``request`` (session id, request id) makes it exactly-once across client replays:
         its result is recorded in ``_session_requests`` with its writes, and a replay of
@@ -460,99 +473,118 @@ class Runner:
         durable (the sync session orders its messages by it). ``before_commit(txn)`` runs
         after the handler, in its transaction (the scheduler records a run there).
 
+        One coroutine from the call to the commit's future (the hot path of every write):
+        the report to the observer is made here, not by a wrapper.
+
         Raises:
             WriteConflict: still conflicting after ``max_attempts``.
             CommitOutcomeUnknownError: commits stopped after an earlier commit's outcome
                 became unknown; reopen the database.
             Exception: whatever the handler raised (nothing was written).
         """
-        engine = self._db._engine
-        now = time.time() * 1000.0
-        seed = random.getrandbits(64)
-        last: RetryableError | None = None
-        checked = _validate_args(fn, args, self._db._id_checker)
-        flusher = self._db._flusher
-        observer = self._db._observer
-        limit_s: float | None = None
-        attempt = 0
-        while attempt < self.max_attempts:
-            attempt += 1
-            # Once commits have stopped (an unknown outcome), say so rather than run the
-            # mutation, or let it retry conflicts with commits that will never be written.
-            stopped = flusher.stopped_error()
-            if stopped is not None:
-                raise stopped
-            txn = engine.begin(False)
-            writer = DatabaseWriter(txn, self._db)
-            ctx = MutationCtx(writer, now, seed, identity)
-            collector = logs.LogCollector()
-            token = logs.collecting(collector)
-            try:
-                if request is not None:
-                    done = system.find_session_request(
-                        txn, *request, identity=identity, path=fn.path
-                    )
-                    if done is not None:
-                        value = _core.from_convex_json(loads(done["value"]), "result")
-                        seen = max(txn.begin_ts, self._db.published_timestamp)
-                        return MutationOutcome(value, list(done["logLines"]), seen, attempt, True)
-                value = await self._invoke(fn, ctx, checked, limit_s)
-                value = _check_result(fn, value, writer._ids)
-                if request is not None:
-                    system.record_session_request(
-                        txn,
-                        *request,
-                        _core.convex_json(value, result=True),
-                        list(collector.lines),
-                        identity=identity,
-                        path=fn.path,
-                    )
-                if before_commit is not None:
-                    before_commit(txn)
-                usage = txn.usage() if observer.wants_usage() else None
-                ts = engine.commit(txn)
-            except Offload as off:
-                # Too busy for the event loop: this attempt's writes are dropped (never
-                # committed) and it runs again from the start on a worker thread.
-                limit_s = self._offloaded(fn, off)
-                attempt -= 1
-                continue
-            except RetryableError as exc:
-                last = exc
-                if isinstance(exc, WriteConflict):
-                    observer.write_conflict()
+        started, t0 = time.time(), time.perf_counter()
+        db = self._db
+        try:
+            outcome: MutationOutcome | None = None
+            engine = db._engine
+            now = started * 1000.0
+            seed = random.getrandbits(64)
+            last: RetryableError | None = None
+            checked = _validate_args(fn, args, db._id_checker)
+            flusher = db._flusher
+            observer = db._observer
+            limit_s: float | None = None
+            attempt = 0
+            while attempt < self.max_attempts:
+                attempt += 1
+                # Once commits have stopped (an unknown outcome), say so rather than run the
+                # mutation, or let it retry conflicts with commits that will never be written.
                 stopped = flusher.stopped_error()
                 if stopped is not None:
-                    raise stopped from exc
-                delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
-                await asyncio.sleep(delay * random.random())
-                continue
-            except Exception as exc:
-                _attach_log_lines(exc, collector.finish())
-                raise
-            finally:
-                logs.reset(token)
-            if ts is None:
-                ts = engine.visible_ts
-            else:
-                if on_commit is not None:
-                    on_commit(ts)
-                waited = time.perf_counter()
-                await flusher.wait(ts)
-                observer.commit_waited(time.perf_counter() - waited)
-                if ctx._scheduler is not None and ctx._scheduler.scheduled:
-                    self._db._wake_scheduler()
-                deleted = getattr(ctx._storage, "deleted", None)
-                if deleted and self._db._files is not None:
-                    self._db._files.collect(deleted)  # durable now: drop unreferenced bytes
-            return MutationOutcome(value, collector.finish(), ts, attempt, usage=usage)
-        message = (
-            f"mutation {fn.path} gave up after {self.max_attempts} attempts because of write "
-            f"conflicts: {last}"
-        )
-        if isinstance(last, WriteConflict):
-            raise WriteConflict(message, last.table, last.key, last.ts) from last
-        raise WriteConflict(message) from last
+                    raise stopped
+                txn = engine.begin(False)
+                writer = DatabaseWriter(txn, db)
+                ctx = MutationCtx(writer, now, seed, identity)
+                collector = logs.LogCollector()
+                token = logs.collecting(collector)
+                try:
+                    if request is not None:
+                        done = system.find_session_request(
+                            txn, *request, identity=identity, path=fn.path
+                        )
+                        if done is not None:
+                            value = _core.from_convex_json(loads(done["value"]), "result")
+                            seen = max(txn.begin_ts, db.published_timestamp)
+                            outcome = MutationOutcome(
+                                value, list(done["logLines"]), seen, attempt, True
+                            )
+                            break
+                    value = await self._invoke(fn, ctx, checked, limit_s)
+                    value = _check_result(fn, value, writer._ids)
+                    if request is not None:
+                        system.record_session_request(
+                            txn,
+                            *request,
+                            _core.convex_json(value, result=True),
+                            list(collector.lines),
+                            identity=identity,
+                            path=fn.path,
+                        )
+                    if before_commit is not None:
+                        before_commit(txn)
+                    usage = txn.usage() if observer.wants_usage() else None
+                    ts = engine.commit(txn)
+                except Offload as off:
+                    # Too busy for the event loop: this attempt's writes are dropped (never
+                    # committed) and it runs again from the start on a worker thread.
+                    limit_s = self._offloaded(fn, off)
+                    attempt -= 1
+                    continue
+                except RetryableError as exc:
+                    last = exc
+                    if isinstance(exc, WriteConflict):
+                        observer.write_conflict()
+                    stopped = flusher.stopped_error()
+                    if stopped is not None:
+                        raise stopped from exc
+                    delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
+                    await asyncio.sleep(delay * random.random())
+                    continue
+                except Exception as exc:
+                    _attach_log_lines(exc, collector.finish())
+                    raise
+                finally:
+                    logs.reset(token)
+                if ts is None:
+                    ts = engine.visible_ts
+                else:
+                    if on_commit is not None:
+                        on_commit(ts)
+                    waited = time.perf_counter()
+                    durable = flusher.waiter(ts)
+                    if durable is not None:
+                        await durable
+                    observer.commit_waited(time.perf_counter() - waited)
+                    if ctx._scheduler is not None and ctx._scheduler.scheduled:
+                        db._wake_scheduler()
+                    deleted = getattr(ctx._storage, "deleted", None)
+                    if deleted and db._files is not None:
+                        db._files.collect(deleted)  # durable now: drop unreferenced bytes
+                outcome = MutationOutcome(value, collector.finish(), ts, attempt, usage=usage)
+                break
+            if outcome is None:
+                message = (
+                    f"mutation {fn.path} gave up after {self.max_attempts} attempts because of "
+                    f"write conflicts: {last}"
+                )
+                if isinstance(last, WriteConflict):
+                    raise WriteConflict(message, last.table, last.key, last.ts) from last
+                raise WriteConflict(message) from last
+        except BaseException as exc:
+            self._report(fn, identity, started, t0, exc, getattr(exc, "log_lines", ()), None)
+            raise
+        self._report(fn, identity, started, t0, None, outcome.log_lines, outcome.usage)
+        return outcome
 
     def _action_ctx(
         self, identity: dict[str, Any] | None, collector: logs.LogCollector
