@@ -4,13 +4,16 @@ A mutation or query whose caller is cancelled ends with ``CancelledError`` (it u
 with ``UnboundLocalError``) and is recorded as a failed run; run ids keep the ``uuid4``
 hex form; an ``async def`` handler that suspends still runs inline, within its time
 limit; inserts leave the caller's dict alone and drop top-level ``UNSET`` fields; an
-argument dict passes through ``call_arguments`` as it is.
+argument dict passes through ``call_arguments`` as it is; the loop guard's alarm is not
+raised inside its own garbage-collector callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import signal
+import sys
 import threading
 import uuid
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 import reactive
+from reactive.db import executor
 from reactive.errors import FunctionTimeoutError
 from reactive.functions import call_arguments
 
@@ -169,3 +173,32 @@ async def test_arguments_pass_through_as_given() -> None:
     assert copied == {"a": 1} and type(copied) is dict
     with pytest.raises(TypeError, match="either as one dict or as keyword arguments"):
         call_arguments("m:f", (args,), {"b": 2})
+
+
+def test_an_alarm_in_the_guards_gc_callback_is_deferred() -> None:
+    """The loop guard's alarm never raises inside its own garbage-collector callback.
+
+    (Raised there, Python would drop it with an "Exception ignored" warning: a collection
+    starting just as a step passed its budget.)
+    """
+    if not executor.inline_possible():
+        pytest.skip("the loop guard is not installed here")
+    guard = executor._GUARD
+    frames: list[Any] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is executor._ON_GC_CODE:
+            frames.append(frame)
+
+    sys.setprofile(profile)
+    try:
+        guard._on_gc("stop", {})
+    finally:
+        sys.setprofile(None)
+    assert frames
+    guard.active = True
+    try:
+        guard._on_alarm(signal.SIGALRM, frames[0])  # deferred: no RunInterrupted
+    finally:
+        guard.active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)

@@ -191,12 +191,18 @@ class _LoopGuard:
 def _in_finalizer(frame: Any) -> bool:
     """True when ``frame`` (or a caller just above) is a finalizer or weakref callback.
 
-    An exception raised there would be printed and dropped.
+    An exception raised there would be printed and dropped. The guard's own garbage
+    collector callback counts too: an alarm landing in it before it has noted that a
+    collection started would otherwise be raised (and dropped) there.
     """
     depth = 0
     while frame is not None and depth < 3:
         code = frame.f_code
-        if code.co_name == "__del__" or code.co_filename.endswith(_FINALIZER_FILES):
+        if (
+            code.co_name == "__del__"
+            or code is _ON_GC_CODE
+            or code.co_filename.endswith(_FINALIZER_FILES)
+        ):
             return True
         frame = frame.f_back
         depth += 1
@@ -204,6 +210,7 @@ def _in_finalizer(frame: Any) -> bool:
 
 
 _FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
+_ON_GC_CODE = _LoopGuard._on_gc.__code__
 _MAIN_THREAD_ID = threading.main_thread().ident
 # signal.getsignal converts the handler to a ``Handlers`` enum member (microseconds);
 # _signal.getsignal returns it as stored.
@@ -349,6 +356,10 @@ async def run_inline(coro: Any, limit_s: float, kind: str, path: str | None) -> 
 
 def in_worker() -> bool:
     """True on a worker thread, inside a run (nested calls then run in place)."""
+    # The main thread is never a worker: one id comparison instead of a thread-local
+    # lookup on the common path (an event loop on the main thread).
+    if threading.get_ident() == _MAIN_THREAD_ID:
+        return False
     return getattr(_worker_state, "worker", None) is not None
 
 

@@ -34,6 +34,9 @@ from reactive.persistence.base import Persistence
 
 log = logging.getLogger("reactive.db")
 
+_PIPE_READ = 65536
+"""Bytes read from the group-commit worker's pipe at a time."""
+
 __all__ = ["Flusher", "WorkerFlusher"]
 
 
@@ -275,8 +278,10 @@ class WorkerFlusher:
         """Nothing to do: the engine wakes the worker itself when something is queued."""
 
     def _drain(self) -> None:
+        # Empty the pipe: one read normally does it (a byte per completion); reading on
+        # only while reads come back full spares the EAGAIN exception per batch.
         try:
-            while os.read(self._fd, 4096):
+            while len(os.read(self._fd, _PIPE_READ)) == _PIPE_READ:
                 pass
         except BlockingIOError:
             pass
@@ -300,6 +305,8 @@ class WorkerFlusher:
                 if self.on_batch is not None and timestamps:
                     self.on_batch(len(timestamps))
             self._covered = max(self._covered, generation)
+            if not self._flush_waiters:
+                continue
             keep: list[tuple[int, asyncio.Future[None]]] = []
             for wanted, fut in self._flush_waiters:
                 if fut.done():
