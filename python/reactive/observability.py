@@ -202,7 +202,8 @@ class FunctionLog:
                 )
             )
             waiters = self._take_waiters()
-        self._wake(waiters)
+        if waiters:
+            self._wake(waiters)
 
     def _take_waiters(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
         # Holding self._lock.

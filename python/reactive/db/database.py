@@ -489,11 +489,17 @@ class Database:
             PersistenceError: the commit could not be made durable (it did not happen).
             ConvexError / Exception: whatever the function raised (nothing was written).
         """
-        arguments = call_arguments(path, args, kwargs)
-        self._check_open()
-        target = path.path if isinstance(path, FunctionReference) else path
+        if len(args) == 1 and not kwargs and type(args[0]) is dict:
+            arguments = args[0]  # the common call: what call_arguments returns for it
+        else:
+            arguments = call_arguments(path, args, kwargs)
+        if self._closed:
+            self._check_open()
+        target = path if type(path) is str else _target(path)
         fn = self._runner.resolve(target, "mutation", bool(internal))
         outcome = await self._runner.run_mutation(fn, arguments)
+        if fn.returns_type is None:
+            return outcome.value
         return _typed(fn, outcome.value)
 
     async def run_mutation(
@@ -797,6 +803,11 @@ class _Opener:
     ) -> None:
         if self._db is not None:
             await self._db.close()
+
+
+def _target(path: str | Function[Any] | FunctionReference[Any, Any]) -> str | Function[Any]:
+    """What ``Runner.resolve`` takes for ``path``: a reference's path, else ``path``."""
+    return path.path if isinstance(path, FunctionReference) else path
 
 
 def _typed(fn: Function[Any], value: Any) -> Any:

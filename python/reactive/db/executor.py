@@ -173,11 +173,12 @@ class _LoopGuard:
             return method(arg)  # a step inside a step (the outer one is timed), or no guard
         try:
             self.active = True
-            signal.setitimer(signal.ITIMER_REAL, INLINE_BUDGET_S)
+            _setitimer(_ITIMER_REAL, INLINE_BUDGET_S)
             try:
                 return method(arg)
             finally:
-                self._leave()
+                self.active = False  # _leave(), inline: this runs for every step
+                _setitimer(_ITIMER_REAL, 0)
         except RunInterrupted:
             while True:  # an alarm may land inside _leave itself: leave for sure
                 try:
@@ -210,6 +211,10 @@ def _in_finalizer(frame: Any) -> bool:
 
 
 _FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
+# Bound once (the guard arms and disarms the timer around every step); where signal has
+# no setitimer the guard is never installed, so step() never calls it.
+_setitimer: Callable[[int, float], Any] = getattr(signal, "setitimer", lambda which, s: None)
+_ITIMER_REAL: int = getattr(signal, "ITIMER_REAL", 0)
 _ON_GC_CODE = _LoopGuard._on_gc.__code__
 _MAIN_THREAD_ID = threading.main_thread().ident
 # signal.getsignal converts the handler to a ``Handlers`` enum member (microseconds);
