@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import signal
 import sys
 import threading
@@ -202,3 +203,30 @@ def test_an_alarm_in_the_guards_gc_callback_is_deferred() -> None:
     finally:
         guard.active = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_an_alarm_in_another_gc_callback_is_deferred() -> None:
+    """Nor inside another library's garbage-collector callback (Hypothesis installs one to
+    time collections): the alarm is deferred, not raised and dropped there."""
+    if not executor.inline_possible():
+        pytest.skip("the loop guard is not installed here")
+    guard = executor._GUARD
+    frames: list[Any] = []
+
+    def gc_callback(phase: str, info: dict[str, int]) -> None:
+        frames.append(sys._getframe())
+
+    gc.callbacks.append(gc_callback)
+    try:
+        gc.collect()
+        assert frames
+        guard.active = True
+        try:
+            guard._on_alarm(signal.SIGALRM, frames[0])  # deferred: no RunInterrupted
+            with pytest.raises(executor.RunInterrupted):
+                guard._on_alarm(signal.SIGALRM, sys._getframe())  # a step's own frame
+        finally:
+            guard.active = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        gc.callbacks.remove(gc_callback)

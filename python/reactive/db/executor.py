@@ -192,22 +192,33 @@ class _LoopGuard:
 def _in_finalizer(frame: Any) -> bool:
     """True when ``frame`` (or a caller just above) is a finalizer or weakref callback.
 
-    An exception raised there would be printed and dropped. The guard's own garbage
-    collector callback counts too: an alarm landing in it before it has noted that a
-    collection started would otherwise be raised (and dropped) there.
+    An exception raised there would be printed and dropped. Garbage collector callbacks
+    (``gc.callbacks``: the guard's own, and any other library's, e.g. Hypothesis' GC timer)
+    count too: an alarm landing in one would otherwise be raised (and dropped) there.
     """
+    gc_codes: set[Any] | None = None
     depth = 0
     while frame is not None and depth < 3:
         code = frame.f_code
-        if (
-            code.co_name == "__del__"
-            or code is _ON_GC_CODE
-            or code.co_filename.endswith(_FINALIZER_FILES)
-        ):
+        if code.co_name == "__del__" or code.co_filename.endswith(_FINALIZER_FILES):
+            return True
+        if gc_codes is None:
+            gc_codes = _gc_callback_codes()
+        if code in gc_codes:
             return True
         frame = frame.f_back
         depth += 1
     return False
+
+
+def _gc_callback_codes() -> set[Any]:
+    """The code objects of the functions in ``gc.callbacks`` (read when an alarm lands)."""
+    codes: set[Any] = {_ON_GC_CODE}
+    for callback in list(gc.callbacks):
+        code = getattr(getattr(callback, "__func__", callback), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return codes
 
 
 _FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
