@@ -35,7 +35,6 @@ import asyncio
 import base64
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_insert import reactive_inserts
-from common import Row, log, median, percentile, scratch_dir, standalone
+from common import Row, log, median, scratch_dir, standalone
 from fixtures import BODY
-from servers import anchor_server, cpu_seconds, reactive_server
+from servers import anchor_server, closed_loop_load, reactive_server
 
 CONCURRENCY = 64
 GROUPS = 100
@@ -90,8 +89,6 @@ async def http_run(
 
     bodies = [body(i) for i in range(1000)]
     headers = {"content-type": "application/json"}
-    latencies: list[float] = []
-    done = errors = 0
     first_error = ""
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -105,51 +102,8 @@ async def http_run(
                     first_error = f"{r.status} {text[:200]!r}"
                 return ok
 
-        sem = asyncio.Semaphore(CONCURRENCY)
-
-        async def warm(i: int) -> None:
-            async with sem:
-                await post(i)
-
-        await asyncio.gather(*(warm(i) for i in range(warmup)))
-        deadline = 0.0
-
-        async def caller(k: int) -> None:
-            nonlocal done, errors
-            i = k
-            clock = time.perf_counter
-            while clock() < deadline:
-                t0 = clock()
-                try:
-                    ok = await post(i)
-                except aiohttp.ClientError as exc:
-                    ok = False
-                    log(f"  http request failed: {exc!r}")
-                i += CONCURRENCY
-                if ok:
-                    latencies.append(clock() - t0)
-                    done += 1
-                else:
-                    errors += 1
-
-        cpu_server0, cpu_client0 = cpu_seconds(server_pid), time.process_time()
-        start = time.perf_counter()
-        deadline = start + seconds
-        await asyncio.gather(*(caller(k) for k in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - start
-        cpu_server = cpu_seconds(server_pid) - cpu_server0
-        cpu_client = time.process_time() - cpu_client0
-    return {
-        "rate": done / elapsed,
-        "done": done,
-        "errors": errors,
-        "first_error": first_error,
-        "p50_ms": (percentile(latencies, 50) or 0) * 1000,
-        "p99_ms": (percentile(latencies, 99) or 0) * 1000,
-        "server_cpu_pct": 100 * cpu_server / elapsed,
-        "server_cpu_us": 1e6 * cpu_server / max(1, done + errors),
-        "client_cpu_pct": 100 * cpu_client / elapsed,
-    }
+        got = await closed_loop_load(post, server_pid, seconds, CONCURRENCY, warmup)
+    return {**got, "first_error": first_error}
 
 
 async def _measure(reps: int, seconds: float) -> dict[str, list[dict[str, Any]]]:

@@ -91,7 +91,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,7 @@ from common import BENCHES, RESULTS, Row, log, median, percentile, scratch_dir, 
 from fixtures import BODY
 from servers import (
     LightPool,
+    closed_loop_load,
     connect_many,
     cpu_seconds,
     free_port,
@@ -485,63 +486,6 @@ class Side:
 # -- 64 HTTP clients -------------------------------------------------------------------------
 
 
-async def http_load(
-    session: Any,
-    request: Callable[[int], Awaitable[bool]],
-    pid: int,
-    seconds: float,
-    warmup: int = 200,
-) -> dict[str, Any]:
-    """64 tasks calling ``request(i)`` one after another for ``seconds``."""
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def warm(i: int) -> None:
-        async with sem:
-            await request(i)
-
-    await asyncio.gather(*(warm(i) for i in range(warmup)))
-    latencies: list[float] = []
-    done = errors = 0
-    deadline = 0.0
-
-    async def caller(k: int) -> None:
-        nonlocal done, errors
-        i = warmup + k
-        clock = time.perf_counter
-        while clock() < deadline:
-            t0 = clock()
-            try:
-                ok = await request(i)
-            except Exception as exc:  # a closed connection, a bad answer
-                ok = False
-                if errors < 3:
-                    log(f"  request failed: {exc!r}")
-            i += CONCURRENCY
-            if ok:
-                latencies.append(clock() - t0)
-                done += 1
-            else:
-                errors += 1
-
-    cpu_server0, cpu_client0 = cpu_seconds(pid), time.process_time()
-    start = time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(caller(k) for k in range(CONCURRENCY)))
-    elapsed = time.perf_counter() - start
-    cpu_server = cpu_seconds(pid) - cpu_server0
-    cpu_client = time.process_time() - cpu_client0
-    return {
-        "rate": done / elapsed,
-        "done": done,
-        "errors": errors,
-        "p50_ms": (percentile(latencies, 50) or 0) * 1000,
-        "p99_ms": (percentile(latencies, 99) or 0) * 1000,
-        "server_cpu_us": 1e6 * cpu_server / max(1, done + errors),
-        "server_cpu_pct": 100 * cpu_server / elapsed,
-        "client_cpu_pct": 100 * cpu_client / elapsed,
-    }
-
-
 async def creates(session: Any, side: Side, seconds: float, first: int) -> dict[str, Any]:
     bodies = [side.create_body(_doc(first + i)) for i in range(2000)]
     first_error: list[str] = []
@@ -556,7 +500,7 @@ async def creates(session: Any, side: Side, seconds: float, first: int) -> dict[
         side.ids.append(new)
         return True
 
-    got = await http_load(session, one, side.server.pid, seconds)
+    got = await closed_loop_load(one, side.server.pid, seconds, CONCURRENCY)
     got["first_error"] = first_error[0] if first_error else ""
     return got
 
@@ -570,7 +514,7 @@ async def reads(session: Any, side: Side, seconds: float, seed: int) -> dict[str
         status, text = await side.pool.request(method, path, body)
         return side.read_ok(status, text)
 
-    return await http_load(session, one, side.server.pid, seconds)
+    return await closed_loop_load(one, side.server.pid, seconds, CONCURRENCY)
 
 
 # -- subscribers -----------------------------------------------------------------------------

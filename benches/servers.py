@@ -30,12 +30,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import APP, BENCHES, REPO, log, scratch_dir
+from common import APP, BENCHES, REPO, log, percentile, scratch_dir
 
 PYTHON = sys.executable
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -734,3 +734,65 @@ class LightPool:
             conn.close()
         self._all.clear()
         self._free.clear()
+
+
+async def closed_loop_load(
+    request: Callable[[int], Awaitable[bool]],
+    pid: int,
+    seconds: float,
+    concurrency: int,
+    warmup: int = 200,
+) -> dict[str, Any]:
+    """``concurrency`` tasks calling ``request(i)`` one after another for ``seconds``.
+
+    ``warmup`` calls first (untimed). Returns the rate of calls that answered true, the
+    errors, latency p50/p99 (ms), the CPU of process ``pid`` per call (µs) and as % of a
+    core, and this process's CPU as % of a core.
+    """
+    sem = asyncio.Semaphore(concurrency)
+
+    async def warm(i: int) -> None:
+        async with sem:
+            await request(i)
+
+    await asyncio.gather(*(warm(i) for i in range(warmup)))
+    latencies: list[float] = []
+    done = errors = 0
+    deadline = 0.0
+
+    async def caller(k: int) -> None:
+        nonlocal done, errors
+        i = warmup + k
+        clock = time.perf_counter
+        while clock() < deadline:
+            t0 = clock()
+            try:
+                ok = await request(i)
+            except Exception as exc:  # a closed connection, a bad answer
+                ok = False
+                if errors < 3:
+                    log(f"  request failed: {exc!r}")
+            i += concurrency
+            if ok:
+                latencies.append(clock() - t0)
+                done += 1
+            else:
+                errors += 1
+
+    cpu_server0, cpu_client0 = cpu_seconds(pid), time.process_time()
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    cpu_server = cpu_seconds(pid) - cpu_server0
+    cpu_client = time.process_time() - cpu_client0
+    return {
+        "rate": done / elapsed,
+        "done": done,
+        "errors": errors,
+        "p50_ms": (percentile(latencies, 50) or 0) * 1000,
+        "p99_ms": (percentile(latencies, 99) or 0) * 1000,
+        "server_cpu_us": 1e6 * cpu_server / max(1, done + errors),
+        "server_cpu_pct": 100 * cpu_server / elapsed,
+        "client_cpu_pct": 100 * cpu_client / elapsed,
+    }
