@@ -54,6 +54,7 @@ from servers import (
     cpu_seconds,
     raise_nofile,
     reactive_server,
+    rss_kib,
 )
 
 CLIENTS = 1000
@@ -243,14 +244,6 @@ class AnchorSide:
         self.a.close()
 
 
-def _rss_kib(pid: int) -> int:
-    """Resident memory of process ``pid`` (``VmRSS`` of ``/proc/<pid>/status``), KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def _measure(reps: int, warmup: int, clients: int, idle_s: float) -> dict[str, Any]:
     """Fan-outs to ``clients`` sockets on each side, repetitions interleaved.
 
@@ -266,7 +259,7 @@ async def _measure(reps: int, warmup: int, clients: int, idle_s: float) -> dict[
     bare: AnchorSide | None = None
     with reactive_server("fanout", extra_args=args) as server, anchor_server("ws") as anchor:
         await asyncio.sleep(0.5)
-        rss0 = (_rss_kib(server.pid), _rss_kib(anchor.pid))
+        rss0 = (rss_kib(server.pid), rss_kib(anchor.pid))
         rss1 = list(rss0)
         idle: list[float] = [0.0, 0.0]
         size = 0
@@ -285,7 +278,7 @@ async def _measure(reps: int, warmup: int, clients: int, idle_s: float) -> dict[
         async def close_side(which: str) -> None:
             nonlocal reactive, bare
             pid, i = (server.pid, 0) if which == "reactive" else (anchor.pid, 1)
-            rss1[i] = _rss_kib(pid)
+            rss1[i] = rss_kib(pid)
             if idle_s:
                 before = cpu_seconds(pid)
                 await asyncio.sleep(idle_s)

@@ -109,6 +109,7 @@ from servers import (
     free_port,
     raise_nofile,
     reactive_server,
+    rss_kib,
     stop_process,
     wait_http,
 )
@@ -522,10 +523,7 @@ async def reads(session: Any, side: Side, seconds: float, seed: int) -> dict[str
 
 def rss_mib(pid: int) -> float:
     """``VmRSS`` of ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_kib(pid) / 1024
 
 
 class Subscribers:

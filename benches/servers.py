@@ -89,6 +89,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` (``VmRSS`` of ``/proc/<pid>/status``), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     """Poll ``url`` until it answers 200 (or the process dies, or time runs out)."""
     deadline = time.monotonic() + timeout_s

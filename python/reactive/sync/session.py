@@ -601,12 +601,10 @@ class SyncSession:
         fingerprint = result.fingerprint
         queries, sent = self.queries, self.sent
         mods: list[str] = []
-        head = _UPDATED if result.error_message is None else _FAILED
-        tail = result._tail or result.modification_tail()
         for query_id in query_ids:
             if query_id in queries and sent.get(query_id) != fingerprint:
                 sent[query_id] = fingerprint
-                mods.append(f"{head}{query_id},{tail}")
+                mods.append(_modification(query_id, result))
         return self._transition_text(
             self.received_query_set, self.received_identity, ts, mods, server_ts_ns
         )
