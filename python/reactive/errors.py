@@ -28,7 +28,8 @@ Every error is a :class:`ReactiveError`. The tree::
     ├── PersistenceError            the storage backend failed (cause chained)
     │   ├── CommitOutcomeUnknownError contact lost mid-commit and never resolved: reopen
     │   ├── CorruptionError           a record failed verification at open (named)
-    │   └── IncompatibleDatabaseError newer on-disk format, or open in another process
+    │   ├── IncompatibleDatabaseError newer on-disk format, or open in another process
+    │   └── LogGapError               a log reader's position was pruned away: reload
     ├── FunctionError               a function failed with an ordinary exception
     ├── AuthError                   a server refused the client's token (``reactive.client``)
     └── DatabaseClosedError         the database was closed
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidQueryError",
     "InvalidValueError",
     "LimitExceededError",
+    "LogGapError",
     "NotFoundError",
     "PersistenceError",
     "ReactiveError",
@@ -233,6 +235,24 @@ class CorruptionError(PersistenceError):
 
 class IncompatibleDatabaseError(PersistenceError):
     """The database has a newer on-disk format, or another process has it open."""
+
+
+class LogGapError(PersistenceError):
+    """A log reader asked for commits after a timestamp the database no longer has whole.
+
+    Retention pruned revisions through ``retained_ts``, past the reader's position
+    ``after_ts``: reading on would miss what was pruned, so the reader must load the whole
+    state again (``Persistence.load``) and tail from its ``max_ts``.
+
+    Attributes:
+        after_ts: The reader's position (u64 ns): the last commit it has applied.
+        retained_ts: The timestamp persistence is pruned to (u64 ns), ``> after_ts``.
+    """
+
+    def __init__(self, message: str, after_ts: int = 0, retained_ts: int = 0) -> None:
+        super().__init__(message)
+        self.after_ts = after_ts
+        self.retained_ts = retained_ts
 
 
 class FunctionError(ReactiveError):

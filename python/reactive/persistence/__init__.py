@@ -20,9 +20,17 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from reactive.errors import PersistenceError
-from reactive.persistence.base import CheckReport, Persistence
+from reactive.persistence.base import CheckReport, LogSlice, LogSource, Persistence
 
-__all__ = ["CheckReport", "Persistence", "open_persistence", "resolve_url", "sqlite_path"]
+__all__ = [
+    "CheckReport",
+    "LogSlice",
+    "LogSource",
+    "Persistence",
+    "open_persistence",
+    "resolve_url",
+    "sqlite_path",
+]
 
 
 def sqlite_path(url: str) -> Path:
@@ -77,27 +85,42 @@ def resolve_url(url: str) -> str:
     return f"{scheme}://{auth}{host}{':' + str(port) if port else ''}/{database}"
 
 
-async def open_persistence(url: str, **options: object) -> Persistence:
-    """Open the backend a URL names (``options``: ``pool_size``, ``timeout_s`` for servers).
+async def open_persistence(url: str, *, lease: bool = True, **options: object) -> Persistence:
+    """Open the backend a URL names.
+
+    Args:
+        url: A database URL (module docstring).
+        lease: Take the writer lease (the default). ``False`` opens a PostgreSQL or MySQL
+            database read-only beside its writer, to load it and follow its log (a
+            ``LogSource``): no lock, no migration, and every write raises
+            ``PersistenceError``. SQLite is single-process and has no such mode.
+        **options: ``pool_size`` and ``timeout_s`` for the server backends.
 
     Raises:
-        PersistenceError: an unknown scheme, or the backend fails to open.
+        PersistenceError: an unknown scheme, the backend fails to open, or ``lease=False``
+            on SQLite.
     """
     url = resolve_url(url)
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "sqlite", "file"):
         from reactive.persistence.sqlite import SqlitePersistence
 
+        if not lease:
+            raise PersistenceError(
+                f"{url!r}: SQLite is opened by one process, holding its lock; lease=False "
+                "(a reader beside the writer) is for PostgreSQL and MySQL"
+            )
+
         target = Path(urlsplit(url).path) if scheme == "file" else sqlite_path(url)
         return await SqlitePersistence.open(target, url)
     if scheme in ("postgresql", "postgres"):
         from reactive.persistence.postgres import PostgresPersistence
 
-        return await PostgresPersistence.open(url, **options)  # type: ignore[arg-type]
+        return await PostgresPersistence.open(url, lease=lease, **options)  # type: ignore[arg-type]
     if scheme == "mysql":
         from reactive.persistence.mysql import MysqlPersistence
 
-        return await MysqlPersistence.open(url, **options)  # type: ignore[arg-type]
+        return await MysqlPersistence.open(url, lease=lease, **options)  # type: ignore[arg-type]
     raise PersistenceError(
         f"unsupported database URL scheme {scheme!r} in {url!r}; use sqlite:///path.db, "
         "postgresql://… or mysql://…"

@@ -7,6 +7,11 @@ batch is one transaction that first checks the writer's lease epoch under a row 
 dedicated connection. A connection lost while a batch commits is resolved by reading the
 batch's first commit record back, as for PostgreSQL.
 
+Opened with ``lease=False`` it is a reader: no lock, no migration, sessions read-only
+(``SET SESSION TRANSACTION READ ONLY``); ``load``, ``read_log_since`` (the log after a
+timestamp, for followers) and the other reads work while the writer commits, and every
+write raises ``PersistenceError``.
+
 Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
 process gets ``IncompatibleDatabaseError``; a database of a newer format too.
 """
@@ -25,19 +30,29 @@ from reactive.errors import (
     PersistenceError,
 )
 from reactive.persistence.base import (
+    LOG_SLICE_BYTES,
+    LOG_SLICE_COMMITS,
     PRUNE_CHUNK_REVISIONS,
     RETAINED_TS,
     CheckReport,
+    CommitRow,
+    DocumentRow,
+    LogSlice,
     PruneReport,
 )
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
     LEASE_EPOCH,
     LOAD_BATCH_ROWS,
+    LOG_GLOBALS,
     SqlUrl,
+    check_reader_format,
     choose_window,
+    log_globals,
     parse_sql_url,
+    read_only_error,
     recount_commits,
+    slice_log,
     split_key,
 )
 from reactive.persistence.sql import format_version as _format_version
@@ -119,9 +134,12 @@ class MysqlPersistence:
         url: ``mysql://user:pass@host:port/database``.
         pool_size: Connections for commits and reads.
         timeout_s: Timeout of every wait on the server.
+        lease: Take the writer lease (the default), or open read-only without it.
     """
 
-    def __init__(self, url: SqlUrl, pool: Any, lease: Any, epoch: int, timeout_s: float) -> None:
+    def __init__(
+        self, url: SqlUrl, pool: Any, lease: Any | None, epoch: int | None, timeout_s: float
+    ) -> None:
         self._url = url
         self.url = url.redacted()
         self._pool = pool
@@ -144,24 +162,30 @@ class MysqlPersistence:
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0
+        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0, lease: bool = True
     ) -> MysqlPersistence:
-        """Connect, migrate, take the writer lease.
+        """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
+
+        A reader takes no lock, bumps no epoch and never migrates: it checks the format
+        version, and its sessions are read-only.
 
         Raises:
-            IncompatibleDatabaseError: another process holds the lease, or the format is
-                newer than this code.
-            PersistenceError: the server cannot be reached or refuses.
+            IncompatibleDatabaseError: another process holds the lease (``lease=True``), or
+                the format is newer than this code (or, for a reader, older).
+            PersistenceError: the server cannot be reached or refuses; for a reader, no
+                writer has initialized the database yet.
         """
         asyncmy = _driver()
         parsed = parse_sql_url(url)
         args = cls._connect_args(parsed, timeout_s)
+        if not lease:
+            return await cls._open_reader(parsed, args, pool_size, timeout_s)
         try:
-            lease = await asyncio.wait_for(asyncmy.connect(**args), timeout_s)
+            lease_conn = await asyncio.wait_for(asyncmy.connect(**args), timeout_s)
         except _errors() as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
-            async with lease.cursor() as cur:
+            async with lease_conn.cursor() as cur:
                 # Wait a moment: a process that just closed may still be disconnecting.
                 await cur.execute("SELECT GET_LOCK(%s, 2)", (f"reactive:{parsed.database}",))
                 (got,) = await cur.fetchone()
@@ -170,8 +194,8 @@ class MysqlPersistence:
                     f"database {parsed.redacted()} is open in another process (it holds the "
                     "writer lease); one process at a time may open it"
                 )
-            await cls._migrate(lease, parsed)
-            async with lease.cursor() as cur:
+            await cls._migrate(lease_conn, parsed)
+            async with lease_conn.cursor() as cur:
                 await cur.execute(
                     "SELECT value FROM globals WHERE name = %s FOR UPDATE", (LEASE_EPOCH,)
                 )
@@ -181,15 +205,53 @@ class MysqlPersistence:
                     "REPLACE INTO globals (name, value) VALUES (%s, %s)",
                     (LEASE_EPOCH, str(epoch).encode()),
                 )
-            await lease.commit()
+            await lease_conn.commit()
             pool = await asyncmy.create_pool(minsize=1, maxsize=pool_size, **args)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                lease.close()
+                lease_conn.close()
             if isinstance(exc, _errors()):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, lease, epoch, timeout_s)
+        return cls(parsed, pool, lease_conn, epoch, timeout_s)
+
+    @classmethod
+    async def _open_reader(
+        cls, parsed: SqlUrl, args: dict[str, Any], pool_size: int, timeout_s: float
+    ) -> MysqlPersistence:
+        asyncmy = _driver()
+        args = {**args, "init_command": "SET SESSION TRANSACTION READ ONLY"}
+        try:
+            pool = await asyncmy.create_pool(minsize=1, maxsize=pool_size, **args)
+        except _errors() as exc:
+            raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
+        try:
+            async with pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute(
+                        "SELECT COUNT(*) FROM information_schema.tables "
+                        "WHERE table_schema = DATABASE() AND table_name = 'globals'"
+                    )
+                    (tables,) = await cur.fetchone()
+                    row = None
+                    if tables:
+                        await cur.execute("SELECT value FROM globals WHERE name = 'format_version'")
+                        row = await cur.fetchone()
+                await conn.rollback()
+            version = _format_version(None if row is None else bytes(row[0]), parsed)
+            check_reader_format(version, FORMAT_VERSION, parsed)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                pool.close()
+                await asyncio.wait_for(pool.wait_closed(), timeout_s)
+            if isinstance(exc, _errors()):
+                raise _wrap("opening failed", exc) from exc
+            raise
+        return cls(parsed, pool, None, None, timeout_s)
+
+    def _writable(self, what: str) -> None:
+        if self._lease is None:
+            raise read_only_error(self._url, f"mysql: {what}")
 
     @staticmethod
     async def _migrate(conn: Any, url: SqlUrl) -> None:
@@ -230,7 +292,12 @@ class MysqlPersistence:
         return None if row is None else bytes(row[0])
 
     async def set_global(self, name: str, value: bytes) -> None:
-        """Durably set a named global value."""
+        """Durably set a named global value.
+
+        Raises:
+            PersistenceError: the server failed, or this is a reader (``lease=False``).
+        """
+        self._writable("cannot set a global")
         try:
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
@@ -253,7 +320,7 @@ class MysqlPersistence:
                 await asyncio.to_thread(sink, [convert(r) for r in rows])
 
     @staticmethod
-    def _document_row(r: Any) -> tuple[Any, ...]:
+    def _document_row(r: Any) -> DocumentRow:
         return (
             r[0],
             bytes(r[1]),
@@ -306,6 +373,67 @@ class MysqlPersistence:
         except _errors() as exc:
             raise _wrap("loading", exc) from exc
         return await asyncio.to_thread(loader.finish)
+
+    async def read_log_since(
+        self,
+        after_ts: int,
+        max_commits: int = LOG_SLICE_COMMITS,
+        max_bytes: int = LOG_SLICE_BYTES,
+    ) -> LogSlice:
+        """The whole commits after ``after_ts``, in one snapshot (``LogSource.read_log_since``).
+
+        Both tables are keyed by ``ts`` first: each read is a range scan of a primary key.
+
+        Raises:
+            LogGapError: the database is pruned past ``after_ts``: the reader must reload.
+            ValueError: ``max_commits < 1``.
+            PersistenceError: the server failed.
+        """
+        if max_commits < 1:
+            raise ValueError(f"max_commits must be at least 1, not {max_commits}")
+        try:
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                        await cur.execute(
+                            "SELECT name, value FROM globals WHERE name IN (%s, %s, %s)",
+                            LOG_GLOBALS,
+                        )
+                        globals_ = log_globals(
+                            [(bytes(n).decode(), bytes(v)) for n, v in await cur.fetchall()],
+                            after_ts,
+                            self._url,
+                        )
+                        await cur.execute(
+                            "SELECT ts, document_count, index_entry_count, checksum FROM commits "
+                            "WHERE ts > %s ORDER BY ts LIMIT %s",
+                            (after_ts, max_commits + 1),
+                        )
+                        commits: list[CommitRow] = [
+                            (int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+                            for r in await cur.fetchall()
+                        ]
+
+                        async def documents(low: int, high: int) -> list[DocumentRow]:
+                            await cur.execute(
+                                "SELECT ts, id, table_id, value, deleted, prev_ts, checksum "
+                                "FROM documents WHERE ts > %s AND ts <= %s ORDER BY ts, id",
+                                (low, high),
+                            )
+                            return [self._document_row(r) for r in await cur.fetchall()]
+
+                        return await slice_log(
+                            globals_, commits, after_ts, max_commits, max_bytes, documents
+                        )
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+        except PersistenceError:
+            raise
+        except _errors() as exc:
+            raise _wrap("reading the log", exc) from exc
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents, both directions."""
@@ -375,8 +503,10 @@ class MysqlPersistence:
         """Write one batch in one transaction; durable on return.
 
         Raises:
-            PersistenceError: nothing of the batch was written (or the lease is lost).
+            PersistenceError: nothing of the batch was written (or the lease is lost, or
+                this is a reader: ``lease=False``).
         """
+        self._writable("cannot commit")
         if self._lost_lease:
             raise PersistenceError("this process lost its writer lease; it can no longer commit")
         commits = batch.commit_rows()
@@ -516,8 +646,10 @@ class MysqlPersistence:
 
         Raises:
             PersistenceError: the server failed (rows deleted by finished chunks stay
-                deleted; the next call goes on from there).
+                deleted; the next call goes on from there), or this is a reader
+                (``lease=False``).
         """
+        self._writable("cannot prune")
         report = PruneReport()
         try:
             while True:
@@ -634,10 +766,12 @@ class MysqlPersistence:
         )
 
     async def close(self) -> None:
-        """Close the pool and release the lease."""
+        """Close the pool and release the lease (a reader has none)."""
         with contextlib.suppress(Exception):
             self._pool.close()
             await asyncio.wait_for(self._pool.wait_closed(), self._timeout_s)
+        if self._lease is None:
+            return
         with contextlib.suppress(Exception):
             # Released explicitly: closing the socket frees it only once the server notices.
             async with self._lease.cursor() as cur:

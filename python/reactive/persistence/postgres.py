@@ -9,6 +9,10 @@ A connection lost while a batch commits leaves its outcome unknown: the adapter 
 and looks for the batch's first commit record, then reports the batch committed or failed —
 never half-applied (one transaction) and never applied twice.
 
+Opened with ``lease=False`` it is a reader: no lease, no migration, sessions read-only;
+``load``, ``read_log_since`` (the log after a timestamp, for followers) and the other reads
+work while the writer commits, and every write raises ``PersistenceError``.
+
 Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
 process gets ``IncompatibleDatabaseError``; a database of a newer format too.
 """
@@ -27,19 +31,29 @@ from reactive.errors import (
     PersistenceError,
 )
 from reactive.persistence.base import (
+    LOG_SLICE_BYTES,
+    LOG_SLICE_COMMITS,
     PRUNE_CHUNK_REVISIONS,
     RETAINED_TS,
     CheckReport,
+    CommitRow,
+    DocumentRow,
+    LogSlice,
     PruneReport,
 )
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
     LEASE_EPOCH,
     LOAD_BATCH_ROWS,
+    LOG_GLOBALS,
     SqlUrl,
+    check_reader_format,
     choose_window,
+    log_globals,
     parse_sql_url,
+    read_only_error,
     recount_commits,
+    slice_log,
     split_key,
 )
 from reactive.persistence.sql import format_version as _format_version
@@ -120,9 +134,12 @@ class PostgresPersistence:
         url: ``postgresql://user:pass@host:port/database``.
         pool_size: Connections for commits and reads.
         timeout_s: Timeout of every wait on the server (connect, query, commit).
+        lease: Take the writer lease (the default), or open read-only without it.
     """
 
-    def __init__(self, url: SqlUrl, pool: Any, lease: Any, epoch: int, timeout_s: float) -> None:
+    def __init__(
+        self, url: SqlUrl, pool: Any, lease: Any | None, epoch: int | None, timeout_s: float
+    ) -> None:
         self._url = url
         self.url = url.redacted()
         self._pool = pool
@@ -133,14 +150,18 @@ class PostgresPersistence:
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0
+        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0, lease: bool = True
     ) -> PostgresPersistence:
-        """Connect, migrate, take the writer lease.
+        """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
+
+        A reader takes no lock, bumps no epoch and never migrates: it checks the format
+        version, and its sessions are read-only (``default_transaction_read_only``).
 
         Raises:
-            IncompatibleDatabaseError: another process holds the lease, or the format is
-                newer than this code.
-            PersistenceError: the server cannot be reached or refuses.
+            IncompatibleDatabaseError: another process holds the lease (``lease=True``), or
+                the format is newer than this code (or, for a reader, older).
+            PersistenceError: the server cannot be reached or refuses; for a reader, no
+                writer has initialized the database yet.
         """
         asyncpg = _driver()
         parsed = parse_sql_url(url)
@@ -153,14 +174,16 @@ class PostgresPersistence:
             "timeout": timeout_s,
             "command_timeout": timeout_s,
         }
+        if not lease:
+            return await cls._open_reader(parsed, kwargs, pool_size, timeout_s)
         try:
-            lease = await asyncpg.connect(**kwargs)
+            lease_conn = await asyncpg.connect(**kwargs)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
             # Try for a moment: a process that just closed may still be disconnecting.
             for attempt in range(20):
-                if await lease.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_LOCK):
+                if await lease_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_LOCK):
                     break
                 if attempt < 19:
                     await asyncio.sleep(0.1)
@@ -169,13 +192,13 @@ class PostgresPersistence:
                     f"database {parsed.redacted()} is open in another process (it holds the "
                     "writer lease); one process at a time may open it"
                 )
-            await cls._migrate(lease, parsed)
-            async with lease.transaction():
-                row = await lease.fetchval(
+            await cls._migrate(lease_conn, parsed)
+            async with lease_conn.transaction():
+                row = await lease_conn.fetchval(
                     "SELECT value FROM globals WHERE name = $1 FOR UPDATE", LEASE_EPOCH
                 )
                 epoch = int(bytes(row).decode()) + 1 if row is not None else 1
-                await lease.execute(
+                await lease_conn.execute(
                     "INSERT INTO globals (name, value) VALUES ($1, $2) "
                     "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
                     LEASE_EPOCH,
@@ -184,11 +207,47 @@ class PostgresPersistence:
             pool = await asyncpg.create_pool(min_size=1, max_size=pool_size, **kwargs)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                await lease.close()
+                await lease_conn.close()
             if isinstance(exc, (asyncpg.PostgresError, OSError)):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, lease, epoch, timeout_s)
+        return cls(parsed, pool, lease_conn, epoch, timeout_s)
+
+    @classmethod
+    async def _open_reader(
+        cls, parsed: SqlUrl, kwargs: dict[str, Any], pool_size: int, timeout_s: float
+    ) -> PostgresPersistence:
+        asyncpg = _driver()
+        try:
+            pool = await asyncpg.create_pool(
+                min_size=1,
+                max_size=pool_size,
+                server_settings={"default_transaction_read_only": "on"},
+                **kwargs,
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
+        try:
+            async with pool.acquire(timeout=timeout_s) as conn:
+                raw = None
+                if await conn.fetchval("SELECT to_regclass('globals')") is not None:
+                    raw = await conn.fetchval(
+                        "SELECT value FROM globals WHERE name = 'format_version'"
+                    )
+            check_reader_format(
+                _format_version(None if raw is None else bytes(raw), parsed), FORMAT_VERSION, parsed
+            )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), timeout_s)
+            if isinstance(exc, (TimeoutError, OSError, asyncpg.PostgresError)):
+                raise _wrap("opening failed", exc) from exc
+            raise
+        return cls(parsed, pool, None, None, timeout_s)
+
+    def _writable(self, what: str) -> None:
+        if self._lease is None:
+            raise read_only_error(self._url, f"postgresql: {what}")
 
     @staticmethod
     async def _migrate(conn: Any, url: SqlUrl) -> None:
@@ -225,7 +284,12 @@ class PostgresPersistence:
         return None if raw is None else bytes(raw)
 
     async def set_global(self, name: str, value: bytes) -> None:
-        """Durably set a named global value."""
+        """Durably set a named global value.
+
+        Raises:
+            PersistenceError: the server failed, or this is a reader (``lease=False``).
+        """
+        self._writable("cannot set a global")
         asyncpg = _driver()
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
@@ -249,37 +313,107 @@ class PostgresPersistence:
             await asyncio.to_thread(sink, batch)
 
     async def load(self) -> _core.LoadedState:
-        """Rebuild the state from the log, verifying every record."""
+        """Rebuild the state from the log, verifying every record.
+
+        One read-only repeatable-read transaction reads the ``catalog`` and ``max_ts``
+        globals and every row, so a writer committing meanwhile is wholly in or out of it.
+        """
         asyncpg = _driver()
         try:
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            async with (
+                self._pool.acquire(timeout=self._timeout_s) as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                # The snapshot is taken at the first statement: this one.
                 catalog = await conn.fetchval("SELECT value FROM globals WHERE name = 'catalog'")
                 max_ts = await conn.fetchval("SELECT value FROM globals WHERE name = 'max_ts'")
                 loader = _core.Loader(
                     None if catalog is None else bytes(catalog).decode(),
                     int(bytes(max_ts).decode()) if max_ts is not None else 0,
                 )
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    await self._stream(
-                        conn,
-                        "SELECT ts, document_count, index_entry_count, checksum FROM commits",
-                        loader.add_commits,
-                    )
-                    await self._stream(
-                        conn,
-                        "SELECT ts, id, table_id, value, deleted, prev_ts, checksum "
-                        "FROM documents ORDER BY ts",
-                        loader.add_documents,
-                    )
-                    await self._stream(
-                        conn,
-                        "SELECT index_id, key_prefix || key_suffix, ts, doc_id, deleted, checksum "
-                        "FROM indexes",
-                        loader.add_index_entries,
-                    )
+                await self._stream(
+                    conn,
+                    "SELECT ts, document_count, index_entry_count, checksum FROM commits",
+                    loader.add_commits,
+                )
+                await self._stream(
+                    conn,
+                    "SELECT ts, id, table_id, value, deleted, prev_ts, checksum "
+                    "FROM documents ORDER BY ts",
+                    loader.add_documents,
+                )
+                await self._stream(
+                    conn,
+                    "SELECT index_id, key_prefix || key_suffix, ts, doc_id, deleted, checksum "
+                    "FROM indexes",
+                    loader.add_index_entries,
+                )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap("loading", exc) from exc
         return await asyncio.to_thread(loader.finish)
+
+    async def read_log_since(
+        self,
+        after_ts: int,
+        max_commits: int = LOG_SLICE_COMMITS,
+        max_bytes: int = LOG_SLICE_BYTES,
+    ) -> LogSlice:
+        """The whole commits after ``after_ts``, in one snapshot (``LogSource.read_log_since``).
+
+        Both tables are keyed by ``ts`` first: each read is a range scan of a primary key.
+
+        Raises:
+            LogGapError: the database is pruned past ``after_ts``: the reader must reload.
+            ValueError: ``max_commits < 1``.
+            PersistenceError: the server failed.
+        """
+        if max_commits < 1:
+            raise ValueError(f"max_commits must be at least 1, not {max_commits}")
+        asyncpg = _driver()
+        try:
+            async with (
+                self._pool.acquire(timeout=self._timeout_s) as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                found = await conn.fetch(
+                    "SELECT name, value FROM globals WHERE name = ANY($1::text[])",
+                    list(LOG_GLOBALS),
+                )
+                globals_ = log_globals([(r[0], bytes(r[1])) for r in found], after_ts, self._url)
+                commits: list[CommitRow] = [
+                    (r[0], r[1], r[2], r[3])
+                    for r in await conn.fetch(
+                        "SELECT ts, document_count, index_entry_count, checksum FROM commits "
+                        "WHERE ts > $1 ORDER BY ts LIMIT $2",
+                        after_ts,
+                        max_commits + 1,
+                    )
+                ]
+
+                async def documents(low: int, high: int) -> list[DocumentRow]:
+                    return [
+                        (
+                            r[0],
+                            bytes(r[1]),
+                            r[2],
+                            None if r[3] is None else bytes(r[3]),
+                            r[4],
+                            r[5],
+                            r[6],
+                        )
+                        for r in await conn.fetch(
+                            "SELECT ts, id, table_id, value, deleted, prev_ts, checksum "
+                            "FROM documents WHERE ts > $1 AND ts <= $2 ORDER BY ts, id",
+                            low,
+                            high,
+                        )
+                    ]
+
+                return await slice_log(
+                    globals_, commits, after_ts, max_commits, max_bytes, documents
+                )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise _wrap("reading the log", exc) from exc
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents, both directions."""
@@ -347,9 +481,11 @@ class PostgresPersistence:
         """Write one batch in one SERIALIZABLE transaction; durable on return.
 
         Raises:
-            PersistenceError: nothing of the batch was written (or the lease is lost).
+            PersistenceError: nothing of the batch was written (or the lease is lost, or
+                this is a reader: ``lease=False``).
         """
         asyncpg = _driver()
+        self._writable("cannot commit")
         if self._lost_lease:
             raise PersistenceError("this process lost its writer lease; it can no longer commit")
         commits = batch.commit_rows()
@@ -499,9 +635,11 @@ class PostgresPersistence:
 
         Raises:
             PersistenceError: the server failed (rows deleted by finished chunks stay
-                deleted; the next call goes on from there).
+                deleted; the next call goes on from there), or this is a reader
+                (``lease=False``).
         """
         asyncpg = _driver()
+        self._writable("cannot prune")
         report = PruneReport()
         try:
             while True:
@@ -622,9 +760,11 @@ class PostgresPersistence:
         )
 
     async def close(self) -> None:
-        """Close the pool and release the lease."""
+        """Close the pool and release the lease (a reader has none)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), self._timeout_s)
+        if self._lease is None:
+            return
         with contextlib.suppress(Exception):
             # Unlocked explicitly: a closed socket frees it only once the server notices.
             await asyncio.wait_for(

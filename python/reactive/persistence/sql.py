@@ -10,27 +10,36 @@ reads bound ``key_prefix`` for the index and compare the whole key for exactness
 One writer per database: the process holds an advisory lock on a dedicated connection (the
 *lease*) and bumps ``globals.lease_epoch``; every commit checks, under a row lock, that the
 epoch is still its own, so a process that lost its lease (its connection dropped and
-another took over) can no longer commit.
+another took over) can no longer commit. Other processes may open the database without the
+lease, read-only, and follow the log (``read_log_since``, :func:`slice_log`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from reactive.errors import PersistenceError
+from reactive.errors import IncompatibleDatabaseError, LogGapError, PersistenceError
+from reactive.persistence.base import RETAINED_TS, CommitRow, DocumentRow, LogSlice
 
 __all__ = [
     "KEY_PREFIX_BYTES",
     "LEASE_EPOCH",
     "LOAD_BATCH_ROWS",
+    "LOG_GLOBALS",
+    "LOG_PAGE_ROWS",
     "SqlUrl",
     "WindowRow",
+    "check_reader_format",
     "choose_window",
     "format_version",
+    "log_globals",
     "parse_sql_url",
+    "read_only_error",
     "recount_commits",
+    "slice_log",
     "split_key",
 ]
 
@@ -40,6 +49,11 @@ LEASE_EPOCH = "lease_epoch"
 """The ``globals`` row that fences writers."""
 LOAD_BATCH_ROWS = 5000
 """Rows handed to the core per call while loading."""
+LOG_PAGE_ROWS = 1000
+"""Document rows :func:`slice_log` asks for per query (whole commits: one commit may be
+more): what it may read past the byte budget and drop."""
+LOG_GLOBALS = ("max_ts", "catalog", RETAINED_TS)
+"""The ``globals`` rows a log slice carries."""
 
 
 WindowRow = tuple[int, bytes, bytes | None, int | None]
@@ -166,3 +180,113 @@ def parse_sql_url(url: str) -> SqlUrl:
         password=unquote(parts.password) if parts.password else None,
         database=database,
     )
+
+
+def read_only_error(url: SqlUrl, what: str) -> PersistenceError:
+    """The error of a write on a database opened without the writer lease."""
+    return PersistenceError(
+        f"{what}: database {url.redacted()} was opened read-only, without the writer lease "
+        "(lease=False); only the process holding the lease writes"
+    )
+
+
+def log_globals(
+    rows: list[tuple[str, bytes]], after_ts: int, url: SqlUrl
+) -> tuple[str | None, int, int]:
+    """``(catalog_json, max_ts, retained_ts)`` from the :data:`LOG_GLOBALS` rows read.
+
+    Raises:
+        LogGapError: ``retained_ts > after_ts``.
+    """
+    values = {name: bytes(value) for name, value in rows}
+    catalog = values.get("catalog")
+    max_ts = int(values["max_ts"].decode()) if "max_ts" in values else 0
+    retained_ts = int(values[RETAINED_TS].decode()) if RETAINED_TS in values else 0
+    if retained_ts > after_ts:
+        raise LogGapError(
+            f"database {url.redacted()} is pruned through ts {retained_ts}, after the "
+            f"reader's position {after_ts}: the history in between is gone; the reader must "
+            "load the state anew (load()) and follow from its max_ts",
+            after_ts=after_ts,
+            retained_ts=retained_ts,
+        )
+    return (None if catalog is None else catalog.decode()), max_ts, retained_ts
+
+
+async def slice_log(
+    globals_: tuple[str | None, int, int],
+    commits: list[CommitRow],
+    after_ts: int,
+    max_commits: int,
+    max_bytes: int,
+    fetch_documents: Callable[[int, int], Awaitable[list[DocumentRow]]],
+) -> LogSlice:
+    """Cut a log slice at a commit boundary within ``max_bytes``.
+
+    ``commits`` are the commit rows with ``ts > after_ts`` in ``ts`` order, up to
+    ``max_commits + 1`` (one more tells whether more exist); ``fetch_documents(lo, hi)``
+    reads, in the same snapshot, the document rows with ``lo < ts <= hi`` in ``(ts, id)``
+    order. Documents are read a few commits at a time (about :data:`LOG_PAGE_ROWS` rows by
+    the commits' ``document_count``); commits are added while their values total at most
+    ``max_bytes``, at least one.
+    """
+    catalog_json, max_ts, retained_ts = globals_
+    more = len(commits) > max_commits
+    commits = commits[:max_commits]
+    taken: list[CommitRow] = []
+    documents: list[DocumentRow] = []
+    used = 0
+    i = 0
+    while i < len(commits):
+        j, rows = i, 0
+        while j < len(commits) and (j == i or rows + commits[j][1] <= LOG_PAGE_ROWS):
+            rows += commits[j][1]
+            j += 1
+        low = commits[i - 1][0] if i else after_ts
+        page = await fetch_documents(low, commits[j - 1][0])
+        k = 0
+        for commit in commits[i:j]:
+            start, size = k, 0
+            # Rows before this commit's ts belong to it or to no commit (which the reader's
+            # verification reports); either way they go with it.
+            while k < len(page) and page[k][0] <= commit[0]:
+                value = page[k][3]
+                size += 0 if value is None else len(value)
+                k += 1
+            if taken and used + size > max_bytes:
+                return LogSlice(
+                    catalog_json, max_ts, retained_ts, taken, documents, taken[-1][0], True
+                )
+            used += size
+            taken.append(commit)
+            documents.extend(page[start:k])
+        i = j
+    last_ts = taken[-1][0] if taken else after_ts
+    return LogSlice(catalog_json, max_ts, retained_ts, taken, documents, last_ts, more)
+
+
+def check_reader_format(version: int, supported: int, url: SqlUrl) -> None:
+    """Refuse a database of a format other than ``supported`` to a reader (``lease=False``).
+
+    A reader never migrates, so an older format is refused as well as a newer one.
+
+    Raises:
+        PersistenceError: ``version`` is 0: no writer has initialized the database yet.
+        IncompatibleDatabaseError: the format is newer, or older (a writer upgrades it).
+    """
+    if version == 0:
+        raise PersistenceError(
+            f"database {url.redacted()} has no reactive tables: no writer has initialized it "
+            "yet (a reader, opened with lease=False, never creates them)"
+        )
+    if version > supported:
+        raise IncompatibleDatabaseError(
+            f"database {url.redacted()} has format version {version}; this version of "
+            f"reactive reads formats up to {supported}: upgrade reactive to open it"
+        )
+    if version < supported:
+        raise IncompatibleDatabaseError(
+            f"database {url.redacted()} has format version {version}, older than this "
+            f"version of reactive's {supported}: a writer (opened with the lease) upgrades "
+            "it; a reader never changes the schema"
+        )
