@@ -11,6 +11,7 @@ use reactive_core::error::Error;
 use reactive_core::id::DocumentId;
 use reactive_core::limits::TransactionLimits;
 use reactive_core::log::prune::WindowRevision;
+use reactive_core::log::record::{CommitRecord, DocumentRevision};
 use reactive_core::log::recovery::LoadedState;
 use reactive_core::subscriptions::SubscriptionId;
 use reactive_core::timestamp::Timestamp;
@@ -21,6 +22,9 @@ use crate::convert::document_to_py;
 use crate::detached;
 use crate::errors::CoreError;
 use crate::transaction::PyTransaction;
+
+/// A row of `documents`: `(ts, id, table_id, value, deleted, prev_ts, checksum)`.
+type DocumentRow = (i64, Vec<u8>, i64, Option<Vec<u8>>, bool, Option<i64>, i64);
 
 /// State rebuilt from persistence, consumed by `Engine(...)`.
 #[pyclass(name = "LoadedState", frozen, module = "reactive._core")]
@@ -331,6 +335,52 @@ impl PyEngine {
     /// Number of subscriptions registered.
     fn subscription_count(&self) -> usize {
         self.inner.subscription_count()
+    }
+
+    /// Apply a slice of the log another process committed (a follower): `catalog_json` is
+    /// `globals.catalog` as of the slice's snapshot (or `None`), `commits` rows of
+    /// `commits` `(ts, document_count, index_entry_count, checksum)` with `ts` above the
+    /// visible timestamp, `documents` every row of `documents`
+    /// `(ts, id, table_id, value, deleted, prev_ts, checksum)` at those timestamps.
+    /// Returns `{"invalidated": [subscription id], "first_ts", "last_ts" (None when there
+    /// was no commit), "commits", "revisions"}`.
+    ///
+    /// Raises `CorruptionError` (a bad row; nothing applied), `LogGapError` (the slice does
+    /// not continue what was applied: reload), `InvalidQueryError` (this engine has commits
+    /// of its own waiting).
+    fn apply_log<'py>(
+        &self,
+        py: Python<'py>,
+        catalog_json: Option<String>,
+        commits: Vec<(i64, i64, i64, i64)>,
+        documents: Vec<DocumentRow>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let engine = Arc::clone(&self.inner);
+        let applied = detached(py, move || {
+            let catalog = catalog_json
+                .as_deref()
+                .map(reactive_core::catalog::Catalog::from_json)
+                .transpose()?;
+            let commits = commits
+                .into_iter()
+                .map(|(ts, d, i, c)| CommitRecord::from_row(ts, d, i, c))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let revisions = documents
+                .into_iter()
+                .map(|(ts, id, table, value, deleted, prev, checksum)| {
+                    DocumentRevision::from_row(ts, &id, table, value, deleted, prev, checksum)
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            engine.apply_log(catalog, &commits, &revisions)
+        })?;
+        let d = PyDict::new(py);
+        let ids: Vec<u64> = applied.invalidated.iter().map(|s| s.0).collect();
+        d.set_item("invalidated", ids)?;
+        d.set_item("first_ts", applied.first_ts.map(|t| t.0))?;
+        d.set_item("last_ts", applied.last_ts.map(|t| t.0))?;
+        d.set_item("commits", applied.commits)?;
+        d.set_item("revisions", applied.revisions)?;
+        Ok(d)
     }
 
     /// Drop versions no snapshot at or after `min_ts` can see; returns how many.

@@ -20,6 +20,7 @@ pyo3::import_exception!(reactive.errors, ReadOnlyError);
 pyo3::import_exception!(reactive.errors, WriteConflict);
 pyo3::import_exception!(reactive.errors, TransactionTooOldError);
 pyo3::import_exception!(reactive.errors, CorruptionError);
+pyo3::import_exception!(reactive.errors, LogGapError);
 pyo3::import_exception!(reactive.errors, PersistenceError);
 pyo3::import_exception!(reactive.errors, IncompatibleDatabaseError);
 pyo3::import_exception!(reactive.errors, DatabaseClosedError);
@@ -53,6 +54,7 @@ impl From<CoreError> for PyErr {
             Error::Conflict(c) => WriteConflict::new_err((message, c.table, c.key_hex, c.ts.0)),
             Error::TransactionTooOld { .. } => TransactionTooOldError::new_err(message),
             Error::Corrupt(_) => CorruptionError::new_err(message),
+            Error::LogGap(_) => LogGapError::new_err(message),
             Error::Persistence(_) => PersistenceError::new_err(message),
             Error::Incompatible(_) => IncompatibleDatabaseError::new_err(message),
             Error::Closed => DatabaseClosedError::new_err(message),

@@ -31,6 +31,8 @@ use crate::interval::{Interval, IntervalSet};
 use crate::keys;
 use crate::limits::TransactionLimits;
 use crate::log::batch::CommitBatch;
+use crate::log::follow;
+use crate::log::record::{CommitRecord, DocumentRevision};
 use crate::log::recovery::LoadedState;
 use crate::mvcc::MvccStore;
 use crate::search::{SearchIndexes, TextIndex, TextIndexDef, VectorIndex, VectorIndexDef};
@@ -97,6 +99,23 @@ pub struct Engine {
     queued: Mutex<u64>,
     queued_changed: Condvar,
     search: Arc<SearchIndexes>,
+    /// Serializes [`Engine::apply_log`] calls.
+    applying: Mutex<()>,
+}
+
+/// What [`Engine::apply_log`] applied.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedLog {
+    /// Subscriptions whose read sets the slice wrote into.
+    pub invalidated: Vec<SubscriptionId>,
+    /// The first commit applied.
+    pub first_ts: Option<Timestamp>,
+    /// The last commit applied (now the visible timestamp).
+    pub last_ts: Option<Timestamp>,
+    /// Commits applied.
+    pub commits: usize,
+    /// Document revisions applied.
+    pub revisions: usize,
 }
 
 /// Tables up to this many documents get a new search index built before the registration
@@ -125,6 +144,7 @@ impl Engine {
             }),
             config,
             search: Arc::new(SearchIndexes::default()),
+            applying: Mutex::new(()),
         }
     }
 
@@ -403,6 +423,114 @@ impl Engine {
         hit.into_iter().collect()
     }
 
+    /// Apply a slice of the log that another process committed (a follower tailing the
+    /// shared log; see [`crate::log::follow`]): install `catalog` (the catalog as of the
+    /// slice's snapshot, if given), verify the slice against what this engine holds, append
+    /// each commit's written keys to the write log, and publish the commits as
+    /// [`Engine::publish`] publishes a batch. Slices are applied one at a time, each
+    /// continuing the last: its first commit must follow the visible timestamp.
+    ///
+    /// Errors: `Corrupt` for a bad row (nothing applied); `LogGap` when the slice does not
+    /// continue what was applied (a missed commit: reload); `InvalidArgument` when this engine
+    /// has commits of its own waiting (a follower does not commit).
+    pub fn apply_log(
+        &self,
+        catalog: Option<Catalog>,
+        commits: &[CommitRecord],
+        revisions: &[DocumentRevision],
+    ) -> Result<AppliedLog> {
+        let _one_at_a_time = self.applying.lock();
+        let revision_count = revisions.len();
+        let batch = {
+            let mut committer = self.committer.lock();
+            if committer.has_pending() {
+                return Err(Error::InvalidArgument(
+                    "this engine has commits of its own waiting to be persisted; an engine that \
+                     follows another process's log does not commit"
+                        .into(),
+                ));
+            }
+            let after = self.visible_ts();
+            if committer.last_ts > after
+                && let Some(first) = commits.first()
+                && first.ts <= committer.last_ts
+            {
+                return Err(Error::LogGap(format!(
+                    "commit at ts {} is not above this engine's last timestamp {}",
+                    first.ts, committer.last_ts
+                )));
+            }
+            let previous = self.catalog();
+            if let Some(next) = catalog {
+                self.install_catalog_locked(next);
+            }
+            let current = self.catalog();
+            let prepare = || {
+                let (_, registry) = self.search.current();
+                let store = self.store.read();
+                follow::prepare_slice(
+                    &current, &previous, &store, &registry, after, commits, revisions,
+                )
+            };
+            let search_version = self.search.version();
+            let mut prepared = prepare()?;
+            if self.search.version() != search_version {
+                // A search index was registered meanwhile (rare): its keys too.
+                prepared = prepare()?;
+            }
+            for commit in &prepared {
+                committer.write_log.append(Arc::clone(&commit.written));
+            }
+            if let Some(last) = prepared.last() {
+                committer.last_ts = committer.last_ts.max(last.ts);
+                committer.write_log.trim(last.ts, after);
+            }
+            PersistBatch {
+                commits: CommitBatch { commits: prepared },
+                dropped_indexes: Vec::new(),
+                catalog: None,
+                generation: 0,
+            }
+        };
+        let invalidated = self.publish(&batch);
+        Ok(AppliedLog {
+            invalidated,
+            first_ts: batch.commits.commits.first().map(|c| c.ts),
+            last_ts: batch.commits.max_ts(),
+            commits: batch.commits.len(),
+            revisions: revision_count,
+        })
+    }
+
+    /// Replace the catalog with `next`, read from the database a leader writes (a follower):
+    /// indexes gone from it are removed from the store, indexes new in it are derived from
+    /// every retained revision ([`follow::derive_index`]), and it counts as persisted.
+    /// Called with the committer lock held.
+    fn install_catalog_locked(&self, next: Catalog) {
+        let mut state = self.catalog.write();
+        let current = Arc::clone(&state.current);
+        if current.to_json() == next.to_json() {
+            return;
+        }
+        {
+            let mut store = self.store.write();
+            for gone in current.all_indexes().filter(|i| next.index(i.id).is_none()) {
+                let start = gone.id.prefix().to_vec();
+                let end = (gone.id.0 + 1).to_be_bytes().to_vec();
+                store.remove_range(&start, &end);
+            }
+            for added in next.all_indexes().filter(|i| current.index(i.id).is_none()) {
+                let changes = follow::derive_index(&store, TableNumber(added.table), added);
+                for (ts, change) in changes {
+                    store.apply_index(ts, change);
+                }
+            }
+        }
+        state.current = Arc::new(next);
+        state.version += 1;
+        state.persisted_version = state.version;
+    }
+
     /// Drop a batch that failed to persist: its commits never become visible, and its index
     /// drops and catalog change are retried with the next batch.
     pub fn abort(&self, batch: PersistBatch) {
@@ -631,6 +759,17 @@ impl Engine {
             committer.write_log.first_overlap(ts, visible, reads),
             Ok(None)
         )
+    }
+
+    /// The keys the commit at `ts` wrote, while the write log still holds it (diagnostics,
+    /// tests comparing engines).
+    pub fn written_at(&self, ts: Timestamp) -> Option<Arc<crate::write_log::WriteLogEntry>> {
+        self.committer
+            .lock()
+            .write_log
+            .between(Timestamp(ts.0.saturating_sub(1)), ts)
+            .next()
+            .cloned()
     }
 
     /// Remove a subscription.

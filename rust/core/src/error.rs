@@ -156,6 +156,10 @@ pub enum Error {
     /// Persisted data that fails verification (checksum, torn commit, bad format).
     #[error("corrupt database: {0}")]
     Corrupt(String),
+    /// A follower's log slice does not continue what it applied (a missed commit, or
+    /// history pruned past its position): it must reload.
+    #[error("log gap: {0}; reload the state from the database")]
+    LogGap(String),
     /// The backend failed (I/O, SQL error).
     #[error("persistence error: {0}")]
     Persistence(String),

@@ -48,6 +48,11 @@ impl VersionChain {
         d.as_ref().map(|d| (*v, d))
     }
 
+    /// Every retained version, oldest first: `(ts, Some(doc))` or `(ts, None)` (removed).
+    pub fn versions(&self) -> &[(Timestamp, Option<DocumentRef>)] {
+        &self.versions
+    }
+
     /// The newest version's timestamp.
     pub fn latest_ts(&self) -> Option<Timestamp> {
         self.versions.last().map(|(ts, _)| *ts)

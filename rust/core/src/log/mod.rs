@@ -6,6 +6,7 @@
 //! separate [`crate::write_log`].
 
 pub mod batch;
+pub mod follow;
 pub mod prune;
 pub mod record;
 pub mod recovery;
