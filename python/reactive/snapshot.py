@@ -754,7 +754,9 @@ async def perform_import(
 
     Raises:
         SnapshotError: a write failed (the message names the table and document).
+        ReadOnlyError: the database follows another process's log (a read replica).
     """
+    db._check_writable("import")
     progress = progress or _NoProgress()
     report = ImportReport(skipped=list(plan.skipped))
     engine = db._engine

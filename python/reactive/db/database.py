@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from reactive.db.cron_runner import CRON_JOBS, CronRunner, resolve_crons
 from reactive.db.cron_runner import INDEXES as CRON_INDEXES
 from reactive.db.cursor import CursorCodec
 from reactive.db.flusher import Flusher, WorkerFlusher
+from reactive.db.follower import DEFAULT_POLL_S, LogFollower
 from reactive.db.runner import MutationOutcome, QueryOutcome, Runner
 from reactive.db.scheduler import (
     DEFAULT_CONCURRENCY,
@@ -39,7 +41,7 @@ from reactive.db.schema_sync import apply_schema
 from reactive.db.storage import FileStore, default_storage_dir
 from reactive.db.subscription import Subscription
 from reactive.db.system import ensure_system_table
-from reactive.errors import DatabaseClosedError
+from reactive.errors import DatabaseClosedError, PersistenceError, ReadOnlyError, SchemaError
 from reactive.functions import (
     App,
     Function,
@@ -50,7 +52,13 @@ from reactive.functions import (
 )
 from reactive.observability import FunctionLog, Metrics, Observer
 from reactive.persistence import open_persistence
-from reactive.persistence.base import RETAINED_TS, CheckReport, Persistence, PruneReport
+from reactive.persistence.base import (
+    RETAINED_TS,
+    CheckReport,
+    LogSource,
+    Persistence,
+    PruneReport,
+)
 
 __all__ = ["Database", "QueryCall", "open"]
 
@@ -86,6 +94,7 @@ class Database:
         app: App,
         cursor_secret: bytes,
         max_attempts: int,
+        follower: LogFollower | None = None,
     ) -> None:
         self.url = url
         self._persistence = persistence
@@ -97,8 +106,13 @@ class Database:
             weakref.WeakValueDictionary()
         )
         start_worker = getattr(persistence, "start_worker", None)
-        self._flusher: Flusher | WorkerFlusher
-        if start_worker is not None:
+        self._flusher: Flusher | WorkerFlusher | LogFollower
+        # Set when this process follows another's log (a read replica): it never writes.
+        self._follower = follower
+        if follower is not None:
+            follower.on_publish = self._invalidate
+            self._flusher = follower
+        elif start_worker is not None:
             self._flusher = WorkerFlusher(engine, start_worker(engine), self._invalidate)
         else:
             self._flusher = Flusher(engine, persistence, self._invalidate)
@@ -141,8 +155,23 @@ class Database:
         scheduler: tuple[bool, int, float] = (True, DEFAULT_CONCURRENCY, DEFAULT_STARTS_PER_S),
         storage_dir: str | Path | None = None,
         vector_exact_limit: int = DEFAULT_VECTOR_EXACT_LIMIT,
+        follow: tuple[bool, float, float] = (False, DEFAULT_POLL_S, 60.0),
     ) -> Database:
         loaded_app = load_app(app)
+        if follow[0]:
+            return await cls._open_follower(
+                url,
+                loaded_app,
+                max_attempts,
+                retention_s,
+                config,
+                persistence_options,
+                time_limits_s,
+                slow_function_ms,
+                storage_dir,
+                vector_exact_limit,
+                follow,
+            )
         persistence = await open_persistence(url, **persistence_options)
         try:
             state = await persistence.load()
@@ -190,6 +219,134 @@ class Database:
             raise
         return db
 
+    @classmethod
+    async def _open_follower(
+        cls,
+        url: str,
+        loaded_app: App,
+        max_attempts: int,
+        retention_s: float,
+        config: dict[str, int],
+        persistence_options: dict[str, Any],
+        time_limits_s: tuple[float, float],
+        slow_function_ms: float | None,
+        storage_dir: str | Path | None,
+        vector_exact_limit: int,
+        follow: tuple[bool, float, float],
+    ) -> Database:
+        """Open a read replica: load without the lease, follow the log (:mod:`.follower`)."""
+        _, poll_s, schema_wait_s = follow
+        persistence = await open_persistence(url, lease=False, **persistence_options)
+        try:
+            if not isinstance(persistence, LogSource):
+                raise PersistenceError(f"{persistence.url}: this backend has no log to follow")
+            catalog = await persistence.get_global("catalog")
+            state = await persistence.load()
+            engine = _core.Engine(state, config)
+            secret = await persistence.get_global("cursor_secret")
+            if secret is None:
+                raise PersistenceError(
+                    f"{persistence.url}: no writer has opened this database with an app yet; "
+                    "start the writer first"
+                )
+            retained = await persistence.get_global(RETAINED_TS)
+            if retained is not None:
+                engine.retain(int(retained.decode()))
+            follower = LogFollower(
+                engine,
+                persistence,
+                lambda ids, first, last: None,
+                catalog_json=None if catalog is None else bytes(catalog).decode(),
+                poll_s=poll_s,
+            )
+            db = cls(url, persistence, engine, loaded_app, secret, max_attempts, follower)
+            db._vector_exact_limit = vector_exact_limit
+            db._retention_s = retention_s
+            db._runner.function_time_limit_s, db._runner.action_time_limit_s = time_limits_s
+            db._observer.slow_function_ms = slow_function_ms
+            follower.start()
+            db._retention_task = asyncio.get_running_loop().create_task(
+                db._retention_loop(), name="reactive-retention"
+            )
+        except BaseException:
+            await persistence.close()
+            raise
+        try:
+            await db._await_writer_schema(schema_wait_s)
+            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
+            db._files = FileStore(db, root)
+            await db._files.open(tables=False, follower=True)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _await_writer_schema(self, timeout_s: float) -> None:
+        """Wait until the writer applied this app's schema, then register its search indexes.
+
+        A follower changes no schema: the writer creates the tables and indexes.
+
+        Raises:
+            SchemaError: the writer's schema is still another one after ``timeout_s``.
+        """
+        from reactive.db.schema_sync import register_search_indexes
+
+        schema = self._app.schema
+        if schema is None:
+            return
+        wanted = json.loads(schema.to_json())
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stored_raw = await self._persistence.get_global("schema")
+            stored = json.loads(stored_raw) if stored_raw else None
+            if stored == wanted:
+                break
+            if time.monotonic() >= deadline:
+                raise SchemaError(
+                    "this app's schema is not the one the database's writer applied "
+                    f"(waited {timeout_s:g} s): the writer applies schemas, so run the same "
+                    "app there first"
+                )
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        # The tables exist in the database: wait until this process has applied them.
+        await self._flusher.flush()
+        await register_search_indexes(self, schema)
+
+    async def wait_for_timestamp(self, ts: int) -> None:
+        """Wait until commit timestamp ``ts`` is visible here.
+
+        On a follower: until it has applied the writer's commit ``ts`` (read your writes
+        made through the writer: pass the writer's ``timestamp`` after the mutation). On
+        the writer, its own commits are visible once acknowledged: this returns at once
+        for them.
+
+        Raises:
+            PersistenceError: a follower stopped following (reopen it).
+            DatabaseClosedError: the database closed first.
+        """
+        self._check_open()
+        await self._flusher.wait(ts)
+
+    @property
+    def following(self) -> bool:
+        """Whether this process follows another's log (opened with ``follow=True``).
+
+        A follower serves reads and subscriptions, and refuses writes.
+        """
+        return self._follower is not None
+
+    def _check_writable(self, what: str) -> None:
+        """Refuse a write on a follower.
+
+        Raises:
+            ReadOnlyError: this database follows another process's log.
+        """
+        if self._follower is not None:
+            raise ReadOnlyError(
+                f"{what}: this database was opened with follow=True (a read replica of the "
+                "process holding the writer lease); writes run on that process"
+            )
+
     def _wake_scheduler(self) -> None:
         """A function was scheduled: the worker looks at once."""
         if self._scheduler_worker is not None:
@@ -208,7 +365,8 @@ class Database:
                 dropped = await asyncio.to_thread(self._engine.retain, min_ts)
                 if dropped:
                     log.debug("retention dropped %d old versions", dropped)
-                await self._prune_persistence(min_ts)
+                if self._follower is None:  # the writer prunes the database
+                    await self._prune_persistence(min_ts)
 
     def _retention_cutoff(self, keep_s: float) -> int:
         # Commit timestamps follow the wall clock (ns); an idle database still ages.
@@ -238,6 +396,7 @@ class Database:
             PersistenceError: the backend failed (what was deleted stays deleted).
         """
         self._check_open()
+        self._check_writable("gc")
         await self._flusher.flush()
         keep = self._retention_s if keep_s is None else keep_s
         cutoff = self._retention_cutoff(keep)
@@ -835,6 +994,9 @@ def open(
     scheduler_starts_per_s: float = DEFAULT_STARTS_PER_S,
     storage_dir: str | Path | None = None,
     vector_exact_limit: int = DEFAULT_VECTOR_EXACT_LIMIT,
+    follow: bool = False,
+    follow_poll_s: float = DEFAULT_POLL_S,
+    follow_schema_wait_s: float = 60.0,
     **config: int,
 ) -> _Opener:
     """Open a database: ``db = await reactive.open(url, app=...)`` or ``async with``.
@@ -865,6 +1027,17 @@ def open(
         vector_exact_limit: Vector searches score every candidate exactly while an index
             (or a search's filter) holds at most this many vectors; past it an approximate
             HNSW index answers (recall@10 >= 0.95). Default 10,000.
+        follow: Open a PostgreSQL or MySQL database as a read replica of the process that
+            holds its writer lease (:mod:`reactive.db.follower`): load it without the lease,
+            then apply the writer's commits as they land. Queries, subscriptions and
+            point-in-time reads work as on the writer; mutations, schema changes and other
+            writes raise ``ReadOnlyError``; scheduled functions and crons run on the writer.
+            The writer must have opened the database with the same app (its schema).
+        follow_poll_s: A follower reads the log at least this often (seconds; default 1)
+            besides waking when the writer commits (PostgreSQL notifications; MySQL is
+            polled, see ``LogSource.wait_log``).
+        follow_schema_wait_s: How long a follower waits at open for the writer to have
+            applied this app's schema (seconds; default 60).
         **config: Engine knobs: ``max_documents_read``, ``max_bytes_read``,
             ``max_read_intervals``, ``max_documents_written``, ``max_bytes_written``
             (per-transaction limits; Convex's defaults), ``write_log_max_age_ns``,
@@ -878,8 +1051,10 @@ def open(
         SchemaError: a stored document violates the app's schema.
         FunctionNotFoundError: the app cannot be found.
         ValueError: ``retention_s`` is negative or not finite, a time limit is not a
-            positive finite number, or a scheduler knob or ``vector_exact_limit`` is not
-            positive.
+            positive finite number, or a scheduler knob, ``vector_exact_limit``,
+            ``follow_poll_s`` or ``follow_schema_wait_s`` is not positive.
+        PersistenceError: ``follow=True`` on SQLite (one process), or on a database no
+            writer has opened with an app yet.
         TypeError: an unknown engine option.
     """
     unknown = set(config) - set(_CONFIG_KEYS)
@@ -911,6 +1086,12 @@ def open(
             f"slow_function_ms must be a finite number of milliseconds >= 0, not "
             f"{slow_function_ms!r}"
         )
+    for name, seconds in (
+        ("follow_poll_s", follow_poll_s),
+        ("follow_schema_wait_s", follow_schema_wait_s),
+    ):
+        if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
+            raise ValueError(f"{name} must be a positive finite number of seconds, not {seconds!r}")
     options: dict[str, Any] = {}
     if pool_size is not None:
         options["pool_size"] = pool_size
@@ -929,5 +1110,6 @@ def open(
             scheduler,
             storage_dir,
             vector_exact_limit,
+            (bool(follow), float(follow_poll_s), float(follow_schema_wait_s)),
         )
     )

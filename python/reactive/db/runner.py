@@ -477,6 +477,7 @@ class Runner:
         the report to the observer is made here, not by a wrapper.
 
         Raises:
+            ReadOnlyError: the database follows another process's log (a read replica).
             WriteConflict: still conflicting after ``max_attempts``.
             CommitOutcomeUnknownError: commits stopped after an earlier commit's outcome
                 became unknown; reopen the database.
@@ -485,6 +486,8 @@ class Runner:
         started, t0 = time.time(), time.perf_counter()
         db = self._db
         try:
+            if db._follower is not None:
+                db._check_writable(f"mutation {fn.path}")
             outcome: MutationOutcome | None = None
             engine = db._engine
             now = started * 1000.0

@@ -177,10 +177,19 @@ class FileStore:
 
     # -- opening ---------------------------------------------------------------------
 
-    async def open(self, *, tables: bool) -> None:
-        """Name this database's folder, create the tables (``tables``) and sweep garbage."""
+    async def open(self, *, tables: bool, follower: bool = False) -> None:
+        """Name this database's folder, create the tables (``tables``) and sweep garbage.
+
+        A ``follower`` (a read replica, :mod:`reactive.db.follower`) only names the folder
+        the writer named: it creates nothing and deletes nothing (its ``storage_dir`` must be
+        the writer's to serve the bytes).
+        """
         persistence = self._db._persistence
         instance = await persistence.get_global(_INSTANCE_KEY)
+        if follower:
+            if instance is not None:
+                self._dir = self.root.absolute() / "files" / instance.decode()
+            return
         if instance is None:
             instance = secrets.token_hex(8).encode()
             await persistence.set_global(_INSTANCE_KEY, instance)

@@ -81,7 +81,12 @@ async def ensure_environment_table(db: Database) -> None:
 
 
 async def ensure_system_table(db: Database, table_name: str, indexes: dict[str, list[str]]) -> None:
-    """Create the system table ``table_name`` and its ``indexes`` (name -> fields) if needed."""
+    """Create the system table ``table_name`` and its ``indexes`` (name -> fields) if needed.
+
+    Raises:
+        ReadOnlyError: the database follows another process's log (a read replica).
+    """
+    db._check_writable(f"creating {table_name}")
     engine = db._engine
     engine.create_system_table(table_name)
     for name, fields in indexes.items():
@@ -193,9 +198,11 @@ async def commit_system(db: Database, change: Callable[[_core.Transaction], T]) 
         ``change`` wrote nothing).
 
     Raises:
+        ReadOnlyError: the database follows another process's log (a read replica).
         RetryableError: :data:`SYSTEM_WRITE_ATTEMPTS` attempts conflicted.
         Exception: whatever ``change`` raised (nothing is written).
     """
+    db._check_writable("a system write")
     engine = db._engine
     for _ in range(SYSTEM_WRITE_ATTEMPTS):
         txn = engine.begin(False)
@@ -294,7 +301,12 @@ def record_session_request(
 
 
 async def prune_session_requests(db: Database, batch: int = 1000) -> int:
-    """Delete up to ``batch`` records older than the retention window; returns how many."""
+    """Delete up to ``batch`` records older than the retention window; returns how many.
+
+    A follower deletes none: the writer prunes them.
+    """
+    if db.following:
+        return 0
     engine = db._engine
     cutoff_ms = (time.time() - SESSION_REQUEST_RETENTION_S) * 1000.0
     txn = engine.begin(False)

@@ -1,0 +1,249 @@
+"""Following a writer's log: a read replica of a PostgreSQL or MySQL database.
+
+A database opened with ``reactive.open(url, follow=True)`` does not take the writer lease.
+Another process (the writer: a ``reactive.open`` or a server on the same database) commits;
+this one loads the database, then tails its log into its own engine and serves queries,
+subscriptions and point-in-time reads from it, as the writer does from its own.
+
+:class:`LogFollower` stands where the group-commit loop stands in a writer
+(:mod:`reactive.db.flusher`): a task reads the log past the last commit it applied, in
+slices of whole commits read in one snapshot (``LogSource.read_log_since``), has the engine
+verify and publish each one (``Engine.apply_log``: checksums, torn commits, each revision
+continuing the one held; index changes and written keys derived as the writer's committer
+derived them), then tells the database which subscriptions the slice invalidated. Between
+slices it waits for the writer to commit (``LogSource.wait_log``: PostgreSQL's
+LISTEN/NOTIFY, polling on MySQL), and reads at least every ``poll_s`` seconds anyway.
+
+Invariants: slices are applied one at a time in timestamp order, so a reader at the visible
+timestamp sees a prefix of the writer's log made of whole commits, and snapshots only move
+forward; nothing is written to the database from here.
+
+When the log no longer continues what was applied (the writer's retention pruned history
+this process never read, after a long disconnection; or a revision that does not follow
+the one held), following stops: :meth:`LogFollower.stopped_error` says why, waiters fail
+with it, and the database must be reopened (queries keep answering from what was applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from reactive import _core
+from reactive.errors import (
+    CorruptionError,
+    DatabaseClosedError,
+    LogGapError,
+    PersistenceError,
+    ReactiveError,
+)
+from reactive.persistence.base import LogSource
+
+log = logging.getLogger("reactive.db")
+
+__all__ = ["LogFollower"]
+
+DEFAULT_POLL_S = 1.0
+"""Longest wait between two reads of the log when no wake-up arrives (seconds)."""
+
+_RETRY_MAX_S = 2.0
+"""Longest pause before reading again after the database failed (seconds)."""
+
+
+class LogFollower:
+    """Tails the log a writer commits into this process's engine.
+
+    Args:
+        engine: This process's engine, loaded from the same database.
+        source: The database opened without the lease (``open_persistence(url,
+            lease=False)``).
+        on_publish: Told ``(invalidated subscription ids, first ts, last ts)`` after each
+            applied slice, in commit order (``Database._invalidate``).
+        catalog_json: The catalog the engine was loaded with (a slice's catalog is
+            installed only when it differs).
+        poll_s: Longest wait between reads when no wake-up arrives (seconds).
+    """
+
+    def __init__(
+        self,
+        engine: _core.Engine,
+        source: LogSource,
+        on_publish: Callable[[list[int], int, int], None],
+        *,
+        catalog_json: str | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+    ) -> None:
+        self._engine = engine
+        self._source = source
+        self.on_publish = on_publish
+        self._catalog_json = catalog_json
+        self.poll_s = poll_s
+        # Told the number of commits of each applied slice (metrics).
+        self.on_batch: Callable[[int], None] | None = None
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._broken: BaseException | None = None
+        self._caught_up = asyncio.Event()
+        # The newest commit timestamp the database reported (the writer's head).
+        self.head_ts = int(engine.visible_ts)
+        self.slices_applied = 0
+        self.commits_applied = 0
+        self.batches_written = 0
+        self.commits_written = 0
+        self.last_applied_at = time.monotonic()
+
+    # -- the interface of reactive.db.flusher -------------------------------------------
+
+    def start(self) -> None:
+        """Start following on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="reactive-follower")
+
+    def stopped_error(self) -> PersistenceError | None:
+        """Why following stopped (the database must be reopened), else ``None``."""
+        if self._broken is None:
+            return None
+        stopped = PersistenceError(
+            f"this process stopped following the database's log ({self._broken}); reopen it"
+        )
+        stopped.__cause__ = self._broken
+        return stopped
+
+    def nudge(self) -> None:
+        """Nothing to do: a follower queues no commits."""
+
+    async def wait(self, ts: int) -> None:
+        """Wait until commit ``ts`` of the log is applied here.
+
+        Raises:
+            PersistenceError: following stopped before it was applied.
+            DatabaseClosedError: the database closed first.
+        """
+        fut = self.waiter(ts)
+        if fut is not None:
+            await fut
+
+    def waiter(self, ts: int) -> asyncio.Future[None] | None:
+        """What :meth:`wait` awaits: ``None`` if ``ts`` is applied here already.
+
+        Else a future resolved once it is.
+
+        Raises:
+            DatabaseClosedError: the database is closed.
+            PersistenceError: following stopped.
+        """
+        if self._engine.visible_ts >= ts:
+            return None
+        if self._stopping:
+            raise DatabaseClosedError("the database is closed")
+        stopped = self.stopped_error()
+        if stopped is not None:
+            raise stopped
+        fut = self._waiters.get(ts)
+        if fut is None or fut.cancelled():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters[ts] = fut
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until what the database held when called is applied here.
+
+        Raises:
+            PersistenceError: following stopped, or the database cannot be read.
+        """
+        head = await self._source.read_log_since(int(self._engine.visible_ts), max_commits=1)
+        target = max(head.max_ts, head.last_ts)
+        await self.wait(target)
+
+    async def stop(self) -> None:
+        """Stop following; every waiter fails with ``DatabaseClosedError``."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._settle(DatabaseClosedError("the database closed before the commit was applied"))
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def lag_ts(self) -> int:
+        """How far behind the writer's last reported commit this process is (ns)."""
+        return max(0, self.head_ts - int(self._engine.visible_ts))
+
+    async def caught_up(self) -> None:
+        """Wait until one read found nothing more to apply (used at open)."""
+        await self._caught_up.wait()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _settle(self, error: BaseException | None) -> None:
+        visible = int(self._engine.visible_ts)
+        for ts in list(self._waiters):
+            if error is None and ts > visible:
+                continue
+            fut = self._waiters.pop(ts)
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+    async def _apply(self, piece: Any) -> bool:
+        """Apply one slice; returns whether the log has more right now."""
+        catalog = piece.catalog_json
+        install = catalog if catalog is not None and catalog != self._catalog_json else None
+        if piece.commits or install is not None:
+            applied = await asyncio.to_thread(
+                self._engine.apply_log, install, piece.commits, piece.documents
+            )
+            if install is not None:
+                self._catalog_json = install
+            if applied["last_ts"] is not None:
+                self.slices_applied += 1
+                self.commits_applied += int(applied["commits"])
+                self.batches_written += 1
+                self.commits_written += int(applied["commits"])
+                self.last_applied_at = time.monotonic()
+                if self.on_batch is not None:
+                    self.on_batch(int(applied["commits"]))
+                # Before waking anyone: what they read next must reflect this slice.
+                self.on_publish(
+                    list(applied["invalidated"]), int(applied["first_ts"]), int(applied["last_ts"])
+                )
+        self.head_ts = max(self.head_ts, int(piece.max_ts), int(piece.last_ts))
+        self._settle(None)
+        return bool(piece.more)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                after = int(self._engine.visible_ts)
+                piece = await self._source.read_log_since(after)
+                more = await self._apply(piece)
+                failures = 0
+                if more:
+                    continue
+                self._caught_up.set()
+                await self._source.wait_log(int(self._engine.visible_ts), self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except (LogGapError, CorruptionError) as exc:
+                log.error("following the log stopped: %s; reopen the database", exc)
+                self._broken = exc
+                self._caught_up.set()
+                self._settle(self.stopped_error())
+                return
+            except ReactiveError as exc:
+                # The database unreachable for a while: keep trying, with backoff.
+                failures += 1
+                delay = min(_RETRY_MAX_S, 0.05 * 2**failures)
+                log.warning("reading the log failed (%s); again in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
