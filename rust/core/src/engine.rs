@@ -884,7 +884,8 @@ impl Engine {
     /// Register a full-text index on `table` (which must exist) and build it from the
     /// table's documents: before returning for tables up to [`FOREGROUND_SEARCH_BUILD`]
     /// documents, on a thread past that. An index of the same shape stays as it is; one
-    /// with the same name and another shape is replaced.
+    /// with the same name and another shape is replaced. Errors: `Schema` when its key id
+    /// is another registered index's ([`crate::search::Registry::insert_text`]).
     pub fn register_text_index(
         &self,
         table: &str,
@@ -893,14 +894,7 @@ impl Engine {
         filter_fields: &[String],
     ) -> Result<()> {
         let number = self.table_number(table)?;
-        let def = TextIndexDef::new(
-            self.search.next_key_id(),
-            number,
-            table,
-            name,
-            search_field,
-            filter_fields,
-        )?;
+        let def = TextIndexDef::new(number, table, name, search_field, filter_fields)?;
         let (_, registry) = self.search.current();
         if registry
             .text(table, name)
@@ -910,9 +904,7 @@ impl Engine {
         }
         let index = Arc::new(TextIndex::new(def)?);
         let (ts, docs) = self.search.change(|r| {
-            r.text
-                .retain(|i| !(i.def.table_name == table && i.def.name == name));
-            r.text.push(Arc::clone(&index));
+            r.insert_text(Arc::clone(&index))?;
             self.documents_at_visible(number)
         })?;
         self.search.start_maintenance();
@@ -944,7 +936,6 @@ impl Engine {
     ) -> Result<()> {
         let number = self.table_number(table)?;
         let def = VectorIndexDef::new(
-            self.search.next_key_id(),
             number,
             table,
             name,
@@ -962,9 +953,7 @@ impl Engine {
         }
         let index = Arc::new(VectorIndex::new(def));
         let (_, docs) = self.search.change(|r| {
-            r.vector
-                .retain(|i| !(i.def.table_name == table && i.def.name == name));
-            r.vector.push(Arc::clone(&index));
+            r.insert_vector(Arc::clone(&index))?;
             self.documents_at_visible(number)
         })?;
         self.search.start_maintenance();

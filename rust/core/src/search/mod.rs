@@ -6,9 +6,32 @@
 //! and every published commit updates it, in the same step that moves the visible
 //! timestamp, so a snapshot never sees a commit in the documents but not in a search.
 //!
-//! Their read and write keys live in a private keyspace, one 4-byte id per index from
-//! [`KEY_ID_BASE`] up (catalog index ids count from 1 and never get there), so the write
-//! log, conflict detection and subscriptions treat a search like any other read.
+//! Their read and write keys live in a private keyspace, one 4-byte id per index in
+//! `[KEY_ID_BASE, KEY_ID_BASE + 2^KEY_ID_BITS)` = `0xF000_0000..=0xF7FF_FFFF` (catalog index
+//! ids count from 1 and never get there), so the write log, conflict detection and
+//! subscriptions treat a search like any other read.
+//!
+//! A key id is derived from the index's definition, never allocated, so it is the same in
+//! every process on one database and across restarts, whatever order the indexes are
+//! registered in (a read set computed in one process is checked against the write log of
+//! another):
+//!
+//! ```text
+//! key_id = KEY_ID_BASE + (FNV-1a-64(encoding) >> (64 - KEY_ID_BITS))   // top 27 bits
+//! text:   str("text")   ++ str(table) ++ str(index) ++ str(search_field) ++ list(filter fields)
+//! vector: str("vector") ++ str(table) ++ str(index) ++ str(vector_field)
+//!                       ++ u64(dimensions) ++ list(filter fields)
+//! str(s) = u64 BE byte length ++ UTF-8 bytes; list(l) = u64 BE count ++ str of each, in
+//! declaration order; u64(n) = 8 bytes BE
+//! ```
+//!
+//! FNV-1a-64 is the FNV specification's (offset basis `0xcbf29ce484222325`, prime
+//! `0x100000001b3`), implemented here over those explicit bytes ([`text_key_id`],
+//! [`vector_key_id`]). The shape part is what makes two definitions incompatible (what
+//! `same_shape` compares, less the vector index's `exact_limit`, a per-process search
+//! setting that changes no key): an index replaced by one of another shape gets another id.
+//! Two registered indexes whose ids collide are refused ([`Registry::insert_text`]: a
+//! `Schema` error naming both), never made to share a keyspace.
 //!
 //! A maintenance thread (one per engine) moves text indexes' change logs into their
 //! tantivy base and keeps vector indexes' approximate graphs and rows up to date.
@@ -18,7 +41,7 @@ pub mod tokenize;
 pub mod vector;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -36,10 +59,93 @@ pub use vector::{VectorIndex, VectorIndexDef, VectorQuery, VectorRead};
 
 /// The first key id of search indexes' private keyspaces.
 pub const KEY_ID_BASE: u32 = 0xF000_0000;
+/// Search key ids take this many bits above [`KEY_ID_BASE`] (ids `0xF000_0000..=0xF7FF_FFFF`;
+/// `0xF800_0000` up stays free).
+pub const KEY_ID_BITS: u32 = 27;
+/// FNV-1a-64's offset basis and prime.
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// A text index with no change for this long gets its segments merged into one.
 const QUIET_BEFORE_MERGE: Duration = Duration::from_secs(2);
 /// How often the maintenance thread looks for work.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether `id` (the first 4 bytes of a keyspace key, big-endian) is in the range of search
+/// key ids, `[KEY_ID_BASE, KEY_ID_BASE + 2^KEY_ID_BITS)`.
+pub fn is_search_key_id(id: u32) -> bool {
+    id.wrapping_sub(KEY_ID_BASE) < (1 << KEY_ID_BITS)
+}
+
+/// The key id of text index `index` of `table` (see the module documentation for the
+/// formula); in the range [`is_search_key_id`] accepts.
+pub fn text_key_id(table: &str, index: &str, search_field: &str, filter_fields: &[String]) -> u32 {
+    let mut h = ShapeHash::default();
+    h.str("text");
+    h.str(table);
+    h.str(index);
+    h.str(search_field);
+    h.list(filter_fields);
+    h.key_id()
+}
+
+/// The key id of vector index `index` of `table` (`dimensions`: floats per vector; see the
+/// module documentation for the formula); in the range [`is_search_key_id`] accepts.
+pub fn vector_key_id(
+    table: &str,
+    index: &str,
+    vector_field: &str,
+    dimensions: usize,
+    filter_fields: &[String],
+) -> u32 {
+    let mut h = ShapeHash::default();
+    h.str("vector");
+    h.str(table);
+    h.str(index);
+    h.str(vector_field);
+    h.u64(dimensions as u64);
+    h.list(filter_fields);
+    h.key_id()
+}
+
+/// FNV-1a-64 over explicitly encoded fields: the same bytes give the same id on every
+/// platform and Rust version (std's `Hash` impls and `DefaultHasher` promise neither).
+struct ShapeHash(u64);
+
+impl Default for ShapeHash {
+    fn default() -> Self {
+        ShapeHash(FNV_OFFSET_BASIS)
+    }
+}
+
+impl ShapeHash {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.bytes(&n.to_be_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.bytes(s.as_bytes());
+    }
+
+    fn list(&mut self, items: &[String]) {
+        self.u64(items.len() as u64);
+        for item in items {
+            self.str(item);
+        }
+    }
+
+    /// `KEY_ID_BASE` plus the hash's top `KEY_ID_BITS` bits (FNV's best-mixed ones).
+    fn key_id(&self) -> u32 {
+        KEY_ID_BASE + (self.0 >> (64 - KEY_ID_BITS)) as u32
+    }
+}
 
 /// The filter fields of a search index (text or vector), in declaration order.
 #[derive(Debug)]
@@ -144,6 +250,59 @@ impl Registry {
         self.vector.iter().find(|i| i.def.key_id == key_id)
     }
 
+    /// Put text index `index` in place of the text index of the same table and name, if
+    /// any.
+    ///
+    /// Errors: `Schema`, naming both, when another registered index (text or vector) has
+    /// the same key id; the registry is then unchanged.
+    pub fn insert_text(&mut self, index: Arc<TextIndex>) -> crate::Result<()> {
+        let def = &index.def;
+        self.check_key_id(def.key_id, "text", &def.table_name, &def.name)?;
+        self.text
+            .retain(|i| !(i.def.table_name == def.table_name && i.def.name == def.name));
+        self.text.push(index);
+        Ok(())
+    }
+
+    /// Put vector index `index` in place of the vector index of the same table and name, if
+    /// any. Errors as [`Registry::insert_text`].
+    pub fn insert_vector(&mut self, index: Arc<VectorIndex>) -> crate::Result<()> {
+        let def = &index.def;
+        self.check_key_id(def.key_id, "vector", &def.table_name, &def.name)?;
+        self.vector
+            .retain(|i| !(i.def.table_name == def.table_name && i.def.name == def.name));
+        self.vector.push(index);
+        Ok(())
+    }
+
+    /// Refuse `key_id` for the `kind` index `table.name` when an index other than the one it
+    /// replaces has it.
+    fn check_key_id(&self, key_id: u32, kind: &str, table: &str, name: &str) -> crate::Result<()> {
+        let registered = self
+            .text
+            .iter()
+            .map(|i| ("text", i.def.key_id, &i.def.table_name, &i.def.name))
+            .chain(
+                self.vector
+                    .iter()
+                    .map(|i| ("vector", i.def.key_id, &i.def.table_name, &i.def.name)),
+            );
+        for (other_kind, other_id, other_table, other_name) in registered {
+            if other_id == key_id
+                && (other_kind, other_table.as_str(), other_name.as_str()) != (kind, table, name)
+            {
+                let message = format!(
+                    "{kind} search index {table}.{name} cannot be registered: its key id \
+                     {key_id:#010x} is that of {other_kind} search index \
+                     {other_table}.{other_name} (key ids are a hash of each index's table, \
+                     name and shape, and these two collide); rename one of the two indexes"
+                );
+                return Err(crate::error::SchemaError::new(message).into());
+            }
+        }
+        Ok(())
+    }
+
     /// The table name and index name behind a private key id.
     pub fn describe_key(&self, key_id: u32) -> Option<(String, String)> {
         self.text
@@ -228,7 +387,6 @@ impl Registry {
 pub struct SearchIndexes {
     registry: RwLock<Arc<Registry>>,
     version: AtomicU64,
-    next_key: AtomicU32,
     stop: Mutex<bool>,
     wake: Condvar,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -239,7 +397,6 @@ impl Default for SearchIndexes {
         SearchIndexes {
             registry: RwLock::new(Arc::new(Registry::default())),
             version: AtomicU64::new(0),
-            next_key: AtomicU32::new(KEY_ID_BASE),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             thread: Mutex::new(None),
@@ -263,11 +420,6 @@ impl SearchIndexes {
     /// the visible timestamp, so a registration sees a batch wholly or not at all).
     pub fn hold(&self) -> RwLockReadGuard<'_, Arc<Registry>> {
         self.registry.read()
-    }
-
-    /// A fresh private key id.
-    pub fn next_key_id(&self) -> u32 {
-        self.next_key.fetch_add(1, Ordering::AcqRel)
     }
 
     /// Change the registry under its write lock; `f` gets a copy to edit and whatever it
@@ -373,5 +525,83 @@ impl Drop for SearchIndexes {
     fn drop(&mut self) {
         *self.stop.lock() = true;
         self.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fnv(bytes: &[u8]) -> u64 {
+        let mut h = ShapeHash::default();
+        h.bytes(bytes);
+        h.0
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn fnv_matches_the_specification() {
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    /// The ids are part of the protocol between processes: a change of the formula must be
+    /// deliberate (these values were computed by an independent implementation).
+    #[test]
+    fn key_ids_are_pinned() {
+        assert_eq!(
+            text_key_id("messages", "search_body", "body", &names(&["channel"])),
+            0xf2dd_239d
+        );
+        assert_eq!(
+            vector_key_id(
+                "messages",
+                "by_embedding",
+                "embedding",
+                1536,
+                &names(&["channel"])
+            ),
+            0xf6fb_e4fb
+        );
+    }
+
+    #[test]
+    fn key_ids_stay_in_their_range() {
+        assert!(is_search_key_id(KEY_ID_BASE));
+        assert!(is_search_key_id(0xF7FF_FFFF));
+        assert!(!is_search_key_id(0xF800_0000));
+        assert!(!is_search_key_id(KEY_ID_BASE - 1));
+        assert!(!is_search_key_id(1));
+        for i in 0..10_000 {
+            let name = format!("index{i}");
+            assert!(is_search_key_id(text_key_id("t", &name, "f", &[])));
+            assert!(is_search_key_id(vector_key_id("t", &name, "v", 8, &[])));
+        }
+    }
+
+    #[test]
+    fn key_ids_follow_the_shape() {
+        let base = text_key_id("t", "i", "body", &names(&["a", "b"]));
+        assert_eq!(base, text_key_id("t", "i", "body", &names(&["a", "b"])));
+        for other in [
+            text_key_id("u", "i", "body", &names(&["a", "b"])),
+            text_key_id("t", "j", "body", &names(&["a", "b"])),
+            text_key_id("t", "i", "title", &names(&["a", "b"])),
+            text_key_id("t", "i", "body", &names(&["a"])),
+            text_key_id("t", "i", "body", &names(&["b", "a"])),
+            // Fields are length-prefixed: moving a byte from one to the next changes the id.
+            text_key_id("t", "ib", "ody", &names(&["a", "b"])),
+            text_key_id("t", "i", "body", &names(&["ab"])),
+            vector_key_id("t", "i", "body", 2, &names(&["a", "b"])),
+        ] {
+            assert_ne!(base, other);
+        }
+        let vector = vector_key_id("t", "i", "v", 8, &[]);
+        assert_ne!(vector, vector_key_id("t", "i", "v", 16, &[]));
+        assert_ne!(vector, vector_key_id("t", "i", "w", 8, &[]));
     }
 }

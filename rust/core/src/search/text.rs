@@ -74,7 +74,8 @@ const FAMILY_ONE_FILTER: u8 = 3;
 /// What a text index is: its table, searched field and filter fields.
 #[derive(Debug)]
 pub struct TextIndexDef {
-    /// Names the index's private keyspace (the first 4 bytes of its read and write keys).
+    /// Names the index's private keyspace (the first 4 bytes of its read and write keys):
+    /// derived from the definition ([`super::text_key_id`]), the same in every process.
     pub key_id: u32,
     /// The table's number.
     pub table: TableNumber,
@@ -125,9 +126,10 @@ pub struct TextQuery {
 }
 
 impl TextIndexDef {
-    /// A definition; errors on a bad field path.
+    /// A definition, its key id derived from table name, name, search field and filter
+    /// fields ([`super::text_key_id`]). Errors: `InvalidArgument` for too many filter
+    /// fields, `Value` for a bad field path.
     pub fn new(
-        key_id: u32,
         table: TableNumber,
         table_name: &str,
         name: &str,
@@ -140,7 +142,7 @@ impl TextIndexDef {
             )));
         }
         Ok(TextIndexDef {
-            key_id,
+            key_id: super::text_key_id(table_name, name, search_field, filter_fields),
             table,
             table_name: table_name.to_owned(),
             name: name.to_owned(),

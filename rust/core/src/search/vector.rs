@@ -52,7 +52,8 @@ const ANY_KEY: u8 = 0xFF;
 /// What a vector index is.
 #[derive(Debug)]
 pub struct VectorIndexDef {
-    /// Names the index's private keyspace.
+    /// Names the index's private keyspace: derived from the definition
+    /// ([`super::vector_key_id`]), the same in every process.
     pub key_id: u32,
     /// The table's number.
     pub table: TableNumber,
@@ -159,10 +160,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl VectorIndexDef {
-    /// A definition. Errors on bad paths or dimensions.
-    #[allow(clippy::too_many_arguments)]
+    /// A definition, its key id derived from table name, name, vector field, dimensions and
+    /// filter fields ([`super::vector_key_id`]; not `exact_limit`, which changes no key).
+    /// Errors: `InvalidArgument` for dimensions outside [2, 4096], `Value` for a bad field
+    /// path.
     pub fn new(
-        key_id: u32,
         table: TableNumber,
         table_name: &str,
         name: &str,
@@ -177,7 +179,7 @@ impl VectorIndexDef {
             )));
         }
         Ok(VectorIndexDef {
-            key_id,
+            key_id: super::vector_key_id(table_name, name, vector_field, dimensions, filter_fields),
             table,
             table_name: table_name.to_owned(),
             name: name.to_owned(),
