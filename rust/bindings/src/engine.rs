@@ -337,6 +337,18 @@ impl PyEngine {
         self.inner.subscription_count()
     }
 
+    /// Follow another process's log (`True`: writes, catalog changes and backfills raise
+    /// `ReadOnlyError`) or become the writer (`False`).
+    fn set_following(&self, following: bool) {
+        self.inner.set_following(following);
+    }
+
+    /// Whether this engine follows another process's log.
+    #[getter]
+    fn following(&self) -> bool {
+        self.inner.is_following()
+    }
+
     /// Apply a slice of the log another process committed (a follower): `catalog_json` is
     /// `globals.catalog` as of the slice's snapshot (or `None`), `commits` rows of
     /// `commits` `(ts, document_count, index_entry_count, checksum)` with `ts` above the

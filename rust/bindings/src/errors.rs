@@ -49,7 +49,7 @@ impl From<CoreError> for PyErr {
             Error::IndexNotReady { .. } => IndexNotReadyError::new_err(message),
             Error::DocumentNotFound(_) => DocumentNotFoundError::new_err(message),
             Error::LimitExceeded { .. } => LimitExceededError::new_err(message),
-            Error::ReadOnly(_) => ReadOnlyError::new_err(message),
+            Error::ReadOnly(_) | Error::NotWriter(_) => ReadOnlyError::new_err(message),
             Error::TransactionFinished => ReactiveError::new_err(message),
             Error::Conflict(c) => WriteConflict::new_err((message, c.table, c.key_hex, c.ts.0)),
             Error::TransactionTooOld { .. } => TransactionTooOldError::new_err(message),

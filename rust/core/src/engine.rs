@@ -101,6 +101,8 @@ pub struct Engine {
     search: Arc<SearchIndexes>,
     /// Serializes [`Engine::apply_log`] calls.
     applying: Mutex<()>,
+    /// Set while this engine follows another process's log: every write is refused.
+    following: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Engine::apply_log`] applied.
@@ -145,12 +147,32 @@ impl Engine {
             config,
             search: Arc::new(SearchIndexes::default()),
             applying: Mutex::new(()),
+            following: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The newest timestamp whose commits are all durable and visible.
     pub fn visible_ts(&self) -> Timestamp {
         Timestamp(self.visible.load(Ordering::Acquire))
+    }
+
+    /// Follow another process's log (`true`: a read replica, which [`Engine::apply_log`]
+    /// feeds; commits that write, catalog changes and backfills are refused with
+    /// `NotWriter`) or become the writer (`false`: a promotion).
+    pub fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Release);
+    }
+
+    /// Whether this engine follows another process's log.
+    pub fn is_following(&self) -> bool {
+        self.following.load(Ordering::Acquire)
+    }
+
+    fn check_writer(&self, what: &'static str) -> Result<()> {
+        if self.is_following() {
+            return Err(Error::NotWriter(what));
+        }
+        Ok(())
     }
 
     /// The current catalog.
@@ -215,6 +237,7 @@ impl Engine {
             // Nothing written (tables it created stay uncreated: they would be empty).
             return Ok(None);
         }
+        self.check_writer("a transaction that writes")?;
         let mut committer = self.committer.lock();
         if !self.config.unsafe_skip_validation {
             committer
@@ -544,6 +567,7 @@ impl Engine {
         &self,
         change: impl FnOnce(&mut Catalog, Timestamp) -> Result<T>,
     ) -> Result<T> {
+        self.check_writer("a schema change")?;
         let committer = self.committer.lock();
         let mut state = self.catalog.write();
         let mut next = (*state.current).clone();
@@ -612,6 +636,7 @@ impl Engine {
     /// Remove an index: gone from the catalog and memory now, its rows deleted with the
     /// next batch.
     pub fn drop_index(&self, index: IndexId) -> Result<()> {
+        self.check_writer("dropping an index")?;
         let mut committer = self.committer.lock();
         let mut state = self.catalog.write();
         let mut next = (*state.current).clone();
@@ -639,6 +664,7 @@ impl Engine {
         after: Option<&[u8]>,
         chunk: usize,
     ) -> Result<(Option<Timestamp>, Option<Vec<u8>>)> {
+        self.check_writer("an index backfill")?;
         if self.visible_ts() < snapshot_ts {
             return Err(Error::InvalidArgument(format!(
                 "backfill snapshot {snapshot_ts} is not visible yet; persist pending commits first"

@@ -156,6 +156,13 @@ pub enum Error {
     /// Persisted data that fails verification (checksum, torn commit, bad format).
     #[error("corrupt database: {0}")]
     Corrupt(String),
+    /// A write on an engine that follows another process's log ([`crate::engine::Engine::
+    /// set_following`]): the process holding the writer lease makes every write.
+    #[error(
+        "this process follows the database's log as a read replica: {0} runs on the process \
+         holding the writer lease"
+    )]
+    NotWriter(&'static str),
     /// A follower's log slice does not continue what it applied (a missed commit, or
     /// history pruned past its position): it must reload.
     #[error("log gap: {0}; reload the state from the database")]

@@ -645,13 +645,38 @@ fn missed_commit_is_a_gap() {
 fn a_follower_does_not_commit_while_following() {
     let (_dir, leader) = small_log();
     let follower = empty_engine();
+    follower.set_following(true);
     let (catalog, commits, revisions) = parts(&leader.log[..2]);
     follower.apply_log(catalog, &commits, &revisions).unwrap();
     let table = TableNumber(follower.catalog().table("a").unwrap().number);
+    // Writes, catalog changes and backfills are refused; reads are not.
+    let mut txn = follower.begin(false);
+    txn.insert(table, fields(9, 0)).unwrap();
+    assert!(matches!(follower.commit(txn), Err(Error::NotWriter(_))));
+    let read_only = follower.begin(false);
+    assert_eq!(follower.commit(read_only).unwrap(), None);
+    assert!(matches!(
+        follower.create_table("z"),
+        Err(Error::NotWriter(_))
+    ));
+    assert!(matches!(
+        follower.add_index("a", "by_x", vec!["x".into()]),
+        Err(Error::NotWriter(_))
+    ));
+    let by_id = follower.by_id_index("a").unwrap();
+    assert!(matches!(
+        follower.drop_index(by_id),
+        Err(Error::NotWriter(_))
+    ));
+    assert!(!follower.has_pending());
+    // Following goes on.
+    let (_, commits, revisions) = parts(&leader.log[2..]);
+    follower.apply_log(None, &commits, &revisions).unwrap();
+    // An engine with commits of its own waiting cannot apply another's log.
+    follower.set_following(false);
     let mut txn = follower.begin(false);
     txn.insert(table, fields(9, 0)).unwrap();
     follower.commit(txn).unwrap();
-    let (_, commits, revisions) = parts(&leader.log[2..]);
-    let e = refused(follower.apply_log(None, &commits, &revisions));
+    let e = refused(follower.apply_log(None, &[], &[]));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
 }
