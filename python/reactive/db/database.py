@@ -138,6 +138,17 @@ class Database:
         self._cron_runner: CronRunner | None = None
         # Vector indexes search exactly up to this many candidates (reactive.open's knob).
         self._vector_exact_limit = DEFAULT_VECTOR_EXACT_LIMIT
+        # What the writer's work at open needs (kept for a follower's promotion).
+        self._scheduler_knobs: tuple[bool, int, float] = (
+            True,
+            DEFAULT_CONCURRENCY,
+            DEFAULT_STARTS_PER_S,
+        )
+        self._storage_root = default_storage_dir(url)
+        self._persistence_options: dict[str, Any] = {}
+        # A follower's mutations go here (a cluster node forwards them to the writer):
+        # ``forward(fn, args, identity, request, on_commit) -> MutationOutcome``.
+        self._forward: Any = None
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -168,6 +179,7 @@ class Database:
                 persistence_options,
                 time_limits_s,
                 slow_function_ms,
+                scheduler,
                 storage_dir,
                 vector_exact_limit,
                 follow,
@@ -196,28 +208,41 @@ class Database:
         except BaseException:
             await persistence.close()
             raise
+        db._scheduler_knobs = scheduler
+        db._storage_root = (
+            Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
+        )
+        db._persistence_options = dict(persistence_options)
         try:
-            for task in await apply_schema(db, loaded_app.schema):
-                db._background.add(task)
-                task.add_done_callback(db._background_done)
-            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
-            db._files = FileStore(db, root)
-            await db._files.open(tables=bool(loaded_app.functions))
-            if loaded_app.functions:
-                await ensure_system_table(db, SCHEDULED_FUNCTIONS, SCHEDULER_INDEXES)
-                run_scheduled, concurrency, starts_per_s = scheduler
-                cron_jobs = resolve_crons(db, loaded_app)
-                await ensure_system_table(db, CRON_JOBS, CRON_INDEXES)
-                if run_scheduled:
-                    db._scheduler_worker = SchedulerWorker(db, concurrency, starts_per_s)
-                    await db._scheduler_worker.start()
-                    db._cron_runner = CronRunner(db, cron_jobs)
-                    await db._cron_runner.sync()
-                    await db._cron_runner.start()
+            await db._start_writing()
         except BaseException:
             await db.close()
             raise
         return db
+
+    async def _start_writing(self) -> None:
+        """Start the writer's work, at open or at a follower's promotion.
+
+        Applies the app's schema, opens file storage, creates the system tables, starts
+        scheduled functions and crons.
+        """
+        loaded_app = self._app
+        for task in await apply_schema(self, loaded_app.schema):
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+        self._files = FileStore(self, self._storage_root)
+        await self._files.open(tables=bool(loaded_app.functions))
+        if loaded_app.functions:
+            await ensure_system_table(self, SCHEDULED_FUNCTIONS, SCHEDULER_INDEXES)
+            run_scheduled, concurrency, starts_per_s = self._scheduler_knobs
+            cron_jobs = resolve_crons(self, loaded_app)
+            await ensure_system_table(self, CRON_JOBS, CRON_INDEXES)
+            if run_scheduled:
+                self._scheduler_worker = SchedulerWorker(self, concurrency, starts_per_s)
+                await self._scheduler_worker.start()
+                self._cron_runner = CronRunner(self, cron_jobs)
+                await self._cron_runner.sync()
+                await self._cron_runner.start()
 
     @classmethod
     async def _open_follower(
@@ -230,6 +255,7 @@ class Database:
         persistence_options: dict[str, Any],
         time_limits_s: tuple[float, float],
         slow_function_ms: float | None,
+        scheduler: tuple[bool, int, float],
         storage_dir: str | Path | None,
         vector_exact_limit: int,
         follow: tuple[bool, float, float],
@@ -271,10 +297,14 @@ class Database:
         except BaseException:
             await persistence.close()
             raise
+        db._scheduler_knobs = scheduler
+        db._storage_root = (
+            Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
+        )
+        db._persistence_options = dict(persistence_options)
         try:
             await db._await_writer_schema(schema_wait_s)
-            root = Path(storage_dir) if storage_dir is not None else default_storage_dir(url)
-            db._files = FileStore(db, root)
+            db._files = FileStore(db, db._storage_root)
             await db._files.open(tables=False, follower=True)
         except BaseException:
             await db.close()
@@ -346,6 +376,50 @@ class Database:
                 f"{what}: this database was opened with follow=True (a read replica of the "
                 "process holding the writer lease); writes run on that process"
             )
+
+    async def promote(self, writer: Persistence | None = None) -> None:
+        """Turn this follower into the database's writer (a cluster's failover).
+
+        Takes the writer lease (``writer``: a persistence opened with it, else one is
+        opened; this waits for another holder to let go), which raises the epoch so that a
+        previous writer can no longer commit; then applies the rest of the log (everything
+        the previous writer committed, at most its last batch), switches to committing
+        through the lease, and starts the writer's work (schema backfills left unfinished,
+        file storage's sweep, scheduled functions and crons, retention pruning). Reads and
+        subscriptions continue throughout. Idempotent on a writer.
+
+        Raises:
+            IncompatibleDatabaseError: another process holds the lease (``writer`` absent).
+            PersistenceError: the database failed; this process stays a follower.
+        """
+        follower = self._follower
+        if follower is None:
+            return
+        self._check_open()
+        reader = self._persistence
+        if writer is None:
+            writer = await open_persistence(self.url, **self._persistence_options)
+        try:
+            await follower.stop_following()
+            # The lease is ours: no earlier writer commits any more; apply all it did.
+            await follower.catch_up()
+        except BaseException:
+            await writer.close()
+            follower.start()
+            raise
+        self._engine.set_following(False)
+        flusher = Flusher(self._engine, writer, self._invalidate)
+        flusher.on_batch = self._observer.batch_written
+        self._persistence = writer
+        self._flusher = flusher
+        self._follower = None
+        self._forward = None
+        flusher.start()
+        await follower.stop()
+        with contextlib.suppress(Exception):
+            await reader.close()
+        log.info("this process now holds the writer lease of %s", writer.url)
+        await self._start_writing()
 
     def _wake_scheduler(self) -> None:
         """A function was scheduled: the worker looks at once."""

@@ -78,6 +78,8 @@ class LogFollower:
         poll_s: float = DEFAULT_POLL_S,
     ) -> None:
         self._engine = engine
+        # Every write to the engine is refused while it follows (it would never persist).
+        engine.set_following(True)
         self._source = source
         self.on_publish = on_publish
         self._catalog_json = catalog_json
@@ -158,6 +160,30 @@ class LogFollower:
         head = await self._source.read_log_since(int(self._engine.visible_ts), max_commits=1)
         target = max(head.max_ts, head.last_ts)
         await self.wait(target)
+
+    async def stop_following(self) -> None:
+        """Stop the loop (waiters stay); :meth:`start` resumes it, :meth:`catch_up` reads on."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def catch_up(self) -> None:
+        """Apply everything the database holds now (the loop stopped: a promotion).
+
+        Raises:
+            PersistenceError: the database failed, or the log does not continue what was
+                applied (``LogGapError``, ``CorruptionError``).
+        """
+        while True:
+            piece = await self._source.read_log_since(int(self._engine.visible_ts))
+            if not await self._apply(piece):
+                break
+        lost = PersistenceError(
+            "the commit is not in the database's log: its writer stopped before making it durable"
+        )
+        self._settle(lost)
 
     async def stop(self) -> None:
         """Stop following; every waiter fails with ``DatabaseClosedError``."""

@@ -485,6 +485,14 @@ class Runner:
         """
         started, t0 = time.time(), time.perf_counter()
         db = self._db
+        if db._follower is not None and db._forward is not None:
+            # A cluster's follower: the writer runs it (None: this process became the
+            # writer meanwhile, and runs it itself).
+            forwarded: MutationOutcome | None = await db._forward(
+                fn, args, identity, request, on_commit
+            )
+            if forwarded is not None:
+                return forwarded
         try:
             if db._follower is not None:
                 db._check_writable(f"mutation {fn.path}")

@@ -8,7 +8,10 @@ and ``--jwt-audience`` (the ``iss`` and ``aud`` such tokens must carry), ``--ret
 (``$REACTIVE_RETENTION_SECONDS``, default 60: how long old versions stay readable for
 point-in-time reads before memory and persistence drop them), ``--log-level``,
 ``--site-port PORT`` (also serve the app's HTTP actions, ``/http/…`` on the main port, at
-the root of this port on the same host: Convex's ``.convex.site`` origin).
+the root of this port on the same host: Convex's ``.convex.site`` origin),
+``--cluster-key`` (``$REACTIVE_CLUSTER_KEY``: one process of a cluster on a shared
+PostgreSQL or MySQL database, :mod:`reactive.cluster`) and ``--cluster-advertise-url``
+(where the other processes reach this one).
 
 Limits and time-outs (each positive and finite; see :class:`~reactive.server.app.ServerConfig`):
 ``--dev`` (clients see the full text of every function error; else errors raised by the
@@ -159,6 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="log every function run slower than this many milliseconds (logger reactive.slow)",
     )
+    parser.add_argument(
+        "--cluster-key",
+        default=os.environ.get("REACTIVE_CLUSTER_KEY"),
+        help="run as one process of a cluster sharing a PostgreSQL or MySQL database with "
+        "other processes started with the same key, at least 16 bytes "
+        "(default $REACTIVE_CLUSTER_KEY)",
+    )
+    parser.add_argument(
+        "--cluster-advertise-url",
+        default=os.environ.get("REACTIVE_CLUSTER_ADVERTISE_URL"),
+        help="where the cluster's other processes reach this one "
+        "(default http://HOST:PORT, 127.0.0.1 for a wildcard host)",
+    )
     ns = parser.parse_args(argv)
     if ns.slow_function_ms is not None and not 0 <= ns.slow_function_ms < float("inf"):
         parser.error(f"--slow-function-ms must be >= 0 and finite, not {ns.slow_function_ms}")
@@ -187,6 +203,29 @@ def main(argv: list[str] | None = None) -> int:
     elif not public_url.startswith(("http://", "https://")) or "?" in public_url:
         parser.error(f"--public-url must be an http:// or https:// URL, not {public_url!r}")
     public_url = public_url.rstrip("/")
+    advertise_url = ns.cluster_advertise_url
+    if ns.cluster_key is not None:
+        from reactive.cluster.protocol import check_key
+
+        try:
+            check_key(ns.cluster_key)
+        except ValueError as exc:
+            parser.error(f"--cluster-key: {exc}")
+        if "://" not in ns.db or ns.db.startswith(("sqlite:", "file:")):
+            parser.error(
+                "--cluster-key needs a PostgreSQL or MySQL --db shared by the cluster's "
+                "processes (SQLite is opened by one process)"
+            )
+        if ns.dev:
+            parser.error("--cluster-key and --dev do not go together (--dev reloads the app)")
+        if advertise_url is None:
+            host = "127.0.0.1" if ns.host in ("0.0.0.0", "::", "") else ns.host
+            host = f"[{host}]" if ":" in host else host
+            advertise_url = f"http://{host}:{ns.port}"
+        elif not advertise_url.startswith(("http://", "https://")):
+            parser.error(
+                f"--cluster-advertise-url must be an http(s):// URL, not {advertise_url!r}"
+            )
     logging.basicConfig(
         level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -221,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         max_http_action_body_bytes=ns.max_http_action_body_bytes,
         site_port=ns.site_port,
         site_host=ns.host,
+        cluster_key=ns.cluster_key,
+        cluster_advertise_url=advertise_url,
     )
     # The connection cap must stay below the open-file limit (else accepts fail and even
     # /health cannot be served).

@@ -39,6 +39,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 import reactive
+from reactive.cluster.node import CALL_PATH, ClusterNode
+from reactive.cluster.protocol import check_key
 from reactive.db.database import Database
 from reactive.db.storage import DEFAULT_MAX_UPLOAD_BYTES
 from reactive.db.system import ensure_system_tables, prune_session_requests
@@ -113,6 +115,11 @@ class ServerConfig:
         site_port: A second port serving only the app's HTTP actions, at its root (as
             Convex's ``.convex.site`` origin), or ``None``.
         site_host: The address the site port listens on.
+        cluster_key: Run as one process of a cluster on a PostgreSQL or MySQL database
+            shared with other processes started with the same key
+            (:mod:`reactive.cluster`), or ``None``: this process alone.
+        cluster_advertise_url: Where the other processes of the cluster reach this one
+            (default ``url``).
     """
 
     db_url: str
@@ -139,6 +146,8 @@ class ServerConfig:
     max_http_action_body_bytes: int = DEFAULT_MAX_HTTP_ACTION_BODY_BYTES
     site_port: int | None = None
     site_host: str = "127.0.0.1"
+    cluster_key: str | None = None
+    cluster_advertise_url: str | None = None
 
     def storage_path(self) -> Path:
         """The storage directory (``storage_dir`` or its default)."""
@@ -172,6 +181,7 @@ class Server:
         self.admin = AdminApi(self)
         self.http_actions = HttpActions(self)
         self.reloader: Reloader | None = None
+        self.cluster: ClusterNode | None = None
 
     @property
     def db(self) -> Database:
@@ -194,8 +204,24 @@ class Server:
         # its thread delays other clients by milliseconds, not tens of them.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         options = {"storage_dir": self.config.storage_path(), **self.config.open_options}
-        self._db = await reactive.open(self.config.db_url, app=self.config.app, **options)
-        await ensure_system_tables(self._db)
+        if self.config.cluster_key is not None:
+            self.cluster = ClusterNode(
+                self.config.db_url,
+                check_key(self.config.cluster_key),
+                self.config.cluster_advertise_url or self.config.url or "",
+            )
+            self.cluster.on_promoted = self._promoted
+
+            async def open_db(follow: bool) -> Database:
+                return await reactive.open(
+                    self.config.db_url, app=self.config.app, follow=follow, **options
+                )
+
+            self._db = await self.cluster.open(open_db)
+        else:
+            self._db = await reactive.open(self.config.db_url, app=self.config.app, **options)
+        if not self._db.following:
+            await ensure_system_tables(self._db)
         self._db.public_url = self.config.url
         try:
             self.authenticate.providers = Providers(parse_providers(self._db.app.auth_providers))
@@ -204,8 +230,21 @@ class Server:
             await self._db.close()
             raise
         self._queries = QueryCache(self._db, dev=self.config.dev)
-        await self.admin.open(self.config.storage_path())
+        if not self._db.following:
+            await self.admin.open(self.config.storage_path())
         metrics = self._db.metrics
+        if self.cluster is not None:
+            cluster = self.cluster
+            metrics.gauge(
+                "reactive_cluster_leader",
+                "1 while this process leads its cluster (holds the writer lease), else 0.",
+                lambda: 1 if cluster.role == "leader" else 0,
+            )
+            metrics.gauge(
+                "reactive_cluster_forwarded",
+                "Mutations this process forwarded to the cluster's leader.",
+                lambda: cluster.forwarded,
+            )
         metrics.gauge(
             "reactive_websocket_connections",
             "Open sync sockets.",
@@ -222,6 +261,12 @@ class Server:
         if self.config.dev and isinstance(app, (str, Path)) and Path(app).is_dir():
             self.reloader = Reloader(self, Path(app))
             self.reloader.start()
+
+    async def _promoted(self) -> None:
+        """This follower took the writer lease: the writer's server-side work starts."""
+        db = self.db
+        await ensure_system_tables(db)
+        await self.admin.open(self.config.storage_path())
 
     async def _ping(self) -> None:
         # One timer for every socket (a task per socket costs wake-ups at fan-out scale).
@@ -250,6 +295,8 @@ class Server:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self.admin.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._queries is not None:
             self._queries.close()
         for conn in list(self.connections):
@@ -355,6 +402,14 @@ def create_app(config: ServerConfig) -> Starlette:
             methods=["POST"],
         ),
     ]
+    if config.cluster_key is not None:
+
+        async def cluster_call(request: Request) -> Response:
+            if server.cluster is None:
+                return JSONResponse({"code": "NotLeader"}, status_code=503)
+            return await server.cluster.handle_call(request)
+
+        routes.append(Route(CALL_PATH, cluster_call, methods=["POST"]))
     routes += server.admin.routes()
     routes += maintenance.routes(server)
     routes += file_storage.routes(server)

@@ -604,21 +604,30 @@ class HttpApi:
         """``GET /health/ready``: 200 after a read and a write round trip to persistence.
 
         503 with the reason when the database is closed, commits have stopped (an
-        unknown commit outcome) or persistence does not answer within 5 s.
+        unknown commit outcome) or persistence does not answer within 5 s. In a cluster
+        the answer names this process's ``role`` (``leader`` or ``follower``) and
+        ``node``; a follower makes only the read (it writes nothing), reports its
+        ``lag_ms`` behind the leader's last commit, and is 503 once it stopped following.
         """
         db = self.server.db
+        cluster = self.server.cluster
+        role = {} if cluster is None else {"role": cluster.role, "node": cluster.node_id}
         if db._closed:
-            return JSONResponse({"status": "closed"}, status_code=503)
+            return JSONResponse({"status": "closed", **role}, status_code=503)
         stopped = db._flusher.stopped_error()
         if stopped is not None:
-            return JSONResponse({"status": "stopped", "error": str(stopped)}, status_code=503)
+            return JSONResponse(
+                {"status": "stopped", "error": str(stopped), **role}, status_code=503
+            )
         persistence = db._persistence
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 t0 = time.perf_counter()
                 await persistence.get_global(READY_GLOBAL)
                 t1 = time.perf_counter()
-                await persistence.set_global(READY_GLOBAL, str(time.time()).encode())
+                # A follower writes nothing: its read round trip is the check.
+                if not db.following:
+                    await persistence.set_global(READY_GLOBAL, str(time.time()).encode())
                 t2 = time.perf_counter()
         except TimeoutError:
             return JSONResponse(
@@ -630,11 +639,15 @@ class HttpApi:
                 {"status": "unavailable", "error": f"{type(exc).__name__}: {exc}"[:500]},
                 status_code=503,
             )
+        follower = db._follower
+        lag = {} if follower is None else {"lag_ms": round(follower.lag_ts / 1e6, 3)}
         return JSONResponse(
             {
                 "status": "ready",
                 "read_ms": round((t1 - t0) * 1000, 3),
                 "write_ms": round((t2 - t1) * 1000, 3),
+                **role,
+                **lag,
             }
         )
 

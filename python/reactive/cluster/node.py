@@ -1,0 +1,348 @@
+"""One server process of a cluster: many processes on one PostgreSQL or MySQL database.
+
+Every process started with ``--cluster-key`` on the same database campaigns for the
+database's writer lease. The one holding it, the **leader**, is the writer: it commits
+(mutations, schema changes, scheduled functions, crons, retention). The others are
+**followers**: read replicas (:mod:`reactive.db.follower`) that serve queries,
+subscriptions, HTTP and actions from their own copy of the state, tailing the log the
+leader commits; each mutation that reaches a follower is forwarded to the leader, run
+there, and answered once the follower has applied its commit (so the client's next read,
+on the same process, sees it).
+
+Failover: a follower tries to take the lease every ``campaign_s``; the lease is a lock
+held by the leader's database session, so the database frees it when the leader's process
+dies. The follower that takes it raises the lease epoch (every commit checks it: a deposed
+leader cannot commit), applies what remains of the log and becomes the leader in place
+(:meth:`reactive.db.database.Database.promote`); the others forward to it. A forwarded
+mutation carries a request id recorded with its commit (``_session_requests``), so one
+resent after a failover is answered from the record if it committed: exactly once.
+
+Transport: ``POST /_cluster/call`` on the leader, over HTTP (httpx), authenticated with
+an HMAC of the cluster key (:mod:`reactive.cluster.protocol`); where to reach the leader
+is the ``cluster_leader`` global it writes when it takes the lease. Chosen over a
+persistent WebSocket for this stage: each forward is one request and one answer, httpx
+keeps connections alive, and a leader that dies fails its requests at once.
+
+Source: Convex separates function runners from its single committer
+(``crates/database/src/committer.rs`` in get-convex/convex-backend); here every process is
+a replica that runs functions, and the shared database is the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from reactive import _core
+from reactive.cluster.protocol import (
+    HEADER,
+    REPLY_HEADER,
+    NonceCache,
+    decode_error,
+    encode_error,
+    sign_reply,
+    sign_request,
+    verify_reply,
+    verify_request,
+)
+from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.persistence import open_persistence
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from reactive.db.database import Database
+    from reactive.db.runner import MutationOutcome
+    from reactive.functions import Function
+
+log = logging.getLogger("reactive.cluster")
+
+__all__ = ["LEADER_GLOBAL", "ClusterNode", "ClusterUnavailableError"]
+
+LEADER_GLOBAL = "cluster_leader"
+"""The global the leader writes when it takes the lease: ``{"url", "node", "epoch"}``."""
+
+CALL_PATH = "/_cluster/call"
+
+
+class ClusterUnavailableError(PersistenceError):
+    """No leader answered a forwarded mutation in time (the cluster is failing over)."""
+
+
+class ClusterNode:
+    """This process's role in a cluster, its campaign for the lease and its forwarding.
+
+    Args:
+        db_url: The shared database (``postgresql://`` or ``mysql://``).
+        key: The cluster key (bytes, :func:`reactive.cluster.protocol.check_key`).
+        advertise_url: Where the other processes reach this one (``http://host:port``).
+        campaign_s: How often a follower tries to take the lease (seconds).
+        forward_timeout_s: How long a forwarded mutation waits for a leader across a
+            failover before failing with ``ClusterUnavailableError`` (seconds).
+        node_id: This process's name in the cluster (default ``host:pid:random``).
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        key: bytes,
+        advertise_url: str,
+        *,
+        campaign_s: float = 0.5,
+        forward_timeout_s: float = 30.0,
+        node_id: str | None = None,
+    ) -> None:
+        self.db_url = db_url
+        self.key = key
+        self.advertise_url = advertise_url.rstrip("/")
+        self.campaign_s = campaign_s
+        self.forward_timeout_s = forward_timeout_s
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.db: Database | None = None
+        self._nonces = NonceCache()
+        self._campaign: asyncio.Task[None] | None = None
+        self._client: Any = None
+        self._leader_url: str | None = None
+        # Called after a promotion (the server starts its writer-only work).
+        self.on_promoted: Any = None
+        self.promotions = 0
+        self.forwarded = 0
+        self.became_leader_at: float | None = None
+
+    # -- roles ---------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        """``"leader"`` or ``"follower"``."""
+        if self.db is None or self.db.following:
+            return "follower"
+        return "leader"
+
+    async def open(self, open_db: Any) -> Database:
+        """Open the database as its leader if the lease is free, else as a follower.
+
+        ``open_db(follow: bool)`` opens it (``reactive.open`` with the server's options).
+        """
+        try:
+            db: Database = await open_db(False)
+        except IncompatibleDatabaseError as exc:
+            if "writer lease" not in str(exc):
+                raise
+            db = await open_db(True)
+        self.db = db
+        if db.following:
+            db._forward = self.forward
+            self._campaign = asyncio.get_running_loop().create_task(
+                self._run_campaign(), name="reactive-cluster-campaign"
+            )
+        else:
+            await self._announce()
+        return db
+
+    async def close(self) -> None:
+        """Stop campaigning and forwarding (the database is closed by its owner)."""
+        if self._campaign is not None:
+            self._campaign.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._campaign
+            self._campaign = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _announce(self) -> None:
+        """Write where the leader is (the followers forward there)."""
+        assert self.db is not None
+        epoch = getattr(self.db._persistence, "_epoch", None)
+        record = {"url": self.advertise_url, "node": self.node_id, "epoch": epoch}
+        await self.db._persistence.set_global(LEADER_GLOBAL, json.dumps(record).encode())
+        self.became_leader_at = time.time()
+        log.info("cluster: %s leads (epoch %s) at %s", self.node_id, epoch, self.advertise_url)
+
+    async def _run_campaign(self) -> None:
+        """Try to take the lease until this process holds it, then promote."""
+        assert self.db is not None
+        db = self.db
+        while db.following and not db._closed:
+            try:
+                writer = await open_persistence(db.url, **db._persistence_options)
+            except IncompatibleDatabaseError:
+                await asyncio.sleep(self.campaign_s)
+                continue
+            except (PersistenceError, OSError) as exc:
+                log.warning("cluster: campaigning for the lease failed: %s", exc)
+                await asyncio.sleep(self.campaign_s)
+                continue
+            started = time.perf_counter()
+            try:
+                await db.promote(writer)
+            except Exception as exc:
+                log.error("cluster: promotion failed, following on: %s", exc, exc_info=exc)
+                await asyncio.sleep(self.campaign_s)
+                continue
+            self.promotions += 1
+            await self._announce()
+            if self.on_promoted is not None:
+                await self.on_promoted()
+            log.info(
+                "cluster: %s took over as leader in %.3f s",
+                self.node_id,
+                time.perf_counter() - started,
+            )
+            return
+
+    # -- forwarding (a follower) -----------------------------------------------------------
+
+    async def _leader(self, refresh: bool) -> str | None:
+        if self._leader_url is not None and not refresh:
+            return self._leader_url
+        assert self.db is not None
+        raw = await self.db._persistence.get_global(LEADER_GLOBAL)
+        if raw is None:
+            return None
+        try:
+            url = str(json.loads(raw)["url"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        self._leader_url = None if url == self.advertise_url else url
+        return self._leader_url
+
+    async def forward(
+        self,
+        fn: Function[Any],
+        args: Any,
+        identity: dict[str, Any] | None,
+        request: tuple[str, int] | None,
+        on_commit: Any,
+    ) -> MutationOutcome | None:
+        """Run a mutation on the leader; ``None`` once this process leads (run it here).
+
+        The call carries a request id recorded with its commit, made up here when the
+        caller has none, so a call resent after a lost answer or a failover runs once.
+
+        Raises:
+            ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
+            Exception: what the mutation raised on the leader (the same class).
+        """
+        import httpx
+
+        from reactive.db.runner import MutationOutcome
+
+        assert self.db is not None
+        db = self.db
+        if request is None:
+            request = (f"cluster:{self.node_id}:{secrets.token_hex(8)}", 0)
+        body = json.dumps(
+            {
+                "path": fn.path,
+                "args": _core.convex_json(args),
+                "identity": identity,
+                "request": list(request),
+            }
+        ).encode()
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0))
+        deadline = time.monotonic() + self.forward_timeout_s
+        refresh = False
+        delay = 0.02
+        last: str = "no leader is known yet"
+        while True:
+            if not db.following:
+                return None
+            url = await self._leader(refresh)
+            refresh = True
+            if url is not None:
+                header, nonce = sign_request(self.key, "POST", CALL_PATH, body)
+                try:
+                    response = await self._client.post(
+                        url + CALL_PATH,
+                        content=body,
+                        headers={HEADER: header, "Content-Type": "application/json"},
+                    )
+                except httpx.HTTPError as exc:
+                    last = f"{url}: {type(exc).__name__}: {exc}"
+                else:
+                    if response.status_code == 200:
+                        if not verify_reply(
+                            self.key, nonce, response.headers.get(REPLY_HEADER), response.content
+                        ):
+                            raise PersistenceError(
+                                f"the cluster leader at {url} answered without the cluster "
+                                "key's signature; check that every process has the same key"
+                            )
+                        reply = json.loads(response.content)
+                        self.forwarded += 1
+                        if not reply.get("ok"):
+                            raise decode_error(reply.get("error") or {})
+                        ts = int(reply["ts"])
+                        if on_commit is not None:
+                            on_commit(ts)
+                        # Read your writes: answer once this process has applied it.
+                        await db.wait_for_timestamp(ts)
+                        value = _core.from_convex_json(json.loads(reply["value"]), "result")
+                        return MutationOutcome(value, list(reply.get("logLines") or []), ts)
+                    if response.status_code == 403:
+                        raise PersistenceError(
+                            f"the cluster leader at {url} refused this process's cluster key; "
+                            "every process needs the same --cluster-key"
+                        )
+                    last = f"{url}: HTTP {response.status_code}"
+            if time.monotonic() >= deadline:
+                raise ClusterUnavailableError(
+                    f"no cluster leader took the mutation within {self.forward_timeout_s:g} s "
+                    f"({last}); retry"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- the leader's endpoint ---------------------------------------------------------------
+
+    async def handle_call(self, request: Request) -> Response:
+        """``POST /_cluster/call``: run a follower's mutation here (the leader)."""
+        from starlette.responses import JSONResponse, Response
+
+        body = await request.body()
+        nonce = verify_request(
+            self.key, request.headers.get(HEADER), "POST", CALL_PATH, body, self._nonces
+        )
+        if nonce is None:
+            return JSONResponse({"code": "Forbidden"}, status_code=403)
+        db = self.db
+        if db is None or db.following or db._closed:
+            return JSONResponse({"code": "NotLeader"}, status_code=503)
+        try:
+            payload = json.loads(body)
+            path = str(payload["path"])
+            identity = payload.get("identity")
+            session, request_id = payload["request"]
+            call = (str(session), int(request_id))
+            args_text = payload["args"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"code": "BadRequest"}, status_code=400)
+        reply: dict[str, Any]
+        try:
+            fn = db._runner.resolve(path, "mutation", internal_ok=True)
+            args = _core.from_convex_json(json.loads(args_text), "args")
+            outcome = await db._runner.run_mutation(fn, args, identity, call)
+            reply = {
+                "ok": True,
+                "value": _core.convex_json(outcome.value, result=True),
+                "logLines": outcome.log_lines,
+                "ts": outcome.ts,
+            }
+        except Exception as exc:
+            reply = {"ok": False, "error": encode_error(exc)}
+        text = json.dumps(reply).encode()
+        return Response(
+            text,
+            media_type="application/json",
+            headers={REPLY_HEADER: sign_reply(self.key, nonce, text)},
+        )

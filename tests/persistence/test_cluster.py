@@ -1,0 +1,258 @@
+"""Several ``python -m reactive.server --cluster-key K`` processes on one database.
+
+* Three processes on one PostgreSQL (and MariaDB) database: exactly one leads
+  (``/health/ready`` says ``role``); mutations sent to any of them commit (the followers
+  forward them to the leader), and the process that answered shows the write to its next
+  read (read your writes); every process ends with the same data.
+* A subscription on a follower (over the sync protocol, ``reactive.client``) sees the
+  commits made through another follower, in order.
+* The leader SIGKILLed: another process takes the lease and leads within a bound;
+  mutations through the survivors commit again; nothing acknowledged is lost.
+* A request to ``/_cluster/call`` without the cluster key's HMAC is refused (403), and a
+  process started with another key cannot forward (its mutations fail, nothing written).
+
+Source: python/reactive/cluster/, docs/design/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reactive.client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "test-cluster-key-0123456789abcdef"
+
+SCHEMA = """
+from reactive import define_schema, define_table, v
+
+schema = define_schema({
+    "items": define_table({"n": v.float64(), "by": v.string()}).index("by_n", ["n"]),
+})
+"""
+
+APP = """
+from reactive import mutation, query
+
+
+@mutation
+async def add(ctx, n, by):
+    return await ctx.db.insert("items", {"n": n, "by": by})
+
+
+@mutation
+async def fail(ctx, n):
+    await ctx.db.insert("items", {"n": n, "by": "never"})
+    raise ValueError("no such thing")
+
+
+@query
+async def ns(ctx):
+    return [d["n"] for d in await ctx.db.query("items").with_index("by_n").collect()]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self) -> dict[str, object]:
+        try:
+            response = httpx.get(f"{self.url}/health/ready", timeout=2.0)
+        except httpx.HTTPError:
+            return {}
+        body: dict[str, object] = response.json()
+        return body
+
+
+def _spawn(app: Path, db_url: str, port: int, log_path: Path, key: str) -> Node:
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reactive.server",
+                "--app",
+                str(app),
+                "--db",
+                db_url,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--cluster-key",
+                key,
+                "--storage-dir",
+                str(log_path.parent / "storage"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    node = Node(f"http://127.0.0.1:{port}", port, process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a cluster process exited: {node.log()}")
+        if node.ready().get("status") == "ready":
+            return node
+        time.sleep(0.05)
+    raise TimeoutError(node.log())
+
+
+@pytest.fixture
+def cluster(
+    server_url: str, tmp_path: Path, make_app: Callable[[dict[str, str]], Path]
+) -> Iterator[Callable[..., Node]]:
+    app = make_app({"schema.py": SCHEMA, "items.py": APP})
+    started: list[Node] = []
+
+    def start(key: str = KEY) -> Node:
+        n = len(started)
+        node = _spawn(app, server_url, _free_port(), tmp_path / f"node{n}.log", key)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+            try:
+                node.process.wait(20)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(5)
+
+
+def _mutation(url: str, path: str, **args: object) -> httpx.Response:
+    return httpx.post(f"{url}/api/mutation", json={"path": path, "args": args}, timeout=60.0)
+
+
+def _query(url: str, path: str) -> object:
+    response = httpx.post(f"{url}/api/query", json={"path": path, "args": {}}, timeout=30.0)
+    body = response.json()
+    assert body["status"] == "success", body
+    return body["value"]
+
+
+def _roles(nodes: list[Node]) -> list[object]:
+    return [n.ready().get("role") for n in nodes]
+
+
+def test_three_processes_serve_one_database(cluster: Callable[..., Node]) -> None:
+    nodes = [cluster() for _ in range(3)]
+    assert sorted(str(r) for r in _roles(nodes)) == ["follower", "follower", "leader"]
+    for i in range(30):
+        node = nodes[i % 3]
+        response = _mutation(node.url, "items:add", n=i, by=node.url)
+        assert response.json()["status"] == "success", response.text
+        # Read your writes: the process that answered shows it at once.
+        assert i in _query(node.url, "items:ns")  # type: ignore[operator]
+    for node in nodes:
+        assert _query(node.url, "items:ns") == list(range(30))
+    # An error raised by the app on the leader reaches the follower's caller as it would
+    # from the leader, and writes nothing.
+    follower = next(n for n in nodes if n.ready().get("role") == "follower")
+    failed = _mutation(follower.url, "items:fail", n=99).json()
+    assert failed["status"] == "error" and "Server Error" in failed["errorMessage"]
+    assert 99 not in _query(follower.url, "items:ns")  # type: ignore[operator]
+    metrics = httpx.get(f"{follower.url}/metrics").text
+    assert "reactive_cluster_leader 0.0" in metrics
+    assert "reactive_cluster_forwarded" in metrics
+
+
+async def test_subscription_on_a_follower(cluster: Callable[..., Node]) -> None:
+    nodes = [cluster() for _ in range(3)]
+    followers = [n for n in nodes if n.ready().get("role") == "follower"]
+    watcher, writer = followers
+    async with Client(watcher.url) as client:
+        sub = client.subscribe("items:ns")
+        assert await sub.get(timeout_s=10) == []
+        expected: list[int] = []
+        for n in range(10):
+            response = await asyncio.to_thread(_mutation, writer.url, "items:add", n=n, by="w")
+            assert response.json()["status"] == "success"
+            expected.append(n)
+            deadline = time.monotonic() + 10
+            while (value := await sub.get(timeout_s=10)) != expected:
+                assert time.monotonic() < deadline, value
+        # A mutation over the socket of the follower itself commits too.
+        assert await client.mutation("items:add", n=100, by="ws") is not None
+        assert 100 in await client.query("items:ns")
+
+
+def test_failover_after_the_leader_is_killed(cluster: Callable[..., Node]) -> None:
+    nodes = [cluster() for _ in range(3)]
+    acknowledged: list[int] = []
+    n = 0
+    for _round in range(2):
+        leader = next(x for x in nodes if x.ready().get("role") == "leader")
+        survivors = [x for x in nodes if x is not leader]
+        for _ in range(10):
+            target = survivors[n % 2]
+            if _mutation(target.url, "items:add", n=n, by="pre").json()["status"] == "success":
+                acknowledged.append(n)
+            n += 1
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait(10)
+        killed = time.monotonic()
+        # A survivor leads within the bound, and takes mutations again.
+        while "leader" not in _roles(survivors):
+            assert time.monotonic() - killed < 15, [s.log() for s in survivors]
+            time.sleep(0.05)
+        took_over = time.monotonic() - killed
+        print(f"failover took {took_over:.2f} s")
+        for _ in range(10):
+            target = survivors[n % 2]
+            body = _mutation(target.url, "items:add", n=n, by="post").json()
+            assert body["status"] == "success", body
+            acknowledged.append(n)
+            n += 1
+        for s in survivors:
+            values = _query(s.url, "items:ns")
+            assert set(acknowledged) <= set(values), (acknowledged, values)  # type: ignore[arg-type]
+            assert len(values) == len(set(values))  # type: ignore[arg-type]
+        # The killed process comes back (as a follower) for the next round.
+        nodes = [*survivors, cluster()]
+
+
+def test_cluster_calls_need_the_key(cluster: Callable[..., Node]) -> None:
+    nodes = [cluster() for _ in range(2)]
+    leader = next(x for x in nodes if x.ready().get("role") == "leader")
+    body = json.dumps({"path": "items:add", "args": "{}", "identity": None, "request": ["s", 1]})
+    for header in (None, "v1 0 nonce-nonce 00", f"v1 {int(time.time())} nonce-nonce {'0' * 64}"):
+        headers = {"Reactive-Cluster": header} if header else {}
+        response = httpx.post(f"{leader.url}/_cluster/call", content=body, headers=headers)
+        assert response.status_code == 403
+    # A process with another key follows, but its mutations are refused by the leader.
+    stranger = cluster("another-key-0123456789abcdef0123")
+    assert stranger.ready().get("role") == "follower"
+    refused = _mutation(stranger.url, "items:add", n=7, by="stranger").json()
+    assert refused["status"] == "error" and "cluster key" in refused["errorMessage"]
+    assert 7 not in _query(leader.url, "items:ns")  # type: ignore[operator]
