@@ -273,3 +273,11 @@ class LogFollower:
                 delay = min(_RETRY_MAX_S, 0.05 * 2**failures)
                 log.warning("reading the log failed (%s); again in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
+            except Exception as exc:
+                # A bug, not the database: stop following loudly rather than leave every
+                # waiter hanging on a task that died.
+                log.exception("following the log failed; reopen the database")
+                self._broken = exc
+                self._caught_up.set()
+                self._settle(self.stopped_error())
+                return

@@ -12,17 +12,23 @@ for a newer format or a database held by another process.
 Tailing (docs/design/scale-out.md): the SQL server backends (PostgreSQL, MySQL) are also a
 :class:`LogSource`: several processes share one database, one writer holding the lease and
 readers opened without it (``open_persistence(url, lease=False)``) following the log with
-:meth:`LogSource.read_log_since`. SQLite stays single-process and is no ``LogSource``.
+:meth:`LogSource.read_log_since`, learning that there is more to read from
+:meth:`LogSource.wait_log`. SQLite stays single-process and is no ``LogSource``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from reactive import _core
+from reactive.errors import PersistenceError
 
 __all__ = [
+    "LOG_CHANNEL",
     "LOG_SLICE_BYTES",
     "LOG_SLICE_COMMITS",
     "PRUNE_CHUNK_REVISIONS",
@@ -32,8 +38,11 @@ __all__ = [
     "DocumentRow",
     "LogSlice",
     "LogSource",
+    "LogWatch",
     "Persistence",
     "PruneReport",
+    "catalog_token",
+    "check_log_poll_s",
 ]
 
 CheckReport = dict[str, Any]
@@ -50,6 +59,9 @@ LOG_SLICE_COMMITS = 1000
 """Default most commits :meth:`LogSource.read_log_since` returns at once."""
 LOG_SLICE_BYTES = 16 * 1024 * 1024
 """Default byte budget (of stored document values) of one :meth:`LogSource.read_log_since`."""
+LOG_CHANNEL = "reactive_log"
+"""The PostgreSQL ``NOTIFY`` channel a writer's batch transaction signals (payload: the
+``max_ts`` global after the batch, decimal text)."""
 
 CommitRow = tuple[int, int, int, int]
 """A ``commits`` row as ``_core.Loader.add_commits`` takes it: ``(ts, document_count,
@@ -212,3 +224,161 @@ class LogSource(Persistence, Protocol):
             PersistenceError: the server failed.
         """
         ...
+
+    async def wait_log(self, after_ts: int, timeout_s: float) -> int:
+        """Wait until the log has something past ``after_ts``, or ``timeout_s`` passes.
+
+        Returns, as soon as it is known, the newest ``max_ts`` (u64 ns) once it is past
+        ``after_ts``; or after ``timeout_s`` the newest ``max_ts`` known then, which may be
+        ``<= after_ts``. A catalog change without a commit (a new table or index, a
+        dropped index) wakes it too, returning the current ``max_ts``: whatever it returns,
+        the caller then reads with :meth:`read_log_since`, whose slice carries the catalog.
+
+        What wakes a waiter: on PostgreSQL a ``NOTIFY`` on :data:`LOG_CHANNEL`, which the
+        writer sends from each batch's transaction (so only once it commits), received on
+        one ``LISTEN`` connection per persistence object, opened on the first call; the
+        ``max_ts`` and ``catalog`` globals are also read after it (re)connects and every
+        ``log_poll_s`` (default 1 s) while waiting, since notifications sent while it is
+        down are lost. On MySQL the waiter reads ``max_ts`` and the catalog's MD5 every
+        ``log_poll_s`` (default 0.05 s). A catalog change wakes a waiter when it is newer
+        than what this object's last :meth:`read_log_since` or ``load`` returned (or than
+        the previous ``wait_log`` reported): ``after_ts`` should come from this object's
+        reads. Other globals (``set_global``: the schema, readiness rows) wake no one.
+
+        Server errors are not raised: a failed read of the globals is tried again at the
+        next interval (PostgreSQL reopens its ``LISTEN`` connection in the background, with
+        backoff up to 1 s) and ``wait_log`` returns at the timeout with what it knows; the
+        next :meth:`read_log_since` reports them. Cancelling it leaves nothing behind.
+
+        Args:
+            after_ts: The last commit the caller has (u64 ns).
+            timeout_s: Longest wait in seconds (``<= 0``: look once, without waiting).
+                Past it, one last read of the globals may take one query's time.
+
+        Raises:
+            PersistenceError: the persistence is closed (also when closed while waiting).
+        """
+        ...
+
+
+def catalog_token(value: bytes | None) -> str | None:
+    """The MD5 of a stored ``catalog`` value, in lowercase hex (``None``: no catalog).
+
+    The same as the servers' ``md5(value)`` / ``MD5(value)``, which waiters poll to see a
+    catalog change.
+    """
+    return None if value is None else hashlib.md5(value, usedforsecurity=False).hexdigest()
+
+
+def check_log_poll_s(value: float) -> float:
+    """``value`` as a poll interval in seconds.
+
+    Raises:
+        ValueError: it is not a finite positive number.
+    """
+    poll_s = float(value)
+    if not math.isfinite(poll_s) or poll_s <= 0:
+        raise ValueError(f"log_poll_s must be a positive number of seconds, not {value!r}")
+    return poll_s
+
+
+_UNSET: Any = object()
+
+
+class LogWatch:
+    """What a :class:`LogSource` knows of the log's head, shared by its ``wait_log`` calls.
+
+    The server backends feed it what they learn — notifications (:meth:`notified`), polls of
+    the globals (:meth:`polled`) and their own reads (:meth:`reading`, :meth:`read`) — and
+    their waiters check :meth:`ready` and sleep on :attr:`changed`.
+
+    A catalog change is an *event*, numbered: a waiter wakes for one that is newer than
+    what the last read began after (a read's snapshot is taken after it begins, so it may
+    hold the change or not: the waiter wakes at most once for nothing) and than what the
+    previous ``wait_log`` reported. A ``max_ts`` past the waiter's ``after_ts`` wakes it
+    whatever the events.
+
+    Attributes:
+        max_ts: The newest ``max_ts`` known (u64 ns; 0 before anything is known).
+        closed: The persistence was closed: waiters raise ``PersistenceError``.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self.max_ts = 0
+        self.closed = False
+        self._events = 0
+        self._catalog_event = 0
+        self._seen = 0
+        self._catalog: Any = _UNSET
+        self._changed: asyncio.Event | None = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next change (a new one for each change): ``await changed.wait()``."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            event, self._changed = self._changed, None
+            event.set()
+
+    def check_open(self) -> None:
+        """Raise ``PersistenceError`` when the persistence is closed."""
+        if self.closed:
+            raise PersistenceError(f"{self._what}: the database is closed")
+
+    def close(self) -> None:
+        """Mark it closed and wake every waiter (they raise)."""
+        self.closed = True
+        self._wake()
+
+    def seen(self) -> int:
+        """The event a waiter starting now has seen (pass it to :meth:`ready`)."""
+        return self._seen
+
+    def ready(self, after_ts: int, seen: int) -> bool:
+        """Whether a waiter for ``after_ts`` that has seen event ``seen`` should return."""
+        return self.max_ts > after_ts or self._catalog_event > seen
+
+    def returned(self) -> None:
+        """A waiter returns: the events so far are reported."""
+        self._seen = max(self._seen, self._events)
+
+    def notified(self, max_ts: int | None) -> None:
+        """A notification of a batch with ``max_ts`` (``None``: unreadable payload).
+
+        One that does not raise ``max_ts`` is a catalog change (a batch without commits).
+        """
+        self._events += 1
+        if max_ts is not None and max_ts > self.max_ts:
+            self.max_ts = max_ts
+        else:
+            self._catalog_event = self._events
+        self._wake()
+
+    def polled(self, max_ts: int, catalog: str | None) -> None:
+        """A read of the ``max_ts`` global and the catalog's :func:`catalog_token`."""
+        changed = max_ts > self.max_ts
+        self.max_ts = max(self.max_ts, max_ts)
+        if self._catalog is not _UNSET and catalog != self._catalog:
+            self._events += 1
+            self._catalog_event = self._events
+            changed = True
+        self._catalog = catalog
+        if changed:
+            self._wake()
+
+    def reading(self) -> int:
+        """A read begins: returns its mark, for :meth:`read`."""
+        return self._events
+
+    def read(self, mark: int, max_ts: int, catalog: bytes | None) -> None:
+        """A read begun at ``mark`` returned ``max_ts`` and this catalog (stored bytes)."""
+        self._seen = max(self._seen, mark)
+        self._catalog = catalog_token(catalog)
+        if max_ts > self.max_ts:
+            self.max_ts = max_ts
+            self._wake()

@@ -10,7 +10,8 @@ batch's first commit record back, as for PostgreSQL.
 Opened with ``lease=False`` it is a reader: no lock, no migration, sessions read-only
 (``SET SESSION TRANSACTION READ ONLY``); ``load``, ``read_log_since`` (the log after a
 timestamp, for followers) and the other reads work while the writer commits, and every
-write raises ``PersistenceError``.
+write raises ``PersistenceError``. MySQL has no ``LISTEN``: ``wait_log`` reads ``max_ts`` and
+the catalog's MD5 every ``log_poll_s`` (default 0.05 s) until the log moves.
 
 Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
 process gets ``IncompatibleDatabaseError``; a database of a newer format too.
@@ -38,7 +39,9 @@ from reactive.persistence.base import (
     CommitRow,
     DocumentRow,
     LogSlice,
+    LogWatch,
     PruneReport,
+    check_log_poll_s,
 )
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
@@ -62,6 +65,14 @@ __all__ = ["MysqlPersistence"]
 log = logging.getLogger("reactive.persistence.mysql")
 
 FORMAT_VERSION = 1
+
+#: Default ``log_poll_s``: how often a ``wait_log`` reads the globals.
+LOG_POLL_S = 0.05
+#: What a waiter polls: the ``max_ts`` global and the catalog's MD5.
+_POLL_SQL = (
+    "SELECT (SELECT value FROM globals WHERE name = 'max_ts'), "
+    "(SELECT MD5(value) FROM globals WHERE name = 'catalog')"
+)
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1
@@ -135,10 +146,18 @@ class MysqlPersistence:
         pool_size: Connections for commits and reads.
         timeout_s: Timeout of every wait on the server.
         lease: Take the writer lease (the default), or open read-only without it.
+        log_poll_s: How often ``wait_log`` reads the globals (seconds).
     """
 
     def __init__(
-        self, url: SqlUrl, pool: Any, lease: Any | None, epoch: int | None, timeout_s: float
+        self,
+        url: SqlUrl,
+        pool: Any,
+        lease: Any | None,
+        epoch: int | None,
+        timeout_s: float,
+        *,
+        log_poll_s: float = LOG_POLL_S,
     ) -> None:
         self._url = url
         self.url = url.redacted()
@@ -147,6 +166,8 @@ class MysqlPersistence:
         self._epoch = epoch
         self._timeout_s = timeout_s
         self._lost_lease = False
+        self._log_poll_s = log_poll_s
+        self._watch = LogWatch("mysql")
 
     @staticmethod
     def _connect_args(url: SqlUrl, timeout_s: float) -> dict[str, Any]:
@@ -162,7 +183,13 @@ class MysqlPersistence:
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0, lease: bool = True
+        cls,
+        url: str,
+        *,
+        pool_size: int = 8,
+        timeout_s: float = 30.0,
+        lease: bool = True,
+        log_poll_s: float = LOG_POLL_S,
     ) -> MysqlPersistence:
         """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
 
@@ -174,12 +201,14 @@ class MysqlPersistence:
                 the format is newer than this code (or, for a reader, older).
             PersistenceError: the server cannot be reached or refuses; for a reader, no
                 writer has initialized the database yet.
+            ValueError: ``log_poll_s`` is not a positive number.
         """
         asyncmy = _driver()
+        log_poll_s = check_log_poll_s(log_poll_s)
         parsed = parse_sql_url(url)
         args = cls._connect_args(parsed, timeout_s)
         if not lease:
-            return await cls._open_reader(parsed, args, pool_size, timeout_s)
+            return await cls._open_reader(parsed, args, pool_size, timeout_s, log_poll_s)
         try:
             lease_conn = await asyncio.wait_for(asyncmy.connect(**args), timeout_s)
         except _errors() as exc:
@@ -213,11 +242,16 @@ class MysqlPersistence:
             if isinstance(exc, _errors()):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, lease_conn, epoch, timeout_s)
+        return cls(parsed, pool, lease_conn, epoch, timeout_s, log_poll_s=log_poll_s)
 
     @classmethod
     async def _open_reader(
-        cls, parsed: SqlUrl, args: dict[str, Any], pool_size: int, timeout_s: float
+        cls,
+        parsed: SqlUrl,
+        args: dict[str, Any],
+        pool_size: int,
+        timeout_s: float,
+        log_poll_s: float,
     ) -> MysqlPersistence:
         asyncmy = _driver()
         args = {**args, "init_command": "SET SESSION TRANSACTION READ ONLY"}
@@ -247,7 +281,7 @@ class MysqlPersistence:
             if isinstance(exc, _errors()):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, None, None, timeout_s)
+        return cls(parsed, pool, None, None, timeout_s, log_poll_s=log_poll_s)
 
     def _writable(self, what: str) -> None:
         if self._lease is None:
@@ -337,6 +371,7 @@ class MysqlPersistence:
 
     async def load(self) -> _core.LoadedState:
         """Rebuild the state from the log, verifying every record."""
+        mark = self._watch.reading()
         try:
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
@@ -346,10 +381,9 @@ class MysqlPersistence:
                     catalog = await cur.fetchone()
                     await cur.execute("SELECT value FROM globals WHERE name = 'max_ts'")
                     max_ts = await cur.fetchone()
-                loader = _core.Loader(
-                    None if catalog is None else bytes(catalog[0]).decode(),
-                    int(bytes(max_ts[0]).decode()) if max_ts is not None else 0,
-                )
+                stored = None if catalog is None else bytes(catalog[0])
+                loaded_ts = int(bytes(max_ts[0]).decode()) if max_ts is not None else 0
+                loader = _core.Loader(None if stored is None else stored.decode(), loaded_ts)
                 await self._stream(
                     conn,
                     "SELECT ts, document_count, index_entry_count, checksum FROM commits",
@@ -372,7 +406,9 @@ class MysqlPersistence:
                 await conn.rollback()
         except _errors() as exc:
             raise _wrap("loading", exc) from exc
-        return await asyncio.to_thread(loader.finish)
+        state = await asyncio.to_thread(loader.finish)
+        self._watch.read(mark, loaded_ts, stored)
+        return state
 
     async def read_log_since(
         self,
@@ -391,6 +427,7 @@ class MysqlPersistence:
         """
         if max_commits < 1:
             raise ValueError(f"max_commits must be at least 1, not {max_commits}")
+        mark = self._watch.reading()
         try:
             async with self._pool.acquire() as conn:
                 try:
@@ -424,7 +461,7 @@ class MysqlPersistence:
                             )
                             return [self._document_row(r) for r in await cur.fetchall()]
 
-                        return await slice_log(
+                        piece = await slice_log(
                             globals_, commits, after_ts, max_commits, max_bytes, documents
                         )
                 finally:
@@ -434,6 +471,63 @@ class MysqlPersistence:
             raise
         except _errors() as exc:
             raise _wrap("reading the log", exc) from exc
+        catalog = None if piece.catalog_json is None else piece.catalog_json.encode()
+        self._watch.read(mark, piece.max_ts, catalog)
+        return piece
+
+    # -- waiting for the log ---------------------------------------------------------------
+
+    async def wait_log(self, after_ts: int, timeout_s: float) -> int:
+        """Wait for the log to pass ``after_ts``, at most ``timeout_s`` (``LogSource.wait_log``).
+
+        Reads ``max_ts`` and the catalog's MD5 every ``log_poll_s`` (each waiter polls; a
+        poll wakes the other waiters too). Returns the newest ``max_ts`` known (u64 ns).
+
+        Raises:
+            PersistenceError: the persistence is closed.
+        """
+        watch = self._watch
+        watch.check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        seen = watch.seen()
+        while not watch.ready(after_ts, seen):
+            await self._poll()
+            watch.check_open()
+            now = loop.time()
+            if watch.ready(after_ts, seen) or now >= deadline:
+                break
+            changed = watch.changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._log_poll_s, deadline - now)):
+                    await changed.wait()
+            watch.check_open()
+        watch.returned()
+        return watch.max_ts
+
+    async def _poll(self) -> None:
+        """Read the ``max_ts`` global and the catalog's MD5 into the watch; errors logged."""
+        # RuntimeError: the pool is closed.
+        failures: tuple[type[BaseException], ...] = (*_errors(), RuntimeError)
+        try:
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute(_POLL_SQL)
+                        row = await cur.fetchone()
+                finally:
+                    # Ends the transaction: the next poll must not read the same snapshot.
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+        except failures as exc:
+            if not self._watch.closed:
+                log.debug("reading max_ts for wait_log failed: %r", exc)
+            return
+        max_ts = int(bytes(row[0]).decode()) if row[0] is not None else 0
+        token = row[1]
+        if isinstance(token, (bytes, bytearray)):
+            token = bytes(token).decode()
+        self._watch.polled(max_ts, None if token is None else str(token).lower())
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents, both directions."""
@@ -766,7 +860,11 @@ class MysqlPersistence:
         )
 
     async def close(self) -> None:
-        """Close the pool and release the lease (a reader has none)."""
+        """Close the pool and release the lease (a reader has none).
+
+        Waiters in ``wait_log`` raise ``PersistenceError``, as does every later ``wait_log``.
+        """
+        self._watch.close()
         with contextlib.suppress(Exception):
             self._pool.close()
             await asyncio.wait_for(self._pool.wait_closed(), self._timeout_s)

@@ -13,6 +13,12 @@ Opened with ``lease=False`` it is a reader: no lease, no migration, sessions rea
 ``load``, ``read_log_since`` (the log after a timestamp, for followers) and the other reads
 work while the writer commits, and every write raises ``PersistenceError``.
 
+Each batch's transaction ends with ``pg_notify('reactive_log', max_ts)`` (a batch of catalog
+changes only notifies the current ``max_ts``): delivered only if it commits. ``wait_log``
+listens for it on one connection of its own, opened on first use and reopened with backoff
+when it drops, and reads the globals after (re)connecting and every ``log_poll_s`` while
+waiting, since notifications sent while it is down are lost.
+
 Errors: driver errors are wrapped in ``PersistenceError`` (the cause chained); a second
 process gets ``IncompatibleDatabaseError``; a database of a newer format too.
 """
@@ -31,6 +37,7 @@ from reactive.errors import (
     PersistenceError,
 )
 from reactive.persistence.base import (
+    LOG_CHANNEL,
     LOG_SLICE_BYTES,
     LOG_SLICE_COMMITS,
     PRUNE_CHUNK_REVISIONS,
@@ -39,7 +46,9 @@ from reactive.persistence.base import (
     CommitRow,
     DocumentRow,
     LogSlice,
+    LogWatch,
     PruneReport,
+    check_log_poll_s,
 )
 from reactive.persistence.sql import (
     KEY_PREFIX_BYTES,
@@ -76,6 +85,28 @@ _INDEX_COLUMNS = (
 
 #: Advisory lock key of the writer lease ("reactive" in ASCII).
 LEASE_LOCK = 0x7265616374697665
+
+#: Default ``log_poll_s``: how often a ``wait_log`` reads the globals besides listening.
+LOG_POLL_S = 1.0
+#: Longest pause between attempts to reopen the ``LISTEN`` connection.
+LISTEN_BACKOFF_MAX_S = 1.0
+
+#: A batch's new ``max_ts`` and its notification, in one statement (one round trip).
+_SET_MAX_TS_SQL = (
+    "WITH w AS (INSERT INTO globals (name, value) VALUES ('max_ts', $1) "
+    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value RETURNING 1) "
+    f"SELECT pg_notify('{LOG_CHANNEL}', $2) FROM w"
+)
+#: The notification of a batch without commits (a catalog change): the stored ``max_ts``.
+_NOTIFY_SQL = (
+    f"SELECT pg_notify('{LOG_CHANNEL}', COALESCE("
+    "(SELECT convert_from(value, 'UTF8') FROM globals WHERE name = 'max_ts'), '0'))"
+)
+#: What a waiter polls: the ``max_ts`` global and the catalog's MD5.
+_POLL_SQL = (
+    "SELECT (SELECT value FROM globals WHERE name = 'max_ts'), "
+    "(SELECT md5(value) FROM globals WHERE name = 'catalog')"
+)
 
 MIGRATIONS: list[str] = [
     # 0 -> 1
@@ -135,10 +166,19 @@ class PostgresPersistence:
         pool_size: Connections for commits and reads.
         timeout_s: Timeout of every wait on the server (connect, query, commit).
         lease: Take the writer lease (the default), or open read-only without it.
+        log_poll_s: How often ``wait_log`` reads the globals besides listening (seconds).
     """
 
     def __init__(
-        self, url: SqlUrl, pool: Any, lease: Any | None, epoch: int | None, timeout_s: float
+        self,
+        url: SqlUrl,
+        pool: Any,
+        lease: Any | None,
+        epoch: int | None,
+        timeout_s: float,
+        *,
+        connect_kwargs: dict[str, Any] | None = None,
+        log_poll_s: float = LOG_POLL_S,
     ) -> None:
         self._url = url
         self.url = url.redacted()
@@ -147,10 +187,20 @@ class PostgresPersistence:
         self._epoch = epoch
         self._timeout_s = timeout_s
         self._lost_lease = False
+        self._connect_kwargs = dict(connect_kwargs or {})
+        self._log_poll_s = log_poll_s
+        self._watch = LogWatch("postgresql")
+        self._listener: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
-        cls, url: str, *, pool_size: int = 8, timeout_s: float = 30.0, lease: bool = True
+        cls,
+        url: str,
+        *,
+        pool_size: int = 8,
+        timeout_s: float = 30.0,
+        lease: bool = True,
+        log_poll_s: float = LOG_POLL_S,
     ) -> PostgresPersistence:
         """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
 
@@ -162,8 +212,10 @@ class PostgresPersistence:
                 the format is newer than this code (or, for a reader, older).
             PersistenceError: the server cannot be reached or refuses; for a reader, no
                 writer has initialized the database yet.
+            ValueError: ``log_poll_s`` is not a positive number.
         """
         asyncpg = _driver()
+        log_poll_s = check_log_poll_s(log_poll_s)
         parsed = parse_sql_url(url)
         kwargs = {
             "host": parsed.host,
@@ -175,7 +227,7 @@ class PostgresPersistence:
             "command_timeout": timeout_s,
         }
         if not lease:
-            return await cls._open_reader(parsed, kwargs, pool_size, timeout_s)
+            return await cls._open_reader(parsed, kwargs, pool_size, timeout_s, log_poll_s)
         try:
             lease_conn = await asyncpg.connect(**kwargs)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
@@ -211,20 +263,29 @@ class PostgresPersistence:
             if isinstance(exc, (asyncpg.PostgresError, OSError)):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, lease_conn, epoch, timeout_s)
+        return cls(
+            parsed,
+            pool,
+            lease_conn,
+            epoch,
+            timeout_s,
+            connect_kwargs=kwargs,
+            log_poll_s=log_poll_s,
+        )
 
     @classmethod
     async def _open_reader(
-        cls, parsed: SqlUrl, kwargs: dict[str, Any], pool_size: int, timeout_s: float
+        cls,
+        parsed: SqlUrl,
+        kwargs: dict[str, Any],
+        pool_size: int,
+        timeout_s: float,
+        log_poll_s: float,
     ) -> PostgresPersistence:
         asyncpg = _driver()
+        kwargs = {**kwargs, "server_settings": {"default_transaction_read_only": "on"}}
         try:
-            pool = await asyncpg.create_pool(
-                min_size=1,
-                max_size=pool_size,
-                server_settings={"default_transaction_read_only": "on"},
-                **kwargs,
-            )
+            pool = await asyncpg.create_pool(min_size=1, max_size=pool_size, **kwargs)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
@@ -243,7 +304,9 @@ class PostgresPersistence:
             if isinstance(exc, (TimeoutError, OSError, asyncpg.PostgresError)):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, None, None, timeout_s)
+        return cls(
+            parsed, pool, None, None, timeout_s, connect_kwargs=kwargs, log_poll_s=log_poll_s
+        )
 
     def _writable(self, what: str) -> None:
         if self._lease is None:
@@ -319,6 +382,7 @@ class PostgresPersistence:
         globals and every row, so a writer committing meanwhile is wholly in or out of it.
         """
         asyncpg = _driver()
+        mark = self._watch.reading()
         try:
             async with (
                 self._pool.acquire(timeout=self._timeout_s) as conn,
@@ -327,10 +391,9 @@ class PostgresPersistence:
                 # The snapshot is taken at the first statement: this one.
                 catalog = await conn.fetchval("SELECT value FROM globals WHERE name = 'catalog'")
                 max_ts = await conn.fetchval("SELECT value FROM globals WHERE name = 'max_ts'")
-                loader = _core.Loader(
-                    None if catalog is None else bytes(catalog).decode(),
-                    int(bytes(max_ts).decode()) if max_ts is not None else 0,
-                )
+                catalog = None if catalog is None else bytes(catalog)
+                loaded_ts = int(bytes(max_ts).decode()) if max_ts is not None else 0
+                loader = _core.Loader(None if catalog is None else catalog.decode(), loaded_ts)
                 await self._stream(
                     conn,
                     "SELECT ts, document_count, index_entry_count, checksum FROM commits",
@@ -350,7 +413,9 @@ class PostgresPersistence:
                 )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap("loading", exc) from exc
-        return await asyncio.to_thread(loader.finish)
+        state = await asyncio.to_thread(loader.finish)
+        self._watch.read(mark, loaded_ts, catalog)
+        return state
 
     async def read_log_since(
         self,
@@ -370,6 +435,7 @@ class PostgresPersistence:
         if max_commits < 1:
             raise ValueError(f"max_commits must be at least 1, not {max_commits}")
         asyncpg = _driver()
+        mark = self._watch.reading()
         try:
             async with (
                 self._pool.acquire(timeout=self._timeout_s) as conn,
@@ -409,11 +475,119 @@ class PostgresPersistence:
                         )
                     ]
 
-                return await slice_log(
+                piece = await slice_log(
                     globals_, commits, after_ts, max_commits, max_bytes, documents
                 )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise _wrap("reading the log", exc) from exc
+        catalog = None if piece.catalog_json is None else piece.catalog_json.encode()
+        self._watch.read(mark, piece.max_ts, catalog)
+        return piece
+
+    # -- waiting for the log ---------------------------------------------------------------
+
+    async def wait_log(self, after_ts: int, timeout_s: float) -> int:
+        """Wait for the log to pass ``after_ts``, at most ``timeout_s`` (``LogSource.wait_log``).
+
+        Woken by the writer's ``NOTIFY`` on one ``LISTEN`` connection (opened on the first
+        call); the globals are also read every ``log_poll_s``, at the timeout, and after the
+        connection (re)opens. Returns the newest ``max_ts`` known (u64 ns).
+
+        Raises:
+            PersistenceError: the persistence is closed.
+        """
+        watch = self._watch
+        watch.check_open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        if self._listener is None or self._listener.done():
+            self._listener = loop.create_task(
+                self._listen(), name=f"reactive-log-listen {self.url}"
+            )
+        seen = watch.seen()
+        next_poll = loop.time() + self._log_poll_s
+        while not watch.ready(after_ts, seen):
+            now = loop.time()
+            if now >= deadline:
+                await self._poll()
+                break
+            if now >= next_poll:
+                await self._poll()
+                next_poll = loop.time() + self._log_poll_s
+                continue
+            changed = watch.changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(deadline, next_poll) - now):
+                    await changed.wait()
+            watch.check_open()
+        watch.check_open()
+        watch.returned()
+        return watch.max_ts
+
+    async def _poll(self) -> None:
+        """Read the ``max_ts`` global and the catalog's MD5 into the watch; errors logged."""
+        asyncpg = _driver()
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                row = await conn.fetchrow(_POLL_SQL)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if not self._watch.closed:
+                log.debug("reading max_ts for wait_log failed: %r", exc)
+            return
+        max_ts = int(bytes(row[0]).decode()) if row[0] is not None else 0
+        self._watch.polled(max_ts, row[1])
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            max_ts: int | None = int(payload)
+        except ValueError:
+            max_ts = None
+        self._watch.notified(max_ts)
+
+    async def _listen(self) -> None:
+        """Hold the ``LISTEN`` connection, reopening it with backoff until closed."""
+        asyncpg = _driver()
+        delay = 0.05
+        while not self._watch.closed:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(**self._connect_kwargs)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("wait_log: cannot open the LISTEN connection: %r", exc)
+            else:
+                try:
+                    conn.add_termination_listener(lambda _conn, event=lost: event.set())
+                    await conn.add_listener(LOG_CHANNEL, self._notified)
+                    # What was committed before the LISTEN took effect is read here.
+                    await self._poll()
+                    delay = 0.05
+                    await lost.wait()
+                    if not self._watch.closed:
+                        log.warning("wait_log: the LISTEN connection was lost; reopening it")
+                except (
+                    TimeoutError,
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    log.warning("wait_log: the LISTEN connection failed: %r", exc)
+                finally:
+                    await self._drop_listen(conn)
+            if self._watch.closed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_BACKOFF_MAX_S)
+
+    async def _drop_listen(self, conn: Any) -> None:
+        if conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), min(self._timeout_s, 2.0))
+        except asyncio.CancelledError:
+            conn.terminate()
+            raise
+        except Exception:
+            conn.terminate()
 
     async def check(self, engine: _core.Engine) -> CheckReport:
         """Verify every index entry against the live documents, both directions."""
@@ -577,12 +751,11 @@ class PostgresPersistence:
                     "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
                     catalog.encode(),
                 )
+            # Each NOTIFY wakes the followers' wait_log, once (and only if) this commits.
             if max_ts is not None:
-                await conn.execute(
-                    "INSERT INTO globals (name, value) VALUES ('max_ts', $1) "
-                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    str(max_ts).encode(),
-                )
+                await conn.execute(_SET_MAX_TS_SQL, str(max_ts).encode(), str(max_ts))
+            elif catalog is not None or drops:
+                await conn.execute(_NOTIFY_SQL)
 
     @staticmethod
     async def _drop_index_rows(conn: Any, index_id: int) -> None:
@@ -760,7 +933,15 @@ class PostgresPersistence:
         )
 
     async def close(self) -> None:
-        """Close the pool and release the lease (a reader has none)."""
+        """Close the ``LISTEN`` connection and the pool, release the lease (if held).
+
+        Waiters in ``wait_log`` raise ``PersistenceError``, as does every later ``wait_log``.
+        """
+        self._watch.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener])
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pool.close(), self._timeout_s)
         if self._lease is None:
