@@ -6,6 +6,8 @@
   read (read your writes); every process ends with the same data.
 * A subscription on a follower (over the sync protocol, ``reactive.client``) sees the
   commits made through another follower, in order.
+* Reads anywhere are linearizable: a query or a new subscription on one process, asked
+  the moment a mutation through another process returns, sees it (the read barrier).
 * The leader SIGKILLed: another process takes the lease and leads within a bound;
   mutations through the survivors commit again; nothing acknowledged is lost.
 * A request to ``/_cluster/call`` without the cluster key's HMAC is refused (403), and a
@@ -205,6 +207,30 @@ async def test_subscription_on_a_follower(cluster: Callable[..., Node]) -> None:
         # A mutation over the socket of the follower itself commits too.
         assert await client.mutation("items:add", n=100, by="ws") is not None
         assert 100 in await client.query("items:ns")
+
+
+async def test_reads_anywhere_see_what_was_acknowledged(cluster: Callable[..., Node]) -> None:
+    """A commit acknowledged through one process is in every later read on any other:
+    an HTTP query and a new subscription's first result (the read barrier), asked the
+    moment the mutation returns, on a follower that did not run it."""
+    nodes = [cluster() for _ in range(3)]
+    followers = [n for n in nodes if n.ready().get("role") == "follower"]
+    leader = next(n for n in nodes if n.ready().get("role") == "leader")
+    async with (
+        Client(followers[0].url) as first,
+        Client(followers[1].url) as second,
+        Client(leader.url) as on_leader,
+    ):
+        writers = [first, second, on_leader]
+        for n in range(30):
+            writer = writers[n % 3]
+            reader = writers[(n + 1) % 3]
+            await writer.mutation("items:add", n=n, by="rw")
+            # Over the sync protocol: a one-shot subscription on another process.
+            assert n in await reader.query("items:ns")
+            # Over HTTP on the third process.
+            other = nodes[(n + 2) % 3]
+            assert n in await asyncio.to_thread(_query, other.url, "items:ns")  # type: ignore[operator]
 
 
 def test_failover_after_the_leader_is_killed(cluster: Callable[..., Node]) -> None:

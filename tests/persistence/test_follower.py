@@ -245,3 +245,32 @@ async def test_follower_keeps_up_with_concurrent_writes(server_url: str, app: Pa
         await watcher
         assert sorted(await follower.query("notes:ns")) == list(range(200))
         assert observed == sorted(observed)
+
+
+async def test_queries_on_a_follower_see_every_acknowledged_commit(
+    server_url: str, app: Path
+) -> None:
+    """The read barrier: a query on a follower started after the writer acknowledged a
+    commit sees it, without waiting for the follower's own wake-up (linearizable reads);
+    callers arriving together share one read of the database's head."""
+    async with (
+        reactive.open(server_url, app=app) as writer,
+        reactive.open(server_url, app=app, follow=True, follow_poll_s=30.0) as follower,
+    ):
+        barrier = follower._follower
+        assert barrier is not None
+        for n in range(30):
+            await writer.mutation("notes:put", n=n)
+            # Asked the moment the commit is acknowledged: must hold it.
+            assert (await follower.query("notes:ns"))[-1] == n
+        assert await follower.read_barrier() >= writer.timestamp
+        assert await writer.read_barrier() == writer.timestamp
+        reads = barrier.barrier_reads
+        results = await asyncio.gather(*(follower.query("notes:ns") for _ in range(50)))
+        assert all(r == list(range(30)) for r in results)
+        # One read in flight serves every caller before it; the rest share the next one.
+        assert 1 <= barrier.barrier_reads - reads <= 2
+        # Point-in-time reads (ts given) need no barrier.
+        reads = barrier.barrier_reads
+        outcome = await follower.run_query("notes:ns", ts=follower.timestamp)
+        assert outcome.value == list(range(30)) and barrier.barrier_reads == reads

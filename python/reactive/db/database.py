@@ -357,6 +357,33 @@ class Database:
         self._check_open()
         await self._flusher.wait(ts)
 
+    async def read_barrier(self) -> int:
+        """Wait until every commit acknowledged before this call is visible here.
+
+        On a follower: reads the database's newest commit timestamp and waits until it
+        is applied here (one query, shared by the callers that arrive together), so a read
+        begun afterwards sees every commit any process acknowledged before the call.
+        Queries run without ``ts`` do this themselves on a follower. On the writer, its
+        acknowledged commits are visible already: returns at once.
+
+        Returns the timestamp now visible (u64 ns).
+
+        Raises:
+            PersistenceError: a follower cannot read the database, or stopped following.
+            DatabaseClosedError: the database closed first.
+        """
+        self._check_open()
+        follower = self._follower
+        if follower is not None:
+            try:
+                await follower.read_barrier()
+            except (PersistenceError, DatabaseClosedError):
+                if self._follower is not None or self._closed:
+                    raise
+                # Promoted meanwhile (its reader closed): as the writer, every
+                # acknowledged commit is applied here already.
+        return int(self._engine.visible_ts)
+
     @property
     def following(self) -> bool:
         """Whether this process follows another's log (opened with ``follow=True``).

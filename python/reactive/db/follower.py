@@ -91,8 +91,16 @@ class LogFollower:
         self._stopping = False
         self._broken: BaseException | None = None
         self._caught_up = asyncio.Event()
+        # Read barriers (read_barrier): the batch waiting for the next read of the head,
+        # and the task reading it (one read in flight serves every caller before it).
+        self._barrier_next: asyncio.Future[int] | None = None
+        self._barrier_task: asyncio.Task[None] | None = None
+        self.barrier_reads = 0
         # The newest commit timestamp the database reported (the writer's head).
         self.head_ts = int(engine.visible_ts)
+        # The newest commit published here (its subscriptions told): what waiters wait for.
+        # The engine's visible_ts moves first, inside apply_log's thread.
+        self.published_ts = int(engine.visible_ts)
         self.slices_applied = 0
         self.commits_applied = 0
         self.batches_written = 0
@@ -138,7 +146,7 @@ class LogFollower:
             DatabaseClosedError: the database is closed.
             PersistenceError: following stopped.
         """
-        if self._engine.visible_ts >= ts:
+        if self.published_ts >= ts:
             return None
         if self._stopping:
             raise DatabaseClosedError("the database is closed")
@@ -160,6 +168,57 @@ class LogFollower:
         head = await self._source.read_log_since(int(self._engine.visible_ts), max_commits=1)
         target = max(head.max_ts, head.last_ts)
         await self.wait(target)
+
+    async def read_barrier(self) -> int:
+        """Wait until every commit the database held when called is applied here.
+
+        Reads the database's newest commit timestamp (the ``max_ts`` global, one query)
+        and waits until this process has applied it: a read begun afterwards sees every
+        commit acknowledged, by any process, before this call (linearizable reads on a
+        follower, as a quorum read's "read index" gives them; Ongaro, "Consensus: Bridging
+        Theory and Practice", 2014, §6.4). Callers arriving while a read is in flight share
+        the next one: at most two reads are in flight or pending, whatever the callers.
+
+        Returns the timestamp waited for (u64 ns).
+
+        Raises:
+            PersistenceError: the database cannot be read (or following stopped).
+            DatabaseClosedError: the database closed first.
+        """
+        fut = self._barrier_next
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._barrier_next = fut
+            if self._barrier_task is None:
+                self._barrier_task = asyncio.get_running_loop().create_task(
+                    self._read_heads(), name="reactive-read-barrier"
+                )
+        head = await asyncio.shield(fut)
+        await self.wait(head)
+        return head
+
+    async def _read_heads(self) -> None:
+        current: asyncio.Future[int] | None = None
+        try:
+            while (current := self._barrier_next) is not None:
+                self._barrier_next = None
+                try:
+                    raw = await self._source.get_global("max_ts")
+                    head = int(raw.decode()) if raw else 0
+                except Exception as exc:
+                    current.set_exception(exc)
+                    current.exception()  # retrieved: its callers re-raise it
+                    continue
+                self.barrier_reads += 1
+                self.head_ts = max(self.head_ts, head)
+                current.set_result(head)
+        finally:
+            self._barrier_task = None
+            pending, self._barrier_next = self._barrier_next, None
+            for fut in (current, pending):
+                if fut is not None and not fut.done():
+                    fut.set_exception(DatabaseClosedError("the database is closed"))
+                    fut.exception()
 
     async def stop_following(self) -> None:
         """Stop the loop (waiters stay); :meth:`start` resumes it, :meth:`catch_up` reads on."""
@@ -188,6 +247,11 @@ class LogFollower:
     async def stop(self) -> None:
         """Stop following; every waiter fails with ``DatabaseClosedError``."""
         self._stopping = True
+        barriers = self._barrier_task
+        if barriers is not None:
+            barriers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await barriers
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,7 +273,7 @@ class LogFollower:
     # -- the loop ------------------------------------------------------------------------
 
     def _settle(self, error: BaseException | None) -> None:
-        visible = int(self._engine.visible_ts)
+        visible = self.published_ts
         for ts in list(self._waiters):
             if error is None and ts > visible:
                 continue
@@ -240,6 +304,7 @@ class LogFollower:
                 if self.on_batch is not None:
                     self.on_batch(int(applied["commits"]))
                 # Before waking anyone: what they read next must reflect this slice.
+                self.published_ts = max(self.published_ts, int(applied["last_ts"]))
                 self.on_publish(
                     list(applied["invalidated"]), int(applied["first_ts"]), int(applied["last_ts"])
                 )

@@ -360,6 +360,9 @@ class Runner:
     ) -> QueryOutcome:
         """Run a query at the visible timestamp (or at ``ts``, a point-in-time read).
 
+        On a follower, without ``ts``, it first waits for the commits acknowledged before
+        the call (``Database.read_barrier``).
+
         ``journal`` is the journal of an earlier run of this query (spec §6.9).
 
         Errors of the function and of its arguments are returned in ``outcome.error``
@@ -424,6 +427,9 @@ class Runner:
         journal: str | None = None,
     ) -> QueryOutcome:
         """The run behind :meth:`run_query` (unreported)."""
+        if ts is None and self._db._follower is not None:
+            # A follower reads what every process acknowledged before this call.
+            await self._db.read_barrier()
         engine = self._db._engine
         txn = engine.begin(True) if ts is None else engine.begin_at(ts)
         reader = DatabaseReader(txn, self._db, journal)

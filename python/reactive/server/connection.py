@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reactive import _core
-from reactive.errors import RetryableError
+from reactive.errors import ReactiveError, RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
 from reactive.server.queries import SharedQuery
@@ -552,13 +552,17 @@ class Connection:
         return entry
 
     def _begin_transition(
-        self, effect: ComputeTransition
+        self, effect: ComputeTransition, barrier: bool = True
     ) -> tuple[int, dict[int, QueryResult]] | None:
         """Start computing a transition; its results now if every one is held, else ``None``.
 
         The snapshot is fixed here, together with the set of stale queries: every query
         not in that set holds at it (stale marks arrive synchronously as commits are
         published), so the transition is consistent while naming only what changed.
+
+        On a follower, a transition adding queries first passes a read barrier
+        (``barrier``; ``Database.read_barrier``): a new subscription's first result holds
+        every commit acknowledged, through any process, before it was asked for.
         """
         for query_id in effect.removed:
             self._release(query_id)
@@ -566,6 +570,9 @@ class Connection:
             for query_id in list(self._queries):
                 self._release(query_id)
         db = self.server.db
+        if barrier and effect.added and db._follower is not None:
+            self._spawn(self._after_barrier(effect), "reactive-transition")
+            return None
         if effect.min_ts > db.published_timestamp:
             # The commit is durable but its invalidations are not dispatched yet.
             self._spawn(self._after_publish(effect), "reactive-transition")
@@ -597,13 +604,32 @@ class Connection:
                 results[query_id] = held
         return ts, results
 
-    async def _after_publish(self, effect: ComputeTransition) -> None:
+    async def _after_barrier(self, effect: ComputeTransition) -> None:
+        try:
+            head = await self.server.db.read_barrier()
+        except ReactiveError as exc:
+            # Without its database a follower cannot tell what is current: the client
+            # reconnects (to another process, behind a load balancer) and resubscribes.
+            log.warning("closing a sync connection: the read barrier failed: %s", exc)
+            await self._close_quietly(1013, "TryAgainLater: this server cannot reach its database")
+            return
+        await self._after_publish(
+            ComputeTransition(
+                effect.added, frozenset(), effect.identity, max(effect.min_ts, head), False
+            ),
+            barrier=False,
+        )
+
+    async def _after_publish(self, effect: ComputeTransition, barrier: bool = True) -> None:
         db = self.server.db
         deadline = time.monotonic() + 30.0
         while db.published_timestamp < effect.min_ts and time.monotonic() < deadline:
             await asyncio.sleep(0.0005)
+        # Still min_ts: the transition must reach it (a mutation's commit), even if no
+        # result changed.
         ready = self._begin_transition(
-            ComputeTransition(effect.added, frozenset(), effect.identity, 0, False)
+            ComputeTransition(effect.added, frozenset(), effect.identity, effect.min_ts, False),
+            barrier,
         )
         if ready is not None:
             self._post(_TransitionDone(*ready))
