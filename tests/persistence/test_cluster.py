@@ -10,6 +10,9 @@
   the moment a mutation through another process returns, sees it (the read barrier).
 * The leader SIGKILLed: another process takes the lease and leads within a bound;
   mutations through the survivors commit again; nothing acknowledged is lost.
+* Behind nginx, configured as docs/cluster.md ("Behind a load balancer") shows: requests
+  and WebSockets spread over the three processes, subscriptions through it see mutations
+  made through it.
 * A request to ``/_cluster/call`` without the cluster key's HMAC is refused (403), and a
   process started with another key cannot forward (its mutations fail, nothing written).
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -282,3 +287,91 @@ def test_cluster_calls_need_the_key(cluster: Callable[..., Node]) -> None:
     refused = _mutation(stranger.url, "items:add", n=7, by="stranger").json()
     assert refused["status"] == "error" and "cluster key" in refused["errorMessage"]
     assert 7 not in _query(leader.url, "items:ns")  # type: ignore[operator]
+
+
+def _nginx_config(tmp: Path, ports: list[int], listen: int) -> Path:
+    """The guide's nginx block, ports swapped for the test's, in a runnable nginx.conf."""
+    page = (ROOT / "docs" / "cluster.md").read_text()
+    match = re.search(r"```nginx\n(.*?)```", page, re.S)
+    assert match is not None, "docs/cluster.md has no nginx block"
+    block = match.group(1)
+    for documented, port in zip((3211, 3212, 3213), ports, strict=True):
+        assert f"127.0.0.1:{documented};" in block
+        block = block.replace(f"127.0.0.1:{documented};", f"127.0.0.1:{port};")
+    assert "listen 3210;" in block
+    block = block.replace("listen 3210;", f"listen 127.0.0.1:{listen};")
+    temp = "\n".join(
+        f"    {kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\n"
+        f"events {{}}\nhttp {{\n    access_log off;\n{temp}\n{block}\n}}\n"
+    )
+    return conf
+
+
+async def test_behind_nginx_as_the_guide_shows(
+    cluster: Callable[..., Node], tmp_path: Path
+) -> None:
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    nodes = [cluster() for _ in range(3)]
+    listen = _free_port()
+    lb_dir = tmp_path / "nginx"
+    lb_dir.mkdir()
+    conf = _nginx_config(lb_dir, [n.port for n in nodes], listen)
+    with open(lb_dir / "stderr.log", "wb") as err:
+        proxy = subprocess.Popen([nginx, "-p", str(lb_dir), "-c", str(conf)], stderr=err)
+    lb = f"http://127.0.0.1:{listen}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proxy.poll() is None, (lb_dir / "stderr.log").read_text()
+            try:
+                if httpx.get(f"{lb}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (lb_dir / "error.log").read_text()
+            time.sleep(0.05)
+        # Round robin: requests reach every process.
+        seen = {httpx.get(f"{lb}/health/ready", timeout=5.0).json()["node"] for _ in range(9)}
+        assert len(seen) == 3, seen
+        async with Client(lb) as a, Client(lb) as b, Client(lb) as c:
+            subs = [client.subscribe("items:ns") for client in (a, b, c)]
+            for sub in subs:
+                assert await sub.get(timeout_s=10) == []
+            expected: list[int] = []
+            for n in range(9):
+                if n % 2:
+                    await (a, b, c)[n % 3].mutation("items:add", n=n, by="lb")
+                else:
+                    response = await asyncio.to_thread(_mutation, lb, "items:add", n=n, by="lb")
+                    assert response.json()["status"] == "success", response.text
+                expected.append(n)
+                # A read through the load balancer, on whichever process, sees it.
+                assert n in await asyncio.to_thread(_query, lb, "items:ns")  # type: ignore[operator]
+            for sub in subs:
+                deadline = time.monotonic() + 10
+                while (value := await sub.get(timeout_s=10)) != expected:
+                    assert time.monotonic() < deadline, value
+        # Every process took part.
+        forwarded = [
+            re.search(
+                r"^reactive_cluster_forwarded (\S+)", httpx.get(f"{n.url}/metrics").text, re.M
+            )
+            for n in nodes
+        ]
+        assert sum(float(m.group(1)) for m in forwarded if m) > 0
+    finally:
+        proxy.terminate()
+        try:
+            proxy.wait(10)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait(5)
