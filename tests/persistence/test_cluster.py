@@ -10,6 +10,9 @@
   the moment a mutation through another process returns, sees it (the read barrier).
 * The leader SIGKILLed: another process takes the lease and leads within a bound;
   mutations through the survivors commit again; nothing acknowledged is lost.
+* The leader cut off from the database (a TCP proxy between them closes its connections
+  and refuses new ones): a follower leads within 5 s, the old leader exits with status 75
+  once it finds its lease gone, nothing acknowledged is lost.
 * Behind nginx, configured as docs/cluster.md ("Behind a load balancer") shows: requests
   and WebSockets spread over the three processes, subscriptions through it see mutations
   made through it.
@@ -22,6 +25,7 @@ Source: python/reactive/cluster/, docs/design/scale-out.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,10 +34,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -140,9 +146,9 @@ def cluster(
     app = make_app({"schema.py": SCHEMA, "items.py": APP})
     started: list[Node] = []
 
-    def start(key: str = KEY) -> Node:
+    def start(key: str = KEY, db_url: str | None = None) -> Node:
         n = len(started)
-        node = _spawn(app, server_url, _free_port(), tmp_path / f"node{n}.log", key)
+        node = _spawn(app, db_url or server_url, _free_port(), tmp_path / f"node{n}.log", key)
         started.append(node)
         return node
 
@@ -375,3 +381,104 @@ async def test_behind_nginx_as_the_guide_shows(
         except subprocess.TimeoutExpired:
             proxy.kill()
             proxy.wait(5)
+
+
+class _CuttableProxy:
+    """A TCP proxy on 127.0.0.1 that can cut every connection through it and refuse new
+    ones for a while (a process isolated from its database)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.refuse_until = 0.0
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.refuse_until:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.pairs.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self, refuse_s: float) -> None:
+        self.refuse_until = time.monotonic() + refuse_s
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        self.cut(0)
+
+
+def test_a_leader_cut_off_from_the_database_steps_down(
+    cluster: Callable[..., Node], server_url: str
+) -> None:
+    parts = urlsplit(server_url)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = _CuttableProxy((parts.hostname, parts.port))
+    try:
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{proxy.port}"
+        proxied = urlunsplit(
+            parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
+        )
+        leader = cluster(db_url=proxied)
+        assert leader.ready().get("role") == "leader"
+        survivors = [cluster(), cluster()]
+        acknowledged = []
+        for n in range(10):
+            body = _mutation(survivors[n % 2].url, "items:add", n=n, by="before").json()
+            assert body["status"] == "success", body
+            acknowledged.append(n)
+        proxy.cut(refuse_s=30)
+        cut = time.monotonic()
+        while "leader" not in _roles(survivors):
+            assert time.monotonic() - cut < 5, [s.log() for s in survivors]
+            time.sleep(0.05)
+        print(f"a follower led {time.monotonic() - cut:.2f} s after the cut")
+        # The deposed leader finds its lease gone and exits (status 75).
+        assert leader.process.wait(15) == 75, leader.log()
+        print(f"the old leader exited {time.monotonic() - cut:.2f} s after the cut")
+        assert "writer lease" in leader.log()
+        for n in range(10, 20):
+            body = _mutation(survivors[n % 2].url, "items:add", n=n, by="after").json()
+            assert body["status"] == "success", body
+            acknowledged.append(n)
+        for node in survivors:
+            assert _query(node.url, "items:ns") == acknowledged
+    finally:
+        proxy.close()

@@ -38,6 +38,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reactive import _core
@@ -85,6 +86,8 @@ class ClusterNode:
         key: The cluster key (bytes, :func:`reactive.cluster.protocol.check_key`).
         advertise_url: Where the other processes reach this one (``http://host:port``).
         campaign_s: How often a follower tries to take the lease (seconds).
+        lease_check_s: How often the leader checks that it still holds the lease
+            (seconds); losing it calls ``on_lease_lost``.
         forward_timeout_s: How long a forwarded mutation waits for a leader across a
             failover before failing with ``ClusterUnavailableError`` (seconds).
         node_id: This process's name in the cluster (default ``host:pid:random``).
@@ -97,6 +100,7 @@ class ClusterNode:
         advertise_url: str,
         *,
         campaign_s: float = 0.5,
+        lease_check_s: float = 1.0,
         forward_timeout_s: float = 30.0,
         node_id: str | None = None,
     ) -> None:
@@ -104,6 +108,11 @@ class ClusterNode:
         self.key = key
         self.advertise_url = advertise_url.rstrip("/")
         self.campaign_s = campaign_s
+        self.lease_check_s = lease_check_s
+        self._holding: asyncio.Task[None] | None = None
+        # Called once if the leader finds its lease gone (the server exits: a deposed
+        # leader cannot commit, and restarts as a follower).
+        self.on_lease_lost: Callable[[BaseException], None] | None = None
         self.forward_timeout_s = forward_timeout_s
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.db: Database | None = None
@@ -148,7 +157,12 @@ class ClusterNode:
         return db
 
     async def close(self) -> None:
-        """Stop campaigning and forwarding (the database is closed by its owner)."""
+        """Stop campaigning, checking the lease and forwarding (not the database)."""
+        if self._holding is not None:
+            self._holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._holding
+            self._holding = None
         if self._campaign is not None:
             self._campaign.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -166,6 +180,35 @@ class ClusterNode:
         await self.db._persistence.set_global(LEADER_GLOBAL, json.dumps(record).encode())
         self.became_leader_at = time.time()
         log.info("cluster: %s leads (epoch %s) at %s", self.node_id, epoch, self.advertise_url)
+        if self._holding is None:
+            self._holding = asyncio.get_running_loop().create_task(
+                self._hold_lease(), name="reactive-cluster-lease"
+            )
+
+    async def _hold_lease(self) -> None:
+        """Check the lease every ``lease_check_s``; report it lost (``on_lease_lost``).
+
+        The lease is the database session's lock: when the session ends (the connection
+        dropped, the database server gave up on this process), another process may take
+        it and lead. The epoch check of every commit keeps this one from committing after
+        that; this check makes it notice within seconds, not at its next commit.
+        """
+        assert self.db is not None
+        db = self.db
+        while not db._closed:
+            await asyncio.sleep(self.lease_check_s)
+            check = getattr(db._persistence, "check_lease", None)
+            if check is None or db._closed:
+                return
+            try:
+                await check()
+            except Exception as exc:
+                if db._closed:
+                    return
+                log.critical("cluster: %s lost the writer lease: %s", self.node_id, exc)
+                if self.on_lease_lost is not None:
+                    self.on_lease_lost(exc)
+                return
 
     async def _run_campaign(self) -> None:
         """Try to take the lease until this process holds it, then promote."""

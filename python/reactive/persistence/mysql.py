@@ -68,6 +68,9 @@ FORMAT_VERSION = 1
 
 #: Default ``log_poll_s``: how often a ``wait_log`` reads the globals.
 LOG_POLL_S = 0.05
+#: ``wait_timeout`` of the lease's session once ``check_lease`` runs (seconds): the server
+#: ends a session idle that long, freeing the lease of a leader that stopped checking.
+LEASE_SESSION_TIMEOUT_S = 3
 #: What a waiter polls: the ``max_ts`` global and the catalog's MD5.
 _POLL_SQL = (
     "SELECT (SELECT value FROM globals WHERE name = 'max_ts'), "
@@ -166,6 +169,7 @@ class MysqlPersistence:
         self._epoch = epoch
         self._timeout_s = timeout_s
         self._lost_lease = False
+        self._lease_heartbeat = False
         self._log_poll_s = log_poll_s
         self._watch = LogWatch("mysql")
 
@@ -282,6 +286,40 @@ class MysqlPersistence:
                 raise _wrap("opening failed", exc) from exc
             raise
         return cls(parsed, pool, None, None, timeout_s, log_poll_s=log_poll_s)
+
+    async def check_lease(self) -> None:
+        """Check that this process still holds the writer lease (one round trip).
+
+        The lease is ``GET_LOCK`` held by this object's own session. The first call also
+        sets that session's ``wait_timeout`` to :data:`LEASE_SESSION_TIMEOUT_S`: from then
+        on the caller must call again well within it (a cluster's leader calls every
+        second or so), and a leader that stops calling (its machine vanished, its
+        network cut) has its session ended by the server, which frees the lease.
+
+        Raises:
+            PersistenceError: the lease is lost (or this is a reader, which has none).
+        """
+        if self._lease is None:
+            raise PersistenceError("a reader (lease=False) holds no writer lease")
+        if self._lost_lease:
+            raise PersistenceError("this process lost its writer lease")
+        lock = f"reactive:{self._url.database}"
+        try:
+            async with asyncio.timeout(min(self._timeout_s, 3.0)):
+                async with self._lease.cursor() as cur:
+                    if not self._lease_heartbeat:
+                        await cur.execute(f"SET SESSION wait_timeout = {LEASE_SESSION_TIMEOUT_S}")
+                        self._lease_heartbeat = True
+                    await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (lock,))
+                    row = await cur.fetchone()
+        except Exception as exc:
+            if not isinstance(exc, (TimeoutError, *_errors())):
+                raise
+            self._lost_lease = True
+            raise _wrap("the writer lease's connection failed", exc) from exc
+        if row is None or row[0] != 1:
+            self._lost_lease = True
+            raise PersistenceError("this process no longer holds the writer lease")
 
     def _writable(self, what: str) -> None:
         if self._lease is None:

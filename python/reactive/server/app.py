@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -66,6 +67,29 @@ log = logging.getLogger("reactive.server")
 
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
 CLOSE_TIMEOUT_S = 10.0
+#: Exit status of a cluster leader that lost its writer lease (EX_TEMPFAIL).
+EXIT_LEASE_LOST = 75
+
+
+def _exit_deposed(exc: BaseException) -> None:
+    """A cluster's leader lost its lease: exit at once (status :data:`EXIT_LEASE_LOST`).
+
+    Another process leads (or will) with a higher epoch, so this one can no longer commit;
+    its clients reconnect to another process, and its supervisor restarts it as a
+    follower. At once, without closing: a graceful close would wait on the database it
+    lost. Kubernetes' controllers do the same when their leader election is lost.
+    """
+    log.critical(
+        "exiting (status %d): this process no longer holds the writer lease; restart it "
+        "and it follows the new leader",
+        EXIT_LEASE_LOST,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_LEASE_LOST)
+
+
 """How long shutdown waits for the database to write what is queued."""
 SWITCH_INTERVAL_S = 0.001
 
@@ -211,6 +235,7 @@ class Server:
                 self.config.cluster_advertise_url or self.config.url or "",
             )
             self.cluster.on_promoted = self._promoted
+            self.cluster.on_lease_lost = _exit_deposed
 
             async def open_db(follow: bool) -> Database:
                 return await reactive.open(
