@@ -274,3 +274,31 @@ async def test_queries_on_a_follower_see_every_acknowledged_commit(
         reads = barrier.barrier_reads
         outcome = await follower.run_query("notes:ns", ts=follower.timestamp)
         assert outcome.value == list(range(30)) and barrier.barrier_reads == reads
+
+
+async def test_a_follower_the_retention_passed_stops_and_says_so(
+    server_url: str, app: Path
+) -> None:
+    """A follower cut off while retention pruned past its position meets a gap in the
+    log: it stops following, tells ``on_stopped`` once (a cluster's process exits to be
+    restarted), and its reads fail rather than serve a state it can no longer advance."""
+    async with (
+        reactive.open(server_url, app=app) as writer,
+        reactive.open(server_url, app=app, follow=True) as follower,
+    ):
+        ids = [await writer.mutation("notes:put", n=n) for n in range(3)]
+        await follower.wait_for_timestamp(writer.timestamp)
+        lf = follower._follower
+        assert lf is not None
+        told: list[BaseException] = []
+        lf.on_stopped = told.append
+        await lf.stop_following()  # cut off
+        for i in ids:
+            await writer.mutation("notes:bump", id=i)
+        assert (await writer.gc(keep_s=0)).documents_deleted == 3
+        lf.start()
+        await _until(lambda: told, 10.0)
+        assert len(told) == 1 and isinstance(told[0], PersistenceError)
+        assert "LogGap" in repr(told[0].__cause__) or "pruned" in str(told[0])
+        with pytest.raises(PersistenceError, match="stopped following"):
+            await follower.query("notes:ns")

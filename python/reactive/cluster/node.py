@@ -87,7 +87,7 @@ class ClusterNode:
         advertise_url: Where the other processes reach this one (``http://host:port``).
         campaign_s: How often a follower tries to take the lease (seconds).
         lease_check_s: How often the leader checks that it still holds the lease
-            (seconds); losing it calls ``on_lease_lost``.
+            (seconds); losing it calls ``on_must_restart``.
         forward_timeout_s: How long a forwarded mutation waits for a leader across a
             failover before failing with ``ClusterUnavailableError`` (seconds).
         node_id: This process's name in the cluster (default ``host:pid:random``).
@@ -110,9 +110,11 @@ class ClusterNode:
         self.campaign_s = campaign_s
         self.lease_check_s = lease_check_s
         self._holding: asyncio.Task[None] | None = None
-        # Called once if the leader finds its lease gone (the server exits: a deposed
-        # leader cannot commit, and restarts as a follower).
-        self.on_lease_lost: Callable[[BaseException], None] | None = None
+        # Called once, with the reason, when this process can no longer serve its role and
+        # must start over (the server exits for its supervisor to restart it): the leader
+        # found its lease gone (it cannot commit), or a follower stopped following (the
+        # log has a gap: retention pruned past it while it was cut off).
+        self.on_must_restart: Callable[[str], None] | None = None
         self.forward_timeout_s = forward_timeout_s
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.db: Database | None = None
@@ -149,6 +151,10 @@ class ClusterNode:
         self.db = db
         if db.following:
             db._forward = self.forward
+            assert db._follower is not None
+            db._follower.on_stopped = lambda exc: self._must_restart(
+                f"this process stopped following the log: {exc}"
+            )
             self._campaign = asyncio.get_running_loop().create_task(
                 self._run_campaign(), name="reactive-cluster-campaign"
             )
@@ -186,7 +192,7 @@ class ClusterNode:
             )
 
     async def _hold_lease(self) -> None:
-        """Check the lease every ``lease_check_s``; report it lost (``on_lease_lost``).
+        """Check the lease every ``lease_check_s``; report it lost (``on_must_restart``).
 
         The lease is the database session's lock: when the session ends (the connection
         dropped, the database server gave up on this process), another process may take
@@ -205,10 +211,13 @@ class ClusterNode:
             except Exception as exc:
                 if db._closed:
                     return
-                log.critical("cluster: %s lost the writer lease: %s", self.node_id, exc)
-                if self.on_lease_lost is not None:
-                    self.on_lease_lost(exc)
+                self._must_restart(f"this process lost the writer lease: {exc}")
                 return
+
+    def _must_restart(self, reason: str) -> None:
+        log.critical("cluster: %s must restart: %s", self.node_id, reason)
+        if self.on_must_restart is not None:
+            self.on_must_restart(reason)
 
     async def _run_campaign(self) -> None:
         """Try to take the lease until this process holds it, then promote."""

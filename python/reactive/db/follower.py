@@ -86,6 +86,9 @@ class LogFollower:
         self.poll_s = poll_s
         # Told the number of commits of each applied slice (metrics).
         self.on_batch: Callable[[int], None] | None = None
+        # Told why, once, if following stops for good (a gap in the log: retention pruned
+        # past this process; a corrupt record): the process must load the database anew.
+        self.on_stopped: Callable[[BaseException], None] | None = None
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -312,6 +315,14 @@ class LogFollower:
         self._settle(None)
         return bool(piece.more)
 
+    def _stop_broken(self, exc: BaseException) -> None:
+        self._broken = exc
+        self._caught_up.set()
+        stopped = self.stopped_error()
+        self._settle(stopped)
+        if self.on_stopped is not None and stopped is not None:
+            self.on_stopped(stopped)
+
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
@@ -328,9 +339,7 @@ class LogFollower:
                 raise
             except (LogGapError, CorruptionError) as exc:
                 log.error("following the log stopped: %s; reopen the database", exc)
-                self._broken = exc
-                self._caught_up.set()
-                self._settle(self.stopped_error())
+                self._stop_broken(exc)
                 return
             except ReactiveError as exc:
                 # The database unreachable for a while: keep trying, with backoff.
@@ -342,7 +351,5 @@ class LogFollower:
                 # A bug, not the database: stop following loudly rather than leave every
                 # waiter hanging on a task that died.
                 log.exception("following the log failed; reopen the database")
-                self._broken = exc
-                self._caught_up.set()
-                self._settle(self.stopped_error())
+                self._stop_broken(exc)
                 return

@@ -67,27 +67,25 @@ log = logging.getLogger("reactive.server")
 
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
 CLOSE_TIMEOUT_S = 10.0
-#: Exit status of a cluster leader that lost its writer lease (EX_TEMPFAIL).
-EXIT_LEASE_LOST = 75
+#: Exit status of a cluster process that must start over (EX_TEMPFAIL).
+EXIT_RESTART = 75
 
 
-def _exit_deposed(exc: BaseException) -> None:
-    """A cluster's leader lost its lease: exit at once (status :data:`EXIT_LEASE_LOST`).
+def _exit_for_restart(reason: str) -> None:
+    """A cluster process cannot serve its role any more: exit at once (status 75).
 
-    Another process leads (or will) with a higher epoch, so this one can no longer commit;
-    its clients reconnect to another process, and its supervisor restarts it as a
-    follower. At once, without closing: a graceful close would wait on the database it
-    lost. Kubernetes' controllers do the same when their leader election is lost.
+    A leader that lost its lease can no longer commit (another leads, with a higher
+    epoch); a follower that stopped following (a gap in the log) serves stale reads. Its
+    clients reconnect to another process, and its supervisor restarts it: it then follows
+    the current leader from a fresh load. At once, without closing: a graceful close would
+    wait on the database it lost. Kubernetes' controllers exit the same way when they
+    lose their leader election.
     """
-    log.critical(
-        "exiting (status %d): this process no longer holds the writer lease; restart it "
-        "and it follows the new leader",
-        EXIT_LEASE_LOST,
-    )
+    log.critical("exiting (status %d) to be restarted: %s", EXIT_RESTART, reason)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(EXIT_LEASE_LOST)
+    os._exit(EXIT_RESTART)
 
 
 """How long shutdown waits for the database to write what is queued."""
@@ -235,7 +233,7 @@ class Server:
                 self.config.cluster_advertise_url or self.config.url or "",
             )
             self.cluster.on_promoted = self._promoted
-            self.cluster.on_lease_lost = _exit_deposed
+            self.cluster.on_must_restart = _exit_for_restart
 
             async def open_db(follow: bool) -> Database:
                 return await reactive.open(
