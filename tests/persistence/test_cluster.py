@@ -198,6 +198,7 @@ def test_three_processes_serve_one_database(cluster: Callable[..., Node]) -> Non
     metrics = httpx.get(f"{follower.url}/metrics").text
     assert "reactive_cluster_leader 0.0" in metrics
     assert "reactive_cluster_forwarded" in metrics
+    assert "reactive_cluster_lag_seconds" in metrics
 
 
 async def test_subscription_on_a_follower(cluster: Callable[..., Node]) -> None:

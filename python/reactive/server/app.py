@@ -268,6 +268,18 @@ class Server:
                 "Mutations this process forwarded to the cluster's leader.",
                 lambda: cluster.forwarded,
             )
+            server_db = self._db
+
+            def lag_seconds() -> float:
+                follower = server_db._follower
+                return 0.0 if follower is None else follower.lag_ts / 1e9
+
+            metrics.gauge(
+                "reactive_cluster_lag_seconds",
+                "How far this follower's applied state is behind the newest commit it has "
+                "heard of (0 on the leader).",
+                lag_seconds,
+            )
         metrics.gauge(
             "reactive_websocket_connections",
             "Open sync sockets.",
