@@ -334,7 +334,9 @@ class LogFollower:
                 if more:
                     continue
                 self._caught_up.set()
-                await self._source.wait_log(int(self._engine.visible_ts), self.poll_s)
+                head = await self._source.wait_log(int(self._engine.visible_ts), self.poll_s)
+                # What the database has heard of, before it is read: lag_ts shows the gap.
+                self.head_ts = max(self.head_ts, int(head))
             except asyncio.CancelledError:
                 raise
             except (LogGapError, CorruptionError) as exc:
