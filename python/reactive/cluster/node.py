@@ -348,7 +348,8 @@ class ClusterNode:
                     f"({last}); retry"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            # Short: a new leader announces itself soon after the old one's death.
+            delay = min(delay * 2, 0.1)
 
     async def _post(
         self, url: str, body: bytes, header: str
