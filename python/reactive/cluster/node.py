@@ -153,6 +153,7 @@ class ClusterNode:
                 raise
             db = await open_db(True)
         self.db = db
+        db._strict_reads = True
         if db.following:
             db._forward = self.forward
             assert db._follower is not None

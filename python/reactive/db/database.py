@@ -149,6 +149,9 @@ class Database:
         # A follower's mutations go here (a cluster node forwards them to the writer):
         # ``forward(fn, args, identity, request, on_commit) -> MutationOutcome``.
         self._forward: Any = None
+        # A cluster's process: reads on the writer too wait for the batch in flight, which
+        # a follower may have applied already (read_barrier).
+        self._strict_reads = False
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -364,7 +367,9 @@ class Database:
         is applied here (one query, shared by the callers that arrive together), so a read
         begun afterwards sees every commit any process acknowledged before the call.
         Queries run without ``ts`` do this themselves on a follower. On the writer, its
-        acknowledged commits are visible already: returns at once.
+        acknowledged commits are visible already: returns at once, unless it is a
+        cluster's leader, where it waits for the batch in flight (a follower may have
+        served it already).
 
         Returns the timestamp now visible (u64 ns).
 
@@ -382,6 +387,10 @@ class Database:
                     raise
                 # Promoted meanwhile (its reader closed): as the writer, every
                 # acknowledged commit is applied here already.
+        elif self._strict_reads:
+            # The writer of a cluster: a batch in flight may be durable, and applied by a
+            # follower that served it, before this process publishes it; wait for it.
+            await self._flusher.flush()
         return int(self._engine.visible_ts)
 
     @property

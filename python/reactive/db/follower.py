@@ -138,7 +138,8 @@ class LogFollower:
         """
         fut = self.waiter(ts)
         if fut is not None:
-            await fut
+            # Shared by every waiter of ts: a cancelled caller must not cancel the others.
+            await asyncio.shield(fut)
 
     def waiter(self, ts: int) -> asyncio.Future[None] | None:
         """What :meth:`wait` awaits: ``None`` if ``ts`` is applied here already.

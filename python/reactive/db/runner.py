@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -427,8 +428,8 @@ class Runner:
         journal: str | None = None,
     ) -> QueryOutcome:
         """The run behind :meth:`run_query` (unreported)."""
-        if ts is None and self._db._follower is not None:
-            # A follower reads what every process acknowledged before this call.
+        if ts is None and (self._db._follower is not None or self._db._strict_reads):
+            # A cluster's process reads what every process acknowledged before this call.
             await self._db.read_barrier()
         engine = self._db._engine
         txn = engine.begin(True) if ts is None else engine.begin_at(ts)
@@ -493,7 +494,11 @@ class Runner:
         db = self._db
         if db._follower is not None and db._forward is not None:
             # A cluster's follower: the writer runs it (None: this process became the
-            # writer meanwhile, and runs it itself).
+            # writer meanwhile, and runs it itself). With a request id either way, recorded
+            # with its commit: run here after a promotion, it is answered from the record
+            # if the old leader committed it.
+            if request is None:
+                request = (f"forwarded:{secrets.token_hex(12)}", 0)
             forwarded: MutationOutcome | None = await db._forward(
                 fn, args, identity, request, on_commit
             )

@@ -129,7 +129,9 @@ def _wrap(what: str, exc: BaseException) -> PersistenceError:
 
 def _errors() -> tuple[type[BaseException], ...]:
     asyncmy = _driver()
-    return (OSError, asyncio.TimeoutError, asyncmy.errors.Error)
+    # RuntimeError: asyncmy's "Transport does not expose socket instance" when a new
+    # connection is reset as it opens.
+    return (OSError, asyncio.TimeoutError, asyncmy.errors.Error, RuntimeError)
 
 
 def _lost_connection(exc: BaseException) -> bool:

@@ -241,7 +241,7 @@ class PostgresPersistence:
             return await cls._open_reader(parsed, kwargs, pool_size, timeout_s, log_poll_s)
         try:
             lease_conn = await asyncpg.connect(**kwargs, server_settings=LEASE_SESSION_SETTINGS)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
             # Try for a moment: a process that just closed may still be disconnecting.
@@ -297,7 +297,7 @@ class PostgresPersistence:
         kwargs = {**kwargs, "server_settings": {"default_transaction_read_only": "on"}}
         try:
             pool = await asyncpg.create_pool(min_size=1, max_size=pool_size, **kwargs)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:
             async with pool.acquire(timeout=timeout_s) as conn:
@@ -312,7 +312,9 @@ class PostgresPersistence:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), timeout_s)
-            if isinstance(exc, (TimeoutError, OSError, asyncpg.PostgresError)):
+            if isinstance(
+                exc, (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+            ):
                 raise _wrap("opening failed", exc) from exc
             raise
         return cls(
@@ -375,7 +377,7 @@ class PostgresPersistence:
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 raw = await conn.fetchval("SELECT value FROM globals WHERE name = $1", name)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("reading globals", exc) from exc
         return None if raw is None else bytes(raw)
 
@@ -395,7 +397,7 @@ class PostgresPersistence:
                     name,
                     value,
                 )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("writing globals", exc) from exc
 
     async def _stream(self, conn: Any, sql: str, sink: Any) -> None:
@@ -444,7 +446,7 @@ class PostgresPersistence:
                     "FROM indexes",
                     loader.add_index_entries,
                 )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("loading", exc) from exc
         state = await asyncio.to_thread(loader.finish)
         self._watch.read(mark, loaded_ts, catalog)
@@ -511,7 +513,7 @@ class PostgresPersistence:
                 piece = await slice_log(
                     globals_, commits, after_ts, max_commits, max_bytes, documents
                 )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("reading the log", exc) from exc
         catalog = None if piece.catalog_json is None else piece.catalog_json.encode()
         self._watch.read(mark, piece.max_ts, catalog)
@@ -637,7 +639,7 @@ class PostgresPersistence:
                     "FROM indexes",
                     checker.add_index_entries,
                 )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("checking", exc) from exc
         return checker.finish()
 
@@ -860,7 +862,7 @@ class PostgresPersistence:
                 await asyncio.sleep(0)
         except PersistenceError:
             raise
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap("pruning old versions failed", exc) from exc
 
     async def _prune_chunk(self, conn: Any, engine: _core.Engine, cutoff: int) -> dict[str, Any]:

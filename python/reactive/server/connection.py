@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reactive import _core
-from reactive.errors import ReactiveError, RetryableError
+from reactive.errors import RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
 from reactive.server.queries import SharedQuery
@@ -570,7 +570,7 @@ class Connection:
             for query_id in list(self._queries):
                 self._release(query_id)
         db = self.server.db
-        if barrier and effect.added and db._follower is not None:
+        if barrier and effect.added and (db._follower is not None or db._strict_reads):
             self._spawn(self._after_barrier(effect), "reactive-transition")
             return None
         if effect.min_ts > db.published_timestamp:
@@ -607,7 +607,7 @@ class Connection:
     async def _after_barrier(self, effect: ComputeTransition) -> None:
         try:
             head = await self.server.db.read_barrier()
-        except ReactiveError as exc:
+        except Exception as exc:
             # Without its database a follower cannot tell what is current: the client
             # reconnects (to another process, behind a load balancer) and resubscribes.
             log.warning("closing a sync connection: the read barrier failed: %s", exc)
