@@ -13,6 +13,9 @@
 * The leader cut off from the database (a TCP proxy between them closes its connections
   and refuses new ones): a follower leads within 5 s, the old leader exits with status 75
   once it finds its lease gone, nothing acknowledged is lost.
+* A mutation a follower forwarded, committed by the leader, whose answer the leader's
+  death kept from the follower: the follower, promoted, answers it from the commit's
+  record instead of running it again (exactly once).
 * Behind nginx, configured as docs/cluster.md ("Behind a load balancer") shows: requests
   and WebSockets spread over the three processes, subscriptions through it see mutations
   made through it.
@@ -103,7 +106,9 @@ class Node:
         return body
 
 
-def _spawn(app: Path, db_url: str, port: int, log_path: Path, key: str) -> Node:
+def _spawn(
+    app: Path, db_url: str, port: int, log_path: Path, key: str, extra: tuple[str, ...] = ()
+) -> Node:
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
@@ -122,6 +127,7 @@ def _spawn(app: Path, db_url: str, port: int, log_path: Path, key: str) -> Node:
                 key,
                 "--storage-dir",
                 str(log_path.parent / "storage"),
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -146,9 +152,10 @@ def cluster(
     app = make_app({"schema.py": SCHEMA, "items.py": APP})
     started: list[Node] = []
 
-    def start(key: str = KEY, db_url: str | None = None) -> Node:
+    def start(key: str = KEY, db_url: str | None = None, extra: tuple[str, ...] = ()) -> Node:
         n = len(started)
-        node = _spawn(app, db_url or server_url, _free_port(), tmp_path / f"node{n}.log", key)
+        log = tmp_path / f"node{n}.log"
+        node = _spawn(app, db_url or server_url, _free_port(), log, key, extra)
         started.append(node)
         return node
 
@@ -388,9 +395,13 @@ class _CuttableProxy:
     """A TCP proxy on 127.0.0.1 that can cut every connection through it and refuse new
     ones for a while (a process isolated from its database)."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, upstream: tuple[str, int], port: int = 0, hold_answers: bool = False
+    ) -> None:
         self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        # Pass requests on but never the answers (an answer lost with its sender).
+        self.hold_answers = hold_answers
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self.listener.getsockname()[1])
         self.refuse_until = 0.0
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -415,14 +426,15 @@ class _CuttableProxy:
             server.settimeout(None)
             with self.lock:
                 self.pairs.append((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, hold in ((client, server, False), (server, client, self.hold_answers)):
+                threading.Thread(target=self._pump, args=(a, b, hold), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not hold:
+                    dst.sendall(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -481,5 +493,37 @@ def test_a_leader_cut_off_from_the_database_steps_down(
             acknowledged.append(n)
         for node in survivors:
             assert _query(node.url, "items:ns") == acknowledged
+    finally:
+        proxy.close()
+
+
+def test_a_call_whose_answer_died_with_the_leader_runs_once(
+    cluster: Callable[..., Node],
+) -> None:
+    proxy_port = _free_port()
+    # The leader tells the followers to call it through the proxy that holds its answers.
+    leader = cluster(extra=("--cluster-advertise-url", f"http://127.0.0.1:{proxy_port}"))
+    follower = cluster()
+    assert _roles([leader, follower]) == ["leader", "follower"]
+    proxy = _CuttableProxy(("127.0.0.1", leader.port), proxy_port, hold_answers=True)
+    try:
+        answer: dict[str, object] = {}
+        post = threading.Thread(
+            target=lambda: answer.update(
+                _mutation(follower.url, "items:add", n=1, by="once").json()
+            )
+        )
+        post.start()
+        deadline = time.monotonic() + 30
+        while _query(follower.url, "items:ns") != [1]:  # committed, its answer held
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait(10)
+        proxy.close()
+        post.join(90)
+        assert answer.get("status") == "success", answer
+        assert follower.ready().get("role") == "leader"
+        assert _query(follower.url, "items:ns") == [1]  # once, not twice
     finally:
         proxy.close()
