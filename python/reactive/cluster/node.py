@@ -277,13 +277,14 @@ class ClusterNode:
         fn: Function[Any],
         args: Any,
         identity: dict[str, Any] | None,
-        request: tuple[str, int] | None,
+        request: tuple[str, int],
         on_commit: Any,
     ) -> MutationOutcome | None:
         """Run a mutation on the leader; ``None`` once this process leads (run it here).
 
-        The call carries a request id recorded with its commit, made up here when the
-        caller has none, so a call resent after a lost answer or a failover runs once.
+        The call carries its request id (the runner makes one up when the client sent
+        none), recorded with its commit, so a call resent after a lost answer or a
+        failover runs once, here or on the leader.
 
         Raises:
             ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
@@ -293,8 +294,6 @@ class ClusterNode:
 
         assert self.db is not None
         db = self.db
-        if request is None:
-            request = (f"cluster:{self.node_id}:{secrets.token_hex(8)}", 0)
         body = json.dumps(
             {
                 "path": fn.path,
