@@ -157,6 +157,20 @@ impl PyEngine {
         detached(py, move || engine.commit(t)).map(|ts| ts.map(|t| t.0))
     }
 
+    /// Validate and queue a transaction a follower ran (`Transaction.forwarded()`'s
+    /// bytes); returns its commit timestamp, or `None` if it wrote nothing. Raises
+    /// `WriteConflict` / `TransactionTooOldError` on conflicts, `InvalidQueryError` for
+    /// malformed bytes or a begin timestamp not visible here yet.
+    fn commit_forwarded(&self, py: Python<'_>, data: &[u8]) -> PyResult<Option<u64>> {
+        let engine = Arc::clone(&self.inner);
+        let data = data.to_vec();
+        detached(py, move || {
+            let forwarded = reactive_core::forward::ForwardedTransaction::decode(&data)?;
+            engine.commit_forwarded(forwarded)
+        })
+        .map(|ts| ts.map(|t| t.0))
+    }
+
     /// The queue generation: grows with each commit, catalog change or index drop queued.
     #[getter]
     fn queue_generation(&self) -> u64 {

@@ -480,6 +480,18 @@ impl PyTransaction {
         self.with(py, |t| t.rollback_to(point))
     }
 
+    /// What this transaction would commit, encoded for the writer to validate and commit
+    /// (`Engine.commit_forwarded`): begin timestamp, read set and written documents. The
+    /// transaction stays usable (it can still be committed here).
+    ///
+    /// Raises `InvalidQueryError` when it created a table (run such a mutation on the writer).
+    fn forwarded<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.with(py, |t| {
+            reactive_core::forward::ForwardedTransaction::of(t).map(|f| f.encode())
+        })?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
     /// The read set as `(start, end)` byte pairs (sorted, merged).
     fn read_set<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let intervals = self.with(py, |t| Ok(t.read_set().intervals().to_vec()))?;
@@ -498,7 +510,17 @@ impl PyTransaction {
     }
 }
 
+/// The begin timestamp of a forwarded transaction's bytes (`Transaction.forwarded()`),
+/// read without decoding the rest. Raises `InvalidQueryError` for other bytes.
+#[pyfunction]
+fn forwarded_begin_ts(data: &[u8]) -> PyResult<u64> {
+    reactive_core::forward::ForwardedTransaction::peek_begin_ts(data)
+        .map(|ts| ts.0)
+        .map_err(|e| CoreError(e).into())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(forwarded_begin_ts, m)?)?;
     m.add_class::<PyTransaction>()?;
     m.add_class::<PySavepoint>()?;
     Ok(())

@@ -227,7 +227,76 @@ impl Engine {
     /// Validate and queue a transaction. Returns its commit timestamp, or `None` if it wrote
     /// nothing (a read-only transaction is serializable at its snapshot as it is).
     pub fn commit(&self, txn: Transaction) -> Result<Option<Timestamp>> {
-        let parts = txn.into_parts();
+        self.commit_parts(txn.into_parts())
+    }
+
+    /// Validate and queue a transaction a follower ran ([`crate::forward`]): its writes are
+    /// rebuilt against this store's revisions at its begin timestamp, and the `by_id` key of
+    /// every written document joins its read set. Returns its commit timestamp, or `None` if
+    /// it wrote nothing.
+    ///
+    /// Errors: `InvalidArgument` when its begin timestamp is not visible here yet (wait for
+    /// it first); `Conflict` when a commit after the begin timestamp wrote what it read or
+    /// wrote, or when the follower saw another revision than this store has;
+    /// `TransactionTooOld` when the begin timestamp is out of the write log's window or
+    /// the retention window; `TableNotFound` for a write to a table that does not exist;
+    /// `NotWriter` on a follower.
+    pub fn commit_forwarded(
+        &self,
+        forwarded: crate::forward::ForwardedTransaction,
+    ) -> Result<Option<Timestamp>> {
+        self.check_writer("a forwarded transaction")?;
+        let begin_ts = forwarded.begin_ts;
+        let visible = self.visible_ts();
+        if begin_ts > visible {
+            return Err(Error::InvalidArgument(format!(
+                "a forwarded transaction began at timestamp {begin_ts}, after this process's \
+                 visible timestamp {visible}"
+            )));
+        }
+        let catalog = self.catalog();
+        let mut reads = forwarded.reads;
+        let mut writes = std::collections::BTreeMap::new();
+        {
+            let store = self.store.read();
+            store.check_snapshot(begin_ts)?;
+            for w in forwarded.writes {
+                let key = Transaction::by_id_key(&catalog, &w.id)
+                    .ok_or_else(|| Error::TableNotFound(w.id.table.0.to_string()))?;
+                let old = store
+                    .get_with_ts(&w.id, begin_ts)
+                    .map(|(ts, d)| (ts, Arc::clone(d)));
+                if old.as_ref().map(|(ts, _)| *ts) != w.old_ts {
+                    // Not the revision the follower read: never expected (both applied the
+                    // same log); refused as a conflict, so the follower runs it again.
+                    return Err(Error::Conflict(Conflict {
+                        table: catalog
+                            .table_by_number(w.id.table)
+                            .map_or_else(String::new, |t| t.name.clone()),
+                        key_hex: hex(&key),
+                        ts: begin_ts,
+                    }));
+                }
+                reads.push(Interval::point(&key));
+                writes.insert(
+                    w.id,
+                    crate::transaction::PendingWrite {
+                        old,
+                        new: w.new.map(Arc::new),
+                    },
+                );
+            }
+        }
+        reads.normalize();
+        self.commit_parts(crate::transaction::CommitParts {
+            begin_ts,
+            reads,
+            writes,
+            created_tables: Vec::new(),
+        })
+    }
+
+    fn commit_parts(&self, parts: crate::transaction::CommitParts) -> Result<Option<Timestamp>> {
         // Search keys are computed outside the commit lock, and again under it if an index
         // was registered meanwhile.
         let (search_version, registry) = self.search.current();

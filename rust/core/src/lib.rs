@@ -16,6 +16,7 @@ pub mod document;
 pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod forward;
 pub mod id;
 pub mod interval;
 pub mod keys;

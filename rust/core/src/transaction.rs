@@ -216,6 +216,11 @@ impl Transaction {
         Ok(())
     }
 
+    /// How many tables this transaction created.
+    pub fn created_tables_count(&self) -> usize {
+        self.created_tables.len()
+    }
+
     /// The buffered writes.
     pub fn writes(&self) -> &BTreeMap<DocumentId, PendingWrite> {
         &self.writes

@@ -680,3 +680,121 @@ fn a_follower_does_not_commit_while_following() {
     let e = refused(follower.apply_log(None, &[], &[]));
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
 }
+
+/// Send a transaction a follower ran to the leader as the wire carries it.
+fn forward(
+    leader: &Leader,
+    txn: &mut reactive_core::transaction::Transaction,
+) -> reactive_core::error::Result<Option<Timestamp>> {
+    use reactive_core::forward::ForwardedTransaction;
+    let bytes = ForwardedTransaction::of(txn)?.encode();
+    leader
+        .engine
+        .commit_forwarded(ForwardedTransaction::decode(&bytes)?)
+}
+
+/// A follower caught up with everything `leader` persisted (with the app's search index).
+fn caught_up(leader: &Leader) -> Engine {
+    let follower = empty_engine();
+    let (catalog, commits, revisions) = parts(&leader.log);
+    follower.apply_log(catalog, &[], &[]).unwrap();
+    follower
+        .register_text_index("a", "search_s", "s", &[])
+        .unwrap();
+    follower.set_following(true);
+    follower.apply_log(None, &commits, &revisions).unwrap();
+    follower
+}
+
+#[test]
+fn a_follower_transaction_commits_through_the_leader() {
+    let (_dir, mut leader) = small_log();
+    let follower = caught_up(&leader);
+    let applied = leader.log.len();
+    let live = leader.live();
+    let table = TableNumber(follower.catalog().table("a").unwrap().number);
+    // On the follower: replace one document, delete another, insert a third.
+    let mut txn = follower.begin(false);
+    assert!(txn.get(&live[0]).unwrap().is_some());
+    txn.replace(&live[0], fields(10, 3)).unwrap();
+    txn.delete(&live[1]).unwrap();
+    let inserted = txn.insert(table, fields(11, 1)).unwrap();
+    let ts = forward(&leader, &mut txn).unwrap().unwrap();
+    leader.flush();
+    // The leader maintained every index (text index included) as for a local commit, and
+    // the follower applies the commit like any other.
+    let (_, commits, revisions) = parts(&leader.log[applied..]);
+    follower.apply_log(None, &commits, &revisions).unwrap();
+    assert_eq!(follower.visible_ts(), ts);
+    same_view(&follower, &leader.engine, &catalog_of(&leader.engine), ts);
+    let mut check = leader.engine.begin(true);
+    assert_eq!(
+        check.get(&inserted.id).unwrap().unwrap().encoded(),
+        inserted.encoded()
+    );
+    assert!(check.get(&live[1]).unwrap().is_none());
+    assert_eq!(keys_at(&follower, ts), keys_at(&leader.engine, ts));
+    // The same transaction resent (its answer lost) conflicts with itself: its insert is
+    // there now, so it does not land twice.
+    assert!(matches!(
+        forward(&leader, &mut txn),
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[test]
+fn a_forwarded_transaction_is_validated_against_later_commits() {
+    let (_dir, mut leader) = small_log();
+    let follower = caught_up(&leader);
+    let live = leader.live();
+    // Write skew across processes: the follower reads both documents and writes one;
+    // the leader meanwhile writes the other (not yet persisted: pending commits count).
+    let mut txn = follower.begin(false);
+    assert!(txn.get(&live[0]).unwrap().is_some());
+    assert!(txn.get(&live[1]).unwrap().is_some());
+    txn.replace(&live[0], fields(20, 0)).unwrap();
+    let mut local = leader.engine.begin(false);
+    local.replace(&live[1], fields(21, 0)).unwrap();
+    leader.engine.commit(local).unwrap().unwrap();
+    match forward(&leader, &mut txn) {
+        Err(Error::Conflict(c)) => {
+            let catalog = leader.engine.catalog();
+            assert_eq!(
+                c.table,
+                catalog.table_by_number(live[1].table).unwrap().name
+            );
+        }
+        other => panic!("write skew must be refused, got {other:?}"),
+    }
+    leader.flush();
+    // A blind write (no read) of a document changed after the snapshot conflicts too.
+    let mut blind = follower.begin(false);
+    blind.delete(&live[1]).unwrap();
+    let mut forwarded = reactive_core::forward::ForwardedTransaction::of(&mut blind).unwrap();
+    forwarded.reads = IntervalSet::new();
+    assert!(matches!(
+        leader.engine.commit_forwarded(forwarded),
+        Err(Error::Conflict(_))
+    ));
+    // A snapshot the leader has not published is refused (the caller waits for it first);
+    // a transaction that created a table is not forwarded; a follower does not take one.
+    let mut ahead = follower.begin(false);
+    ahead.replace(&live[0], fields(22, 0)).unwrap();
+    let mut forwarded = reactive_core::forward::ForwardedTransaction::of(&mut ahead).unwrap();
+    forwarded.begin_ts = Timestamp(leader.engine.visible_ts().0 + 1_000_000);
+    assert!(matches!(
+        leader.engine.commit_forwarded(forwarded.clone()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        follower.commit_forwarded(forwarded),
+        Err(Error::NotWriter(_))
+    ));
+    let mut creates = leader.engine.begin(false);
+    let reservation = leader.engine.reserve_table("d").unwrap().unwrap();
+    creates.create_table("d", reservation).unwrap();
+    assert!(matches!(
+        reactive_core::forward::ForwardedTransaction::of(&mut creates),
+        Err(Error::InvalidArgument(_))
+    ));
+}
