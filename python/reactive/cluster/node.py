@@ -5,25 +5,33 @@ database's writer lease. The one holding it, the **leader**, is the writer: it c
 (mutations, schema changes, scheduled functions, crons, retention). The others are
 **followers**: read replicas (:mod:`reactive.db.follower`) that serve queries,
 subscriptions, HTTP and actions from their own copy of the state, tailing the log the
-leader commits; each mutation that reaches a follower is forwarded to the leader, run
-there, and answered once the follower has applied its commit (so the client's next read,
-on the same process, sees it).
+leader commits, and run mutations too: a mutation that reaches a follower runs there at
+the follower's snapshot, and its transaction (begin timestamp, read set, written
+documents: :mod:`reactive_core`'s ``forward`` module) goes to the leader, which validates
+it against every commit since its snapshot and commits it, or refuses it with a conflict
+(the follower runs it again, as for any conflict). The follower answers once it has
+applied the commit (so the client's next read, on the same process, sees it). A mutation
+that does what only the writer does (it creates a table) is forwarded whole instead, as a
+call that runs on the leader.
 
 Failover: a follower tries to take the lease every ``campaign_s``; the lease is a lock
 held by the leader's database session, so the database frees it when the leader's process
 dies. The follower that takes it raises the lease epoch (every commit checks it: a deposed
 leader cannot commit), applies what remains of the log and becomes the leader in place
-(:meth:`reactive.db.database.Database.promote`); the others forward to it. A forwarded
-mutation carries a request id recorded with its commit (``_session_requests``), so one
-resent after a failover is answered from the record if it committed: exactly once.
+(:meth:`reactive.db.database.Database.promote`); the others forward to it. A follower's
+mutation carries a request id recorded with its commit (``_session_requests``): a
+transaction resent after a lost answer conflicts with its own commit (the leader adds the
+key of every written document to the read set), and the mutation, run again, is answered
+from the record: exactly once.
 
-Transport: ``POST /_cluster/call`` on the leader, over HTTP (aiohttp's client: an httpx
-client cost the follower about 3-4 ms of CPU per call, mostly its connection pool's
-bookkeeping), authenticated with an HMAC of the cluster key
-(:mod:`reactive.cluster.protocol`); where to reach the leader is the ``cluster_leader``
-global it writes when it takes the lease. Chosen over a persistent WebSocket for this
-stage: each forward is one request and one answer, kept-alive connections are reused,
-and a leader that dies fails its requests at once.
+Transport: ``POST /_cluster/commit`` (a transaction, binary) and ``POST /_cluster/call`` (a
+whole call, JSON) on the leader, over HTTP (aiohttp's client: an httpx client cost the
+follower about 3-4 ms of CPU per call, mostly its connection pool's bookkeeping),
+authenticated with an HMAC of the cluster key (:mod:`reactive.cluster.protocol`); where to
+reach the leader is the ``cluster_leader`` global it writes when it takes the lease.
+Chosen over a persistent WebSocket: each commit is one request and one answer,
+kept-alive connections are reused, a leader that dies fails its requests at once, and a
+load balancer or proxy between processes needs nothing special.
 
 Source: Convex separates function runners from its single committer
 (``crates/database/src/committer.rs`` in get-convex/convex-backend); here every process is
@@ -55,7 +63,13 @@ from reactive.cluster.protocol import (
     verify_reply,
     verify_request,
 )
-from reactive.errors import IncompatibleDatabaseError, PersistenceError
+from reactive.errors import (
+    IncompatibleDatabaseError,
+    InvalidQueryError,
+    PersistenceError,
+    ReactiveError,
+    TransactionTooOldError,
+)
 from reactive.persistence import open_persistence
 
 if TYPE_CHECKING:
@@ -68,18 +82,61 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reactive.cluster")
 
-__all__ = ["LEADER_GLOBAL", "ClusterNode", "ClusterUnavailableError"]
+__all__ = ["LEADER_GLOBAL", "ClusterNode", "ClusterUnavailableError", "commit_forwarded"]
 
 LEADER_GLOBAL = "cluster_leader"
 """The global the leader writes when it takes the lease: ``{"url", "node", "epoch"}``."""
 
 CALL_PATH = "/_cluster/call"
+COMMIT_PATH = "/_cluster/commit"
+MAX_BODY_BYTES = 64 << 20
+"""The largest request between processes (a transaction's writes are at most 16 MiB)."""
+COMMIT_WAIT_S = 5.0
+"""How long the leader waits to publish a forwarded transaction's snapshot (seconds)."""
 FORWARD_CONNECTIONS = 32
 """Most connections a follower keeps open to the leader (forwarded calls queue beyond)."""
 
 
 class ClusterUnavailableError(PersistenceError):
     """No leader answered a forwarded mutation in time (the cluster is failing over)."""
+
+
+async def commit_forwarded(
+    db: Database, transaction: bytes, wake_scheduler: bool, begin_ts: int | None = None
+) -> int | None:
+    """Validate and commit a transaction a follower ran, on the writer ``db``.
+
+    ``transaction`` is ``Transaction.forwarded()``'s bytes. Waits (up to
+    :data:`COMMIT_WAIT_S`) until its snapshot is published here: a follower may have applied
+    a commit this process has made durable but not yet published. Returns the commit
+    timestamp once durable, or ``None`` if it wrote nothing; ``wake_scheduler`` wakes the
+    scheduler after the commit (it scheduled a function).
+
+    Raises:
+        WriteConflict, TransactionTooOldError: refused (the follower runs it again).
+        InvalidQueryError: malformed bytes.
+        CommitOutcomeUnknownError: commits stopped here.
+    """
+    stopped = db._flusher.stopped_error()
+    if stopped is not None:
+        raise stopped
+    if begin_ts is None:
+        begin_ts = _core.forwarded_begin_ts(transaction)
+    if db._engine.visible_ts < begin_ts:
+        try:
+            async with asyncio.timeout(COMMIT_WAIT_S):
+                await db._flusher.wait(begin_ts)
+        except TimeoutError:
+            raise TransactionTooOldError(
+                f"the leader did not reach the follower's snapshot {begin_ts} within "
+                f"{COMMIT_WAIT_S:g} s; retry"
+            ) from None
+    ts = db._engine.commit_forwarded(transaction)
+    if ts is not None:
+        await db._flusher.wait(ts)
+        if wake_scheduler:
+            db._wake_scheduler()
+    return ts
 
 
 class ClusterNode:
@@ -156,6 +213,7 @@ class ClusterNode:
         db._strict_reads = True
         if db.following:
             db._forward = self.forward
+            db._forward_commit = self.commit
             assert db._follower is not None
             db._follower.on_stopped = lambda exc: self._must_restart(
                 f"this process stopped following the log: {exc}"
@@ -272,36 +330,18 @@ class ClusterNode:
         self._leader_url = None if url == self.advertise_url else url
         return self._leader_url
 
-    async def forward(
-        self,
-        fn: Function[Any],
-        args: Any,
-        identity: dict[str, Any] | None,
-        request: tuple[str, int],
-        on_commit: Any,
-    ) -> MutationOutcome | None:
-        """Run a mutation on the leader; ``None`` once this process leads (run it here).
+    async def _exchange(self, path: str, body: bytes, content_type: str) -> Any | None:
+        """POST ``body`` to the leader's ``path`` until a leader answers; its reply (JSON).
 
-        The call carries its request id (the runner makes one up when the client sent
-        none), recorded with its commit, so a call resent after a lost answer or a
-        failover runs once, here or on the leader.
+        Resent (re-signed) across transport failures and failovers, to whichever process
+        leads, for up to ``forward_timeout_s``. ``None`` once this process leads.
 
         Raises:
             ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
-            Exception: what the mutation raised on the leader (the same class).
+            PersistenceError: the leader refused this process's key, or answered without it.
         """
-        from reactive.db.runner import MutationOutcome
-
         assert self.db is not None
         db = self.db
-        body = json.dumps(
-            {
-                "path": fn.path,
-                "args": _core.convex_json(args),
-                "identity": identity,
-                "request": list(request),
-            }
-        ).encode()
         deadline = time.monotonic() + self.forward_timeout_s
         refresh = False
         delay = 0.02
@@ -312,35 +352,26 @@ class ClusterNode:
             url = await self._leader(refresh)
             refresh = True
             if url is not None:
-                header, nonce = sign_request(self.key, "POST", CALL_PATH, body)
+                header, nonce = sign_request(self.key, "POST", path, body)
                 status, reply_header, content, failure = await self._post(
-                    url + CALL_PATH, body, header
+                    url + path, body, header, content_type
                 )
                 if failure is not None:
                     last = f"{url}: {failure}"
-                else:
-                    if status == 200:
-                        if not verify_reply(self.key, nonce, reply_header, content):
-                            raise PersistenceError(
-                                f"the cluster leader at {url} answered without the cluster "
-                                "key's signature; check that every process has the same key"
-                            )
-                        reply = json.loads(content)
-                        self.forwarded += 1
-                        if not reply.get("ok"):
-                            raise decode_error(reply.get("error") or {})
-                        ts = int(reply["ts"])
-                        if on_commit is not None:
-                            on_commit(ts)
-                        # Read your writes: answer once this process has applied it.
-                        await db.wait_for_timestamp(ts)
-                        value = _core.from_convex_json(json.loads(reply["value"]), "result")
-                        return MutationOutcome(value, list(reply.get("logLines") or []), ts)
-                    if status == 403:
+                elif status == 200:
+                    if not verify_reply(self.key, nonce, reply_header, content):
                         raise PersistenceError(
-                            f"the cluster leader at {url} refused this process's cluster key; "
-                            "every process needs the same --cluster-key"
+                            f"the cluster leader at {url} answered without the cluster "
+                            "key's signature; check that every process has the same key"
                         )
+                    self.forwarded += 1
+                    return json.loads(content)
+                elif status == 403:
+                    raise PersistenceError(
+                        f"the cluster leader at {url} refused this process's cluster key; "
+                        "every process needs the same --cluster-key"
+                    )
+                else:
                     last = f"{url}: HTTP {status}"
             if time.monotonic() >= deadline:
                 raise ClusterUnavailableError(
@@ -351,8 +382,79 @@ class ClusterNode:
             # Short: a new leader announces itself soon after the old one's death.
             delay = min(delay * 2, 0.1)
 
+    async def forward(
+        self,
+        fn: Function[Any],
+        args: Any,
+        identity: dict[str, Any] | None,
+        request: tuple[str, int],
+        on_commit: Any,
+    ) -> MutationOutcome | None:
+        """Run a mutation on the leader; ``None`` once this process leads (run it here).
+
+        For a mutation that does what only the writer does (it creates a table): others
+        run here and only their transactions go to the leader (:meth:`commit`). The call
+        carries its request id, recorded with its commit, so a call resent after a lost
+        answer or a failover runs once, here or on the leader.
+
+        Raises:
+            ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
+            Exception: what the mutation raised on the leader (the same class).
+        """
+        from reactive.db.runner import MutationOutcome
+
+        assert self.db is not None
+        body = json.dumps(
+            {
+                "path": fn.path,
+                "args": _core.convex_json(args),
+                "identity": identity,
+                "request": list(request),
+            }
+        ).encode()
+        reply = await self._exchange(CALL_PATH, body, "application/json")
+        if reply is None:
+            return None
+        if not reply.get("ok"):
+            raise decode_error(reply.get("error") or {})
+        ts = int(reply["ts"])
+        if on_commit is not None:
+            on_commit(ts)
+        # Read your writes: answer once this process has applied it.
+        if self.db._follower is not None:
+            self.db._follower.heard_of(ts)
+        await self.db.wait_for_timestamp(ts)
+        value = _core.from_convex_json(json.loads(reply["value"]), "result")
+        return MutationOutcome(value, list(reply.get("logLines") or []), ts)
+
+    async def commit(self, transaction: bytes, wake_scheduler: bool) -> int | None:
+        """Have the leader validate and commit a transaction run here.
+
+        ``transaction`` is ``Transaction.forwarded()``'s bytes (begin timestamp, read set,
+        written documents); ``wake_scheduler``: it scheduled a function (the leader's
+        scheduler looks at once). Returns the commit timestamp once it is durable (the
+        caller waits until this process applied it), or ``None`` when it wrote nothing or
+        this process leads now (the caller commits it here).
+
+        Resent across failures as it is: if an earlier send committed, the resend conflicts
+        with it (the writer adds every written document's key to the read set) and the
+        mutation runs again, answered from its request record.
+
+        Raises:
+            WriteConflict, TransactionTooOldError: refused; run the mutation again.
+            ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
+        """
+        body = (b"\x01" if wake_scheduler else b"\x00") + transaction
+        reply = await self._exchange(COMMIT_PATH, body, "application/octet-stream")
+        if reply is None:
+            return None
+        if not reply.get("ok"):
+            raise decode_error(reply.get("error") or {})
+        ts = reply.get("ts")
+        return None if ts is None else int(ts)
+
     async def _post(
-        self, url: str, body: bytes, header: str
+        self, url: str, body: bytes, header: str, content_type: str
     ) -> tuple[int, str | None, bytes, str | None]:
         """POST ``body`` to the leader: ``(status, reply signature, content, failure)``.
 
@@ -367,7 +469,7 @@ class ClusterNode:
             )
         try:
             async with self._client.post(
-                url, data=body, headers={HEADER: header, "Content-Type": "application/json"}
+                url, data=body, headers={HEADER: header, "Content-Type": content_type}
             ) as response:
                 content = await response.read()
                 return response.status, response.headers.get(REPLY_HEADER), content, None
@@ -376,19 +478,84 @@ class ClusterNode:
 
     # -- the leader's endpoint ---------------------------------------------------------------
 
-    async def handle_call(self, request: Request) -> Response:
-        """``POST /_cluster/call``: run a follower's mutation here (the leader)."""
-        from starlette.responses import JSONResponse, Response
+    async def _authenticated_body(
+        self, request: Request, path: str
+    ) -> tuple[bytes, str] | Response:
+        """The body and nonce of a cluster request, or the error response to send."""
+        from starlette.responses import JSONResponse
 
-        body = await request.body()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return JSONResponse({"code": "TooLarge"}, status_code=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return JSONResponse({"code": "TooLarge"}, status_code=413)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         nonce = verify_request(
-            self.key, request.headers.get(HEADER), "POST", CALL_PATH, body, self._nonces
+            self.key, request.headers.get(HEADER), "POST", path, body, self._nonces
         )
         if nonce is None:
             return JSONResponse({"code": "Forbidden"}, status_code=403)
         db = self.db
         if db is None or db.following or db._closed:
             return JSONResponse({"code": "NotLeader"}, status_code=503)
+        return body, nonce
+
+    def _signed(self, nonce: str, reply: dict[str, Any]) -> Response:
+        from starlette.responses import Response
+
+        text = json.dumps(reply).encode()
+        return Response(
+            text,
+            media_type="application/json",
+            headers={REPLY_HEADER: sign_reply(self.key, nonce, text)},
+        )
+
+    async def handle_commit(self, request: Request) -> Response:
+        """``POST /_cluster/commit``: validate and commit a follower's transaction (leader).
+
+        The body is a flags byte (1: it scheduled a function) and the transaction's bytes.
+        The answer, once the commit is durable: ``{"ok": true, "ts": <commit ts or null>}``
+        or ``{"ok": false, "error": …}`` (a conflict: the follower runs it again).
+        """
+        from starlette.responses import JSONResponse
+
+        got = await self._authenticated_body(request, COMMIT_PATH)
+        if not isinstance(got, tuple):
+            return got
+        body, nonce = got
+        db = self.db
+        assert db is not None
+        if len(body) < 1 or body[0] > 1:
+            return JSONResponse({"code": "BadRequest"}, status_code=400)
+        try:
+            begin_ts = _core.forwarded_begin_ts(body[1:])
+        except ReactiveError:
+            return JSONResponse({"code": "BadRequest"}, status_code=400)
+        reply: dict[str, Any]
+        try:
+            ts = await commit_forwarded(db, body[1:], body[0] == 1, begin_ts)
+            reply = {"ok": True, "ts": ts}
+        except InvalidQueryError:
+            return JSONResponse({"code": "BadRequest"}, status_code=400)
+        except Exception as exc:
+            reply = {"ok": False, "error": encode_error(exc)}
+        return self._signed(nonce, reply)
+
+    async def handle_call(self, request: Request) -> Response:
+        """``POST /_cluster/call``: run a follower's mutation here (the leader)."""
+        from starlette.responses import JSONResponse
+
+        got = await self._authenticated_body(request, CALL_PATH)
+        if not isinstance(got, tuple):
+            return got
+        body, nonce = got
+        db = self.db
+        assert db is not None
         try:
             payload = json.loads(body)
             path = str(payload["path"])
@@ -411,9 +578,4 @@ class ClusterNode:
             }
         except Exception as exc:
             reply = {"ok": False, "error": encode_error(exc)}
-        text = json.dumps(reply).encode()
-        return Response(
-            text,
-            media_type="application/json",
-            headers={REPLY_HEADER: sign_reply(self.key, nonce, text)},
-        )
+        return self._signed(nonce, reply)

@@ -12,9 +12,10 @@ answer carries ``Reactive-Cluster-Reply: <hex HMAC>`` over ``"reactive-cluster-r
 nonce | SHA-256 of the body``, so a follower acts only on an answer from a holder of the key.
 
 Errors cross as ``{"type": <class name>, "message", "data" (ConvexError only, Convex
-JSON), "logLines"}`` and are raised again on the follower as the same class of
-:mod:`reactive.errors` (an app's own exception as an ``Exception`` of the same class name),
-so clients see what they would see from the writer.
+JSON), "conflict" (WriteConflict only: table, key hex, ts), "logLines"}`` and are raised
+again on the follower as the same class of :mod:`reactive.errors` (an app's own exception
+as an ``Exception`` of the same class name), so clients see what they would see from the
+writer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from reactive import _core
 from reactive import errors as errors_module
-from reactive.errors import ConvexError, ReactiveError
+from reactive.errors import ConvexError, ReactiveError, WriteConflict
 
 __all__ = [
     "CLOCK_SKEW_S",
@@ -164,6 +165,8 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
         "message": str(exc),
         "logLines": list(getattr(exc, "log_lines", None) or ()),
     }
+    if isinstance(exc, WriteConflict):
+        out["conflict"] = [exc.table, exc.key, exc.ts]
     if isinstance(exc, ConvexError):
         try:
             out["data"] = _core.convex_json(exc.data, result=True)
@@ -184,6 +187,9 @@ def decode_error(payload: dict[str, Any]) -> Exception:
     if name == "ConvexError":
         data = payload.get("data")
         exc = ConvexError(_core.from_convex_json(json.loads(data)) if data is not None else None)
+    elif name == "WriteConflict":
+        table, key, ts = [*(payload.get("conflict") or []), "", "", 0][:3]
+        exc = WriteConflict(message, str(table), str(key), int(ts or 0))
     elif isinstance(cls, type) and issubclass(cls, ReactiveError):
         # Without running a subclass's own __init__ (its arguments differ): the message is
         # what clients see.

@@ -149,6 +149,11 @@ class Database:
         # A follower's mutations go here (a cluster node forwards them to the writer):
         # ``forward(fn, args, identity, request, on_commit) -> MutationOutcome``.
         self._forward: Any = None
+        # A follower's mutations run here and their transactions go there to commit (a
+        # cluster node sends them to the writer):
+        # ``forward_commit(Transaction.forwarded() bytes, wake_scheduler) -> ts | None``
+        # (``None``: wrote nothing, or this process leads now and commits it itself).
+        self._forward_commit: Any = None
         # A cluster's process: reads on the writer too wait for the batch in flight, which
         # a follower may have applied already (read_barrier).
         self._strict_reads = False
@@ -450,6 +455,7 @@ class Database:
         self._flusher = flusher
         self._follower = None
         self._forward = None
+        self._forward_commit = None
         flusher.start()
         await follower.stop()
         with contextlib.suppress(Exception):

@@ -163,6 +163,14 @@ class LogFollower:
             self._waiters[ts] = fut
         return fut
 
+    def heard_of(self, ts: int) -> None:
+        """Commit ``ts`` is durable (the writer answered with it): read the log now.
+
+        Rather than at the next notification or poll.
+        """
+        if ts > self.published_ts:
+            self._source.heard_of(ts)
+
     async def flush(self) -> None:
         """Wait until what the database held when called is applied here.
 

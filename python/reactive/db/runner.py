@@ -54,6 +54,7 @@ from reactive.errors import (
     ArgumentValidationError,
     FunctionNotFoundError,
     InvalidValueError,
+    ReadOnlyError,
     RetryableError,
     ValidationError,
     WriteConflict,
@@ -70,6 +71,9 @@ if TYPE_CHECKING:
 __all__ = ["ActionOutcome", "MutationOutcome", "QueryOutcome", "Runner"]
 
 log = logging.getLogger("reactive.runner")
+
+CATCH_UP_WAIT_S = 0.5
+"""How long a follower waits to apply what a refused transaction missed (seconds)."""
 
 
 @dataclass
@@ -492,20 +496,15 @@ class Runner:
         """
         started, t0 = time.time(), time.perf_counter()
         db = self._db
-        if db._follower is not None and db._forward is not None:
-            # A cluster's follower: the writer runs it (None: this process became the
-            # writer meanwhile, and runs it itself). With a request id either way, recorded
-            # with its commit: run here after a promotion, it is answered from the record
-            # if the old leader committed it.
-            if request is None:
-                request = (f"forwarded:{secrets.token_hex(12)}", 0)
-            forwarded: MutationOutcome | None = await db._forward(
-                fn, args, identity, request, on_commit
-            )
-            if forwarded is not None:
-                return forwarded
+        remote = db._follower is not None and db._forward_commit is not None
+        if remote and request is None:
+            # A cluster's follower runs it here and the writer commits it: with a request
+            # id, recorded with its commit, so a transaction whose answer was lost (the
+            # writer died, a failover) is answered from the record when run again, never
+            # committed twice.
+            request = (f"forwarded:{secrets.token_hex(12)}", 0)
         try:
-            if db._follower is not None:
+            if db._follower is not None and not remote:
                 db._check_writable(f"mutation {fn.path}")
             outcome: MutationOutcome | None = None
             engine = db._engine
@@ -555,7 +554,14 @@ class Runner:
                     if before_commit is not None:
                         before_commit(txn)
                     usage = txn.usage() if observer.wants_usage() else None
-                    ts = engine.commit(txn)
+                    if db._follower is not None:
+                        # A cluster's follower: the writer validates and commits it.
+                        scheduled = ctx._scheduler is not None and bool(ctx._scheduler.scheduled)
+                        ts = await db._forward_commit(txn.forwarded(), scheduled)
+                        if ts is None and db._follower is None:
+                            ts = engine.commit(txn)  # this process leads now
+                    else:
+                        ts = engine.commit(txn)
                 except Offload as off:
                     # Too busy for the event loop: this attempt's writes are dropped (never
                     # committed) and it runs again from the start on a worker thread.
@@ -569,9 +575,25 @@ class Runner:
                     stopped = flusher.stopped_error()
                     if stopped is not None:
                         raise stopped from exc
+                    if db._follower is not None:
+                        # The writer refused it: run again once this process has applied
+                        # the commit it conflicted with (or what the log holds now).
+                        await self._catch_up_after(exc)
                     delay = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
                     await asyncio.sleep(delay * random.random())
                     continue
+                except ReadOnlyError as exc:
+                    if db._follower is None or db._forward is None:
+                        _attach_log_lines(exc, collector.finish())
+                        raise
+                    # Something only the writer does (creating a table): the whole call
+                    # runs there, with the same request id.
+                    forwarded = await db._forward(fn, args, identity, request, on_commit)
+                    if forwarded is None:
+                        attempt -= 1  # this process leads now: run it here
+                        continue
+                    outcome = forwarded
+                    break
                 except Exception as exc:
                     _attach_log_lines(exc, collector.finish())
                     raise
@@ -583,9 +605,16 @@ class Runner:
                     if on_commit is not None:
                         on_commit(ts)
                     waited = time.perf_counter()
-                    durable = flusher.waiter(ts)
-                    if durable is not None:
-                        await durable
+                    flusher = db._flusher
+                    follower = db._follower
+                    if follower is not None:
+                        # Read your writes: answer once this process applied the commit.
+                        follower.heard_of(ts)
+                        await follower.wait(ts)
+                    else:
+                        durable = flusher.waiter(ts)
+                        if durable is not None:
+                            await durable
                     observer.commit_waited(time.perf_counter() - waited)
                     if ctx._scheduler is not None and ctx._scheduler.scheduled:
                         db._wake_scheduler()
@@ -607,6 +636,24 @@ class Runner:
             raise
         self._report(fn, identity, started, t0, None, outcome.log_lines, outcome.usage)
         return outcome
+
+    async def _catch_up_after(self, refused: RetryableError) -> None:
+        """On a follower, wait (a bounded time) for what a refused transaction missed.
+
+        For a conflict, the commit it conflicted with (``WriteConflict.ts``, perhaps not
+        durable yet); otherwise, what the log holds now. Errors are left to the next
+        attempt.
+        """
+        follower = self._db._follower
+        if follower is None:
+            return
+        ts = refused.ts if isinstance(refused, WriteConflict) else 0
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CATCH_UP_WAIT_S):
+                if ts > 0:
+                    await follower.wait(ts)
+                else:
+                    await follower.read_barrier()
 
     def _action_ctx(
         self, identity: dict[str, Any] | None, collector: logs.LogCollector

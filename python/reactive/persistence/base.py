@@ -260,6 +260,15 @@ class LogSource(Persistence, Protocol):
         """
         ...
 
+    def heard_of(self, ts: int) -> None:
+        """Commit ``ts`` is durable (its writer answered a forwarded transaction with it).
+
+        A :meth:`wait_log` for an earlier timestamp returns now instead of at its next
+        notification or poll. ``ts`` must be durable: a waiter woken for one that is not
+        finds nothing new to read.
+        """
+        ...
+
 
 def catalog_token(value: bytes | None) -> str | None:
     """The MD5 of a stored ``catalog`` value, in lowercase hex (``None``: no catalog).
@@ -358,6 +367,12 @@ class LogWatch:
         else:
             self._catalog_event = self._events
         self._wake()
+
+    def heard_of(self, max_ts: int) -> None:
+        """A commit at ``max_ts`` is durable (its writer said so): waiters past it wake."""
+        if max_ts > self.max_ts:
+            self.max_ts = max_ts
+            self._wake()
 
     def polled(self, max_ts: int, catalog: str | None) -> None:
         """A read of the ``max_ts`` global and the catalog's :func:`catalog_token`."""

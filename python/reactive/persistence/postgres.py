@@ -521,6 +521,10 @@ class PostgresPersistence:
 
     # -- waiting for the log ---------------------------------------------------------------
 
+    def heard_of(self, ts: int) -> None:
+        """Commit ``ts`` is durable: waiters for earlier timestamps wake (``LogSource``)."""
+        self._watch.heard_of(ts)
+
     async def wait_log(self, after_ts: int, timeout_s: float) -> int:
         """Wait for the log to pass ``after_ts``, at most ``timeout_s`` (``LogSource.wait_log``).
 

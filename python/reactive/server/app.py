@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 import reactive
-from reactive.cluster.node import CALL_PATH, ClusterNode
+from reactive.cluster.node import CALL_PATH, COMMIT_PATH, ClusterNode
 from reactive.cluster.protocol import check_key
 from reactive.db.database import Database
 from reactive.db.storage import DEFAULT_MAX_UPLOAD_BYTES
@@ -444,7 +444,13 @@ def create_app(config: ServerConfig) -> Starlette:
                 return JSONResponse({"code": "NotLeader"}, status_code=503)
             return await server.cluster.handle_call(request)
 
+        async def cluster_commit(request: Request) -> Response:
+            if server.cluster is None:
+                return JSONResponse({"code": "NotLeader"}, status_code=503)
+            return await server.cluster.handle_commit(request)
+
         routes.append(Route(CALL_PATH, cluster_call, methods=["POST"]))
+        routes.append(Route(COMMIT_PATH, cluster_commit, methods=["POST"]))
     routes += server.admin.routes()
     routes += maintenance.routes(server)
     routes += file_storage.routes(server)
