@@ -2,8 +2,12 @@
 
 * Three processes on one PostgreSQL (and MariaDB) database: exactly one leads
   (``/health/ready`` says ``role``); mutations sent to any of them commit (the followers
-  forward them to the leader), and the process that answered shows the write to its next
-  read (read your writes); every process ends with the same data.
+  run them and send their transactions to the leader), and the process that answered
+  shows the write to its next read (read your writes); every process ends with the same
+  data.
+* A mutation runs on the process that received it (it returns its process id), and
+  read-modify-write mutations racing through all three processes serialize: every
+  increment is counted once.
 * A subscription on a follower (over the sync protocol, ``reactive.client``) sees the
   commits made through another follower, in order.
 * Reads anywhere are linearizable: a query or a new subscription on one process, asked
@@ -19,8 +23,10 @@
 * Behind nginx, configured as docs/cluster.md ("Behind a load balancer") shows: requests
   and WebSockets spread over the three processes, subscriptions through it see mutations
   made through it.
-* A request to ``/_cluster/call`` without the cluster key's HMAC is refused (403), and a
-  process started with another key cannot forward (its mutations fail, nothing written).
+* A request to ``/_cluster/call`` or ``/_cluster/commit`` without the cluster key's HMAC
+  is refused (403), a signed but malformed transaction too (400) and the leader serves
+  on, and a process started with another key cannot forward (its mutations fail, nothing
+  written).
 
 Source: python/reactive/cluster/, docs/design/scale-out.md.
 """
@@ -48,6 +54,7 @@ import httpx
 import pytest
 
 from reactive.client import Client
+from reactive.cluster.protocol import sign_request
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "test-cluster-key-0123456789abcdef"
@@ -57,10 +64,13 @@ from reactive import define_schema, define_table, v
 
 schema = define_schema({
     "items": define_table({"n": v.float64(), "by": v.string()}).index("by_n", ["n"]),
+    "counters": define_table({"n": v.float64()}),
 })
 """
 
 APP = """
+import os
+
 from reactive import mutation, query
 
 
@@ -78,6 +88,29 @@ async def fail(ctx, n):
 @query
 async def ns(ctx):
     return [d["n"] for d in await ctx.db.query("items").with_index("by_n").collect()]
+
+
+@mutation
+async def where(ctx):
+    await ctx.db.insert("counters", {"n": -1})
+    return os.getpid()
+
+
+@mutation
+async def make(ctx):
+    return await ctx.db.insert("counters", {"n": 0})
+
+
+@mutation
+async def bump(ctx, id):
+    doc = await ctx.db.get(id)
+    await ctx.db.patch(id, {"n": doc["n"] + 1})
+    return doc["n"] + 1
+
+
+@query
+async def counter(ctx, id):
+    return (await ctx.db.get(id))["n"]
 """
 
 
@@ -287,6 +320,58 @@ def test_failover_after_the_leader_is_killed(cluster: Callable[..., Node]) -> No
         nodes = [*survivors, cluster()]
 
 
+def test_mutations_run_where_they_arrive_and_serialize(cluster: Callable[..., Node]) -> None:
+    """Each process runs the mutations it receives (the leader only validates and commits
+    the followers' transactions); read-modify-write mutations racing on one document
+    through all three processes each see the one before (serializable across processes)."""
+    nodes = [cluster() for _ in range(3)]
+    for node in nodes:
+        body = _mutation(node.url, "items:where").json()
+        assert body["status"] == "success", body
+        assert body["value"] == node.process.pid
+    leader = next(x for x in nodes if x.ready().get("role") == "leader")
+    counter = _mutation(leader.url, "items:make").json()["value"]
+    per_process = 15
+
+    def bumps(node: Node) -> list[float]:
+        out = []
+        with httpx.Client(timeout=60.0) as http:
+            for _ in range(per_process):
+                response = http.post(
+                    f"{node.url}/api/mutation",
+                    json={"path": "items:bump", "args": {"id": counter}},
+                )
+                body = response.json()
+                assert body["status"] == "success", body
+                out.append(body["value"])
+        return out
+
+    results: list[float] = []
+    threads = [
+        threading.Thread(target=lambda n=n: results.extend(bumps(n)))  # type: ignore[misc]
+        for n in nodes
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    total = per_process * len(threads)
+    assert sorted(results) == list(range(1, total + 1))
+    for node in nodes:
+        response = httpx.post(
+            f"{node.url}/api/query",
+            json={"path": "items:counter", "args": {"id": counter}},
+            timeout=30.0,
+        )
+        assert response.json()["value"] == total
+    for node in nodes:
+        if node is not leader:
+            metrics = httpx.get(f"{node.url}/metrics").text
+            forwarded = re.search(r"^reactive_cluster_forwarded(?:_total)? (\S+)$", metrics, re.M)
+            assert forwarded is not None and float(forwarded.group(1)) >= per_process * 2
+
+
 def test_cluster_calls_need_the_key(cluster: Callable[..., Node]) -> None:
     nodes = [cluster() for _ in range(2)]
     leader = next(x for x in nodes if x.ready().get("role") == "leader")
@@ -295,6 +380,16 @@ def test_cluster_calls_need_the_key(cluster: Callable[..., Node]) -> None:
         headers = {"Reactive-Cluster": header} if header else {}
         response = httpx.post(f"{leader.url}/_cluster/call", content=body, headers=headers)
         assert response.status_code == 403
+        response = httpx.post(f"{leader.url}/_cluster/commit", content=b"\0RFT1", headers=headers)
+        assert response.status_code == 403
+    # Signed with the key but malformed: refused (400), the leader serves on.
+    for junk in (b"", b"\x02RFT1", b"\x00RFT1" + bytes(8), b"\x00" + b"junk" * 100):
+        header, _ = sign_request(KEY.encode(), "POST", "/_cluster/commit", junk)
+        response = httpx.post(
+            f"{leader.url}/_cluster/commit", content=junk, headers={"Reactive-Cluster": header}
+        )
+        assert response.status_code == 400, (junk, response.text)
+    assert _mutation(leader.url, "items:add", n=5, by="leader").json()["status"] == "success"
     # A process with another key follows, but its mutations are refused by the leader.
     stranger = cluster("another-key-0123456789abcdef0123")
     assert stranger.ready().get("role") == "follower"

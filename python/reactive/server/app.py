@@ -265,7 +265,7 @@ class Server:
             )
             metrics.gauge(
                 "reactive_cluster_forwarded",
-                "Mutations this process forwarded to the cluster's leader.",
+                "Transactions and mutation calls this process sent to the cluster's leader.",
                 lambda: cluster.forwarded,
             )
             server_db = self._db
