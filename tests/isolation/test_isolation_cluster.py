@@ -1,8 +1,8 @@
 """Elle list-append histories through a three-process cluster, across failovers.
 
 Three ``python -m reactive.server --cluster-key K`` processes share one PostgreSQL (and
-one MariaDB) database: the lease holder commits, the followers tail the log and forward
-mutations to it. The workload of ``test_isolation_server.py`` runs against all three at
+one MariaDB) database: the lease holder commits, the followers tail the log, run the
+mutations they receive and send their transactions to it to validate and commit. The workload of ``test_isolation_server.py`` runs against all three at
 once: four ``reactive.client.Client`` WebSocket connections and one HTTP client per
 process (``POST /api/mutation``, ``POST /api/query``), transactions dealt round robin over
 the fifteen, half the read-only ones as the query ``lists:read``. Meanwhile:
