@@ -2,10 +2,11 @@
 
 Three ``python -m reactive.server --cluster-key K`` processes share one PostgreSQL (and
 one MariaDB) database: the lease holder commits, the followers tail the log, run the
-mutations they receive and send their transactions to it to validate and commit. The workload of ``test_isolation_server.py`` runs against all three at
-once: four ``reactive.client.Client`` WebSocket connections and one HTTP client per
-process (``POST /api/mutation``, ``POST /api/query``), transactions dealt round robin over
-the fifteen, half the read-only ones as the query ``lists:read``. Meanwhile:
+mutations they receive and send their transactions to it to validate and commit. The
+workload of ``test_isolation_server.py`` runs against all three at once: four
+``reactive.client.Client`` WebSocket connections and one HTTP client per process
+(``POST /api/mutation``, ``POST /api/query``), transactions dealt round robin over the
+fifteen, half the read-only ones as the query ``lists:read``. Meanwhile:
 
 * the lease holder (``/health/ready`` says ``role: leader``) is SIGKILLed five times; a
   survivor takes over, and the killed process is started again on its port (it returns as

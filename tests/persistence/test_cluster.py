@@ -622,3 +622,14 @@ def test_a_call_whose_answer_died_with_the_leader_runs_once(
         assert _query(follower.url, "items:ns") == [1]  # once, not twice
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "4000", "soon"])
+def test_cluster_lease_timeout_is_checked(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from reactive.server.__main__ import main
+
+    argv = ["--db", "postgresql://u@127.0.0.1:9/db", "--cluster-key", KEY]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--cluster-lease-timeout", value])
+    assert exited.value.code == 2
+    assert "--cluster-lease-timeout" in capsys.readouterr().err

@@ -221,3 +221,34 @@ async def test_takeover_after_the_lease_connection_dies(
     async with reactive.open(server_url, app=app) as db:
         assert await db.query("m:ns") == [1, 2, 4]
         assert (await db.check())["problems"] == []
+
+
+async def test_lease_timeout_reaches_the_lease_session(server_url: str, app: Path) -> None:
+    """``lease_timeout_s`` (the server's ``--cluster-lease-timeout``) is what the database
+    server is told about the lease's session: PostgreSQL's keep-alive probes and TCP user
+    time-out, MySQL's ``wait_timeout`` once the lease is checked."""
+    from reactive.persistence.postgres import lease_session_settings
+
+    assert lease_session_settings() == {
+        "tcp_keepalives_idle": "1",
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": "2",
+        "tcp_user_timeout": "3000",
+    }
+    assert lease_session_settings(10)["tcp_keepalives_idle"] == "3"
+    assert lease_session_settings(10)["tcp_user_timeout"] == "10000"
+    for bad in (0.5, 0, -1, 4000, float("nan"), "soon"):
+        with pytest.raises(ValueError, match="lease_timeout_s"):
+            reactive.open(server_url, app=app, lease_timeout_s=bad)  # type: ignore[arg-type]
+    async with reactive.open(server_url, app=app, lease_timeout_s=7) as db:
+        persistence: Any = db._persistence
+        lease = persistence._lease
+        if urlsplit(server_url).scheme.startswith("postgres"):
+            assert await lease.fetchval("SHOW tcp_user_timeout") == "7000"  # ms
+            assert await lease.fetchval("SHOW tcp_keepalives_idle") in ("2", "2s")
+        else:
+            await persistence.check_lease()
+            async with lease.cursor() as cur:
+                await cur.execute("SELECT @@session.wait_timeout")
+                (seconds,) = await cur.fetchone()
+            assert int(seconds) == 7

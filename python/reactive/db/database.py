@@ -58,6 +58,7 @@ from reactive.persistence.base import (
     LogSource,
     Persistence,
     PruneReport,
+    check_lease_timeout_s,
 )
 
 __all__ = ["Database", "QueryCall", "open"]
@@ -1102,6 +1103,7 @@ def open(
     retention_s: float = 60.0,
     pool_size: int | None = None,
     timeout_s: float | None = None,
+    lease_timeout_s: float | None = None,
     function_time_limit_s: float = 1.0,
     action_time_limit_s: float = 600.0,
     slow_function_ms: float | None = None,
@@ -1125,6 +1127,11 @@ def open(
             with ``run_query(..., ts=...)``); older ones are dropped.
         pool_size: Connections to a PostgreSQL or MySQL server (default 8).
         timeout_s: Timeout of every wait on a PostgreSQL or MySQL server (default 30 s).
+        lease_timeout_s: How long a PostgreSQL or MySQL server keeps the writer lease of a
+            process it no longer hears from (its machine vanished, its network cut) before
+            it frees it for another process (seconds, 1 to 3600; default 3). The holder
+            must check its lease well within it (a cluster's leader checks every
+            ``min(1, lease_timeout_s / 3)`` s).
         function_time_limit_s: Time limit of one query or mutation run (seconds; Convex's
             1 s). A run past it fails with ``FunctionTimeoutError`` and is stopped.
         action_time_limit_s: Time limit of one action run (seconds; Convex's 10 minutes).
@@ -1213,6 +1220,8 @@ def open(
         options["pool_size"] = pool_size
     if timeout_s is not None:
         options["timeout_s"] = timeout_s
+    if lease_timeout_s is not None:
+        options["lease_timeout_s"] = check_lease_timeout_s(lease_timeout_s)
     return _Opener(
         lambda: Database._open(
             url,

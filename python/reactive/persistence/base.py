@@ -279,6 +279,26 @@ def catalog_token(value: bytes | None) -> str | None:
     return None if value is None else hashlib.md5(value, usedforsecurity=False).hexdigest()
 
 
+LEASE_TIMEOUT_S = 3.0
+"""Default ``lease_timeout_s``: how long the database server keeps the writer lease of a
+process it no longer hears from (seconds)."""
+
+
+def check_lease_timeout_s(value: float) -> float:
+    """``value`` as a lease time-out in seconds (1 to 3600).
+
+    Raises:
+        ValueError: not a number from 1 to 3600.
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"lease_timeout_s must be seconds from 1 to 3600, not {value!r}") from None
+    if not 1.0 <= seconds <= 3600.0:
+        raise ValueError(f"lease_timeout_s must be seconds from 1 to 3600, not {value!r}")
+    return seconds
+
+
 def check_log_poll_s(value: float) -> float:
     """``value`` as a poll interval in seconds.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import Any
 
 from reactive import _core
@@ -31,6 +32,7 @@ from reactive.errors import (
     PersistenceError,
 )
 from reactive.persistence.base import (
+    LEASE_TIMEOUT_S,
     LOG_SLICE_BYTES,
     LOG_SLICE_COMMITS,
     PRUNE_CHUNK_REVISIONS,
@@ -41,6 +43,7 @@ from reactive.persistence.base import (
     LogSlice,
     LogWatch,
     PruneReport,
+    check_lease_timeout_s,
     check_log_poll_s,
 )
 from reactive.persistence.sql import (
@@ -68,9 +71,6 @@ FORMAT_VERSION = 1
 
 #: Default ``log_poll_s``: how often a ``wait_log`` reads the globals.
 LOG_POLL_S = 0.05
-#: ``wait_timeout`` of the lease's session once ``check_lease`` runs (seconds): the server
-#: ends a session idle that long, freeing the lease of a leader that stopped checking.
-LEASE_SESSION_TIMEOUT_S = 3
 #: What a waiter polls: the ``max_ts`` global and the catalog's MD5.
 _POLL_SQL = (
     "SELECT (SELECT value FROM globals WHERE name = 'max_ts'), "
@@ -152,6 +152,9 @@ class MysqlPersistence:
         timeout_s: Timeout of every wait on the server.
         lease: Take the writer lease (the default), or open read-only without it.
         log_poll_s: How often ``wait_log`` reads the globals (seconds).
+        lease_timeout_s: The lease session's ``wait_timeout`` once ``check_lease`` runs
+            (seconds, rounded up): the server ends a session idle that long, freeing the
+            lease of a holder that stopped checking.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class MysqlPersistence:
         timeout_s: float,
         *,
         log_poll_s: float = LOG_POLL_S,
+        lease_timeout_s: float = LEASE_TIMEOUT_S,
     ) -> None:
         self._url = url
         self.url = url.redacted()
@@ -172,6 +176,7 @@ class MysqlPersistence:
         self._timeout_s = timeout_s
         self._lost_lease = False
         self._lease_heartbeat = False
+        self._lease_wait_timeout = max(1, math.ceil(lease_timeout_s))
         self._log_poll_s = log_poll_s
         self._watch = LogWatch("mysql")
 
@@ -196,6 +201,7 @@ class MysqlPersistence:
         timeout_s: float = 30.0,
         lease: bool = True,
         log_poll_s: float = LOG_POLL_S,
+        lease_timeout_s: float = LEASE_TIMEOUT_S,
     ) -> MysqlPersistence:
         """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
 
@@ -207,10 +213,12 @@ class MysqlPersistence:
                 the format is newer than this code (or, for a reader, older).
             PersistenceError: the server cannot be reached or refuses; for a reader, no
                 writer has initialized the database yet.
-            ValueError: ``log_poll_s`` is not a positive number.
+            ValueError: ``log_poll_s`` is not a positive number, or ``lease_timeout_s``
+                is not from 1 to 3600 seconds.
         """
         asyncmy = _driver()
         log_poll_s = check_log_poll_s(log_poll_s)
+        lease_timeout_s = check_lease_timeout_s(lease_timeout_s)
         parsed = parse_sql_url(url)
         args = cls._connect_args(parsed, timeout_s)
         if not lease:
@@ -248,7 +256,15 @@ class MysqlPersistence:
             if isinstance(exc, _errors()):
                 raise _wrap("opening failed", exc) from exc
             raise
-        return cls(parsed, pool, lease_conn, epoch, timeout_s, log_poll_s=log_poll_s)
+        return cls(
+            parsed,
+            pool,
+            lease_conn,
+            epoch,
+            timeout_s,
+            log_poll_s=log_poll_s,
+            lease_timeout_s=lease_timeout_s,
+        )
 
     @classmethod
     async def _open_reader(
@@ -293,10 +309,11 @@ class MysqlPersistence:
         """Check that this process still holds the writer lease (one round trip).
 
         The lease is ``GET_LOCK`` held by this object's own session. The first call also
-        sets that session's ``wait_timeout`` to :data:`LEASE_SESSION_TIMEOUT_S`: from then
-        on the caller must call again well within it (a cluster's leader calls every
-        second or so), and a leader that stops calling (its machine vanished, its
-        network cut) has its session ended by the server, which frees the lease.
+        sets that session's ``wait_timeout`` to the lease time-out (``lease_timeout_s``,
+        3 s by default): from then on the caller must call again well within it (a
+        cluster's leader calls every third of it, at most every second), and a leader that
+        stops calling (its machine vanished, its network cut) has its session ended by the
+        server, which frees the lease.
 
         Raises:
             PersistenceError: the lease is lost (or this is a reader, which has none).
@@ -310,7 +327,9 @@ class MysqlPersistence:
             async with asyncio.timeout(min(self._timeout_s, 3.0)):
                 async with self._lease.cursor() as cur:
                     if not self._lease_heartbeat:
-                        await cur.execute(f"SET SESSION wait_timeout = {LEASE_SESSION_TIMEOUT_S}")
+                        await cur.execute(
+                            f"SET SESSION wait_timeout = {int(self._lease_wait_timeout)}"
+                        )
                         self._lease_heartbeat = True
                     await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (lock,))
                     row = await cur.fetchone()

@@ -37,6 +37,7 @@ from reactive.errors import (
     PersistenceError,
 )
 from reactive.persistence.base import (
+    LEASE_TIMEOUT_S,
     LOG_CHANNEL,
     LOG_SLICE_BYTES,
     LOG_SLICE_COMMITS,
@@ -48,6 +49,7 @@ from reactive.persistence.base import (
     LogSlice,
     LogWatch,
     PruneReport,
+    check_lease_timeout_s,
     check_log_poll_s,
 )
 from reactive.persistence.sql import (
@@ -86,16 +88,24 @@ _INDEX_COLUMNS = (
 #: Advisory lock key of the writer lease ("reactive" in ASCII).
 LEASE_LOCK = 0x7265616374697665
 
-#: Server settings of the lease's connection: PostgreSQL probes an idle leader after 1 s,
-#: every 1 s, and ends its session (freeing the lease) after 2 unanswered probes, or when
-#: data it sent stays unacknowledged for 3 s: a leader whose machine vanished without a
-#: TCP reset loses the lease in about 3 s rather than the kernel's default two hours.
-LEASE_SESSION_SETTINGS = {
-    "tcp_keepalives_idle": "1",
-    "tcp_keepalives_interval": "1",
-    "tcp_keepalives_count": "2",
-    "tcp_user_timeout": "3000",
-}
+
+def lease_session_settings(lease_timeout_s: float = LEASE_TIMEOUT_S) -> dict[str, str]:
+    """Server settings of the lease's connection for a lease time-out (seconds).
+
+    PostgreSQL probes an idle leader after a third of the time-out, every third of it, and
+    ends its session (freeing the lease) after 2 unanswered probes, or when data it sent
+    stays unacknowledged for the whole time-out: a leader whose machine vanished without a
+    TCP reset loses the lease after about ``lease_timeout_s`` (3 s by default) rather than
+    the kernel's default two hours.
+    """
+    third = str(max(1, round(lease_timeout_s / 3)))
+    return {
+        "tcp_keepalives_idle": third,
+        "tcp_keepalives_interval": third,
+        "tcp_keepalives_count": "2",
+        "tcp_user_timeout": str(int(lease_timeout_s * 1000)),
+    }
+
 
 #: Default ``log_poll_s``: how often a ``wait_log`` reads the globals besides listening.
 LOG_POLL_S = 1.0
@@ -178,6 +188,8 @@ class PostgresPersistence:
         timeout_s: Timeout of every wait on the server (connect, query, commit).
         lease: Take the writer lease (the default), or open read-only without it.
         log_poll_s: How often ``wait_log`` reads the globals besides listening (seconds).
+        lease_timeout_s: How long the server keeps the lease of a holder it no longer
+            hears from (seconds; :func:`lease_session_settings`).
     """
 
     def __init__(
@@ -212,6 +224,7 @@ class PostgresPersistence:
         timeout_s: float = 30.0,
         lease: bool = True,
         log_poll_s: float = LOG_POLL_S,
+        lease_timeout_s: float = LEASE_TIMEOUT_S,
     ) -> PostgresPersistence:
         """Connect, migrate, take the writer lease; or, with ``lease=False``, open a reader.
 
@@ -223,10 +236,12 @@ class PostgresPersistence:
                 the format is newer than this code (or, for a reader, older).
             PersistenceError: the server cannot be reached or refuses; for a reader, no
                 writer has initialized the database yet.
-            ValueError: ``log_poll_s`` is not a positive number.
+            ValueError: ``log_poll_s`` is not a positive number, or ``lease_timeout_s``
+                is not from 1 to 3600 seconds.
         """
         asyncpg = _driver()
         log_poll_s = check_log_poll_s(log_poll_s)
+        settings = lease_session_settings(check_lease_timeout_s(lease_timeout_s))
         parsed = parse_sql_url(url)
         kwargs = {
             "host": parsed.host,
@@ -240,7 +255,7 @@ class PostgresPersistence:
         if not lease:
             return await cls._open_reader(parsed, kwargs, pool_size, timeout_s, log_poll_s)
         try:
-            lease_conn = await asyncpg.connect(**kwargs, server_settings=LEASE_SESSION_SETTINGS)
+            lease_conn = await asyncpg.connect(**kwargs, server_settings=settings)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _wrap(f"cannot connect to {parsed.redacted()}", exc) from exc
         try:

@@ -10,8 +10,9 @@ point-in-time reads before memory and persistence drop them), ``--log-level``,
 ``--site-port PORT`` (also serve the app's HTTP actions, ``/http/…`` on the main port, at
 the root of this port on the same host: Convex's ``.convex.site`` origin),
 ``--cluster-key`` (``$REACTIVE_CLUSTER_KEY``: one process of a cluster on a shared
-PostgreSQL or MySQL database, :mod:`reactive.cluster`) and ``--cluster-advertise-url``
-(where the other processes reach this one).
+PostgreSQL or MySQL database, :mod:`reactive.cluster`), ``--cluster-lease-timeout``
+(seconds the database keeps a silent leader's lease, default 3) and
+``--cluster-advertise-url`` (where the other processes reach this one).
 
 Limits and time-outs (each positive and finite; see :class:`~reactive.server.app.ServerConfig`):
 ``--dev`` (clients see the full text of every function error; else errors raised by the
@@ -175,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         help="where the cluster's other processes reach this one "
         "(default http://HOST:PORT, 127.0.0.1 for a wildcard host)",
     )
+    parser.add_argument(
+        "--cluster-lease-timeout",
+        type=float,
+        default=os.environ.get("REACTIVE_CLUSTER_LEASE_TIMEOUT", "3"),
+        help="in a cluster, seconds the database keeps the lease of a leader it no longer "
+        "hears from before a follower may take over (1 to 3600, default 3, "
+        "$REACTIVE_CLUSTER_LEASE_TIMEOUT)",
+    )
     ns = parser.parse_args(argv)
     if ns.slow_function_ms is not None and not 0 <= ns.slow_function_ms < float("inf"):
         parser.error(f"--slow-function-ms must be >= 0 and finite, not {ns.slow_function_ms}")
@@ -218,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if ns.dev:
             parser.error("--cluster-key and --dev do not go together (--dev reloads the app)")
+        if not 1 <= ns.cluster_lease_timeout <= 3600:
+            parser.error(
+                f"--cluster-lease-timeout must be seconds from 1 to 3600, not "
+                f"{ns.cluster_lease_timeout}"
+            )
         if advertise_url is None:
             host = "127.0.0.1" if ns.host in ("0.0.0.0", "::", "") else ns.host
             host = f"[{host}]" if ":" in host else host
@@ -262,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         site_host=ns.host,
         cluster_key=ns.cluster_key,
         cluster_advertise_url=advertise_url,
+        cluster_lease_timeout_s=ns.cluster_lease_timeout,
     )
     # The connection cap must stay below the open-file limit (else accepts fail and even
     # /health cannot be served).

@@ -142,6 +142,10 @@ class ServerConfig:
             (:mod:`reactive.cluster`), or ``None``: this process alone.
         cluster_advertise_url: Where the other processes of the cluster reach this one
             (default ``url``).
+        cluster_lease_timeout_s: In a cluster, how long the database server keeps the
+            writer lease of a leader it no longer hears from before another process may
+            take it (seconds, 1 to 3600; ``reactive.open``'s ``lease_timeout_s``). The
+            leader checks its lease every third of it, at most every second.
     """
 
     db_url: str
@@ -170,6 +174,7 @@ class ServerConfig:
     site_host: str = "127.0.0.1"
     cluster_key: str | None = None
     cluster_advertise_url: str | None = None
+    cluster_lease_timeout_s: float = 3.0
 
     def storage_path(self) -> Path:
         """The storage directory (``storage_dir`` or its default)."""
@@ -227,10 +232,13 @@ class Server:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         options = {"storage_dir": self.config.storage_path(), **self.config.open_options}
         if self.config.cluster_key is not None:
+            lease_timeout_s = self.config.cluster_lease_timeout_s
+            options["lease_timeout_s"] = lease_timeout_s
             self.cluster = ClusterNode(
                 self.config.db_url,
                 check_key(self.config.cluster_key),
                 self.config.cluster_advertise_url or self.config.url or "",
+                lease_check_s=min(1.0, lease_timeout_s / 3),
             )
             self.cluster.on_promoted = self._promoted
             self.cluster.on_must_restart = _exit_for_restart
