@@ -302,3 +302,27 @@ async def test_a_follower_the_retention_passed_stops_and_says_so(
         assert "LogGap" in repr(told[0].__cause__) or "pruned" in str(told[0])
         with pytest.raises(PersistenceError, match="stopped following"):
             await follower.query("notes:ns")
+
+
+async def test_lag_is_the_time_spent_behind(server_url: str, app: Path) -> None:
+    """``lag_ts`` (``lag_ms`` of ``/health/ready``) counts from when the follower heard of a
+    commit it has not applied, not the gap between that commit's timestamp and the last
+    one it applied (which after a quiet second would read a second)."""
+    import time
+
+    async with reactive.open(server_url, app=app) as writer:
+        await writer.mutation("notes:put", n=1)
+        async with reactive.open(server_url, app=app, follow=True) as follower:
+            await follower.wait_for_timestamp(writer.timestamp)
+            tail = follower._follower
+            assert tail is not None and tail.lag_ts == 0
+            await asyncio.sleep(1.0)
+            # It hears of a commit made now (the writer has not made it yet: it stays
+            # unapplied until a later commit passes it).
+            tail._heard(time.time_ns())
+            assert tail.lag_ts < 0.5e9
+            await asyncio.sleep(0.3)
+            assert tail.lag_ts >= 0.3e9
+            await writer.mutation("notes:put", n=2)
+            await follower.wait_for_timestamp(writer.timestamp)
+            assert tail.lag_ts == 0

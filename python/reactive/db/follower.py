@@ -101,6 +101,9 @@ class LogFollower:
         self.barrier_reads = 0
         # The newest commit timestamp the database reported (the writer's head).
         self.head_ts = int(engine.visible_ts)
+        # When this process first heard of a commit it has not applied (monotonic seconds;
+        # None while it has applied everything it heard of): the start of its lag.
+        self._behind_since: float | None = None
         # The newest commit published here (its subscriptions told): what waiters wait for.
         # The engine's visible_ts moves first, inside apply_log's thread.
         self.published_ts = int(engine.visible_ts)
@@ -169,6 +172,7 @@ class LogFollower:
         Rather than at the next notification or poll.
         """
         if ts > self.published_ts:
+            self._heard(ts)
             self._source.heard_of(ts)
 
     async def flush(self) -> None:
@@ -222,7 +226,7 @@ class LogFollower:
                     current.exception()  # retrieved: its callers re-raise it
                     continue
                 self.barrier_reads += 1
-                self.head_ts = max(self.head_ts, head)
+                self._heard(head)
                 current.set_result(head)
         finally:
             self._barrier_task = None
@@ -275,8 +279,24 @@ class LogFollower:
 
     @property
     def lag_ts(self) -> int:
-        """How far behind the writer's last reported commit this process is (ns)."""
-        return max(0, self.head_ts - int(self._engine.visible_ts))
+        """How long this process has been behind the newest commit it heard of (ns).
+
+        0 when it has applied every commit it heard of; else the time since it first heard
+        of one it has not applied yet. (Not the difference of the two commits'
+        timestamps: after a quiet minute that would read a minute for a follower one
+        commit and a millisecond behind.)
+        """
+        since = self._behind_since
+        if since is None or self.published_ts >= self.head_ts:
+            return 0
+        return int((time.monotonic() - since) * 1e9)
+
+    def _heard(self, ts: int) -> None:
+        """The log holds commit ``ts`` (a read, a notification, a poll, the writer)."""
+        if ts > self.head_ts:
+            self.head_ts = ts
+        if self._behind_since is None and self.head_ts > self.published_ts:
+            self._behind_since = time.monotonic()
 
     async def caught_up(self) -> None:
         """Wait until one read found nothing more to apply (used at open)."""
@@ -320,7 +340,9 @@ class LogFollower:
                 self.on_publish(
                     list(applied["invalidated"]), int(applied["first_ts"]), int(applied["last_ts"])
                 )
-        self.head_ts = max(self.head_ts, int(piece.max_ts), int(piece.last_ts))
+        self._heard(max(int(piece.max_ts), int(piece.last_ts)))
+        if self.published_ts >= self.head_ts:
+            self._behind_since = None
         self._settle(None)
         return bool(piece.more)
 
@@ -345,7 +367,7 @@ class LogFollower:
                 self._caught_up.set()
                 head = await self._source.wait_log(int(self._engine.visible_ts), self.poll_s)
                 # What the database has heard of, before it is read: lag_ts shows the gap.
-                self.head_ts = max(self.head_ts, int(head))
+                self._heard(int(head))
             except asyncio.CancelledError:
                 raise
             except (LogGapError, CorruptionError) as exc:

@@ -284,8 +284,8 @@ class Server:
 
             metrics.gauge(
                 "reactive_cluster_lag_seconds",
-                "How far this follower's applied state is behind the newest commit it has "
-                "heard of (0 on the leader).",
+                "How long this follower has been behind a commit it heard of and has not "
+                "applied yet (0 when caught up, and on the leader).",
                 lag_seconds,
             )
         metrics.gauge(

@@ -607,7 +607,8 @@ class HttpApi:
         unknown commit outcome) or persistence does not answer within 5 s. In a cluster
         the answer names this process's ``role`` (``leader`` or ``follower``) and
         ``node``; a follower makes only the read (it writes nothing), reports its
-        ``lag_ms`` behind the leader's last commit, and is 503 once it stopped following.
+        ``lag_ms`` (how long it has been behind a commit it heard of:
+        ``LogFollower.lag_ts``), and is 503 once it stopped following.
         """
         db = self.server.db
         cluster = self.server.cluster
