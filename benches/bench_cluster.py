@@ -16,7 +16,8 @@ The cluster: ``python -m reactive.server --app benches/benchapp --db <that datab
 ``tests/persistence/test_cluster.py`` spawns them; ready when ``GET /health/ready`` answers
 200). The cluster grows during the run: process 1 alone (it leads), then a second and a third
 (followers: they tail the log over LISTEN/NOTIFY, serve queries and subscriptions from their
-own store and forward mutations to the leader over HTTP). Each stage measures:
+own store, and run mutations, sending each transaction to the leader over HTTP to validate
+and commit). Each stage measures:
 
 1. Query throughput: 64 closed-loop HTTP clients (``servers.LightHTTP`` connections through
    ``servers.closed_loop_load``, the light client of ``bench_pocketbase``) POSTing
@@ -26,8 +27,8 @@ own store and forward mutations to the leader over HTTP). Each stage measures:
    median of the rounds.
 2. Mutation throughput: the same 64 clients POSTing ``/api/mutation`` ``docs:insert`` (the
    body of ``bench_http``) to the leader only, and (2-3 processes) to one follower only
-   (forwarded to the leader; the follower answers once it applied the commit), rounds
-   alternating.
+   (run there, its transaction committed by the leader; the follower answers once it
+   applied the commit), rounds alternating.
 3. Subscriptions: ``S`` sync-protocol WebSockets (``servers.LightClient`` sockets speaking the
    protocol raw, as ``bench_fanout``), held by a child process (so that reading them does not
    share an event loop with the writer), socket ``i`` on process ``i mod N`` subscribed to
