@@ -17,9 +17,10 @@
 * The leader cut off from the database (a TCP proxy between them closes its connections
   and refuses new ones): a follower leads within 5 s, the old leader exits with status 75
   once it finds its lease gone, nothing acknowledged is lost.
-* A mutation a follower forwarded, committed by the leader, whose answer the leader's
-  death kept from the follower: the follower, promoted, answers it from the commit's
-  record instead of running it again (exactly once).
+* A mutation a follower ran and whose transaction the leader committed, the answer kept
+  from the follower (a proxy holds it) until the leader died: the follower, promoted,
+  finds the commit's record and answers from it instead of committing it again (exactly
+  once).
 * Behind nginx, configured as docs/cluster.md ("Behind a load balancer") shows: requests
   and WebSockets spread over the three processes, subscriptions through it see mutations
   made through it.
@@ -34,25 +35,21 @@ Source: python/reactive/cluster/, docs/design/scale-out.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from cluster_nodes import Node, TcpProxy, free_port, via_proxy
 from reactive.client import Client
 from reactive.cluster.protocol import sign_request
 
@@ -114,70 +111,6 @@ async def counter(ctx, id):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Node:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def ready(self) -> dict[str, object]:
-        try:
-            response = httpx.get(f"{self.url}/health/ready", timeout=2.0)
-        except httpx.HTTPError:
-            return {}
-        body: dict[str, object] = response.json()
-        return body
-
-
-def _spawn(
-    app: Path, db_url: str, port: int, log_path: Path, key: str, extra: tuple[str, ...] = ()
-) -> Node:
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reactive.server",
-                "--app",
-                str(app),
-                "--db",
-                db_url,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--cluster-key",
-                key,
-                "--storage-dir",
-                str(log_path.parent / "storage"),
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    node = Node(f"http://127.0.0.1:{port}", port, process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"a cluster process exited: {node.log()}")
-        if node.ready().get("status") == "ready":
-            return node
-        time.sleep(0.05)
-    raise TimeoutError(node.log())
-
-
 @pytest.fixture
 def cluster(
     server_url: str, tmp_path: Path, make_app: Callable[[dict[str, str]], Path]
@@ -186,15 +119,15 @@ def cluster(
     started: list[Node] = []
 
     def start(key: str = KEY, db_url: str | None = None, extra: tuple[str, ...] = ()) -> Node:
-        n = len(started)
-        log = tmp_path / f"node{n}.log"
-        node = _spawn(app, db_url or server_url, _free_port(), log, key, extra)
+        node = Node.create(len(started), app, db_url or server_url, key, tmp_path)
+        node.argv += list(extra)
         started.append(node)
+        node.start()
         return node
 
     yield start
     for node in started:
-        if node.process.poll() is None:
+        if node.process is not None and node.process.poll() is None:
             node.process.send_signal(signal.SIGTERM)
             try:
                 node.process.wait(20)
@@ -430,7 +363,7 @@ async def test_behind_nginx_as_the_guide_shows(
     if nginx is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     nodes = [cluster() for _ in range(3)]
-    listen = _free_port()
+    listen = free_port()
     lb_dir = tmp_path / "nginx"
     lb_dir.mkdir()
     conf = _nginx_config(lb_dir, [n.port for n in nodes], listen)
@@ -486,85 +419,14 @@ async def test_behind_nginx_as_the_guide_shows(
             proxy.wait(5)
 
 
-class _CuttableProxy:
-    """A TCP proxy on 127.0.0.1 that can cut every connection through it and refuse new
-    ones for a while (a process isolated from its database)."""
-
-    def __init__(
-        self, upstream: tuple[str, int], port: int = 0, hold_answers: bool = False
-    ) -> None:
-        self.upstream = upstream
-        # Pass requests on but never the answers (an answer lost with its sender).
-        self.hold_answers = hold_answers
-        self.listener = socket.create_server(("127.0.0.1", port))
-        self.port = int(self.listener.getsockname()[1])
-        self.refuse_until = 0.0
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.lock = threading.Lock()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if time.monotonic() < self.refuse_until:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self.lock:
-                self.pairs.append((client, server))
-            for a, b, hold in ((client, server, False), (server, client, self.hold_answers)):
-                threading.Thread(target=self._pump, args=(a, b, hold), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if not hold:
-                    dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self, refuse_s: float) -> None:
-        self.refuse_until = time.monotonic() + refuse_s
-        with self.lock:
-            pairs, self.pairs = self.pairs, []
-        for pair in pairs:
-            for s in pair:
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
-        self.cut(0)
-
-
 def test_a_leader_cut_off_from_the_database_steps_down(
     cluster: Callable[..., Node], server_url: str
 ) -> None:
     parts = urlsplit(server_url)
     assert parts.hostname is not None and parts.port is not None
-    proxy = _CuttableProxy((parts.hostname, parts.port))
+    proxy = TcpProxy(parts.hostname, parts.port).start()
     try:
-        netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{proxy.port}"
-        proxied = urlunsplit(
-            parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
-        )
-        leader = cluster(db_url=proxied)
+        leader = cluster(db_url=via_proxy(server_url, proxy.port))
         assert leader.ready().get("role") == "leader"
         survivors = [cluster(), cluster()]
         acknowledged = []
@@ -572,7 +434,7 @@ def test_a_leader_cut_off_from_the_database_steps_down(
             body = _mutation(survivors[n % 2].url, "items:add", n=n, by="before").json()
             assert body["status"] == "success", body
             acknowledged.append(n)
-        proxy.cut(refuse_s=30)
+        proxy.isolate()
         cut = time.monotonic()
         while "leader" not in _roles(survivors):
             assert time.monotonic() - cut < 5, [s.log() for s in survivors]
@@ -592,15 +454,15 @@ def test_a_leader_cut_off_from_the_database_steps_down(
         proxy.close()
 
 
-def test_a_call_whose_answer_died_with_the_leader_runs_once(
+def test_a_mutation_whose_answer_died_with_the_leader_runs_once(
     cluster: Callable[..., Node],
 ) -> None:
-    proxy_port = _free_port()
+    proxy_port = free_port()
     # The leader tells the followers to call it through the proxy that holds its answers.
     leader = cluster(extra=("--cluster-advertise-url", f"http://127.0.0.1:{proxy_port}"))
     follower = cluster()
     assert _roles([leader, follower]) == ["leader", "follower"]
-    proxy = _CuttableProxy(("127.0.0.1", leader.port), proxy_port, hold_answers=True)
+    proxy = TcpProxy("127.0.0.1", leader.port, port=proxy_port, hold_answers=True).start()
     try:
         answer: dict[str, object] = {}
         post = threading.Thread(

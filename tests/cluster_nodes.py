@@ -1,4 +1,6 @@
-"""A three-process cluster for the isolation tests, and a TCP proxy that cuts one off.
+"""Cluster processes for the tests, and a TCP proxy that cuts one off.
+
+Used by tests/persistence/test_cluster.py and tests/isolation/test_isolation_cluster.py.
 
 * :class:`Node`: one ``python -m reactive.server --cluster-key K`` process on a fixed
   loopback port, started (and restarted after a SIGKILL) on that port, its output appended
@@ -10,7 +12,8 @@
   and refuses new ones until :meth:`TcpProxy.heal`: the node is cut off from the
   database, and only it. New connections are refused (the proxy stops listening:
   ``ECONNREFUSED``), or with ``isolate(reset=True)`` accepted and reset at once (what a
-  middlebox whose backend is gone does).
+  middlebox whose backend is gone does). With ``hold_answers=True`` it relays what clients
+  send and drops what comes back (a server whose answers are lost on the way).
 
 Source: docs/design/scale-out.md (11, "Fixture").
 """
@@ -65,9 +68,13 @@ class TcpProxy:
     lists the relays that ended otherwise (when, and which side closed first).
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, port: int = 0, hold_answers: bool = False
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.port = 0
+        self.port = port
+        # Relay what the client sends but drop what comes back (an answer lost on its way).
+        self.hold_answers = hold_answers
         self.accepted = 0
         self.refused = 0
         self.cut = 0
@@ -122,7 +129,7 @@ class TcpProxy:
         try:
             await asyncio.gather(
                 self._pipe("client", reader, up_writer, ended),
-                self._pipe("database", up_reader, writer, ended),
+                self._pipe("database", up_reader, writer, ended, drop=self.hold_answers),
             )
         finally:
             self._pairs.discard(pair)
@@ -134,11 +141,17 @@ class TcpProxy:
 
     @staticmethod
     async def _pipe(
-        side: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ended: list[str]
+        side: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ended: list[str],
+        drop: bool = False,
     ) -> None:
         why = "closed"
         try:
             while data := await reader.read(1 << 16):
+                if drop:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
