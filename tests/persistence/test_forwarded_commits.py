@@ -245,3 +245,46 @@ async def test_a_mutation_creating_a_table_is_forwarded_whole(
         assert link.calls == ["things:put"] and len(link.commits) == 1
         assert sorted(await follower.query("things:all", table="fresh")) == [1, 2]
         assert sorted(await writer.query("things:all", table="fresh")) == [1, 2]
+
+
+async def test_a_refused_request_fails_at_once_and_a_dead_leader_in_time() -> None:
+    """A leader that answers 400 or 413 would answer it again: the follower says so at once
+    (no retries until the forward time-out); a leader that does not answer is retried until
+    ``forward_timeout_s``, then ``ClusterUnavailableError``."""
+    import time
+
+    from reactive.cluster.node import ClusterNode, ClusterUnavailableError
+    from reactive.errors import PersistenceError
+
+    class Following:
+        following = True
+
+    node = ClusterNode(
+        "postgresql://x@127.0.0.1:9/x", b"k" * 16, "http://127.0.0.1:1", forward_timeout_s=0.5
+    )
+    node.db = Following()  # type: ignore[assignment]
+    sent: list[str] = []
+
+    async def leader(refresh: bool) -> str:
+        return "http://127.0.0.1:2"
+
+    async def refuse(url: str, body: bytes, header: str, content_type: str) -> Any:
+        sent.append(url)
+        return 400, None, b'{"code":"BadRequest"}', None
+
+    node._leader = leader  # type: ignore[method-assign]
+    node._post = refuse  # type: ignore[method-assign]
+    with pytest.raises(PersistenceError, match="HTTP 400"):
+        await node.commit(b"RFT1", False)
+    assert len(sent) == 1
+
+    async def unreachable(url: str, body: bytes, header: str, content_type: str) -> Any:
+        sent.append(url)
+        return 0, None, b"", "ClientConnectorError: refused"
+
+    node._post = unreachable  # type: ignore[method-assign]
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailableError, match="refused"):
+        await node.commit(b"RFT1", False)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert len(sent) > 3

@@ -342,7 +342,8 @@ class ClusterNode:
 
         Raises:
             ClusterUnavailableError: no leader answered within ``forward_timeout_s``.
-            PersistenceError: the leader refused this process's key, or answered without it.
+            PersistenceError: the leader refused this process's key, answered without it,
+                or refused the request as malformed or too large (400, 413).
         """
         assert self.db is not None
         db = self.db
@@ -374,6 +375,13 @@ class ClusterNode:
                     raise PersistenceError(
                         f"the cluster leader at {url} refused this process's cluster key; "
                         "every process needs the same --cluster-key"
+                    )
+                elif status in (400, 413):
+                    # Sent again it would be refused again: say so now.
+                    raise PersistenceError(
+                        f"the cluster leader at {url} refused the request (HTTP {status}: "
+                        f"{content[:200].decode(errors='replace')}); do all the cluster's "
+                        "processes run the same version?"
                     )
                 else:
                     last = f"{url}: HTTP {status}"
