@@ -288,3 +288,37 @@ async def test_a_refused_request_fails_at_once_and_a_dead_leader_in_time() -> No
         await node.commit(b"RFT1", False)
     assert 0.5 <= time.monotonic() - started < 5
     assert len(sent) > 3
+
+
+def test_cluster_request_signatures_and_replays() -> None:
+    """A signed request verifies once (a replay of its nonce is refused), not with another
+    key, another path or another body; nonces expire after twice the clock skew, and the
+    cache keeps at most its bound."""
+    import time
+
+    from reactive.cluster.protocol import (
+        CLOCK_SKEW_S,
+        NonceCache,
+        sign_reply,
+        sign_request,
+        verify_reply,
+        verify_request,
+    )
+
+    key, body = b"k" * 16, b"\x00RFT1"
+    header, nonce = sign_request(key, "POST", "/_cluster/commit", body)
+    nonces = NonceCache()
+    assert verify_request(b"x" * 16, header, "POST", "/_cluster/commit", body, nonces) is None
+    assert verify_request(key, header, "POST", "/_cluster/call", body, nonces) is None
+    assert verify_request(key, header, "POST", "/_cluster/commit", body + b"!", nonces) is None
+    assert verify_request(key, header, "POST", "/_cluster/commit", body, nonces) == nonce
+    assert verify_request(key, header, "POST", "/_cluster/commit", body, nonces) is None
+    reply = sign_reply(key, nonce, b"{}")
+    assert verify_reply(key, nonce, reply, b"{}") and not verify_reply(key, nonce, reply, b"[]")
+    now = time.time()
+    cache = NonceCache(max_entries=1000)
+    assert cache.add("a", now) and not cache.add("a", now + 1)
+    assert cache.add("a", now + 2 * CLOCK_SKEW_S + 1)  # expired: forgotten
+    for i in range(5000):
+        assert cache.add(f"n{i}", now + 100)
+    assert len(cache._seen) == 1000 and not cache.add("n4999", now + 100)

@@ -20,6 +20,7 @@ writer.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
@@ -95,19 +96,30 @@ def sign_request(key: bytes, method: str, path: str, body: bytes) -> tuple[str, 
 
 
 class NonceCache:
-    """Nonces seen in the last ``2 * CLOCK_SKEW_S`` seconds (replays are refused)."""
+    """Nonces seen in the last ``2 * CLOCK_SKEW_S`` seconds (replays are refused).
 
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
+    A queue in arrival order beside a set, so expired nonces leave from the front in
+    constant time per request (a sweep of the whole cache on every request past 10,000
+    entries had cost about 0.8 ms each, capping a leader near 1,300 forwarded
+    requests/s). At most ``max_entries`` (500,000: 8,000 requests/s for the whole window);
+    past that the oldest leave early.
+    """
+
+    def __init__(self, max_entries: int = 500_000) -> None:
+        self._order: collections.deque[tuple[float, str]] = collections.deque()
+        self._seen: set[str] = set()
+        self._max = max_entries
 
     def add(self, nonce: str, now: float) -> bool:
-        """Record ``nonce``; whether it is new."""
-        if len(self._seen) > 10_000 or (self._seen and len(self._seen) % 256 == 0):
-            cutoff = now - 2 * CLOCK_SKEW_S
-            self._seen = {n: t for n, t in self._seen.items() if t >= cutoff}
-        if nonce in self._seen:
+        """Record ``nonce`` (seen at ``now``, epoch seconds); whether it is new."""
+        order, seen = self._order, self._seen
+        cutoff = now - 2 * CLOCK_SKEW_S
+        while order and (order[0][0] < cutoff or len(order) >= self._max):
+            seen.discard(order.popleft()[1])
+        if nonce in seen:
             return False
-        self._seen[nonce] = now
+        seen.add(nonce)
+        order.append((now, nonce))
         return True
 
 
