@@ -322,3 +322,42 @@ def test_cluster_request_signatures_and_replays() -> None:
     for i in range(5000):
         assert cache.add(f"n{i}", now + 100)
     assert len(cache._seen) == 1000 and not cache.add("n4999", now + 100)
+
+
+async def test_made_up_sessions_are_pruned_early(
+    pair: tuple[Database, Database, Link], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower records each mutation it runs under a made-up session id; those records
+    only answer its own resend, so the writer prunes them after minutes, not the hour a
+    client's records are kept."""
+    from reactive.db.system import (
+        FORWARDED_SESSION_PREFIX,
+        SESSION_REQUESTS,
+        prune_session_requests,
+    )
+
+    writer, follower, _ = pair
+    made = [await follower.mutation("counters:make") for _ in range(3)]
+    fn = writer._runner.resolve("counters:make", "mutation", internal_ok=True)
+    await writer._runner.run_mutation(fn, {}, None, ("a-client-session", 1))
+
+    def sessions() -> list[str]:
+        txn = writer._engine.begin(True)
+        docs, _, _ = txn.scan(
+            SESSION_REQUESTS, "by_creation_time", [], "asc", 100, None, None, None, True
+        )
+        return sorted(str(d["session"]) for d in docs)
+
+    before = sessions()
+    assert len(before) == 4 and "a-client-session" in before
+    assert all(s.startswith(FORWARDED_SESSION_PREFIX) for s in before if s != "a-client-session")
+    assert await prune_session_requests(writer) == 0  # all recent
+    assert await prune_session_requests(writer, forwarded_retention_s=-1) == 3
+    assert sessions() == ["a-client-session"]
+    # A client's record goes once the hour has passed.
+    from reactive.db import system
+
+    monkeypatch.setattr(system, "SESSION_REQUEST_RETENTION_S", -1.0)
+    assert await prune_session_requests(writer) == 1
+    assert sessions() == []
+    assert len(made) == 3 and await writer.query("counters:count") == 4

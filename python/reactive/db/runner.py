@@ -26,7 +26,6 @@ import contextlib
 import inspect
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -502,7 +501,7 @@ class Runner:
             # id, recorded with its commit, so a transaction whose answer was lost (the
             # writer died, a failover) is answered from the record when run again, never
             # committed twice.
-            request = (f"forwarded:{secrets.token_hex(12)}", 0)
+            request = (system.forwarded_session(), 0)
         try:
             if db._follower is not None and not remote:
                 db._check_writable(f"mutation {fn.path}")

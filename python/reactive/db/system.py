@@ -5,6 +5,9 @@ caller), in the same transaction as the mutation's writes (spec §6.8, as Convex
 does). A client that resends the mutation after a reconnect — the JS client does, on the
 same session id — gets the stored result instead of a second run, even across a server
 restart. Rows older than :data:`SESSION_REQUEST_RETENTION_S` are deleted in the background.
+A cluster's follower records each mutation it runs under a session id it makes up
+(:func:`forwarded_session`), only to answer its own resend after a lost answer or a
+failover, within seconds: those rows go after :data:`FORWARDED_REQUEST_RETENTION_S`.
 
 The caller (:func:`caller_key`) is a hash of who called and what: the identity's principal
 and the function path. Session and request ids come from the client, so another caller can
@@ -22,6 +25,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
+    "FORWARDED_REQUEST_RETENTION_S",
     "SESSION_REQUESTS",
     "SESSION_REQUEST_RETENTION_S",
     "caller_key",
@@ -46,6 +51,7 @@ __all__ = [
     "ensure_system_table",
     "ensure_system_tables",
     "find_session_request",
+    "forwarded_session",
     "get_environment_variable",
     "list_environment_variables",
     "patch_system",
@@ -66,6 +72,25 @@ _INDEXES = {
     _BY_CALLER_REQUEST: ["session", "request", "caller"],
 }
 SESSION_REQUEST_RETENTION_S = 3600.0
+FORWARDED_SESSION_PREFIX = "forwarded:"
+FORWARDED_REQUEST_RETENTION_S = 300.0
+"""How long the record of a mutation run under a made-up session id is kept (seconds): it
+answers that process's own resend (within the forward time-out, 30 s, and a failover)."""
+
+
+def _forwarded_prefix(ms: float) -> str:
+    return f"{FORWARDED_SESSION_PREFIX}{max(0, int(ms)):012x}:"
+
+
+def forwarded_session() -> str:
+    """A made-up session id for a mutation that came without one (on a cluster's follower).
+
+    ``forwarded:<creation ms, 12 hex digits>:<random>``: the old ones form one range of the
+    ``by_request`` index, pruned early.
+    """
+    return _forwarded_prefix(time.time() * 1000.0) + secrets.token_hex(8)
+
+
 """How long a mutation's record is kept for replays (clients reconnect within minutes)."""
 
 
@@ -300,20 +325,37 @@ def record_session_request(
     )
 
 
-async def prune_session_requests(db: Database, batch: int = 1000) -> int:
+async def prune_session_requests(
+    db: Database, batch: int = 1000, forwarded_retention_s: float = FORWARDED_REQUEST_RETENTION_S
+) -> int:
     """Delete up to ``batch`` records older than the retention window; returns how many.
+
+    Records of made-up sessions (:func:`forwarded_session`) go after
+    ``forwarded_retention_s`` (seconds), the others after
+    :data:`SESSION_REQUEST_RETENTION_S`.
 
     A follower deletes none: the writer prunes them.
     """
     if db.following:
         return 0
     engine = db._engine
-    cutoff_ms = (time.time() - SESSION_REQUEST_RETENTION_S) * 1000.0
+    now = time.time()
+    cutoff_ms = (now - SESSION_REQUEST_RETENTION_S) * 1000.0
     txn = engine.begin(False)
-    ops = [("lt", "_creationTime", cutoff_ms)]
-    docs, _, _ = txn.scan(
-        SESSION_REQUESTS, "by_creation_time", ops, "asc", batch, None, None, None, True
-    )
+    # The made-up sessions first: one range of by_request, oldest first.
+    forwarded_end = _forwarded_prefix((now - forwarded_retention_s) * 1000.0)
+    ops: list[tuple[str, str, Any]] = [
+        ("gte", "session", FORWARDED_SESSION_PREFIX),
+        ("lt", "session", forwarded_end),
+    ]
+    docs, _, _ = txn.scan(SESSION_REQUESTS, _BY_REQUEST, ops, "asc", batch, None, None, None, True)
+    if len(docs) < batch:
+        ops = [("lt", "_creationTime", cutoff_ms)]
+        older, _, _ = txn.scan(
+            SESSION_REQUESTS, "by_creation_time", ops, "asc", batch, None, None, None, True
+        )
+        ids = {d["_id"] for d in docs}
+        docs += [d for d in older if d["_id"] not in ids][: batch - len(docs)]
     for doc in docs:
         txn.delete(doc["_id"])
     try:
