@@ -590,6 +590,44 @@ async def mutation_round(target: Node, nodes: list[Node], seconds: float, first:
     return got
 
 
+WORK_ROUNDS = 2500
+"""SHA-256 rounds of one ``docs:work`` mutation (about 1 ms of Python on this machine)."""
+
+
+def _work_body(i: int) -> bytes:
+    args = {"x": _int64(i % QUERY_GROUPS), "rounds": _int64(WORK_ROUNDS)}
+    return json.dumps({"path": "docs:work", "args": args, "format": "convex_encoded_json"}).encode()
+
+
+async def work_round(targets: list[Node], nodes: list[Node], seconds: float) -> dict[str, Any]:
+    """``docs:work`` from 64 closed-loop clients, round robin per request over ``targets``."""
+    pools = _pools(targets)
+    bodies = [_work_body(i) for i in range(1000)]
+    turn = iter(range(1 << 62))
+    first_error: list[str] = []
+
+    async def one(i: int) -> bool:
+        k = next(turn) % len(targets)
+        status, text = await pools[k].request("POST", "/api/mutation", bodies[i % len(bodies)])
+        ok = status == 200 and b'"status":"success"' in text
+        if not ok and not first_error:
+            first_error.append(f"{targets[k].name}: {status} {text[:200]!r}")
+        return ok
+
+    cpu0, sys0, t0 = cpu_of(nodes), sys_of(), time.perf_counter()
+    try:
+        got = await closed_loop_load(one, targets[0].pid, seconds, CONCURRENCY, warmup=64)
+    finally:
+        for pool in pools:
+            pool.close()
+    elapsed = time.perf_counter() - t0
+    got["node_cpu_pct"] = cpu_pct(cpu0, cpu_of(nodes), elapsed)
+    got["sys_cpu_pct"] = cpu_pct(sys0, sys_of(), elapsed)
+    got["targets"] = [t.name for t in targets]
+    got["first_error"] = first_error[0] if first_error else ""
+    return got
+
+
 # -- 3. subscriptions --------------------------------------------------------------------------
 
 
@@ -1065,6 +1103,20 @@ async def stage(client: Any, cluster: Cluster, p: Params, n: int) -> dict[str, A
                 f"{fmt(got['lag']['staleness']['p99_ms'])} ms, lag_ms max "
                 f"{got['lag']['reported']['max_ms']}"
             )
+    # 2b. mutations that compute (about 1 ms each): all through the leader, then round robin
+    # over every process (each runs what it receives: the function's CPU spreads)
+    out["work_leader"], out["work_all"] = [], []
+    for r in range(p.mutation_rounds):
+        for key, targets in [("work_leader", [leader])] + (
+            [("work_all", nodes)] if followers else []
+        ):
+            got = await work_round(targets, nodes, p.mutation_s)
+            out[key].append(got)
+            log(
+                f"    computing mutations via {got['targets']} round {r + 1}/"
+                f"{p.mutation_rounds}: {got['rate']:,.0f}/s, p50 {got['p50_ms']:.1f} ms, "
+                f"errors {got['errors']}, CPU % {got['node_cpu_pct']}"
+            )
     out["seconds"]["mutation"] = time.perf_counter() - t
     # 3. subscriptions
     t = time.perf_counter()
@@ -1352,6 +1404,38 @@ def lines_of(stages: dict[int, Any], p: Params) -> list[Line]:
         "  follower staleness vs leader, p50 / p99 (ms)",
         lambda s: _pcts(
             _samples(s["mutation_leader"] + s["mutation_follower"], "staleness"), 50, 99
+        ),
+    )
+
+    # 2b. mutations that compute
+    def wl(s: Any) -> list[float]:
+        return [r["rate"] for r in s["work_leader"]]
+
+    def wa(s: Any) -> list[float]:
+        return [r["rate"] for r in s["work_all"]] or wl(s)
+
+    add(
+        f"computing mutations/s (~1 ms of Python each), {CONCURRENCY} clients, all to the leader",
+        lambda s: fmt(median(wl(s))),
+        lambda s: median(wl(s)),
+        wl,
+        "mutations/s",
+    )
+    add(
+        "computing mutations/s, round robin over every process (each runs what it receives)",
+        lambda s: fmt(median(wa(s))),
+        lambda s: median(wa(s)),
+        wa,
+        "mutations/s",
+    )
+    add(
+        "  CPU % of a core per process, round robin",
+        lambda s: (
+            " / ".join(
+                fmt(median([r["node_cpu_pct"][name] for r in s["work_all"]]))
+                for name in (s["work_all"][0]["node_cpu_pct"] if s["work_all"] else {})
+            )
+            or "—"
         ),
     )
 

@@ -8,7 +8,12 @@
   returned to the caller as documents.
 * ``docs:get`` — one document by id, returned whole (the point read of
   ``bench_pocketbase``, beside PocketBase's ``GET /api/collections/docs/records/{id}``).
+* ``docs:work`` — a mutation that computes before it writes: ``rounds`` SHA-256 rounds in a
+  Python loop (2,500: about 1 ms here), then one insert (the function-CPU case of
+  ``bench_cluster``: where a mutation runs decides which process spends that CPU).
 """
+
+import hashlib
 
 from reactive import mutation, query, v
 
@@ -17,6 +22,17 @@ from reactive import mutation, query, v
 async def insert(ctx, x, author, body, score):
     """Insert one document; returns its id."""
     return await ctx.db.insert("docs", {"x": x, "author": author, "body": body, "score": score})
+
+
+@mutation(args={"x": v.int64(), "rounds": v.int64()})
+async def work(ctx, x, rounds):
+    """Hash ``rounds`` times, then insert the digest; returns the new id."""
+    digest = str(x).encode()
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return await ctx.db.insert(
+        "docs", {"x": x, "author": "work", "body": digest.hex(), "score": 0.0}
+    )
 
 
 @mutation(args={"docs": v.array(v.any())})
