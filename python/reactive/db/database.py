@@ -395,8 +395,13 @@ class Database:
                 # acknowledged commit is applied here already.
         elif self._strict_reads:
             # The writer of a cluster: a batch in flight may be durable, and applied by a
-            # follower that served it, before this process publishes it; wait for it.
-            await self._flusher.flush()
+            # follower that served it, before this process publishes it; wait for it
+            # (only for it: queued commits are durable nowhere yet).
+            flusher = self._flusher
+            if isinstance(flusher, Flusher):
+                await flusher.in_flight_published()
+            else:
+                await flusher.flush()
         return int(self._engine.visible_ts)
 
     @property

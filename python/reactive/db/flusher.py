@@ -61,8 +61,21 @@ class Flusher:
         # Set when a commit's outcome became unknown: nothing more is committed.
         self._broken: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        # Resolved once the batch being written now is published (or failed).
+        self._in_flight: asyncio.Future[None] | None = None
         self.batches_written = 0
         self.commits_written = 0
+
+    async def in_flight_published(self) -> None:
+        """Wait until the batch being written now, if any, is published or has failed.
+
+        What a cluster's leader waits for before a read: only that batch can be durable
+        (and so served by a follower) without being visible here; commits still queued
+        are not durable anywhere.
+        """
+        fut = self._in_flight
+        if fut is not None:
+            await asyncio.shield(fut)
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
@@ -155,6 +168,15 @@ class Flusher:
         return error
 
     async def _write(self, batch: _core.PersistBatch) -> BaseException | None:
+        done = asyncio.get_running_loop().create_future()
+        self._in_flight = done
+        try:
+            return await self._write_batch(batch)
+        finally:
+            self._in_flight = None
+            done.set_result(None)
+
+    async def _write_batch(self, batch: _core.PersistBatch) -> BaseException | None:
         stopped = self.stopped_error()
         if stopped is not None:
             return self._fail(batch, stopped)
