@@ -67,7 +67,6 @@ from reactive.errors import (
     IncompatibleDatabaseError,
     InvalidQueryError,
     PersistenceError,
-    ReactiveError,
     TransactionTooOldError,
 )
 from reactive.persistence import open_persistence
@@ -105,9 +104,7 @@ class ClusterUnavailableError(PersistenceError):
     """No leader answered a forwarded mutation in time (the cluster is failing over)."""
 
 
-async def commit_forwarded(
-    db: Database, transaction: bytes, wake_scheduler: bool, begin_ts: int | None = None
-) -> int | None:
+async def commit_forwarded(db: Database, transaction: bytes, wake_scheduler: bool) -> int | None:
     """Validate and commit a transaction a follower ran, on the writer ``db``.
 
     ``transaction`` is ``Transaction.forwarded()``'s bytes. Waits (up to
@@ -124,8 +121,7 @@ async def commit_forwarded(
     stopped = db._flusher.stopped_error()
     if stopped is not None:
         raise stopped
-    if begin_ts is None:
-        begin_ts = _core.forwarded_begin_ts(transaction)
+    begin_ts = _core.forwarded_begin_ts(transaction)
     if db._engine.visible_ts < begin_ts:
         try:
             async with asyncio.timeout(COMMIT_WAIT_S):
@@ -544,13 +540,9 @@ class ClusterNode:
         assert db is not None
         if len(body) < 1 or body[0] > 1:
             return JSONResponse({"code": "BadRequest"}, status_code=400)
-        try:
-            begin_ts = _core.forwarded_begin_ts(body[1:])
-        except ReactiveError:
-            return JSONResponse({"code": "BadRequest"}, status_code=400)
         reply: dict[str, Any]
         try:
-            ts = await commit_forwarded(db, body[1:], body[0] == 1, begin_ts)
+            ts = await commit_forwarded(db, body[1:], body[0] == 1)
             reply = {"ok": True, "ts": ts}
         except InvalidQueryError:
             return JSONResponse({"code": "BadRequest"}, status_code=400)

@@ -278,13 +278,7 @@ impl Engine {
                     }));
                 }
                 reads.push(Interval::point(&key));
-                writes.insert(
-                    w.id,
-                    crate::transaction::PendingWrite {
-                        old,
-                        new: w.new.map(Arc::new),
-                    },
-                );
+                writes.insert(w.id, crate::transaction::PendingWrite { old, new: w.new });
             }
         }
         reads.normalize();

@@ -24,7 +24,9 @@
 //! revision's timestamp as `u64` when bit 0 is set, and the new revision's stored encoding
 //! ([`Document::to_stored`]) as `u32` length + bytes when bit 1 is set.
 
-use crate::document::Document;
+use std::sync::Arc;
+
+use crate::document::{Document, DocumentRef};
 use crate::error::{Error, Result};
 use crate::id::DocumentId;
 use crate::interval::{Interval, IntervalSet};
@@ -43,7 +45,7 @@ pub struct ForwardedWrite {
     /// The timestamp of its revision visible at the begin timestamp (`None`: inserted).
     pub old_ts: Option<Timestamp>,
     /// Its new revision (`None`: deleted).
-    pub new: Option<Document>,
+    pub new: Option<DocumentRef>,
 }
 
 /// What a follower sends the writer for one transaction.
@@ -129,7 +131,7 @@ impl ForwardedTransaction {
             .map(|(id, w)| ForwardedWrite {
                 id: *id,
                 old_ts: w.old.as_ref().map(|(ts, _)| *ts),
-                new: w.new.as_ref().map(|d| (**d).clone()),
+                new: w.new.clone(),
             })
             .collect();
         Ok(ForwardedTransaction {
@@ -205,7 +207,7 @@ impl ForwardedTransaction {
                 None
             };
             let new = if flags & HAS_NEW != 0 {
-                Some(Document::from_stored(id, r.bytes("document")?)?)
+                Some(Arc::new(Document::from_stored(id, r.bytes("document")?)?))
             } else {
                 None
             };
@@ -228,14 +230,14 @@ mod tests {
     use crate::id::{InternalId, TableNumber};
     use crate::value::{Object, Value};
 
-    fn doc(n: u8) -> Document {
+    fn doc(n: u8) -> DocumentRef {
         let id = DocumentId {
             table: TableNumber(10001),
             internal: InternalId([n; 16]),
         };
         let mut fields = Object::new();
         fields.insert("n".to_owned(), Value::Float64(f64::from(n)));
-        Document::new(id, 1_700_000_000_000.0, fields).unwrap()
+        Arc::new(Document::new(id, 1_700_000_000_000.0, fields).unwrap())
     }
 
     fn sample() -> ForwardedTransaction {
