@@ -324,6 +324,82 @@ async def test_fanout_path_frames_with_and_without_compression(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
+    fanout_server: ServerProcess,
+) -> None:
+    """Sockets that share a fan-out's memo of frames still get frames of their own state.
+
+    The twelve sockets watch one shared query under three query ids; half of them watch
+    it under a second id too and are one query-set version ahead. After each commit,
+    every socket's Transition starts at its own last version (RawClient checks), ends at
+    its own query-set version, and updates exactly the ids it watches, each with the new
+    result.
+    """
+    ws_url = fanout_server.url.replace("http://", "ws://") + "/api/sync"
+    clients = [await RawClient.connect(ws_url) for _ in range(12)]
+    writer = await RawClient.connect(ws_url)
+
+    def add(query_id: int) -> dict[str, Any]:
+        return {"type": "Add", "queryId": query_id, "udfPath": "fan:items", "args": [{}]}
+
+    watched: list[set[int]] = []
+    try:
+        for n, client in enumerate(clients):
+            ids = {7 + n % 3}
+            await client.send(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": 0,
+                    "newVersion": 1,
+                    "modifications": [add(7 + n % 3)],
+                }
+            )
+            await asyncio.wait_for(client.result(7 + n % 3), 30)
+            if n % 2:
+                ids.add(100)
+                await client.send(
+                    {
+                        "type": "ModifyQuerySet",
+                        "baseVersion": 1,
+                        "newVersion": 2,
+                        "modifications": [add(100)],
+                    }
+                )
+                await asyncio.wait_for(client.result(100), 30)
+            watched.append(ids)
+        await writer.send(
+            {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
+        )
+        labels: list[str] = []
+        for n in range(3):
+            labels.append(f"state-{n}")
+            await writer.send(
+                {
+                    "type": "Mutation",
+                    "requestId": n,
+                    "udfPath": "fan:add",
+                    "args": [{"label": labels[-1]}],
+                }
+            )
+            for client, ids in zip(clients, watched, strict=True):
+                while True:
+                    message = await asyncio.wait_for(client.receive(), 30)
+                    if message["type"] != "Transition" or not message["modifications"]:
+                        continue
+                    mods = message["modifications"]
+                    assert message["endVersion"]["querySet"] == (2 if 100 in ids else 1)
+                    assert {mod["queryId"] for mod in mods} == ids, (mods, ids)
+                    assert len(mods) == len(ids)
+                    values = [mod["value"] for mod in mods]
+                    assert all(v == values[0] for v in values)
+                    if values[0] == labels:
+                        break
+                    assert values[0] == labels[: len(values[0])], (values, labels)
+    finally:
+        await writer.close()
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
 class _Any:
     def __eq__(self, other: object) -> bool:
         return True

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import reactive
-from reactive.server.queries import QueryCache, SharedQuery
+from reactive.server.queries import Delivery, QueryCache, SharedQuery
 
 APP = {
     "t.py": """
@@ -37,7 +37,7 @@ class Watcher:
     def query_stale(self, entry: SharedQuery) -> None:
         self.stale += 1
 
-    def query_ready(self, entry: SharedQuery) -> None:
+    def query_ready(self, entry: SharedQuery, delivery: Delivery | None) -> None:
         self.ready.set()
 
 

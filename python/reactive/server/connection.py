@@ -36,7 +36,7 @@ from reactive import _core
 from reactive.errors import RetryableError
 from reactive.functions import Function
 from reactive.server.errors import error_message
-from reactive.server.queries import SharedQuery
+from reactive.server.queries import Delivery, SharedQuery
 from reactive.server.transport import WebSocketProtocol
 from reactive.sync.messages import (
     PARSE_OFF_LOOP_BYTES,
@@ -206,36 +206,45 @@ class Connection:
         if entry in self._watching:
             self._dirty.add(entry)
 
-    def query_ready(self, entry: SharedQuery) -> None:
+    def query_ready(self, entry: SharedQuery, delivery: Delivery | None) -> None:
         """A stale query's new result is computed: time for a transition.
 
         The fan-out path: when this socket waits for nothing else (its task is idle with no
         event queued, this is its only stale query, no transition or query-set change is
         under way) and its transport takes a frame now, the transition is made and written
         here, synchronously, with no event and no task wake-up; it is the same frame the
-        general path sends. Otherwise the socket's task computes it.
+        general path sends, and sockets in the same state share it (``delivery``'s memos).
+        Otherwise the socket's task computes it.
         """
         dirty = self._dirty
         if entry not in dirty:
             return
-        cache = self._cache
         proto = self._proto
-        if self._idle and len(dirty) == 1 and not self._closed and proto is not None:
-            ts = self._db.published_timestamp
-            latest = entry.latest
-            if latest is not None and latest.valid_ts <= ts < latest.stale_ts and proto.can_write():
+        if (
+            delivery is not None
+            and self._idle
+            and len(dirty) == 1
+            and not self._closed
+            and proto is not None
+        ):
+            result = delivery.result
+            if result is not None and proto.can_write():
                 session = self.session
                 text = session.transition_now(
-                    ts, self._watching[entry], latest.result, time.time_ns()
+                    delivery.ts,
+                    self._watching[entry],
+                    result,
+                    delivery.server_ts_ns,
+                    delivery.texts,
                 )
                 if text is not None:
                     dirty.clear()
-                    cache.direct_transitions += 1
+                    delivery.direct += 1
                     if text:
-                        proto.write_text(text)
-                        session.last_send_s = time.monotonic()
+                        proto.write_text(text, delivery.frames)
+                        session.last_send_s = delivery.now_s
                     return
-        cache.queued_transitions += 1
+        self._cache.queued_transitions += 1
         self._notify_changed()
 
     def _post(self, event: _Event) -> None:

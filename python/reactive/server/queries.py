@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +38,7 @@ from reactive.sync.session import QueryResult
 if TYPE_CHECKING:
     from reactive.db.database import Database
 
-__all__ = ["QueryCache", "SharedQuery", "Watcher", "identity_key"]
+__all__ = ["Delivery", "QueryCache", "SharedQuery", "Watcher", "identity_key"]
 
 _NEVER = 2**64
 REFRESH_CONCURRENCY = 64
@@ -52,8 +53,33 @@ class Watcher(Protocol):
     def query_stale(self, entry: SharedQuery) -> None:
         """``entry``'s latest result no longer holds at the newest snapshot."""
 
-    def query_ready(self, entry: SharedQuery) -> None:
-        """``entry``'s re-run after a commit finished."""
+    def query_ready(self, entry: SharedQuery, delivery: Delivery | None) -> None:
+        """``entry``'s re-run after a commit finished (``delivery``: its shared state)."""
+
+
+class Delivery:
+    """A re-run's new result as it is handed to a batch of watchers (the fan-out path).
+
+    What every socket's transition shares, computed once per batch rather than per
+    socket: the snapshot ``ts`` (the newest published one), the ``result`` that holds at
+    it (``None`` when it does not: a later commit already made it stale, and sockets take
+    their general path), the transition's ``serverTs`` (ns), the monotonic time of the
+    send (s), and two memos that let sockets in the same state share one frame:
+    ``texts`` (a transition's key → its text and end version, see
+    :meth:`SyncSession.transition_now`) and ``frames`` (a text → its WebSocket frame).
+    ``direct`` counts the sockets that wrote their transition here.
+    """
+
+    __slots__ = ("direct", "frames", "now_s", "result", "server_ts_ns", "texts", "ts")
+
+    def __init__(self, ts: int, result: QueryResult | None) -> None:
+        self.ts = ts
+        self.result = result
+        self.server_ts_ns = time.time_ns()
+        self.now_s = time.monotonic()
+        self.texts: dict[Any, tuple[str, str]] = {}
+        self.frames: dict[str, bytes] = {}
+        self.direct = 0
 
 
 def identity_key(identity: dict[str, Any] | None) -> str:
@@ -126,14 +152,27 @@ class SharedQuery:
             pass  # the watchers' own runs report it
         except BaseException:
             for watcher in list(self.watchers):
-                watcher.query_ready(self)
+                watcher.query_ready(self, None)
             raise
         # Most watchers write their transition right here (the fan-out path): let other
-        # work of the event loop in between batches of them.
-        for n, watcher in enumerate(list(self.watchers), 1):
-            watcher.query_ready(self)
-            if n % READY_BATCH == 0:
+        # work of the event loop in between batches of them (a commit published in
+        # between moves the snapshot: each batch has its own delivery).
+        watchers = list(self.watchers)
+        cache = self._cache
+        for start in range(0, len(watchers), READY_BATCH):
+            if start:
                 await asyncio.sleep(0)
+            delivery = self._delivery()
+            for watcher in watchers[start : start + READY_BATCH]:
+                watcher.query_ready(self, delivery)
+            cache.direct_transitions += delivery.direct
+
+    def _delivery(self) -> Delivery:
+        """The shared state of a batch of ``query_ready`` calls, at the newest snapshot."""
+        ts = self._cache.db.published_timestamp
+        latest = self.latest
+        holds = latest is not None and latest.valid_ts <= ts < latest.stale_ts
+        return Delivery(ts, latest.result if holds and latest is not None else None)
 
     def cached_at(self, ts: int) -> QueryResult | None:
         """The result at snapshot ``ts`` if one is held (no run needed), else ``None``."""

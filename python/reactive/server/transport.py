@@ -407,27 +407,27 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_paused = False
         super().resume_writing()
 
-    def write_text(self, text: str) -> None:
+    def write_text(self, text: str, frames: dict[str, bytes] | None = None) -> None:
         """Write one text frame now (call only when :meth:`can_write` is true).
 
         Without negotiated extensions the frame is built here (RFC 6455 §5.2: FIN + text
         opcode, the payload length in 7, 16 or 64 bits, no mask from a server), saving
-        ``websockets``' frame objects; with ``permessage-deflate`` the connection
-        compresses and frames it.
+        ``websockets``' frame objects, and ``frames`` (a memo shared by the sockets of one
+        fan-out) keeps it for the next socket sending the same text; with
+        ``permessage-deflate`` the connection compresses and frames it (per socket: the
+        compressor's state is the connection's).
         """
-        data = text.encode()
         if self.conn.extensions:
-            self.conn.send_text(data)
+            self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
             return
-        size = len(data)
-        if size < 126:
-            header = bytes((0x81, size))
-        elif size < 65536:
-            header = _HEADER_16.pack(0x81, 126, size)
-        else:
-            header = _HEADER_64.pack(0x81, 127, size)
-        self.transport.write(header + data)
+        if frames is None:
+            self.transport.write(_text_frame(text))
+            return
+        frame = frames.get(text)
+        if frame is None:
+            frame = frames[text] = _text_frame(text)
+        self.transport.write(frame)
 
     def handle_parser_exception(self) -> None:
         """Fail the connection (a frame over the size limit, a protocol error) gracefully.
@@ -463,3 +463,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """The client closed its side: a lingering close ends here."""
         if self._lingering:
             self.transport.close()
+
+
+def _text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented text frame holding ``text`` (RFC 6455 §5.2)."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 65536:
+        return _HEADER_16.pack(0x81, 126, size) + data
+    return _HEADER_64.pack(0x81, 127, size) + data

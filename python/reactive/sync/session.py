@@ -571,7 +571,12 @@ class SyncSession:
         return self._finish_transition(ts, results, server_ts_ns)
 
     def transition_now(
-        self, ts: int, query_ids: Iterable[int], result: QueryResult, server_ts_ns: int
+        self,
+        ts: int,
+        query_ids: Iterable[int],
+        result: QueryResult,
+        server_ts_ns: int,
+        texts: dict[Any, tuple[str, str]] | None = None,
     ) -> str | None:
         """The frame of a transition to snapshot ``ts`` where ``query_ids`` hold ``result``.
 
@@ -582,6 +587,11 @@ class SyncSession:
         (the frame the general path would send; ``""`` when there is nothing to send).
         ``None`` when something is under way: the driver then takes the general path
         (:meth:`watched_changed`).
+
+        ``texts`` is a memo shared by the sockets handed the same ``result`` at the same
+        ``ts`` and ``server_ts_ns``: sessions at the same start version, with the same
+        versions, clock skew and changed query ids, get the same text object (built
+        once), and share their next start version.
         """
         if (
             self.computing
@@ -600,14 +610,27 @@ class SyncSession:
             return None
         fingerprint = result.fingerprint
         queries, sent = self.queries, self.sent
-        mods: list[str] = []
+        changed: list[int] = []
         for query_id in query_ids:
             if query_id in queries and sent.get(query_id) != fingerprint:
                 sent[query_id] = fingerprint
-                mods.append(_modification(query_id, result))
-        return self._transition_text(
-            self.received_query_set, self.received_identity, ts, mods, server_ts_ns
-        )
+                changed.append(query_id)
+        query_set, identity = self.received_query_set, self.received_identity
+        if texts is None:
+            mods = [_modification(query_id, result) for query_id in changed]
+            return self._transition_text(query_set, identity, ts, mods, server_ts_ns)
+        ts = max(ts, self.version_ts)
+        if not changed and self._unchanged(query_set, identity, ts):
+            return ""
+        start, skew = self._start_and_skew()
+        key = (start, query_set, identity, ts, skew, *changed)
+        memo = texts.get(key)
+        if memo is None:
+            mods = [_modification(query_id, result) for query_id in changed]
+            end = _version_json(query_set, identity, ts)
+            memo = texts[key] = (_transition_json(start, end, mods, skew, server_ts_ns), end)
+        self._advance(query_set, identity, ts, memo[1])
+        return memo[0]
 
     def _finish_transition(
         self, ts: int, results: dict[int, QueryResult], server_ts_ns: int
@@ -641,32 +664,37 @@ class SyncSession:
         waiting for it.
         """
         ts = max(ts, self.version_ts)
-        if (
-            not mods
-            and not self.must_send
+        if not mods and self._unchanged(query_set, identity, ts):
+            return ""
+        start, skew = self._start_and_skew()
+        end = _version_json(query_set, identity, ts)
+        self._advance(query_set, identity, ts, end)
+        return _transition_json(start, end, mods, skew, server_ts_ns)
+
+    def _unchanged(self, query_set: int, identity: int, ts: int) -> bool:
+        """A transition to these versions, with no modification, tells the client nothing."""
+        return (
+            not self.must_send
             and query_set == self.version_query_set
             and identity == self.version_identity
             and ts == self.version_ts
-        ):
-            return ""
-        self.must_send = False
+        )
+
+    def _start_and_skew(self) -> tuple[str, str]:
+        """The JSON of the last version sent and of the client's clock skew (both kept)."""
         start = self._start_version
         if start is None:
-            start = (
-                f'{{"querySet":{self.version_query_set},"identity":{self.version_identity},'
-                f'"ts":"{encode_ts(self.version_ts)}"}}'
-            )
-        end = f'{{"querySet":{query_set},"identity":{identity},"ts":"{_ts_text(ts)}"}}'
+            start = _version_json(self.version_query_set, self.version_identity, self.version_ts)
         skew = self._skew_json
         if skew is None:
             skew = self._skew_json = dumps(self.client_clock_skew_ms)
+        return start, skew
+
+    def _advance(self, query_set: int, identity: int, ts: int, end: str) -> None:
+        """A transition to ``end`` (its JSON) is sent: the client's version is now that."""
+        self.must_send = False
         self.version_query_set, self.version_identity, self.version_ts = query_set, identity, ts
         self._start_version = end
-        return (
-            f'{{"type":"Transition","startVersion":{start},"endVersion":{end},'
-            f'"modifications":[{",".join(mods)}],"clientClockSkew":{skew},'
-            f'"serverTs":{server_ts_ns}}}'
-        )
 
     def ping_due(self, now_s: float, interval_s: float = PING_INTERVAL_S) -> list[Effect]:
         """A ``Ping`` if nothing was sent for ``interval_s`` (call it from a timer)."""
@@ -694,6 +722,20 @@ def _ts_text(ts: int) -> str:
     text = encode_ts(ts)
     _last_ts = (ts, text)
     return text
+
+
+def _version_json(query_set: int, identity: int, ts: int) -> str:
+    """A ``StateVersion``'s JSON."""
+    return f'{{"querySet":{query_set},"identity":{identity},"ts":"{_ts_text(ts)}"}}'
+
+
+def _transition_json(start: str, end: str, mods: list[str], skew: str, server_ts_ns: int) -> str:
+    """A ``Transition`` frame's JSON from its parts (versions and modifications as JSON)."""
+    return (
+        f'{{"type":"Transition","startVersion":{start},"endVersion":{end},'
+        f'"modifications":[{",".join(mods)}],"clientClockSkew":{skew},'
+        f'"serverTs":{server_ts_ns}}}'
+    )
 
 
 _UPDATED = '{"type":"QueryUpdated","queryId":'
