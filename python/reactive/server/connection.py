@@ -152,6 +152,37 @@ _PING = _PingTick()
 class Connection:
     """The server side of one socket."""
 
+    # Slots: a fan-out reads a few fields of thousands of these in a row.
+    __slots__ = (
+        "__weakref__",
+        "_buffered",
+        "_cache",
+        "_changed_pending",
+        "_closed",
+        "_connect_timeout_s",
+        "_db",
+        "_dev",
+        "_dirty",
+        "_events",
+        "_expiry",
+        "_expiry_for",
+        "_frame_slots",
+        "_idle",
+        "_main",
+        "_opened_at",
+        "_owed",
+        "_progress_at",
+        "_proto",
+        "_queries",
+        "_send_started",
+        "_send_timeout_s",
+        "_tasks",
+        "_watching",
+        "server",
+        "session",
+        "ws",
+    )
+
     def __init__(self, server: Server, websocket: WebSocket) -> None:
         self.server = server
         self.ws = websocket

@@ -193,7 +193,7 @@ class QueryResult:
 Effect = Send | Close | RunMutation | RunAction | ComputeTransition
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """Triggers received while a transition was computing."""
 
@@ -201,7 +201,7 @@ class _Pending:
     min_ts: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class SyncSession:
     """The protocol state of one socket.
 
