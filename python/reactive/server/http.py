@@ -45,6 +45,7 @@ from reactive.errors import (
 )
 from reactive.functions import Function, FunctionKind, canonicalize_path
 from reactive.server.errors import error_message
+from reactive.server.transport import send_response
 from reactive.sync.messages import PARSE_OFF_LOOP_BYTES, ProtocolError, decode_ts, encode_ts, loads
 from reactive.sync.session import AuthFailure
 
@@ -279,8 +280,11 @@ class HttpApi:
             else:
                 headers.append(_VARY)
             started = True
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
+            await send_response(
+                send,
+                {"type": "http.response.start", "status": status, "headers": headers},
+                {"type": "http.response.body", "body": payload},
+            )
         except Exception:
             if not started:
                 await send(

@@ -16,6 +16,9 @@ of uvicorn's httptools protocol that
   ``server_state.connections``) with an immediate 503 ``{"code": "TooManyConnections",
   "message": "too many open connections (N)…"}``, then closes it.
 
+:func:`send_response` sends a whole response (head and body) in one write to the socket,
+where uvicorn makes two.
+
 A WebSocket starts as an HTTP request, so the header deadline covers its upgrade request;
 once upgraded, uvicorn's WebSocket protocol and its ping/pong govern it.
 
@@ -33,7 +36,11 @@ import time
 from asyncio import TimerHandle
 from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
@@ -47,6 +54,7 @@ __all__ = [
     "WebSocketProtocol",
     "http_protocol",
     "raise_fd_limit",
+    "send_response",
 ]
 
 log = logging.getLogger("reactive.server")
@@ -474,3 +482,63 @@ def _text_frame(text: str) -> bytes:
     if size < 65536:
         return _HEADER_16.pack(0x81, 126, size) + data
     return _HEADER_64.pack(0x81, 127, size) + data
+
+
+class _HeldWrites:
+    """Stands in for a response cycle's transport while it sends one whole response.
+
+    Collects the cycle's writes and writes them as one (:meth:`release`); anything else
+    is the transport's. A ``close`` (uvicorn closes after the last body of a connection
+    that is not kept alive) writes what is held first.
+    """
+
+    __slots__ = ("chunks", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
+
+    def release(self) -> None:
+        """Write what is held, in one write (dropped if the connection is closing)."""
+        chunks = self.chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def send_response(send: Any, start: dict[str, Any], body: dict[str, Any]) -> None:
+    """``await send(start)``, then ``await send(body)`` (the last body), as one write.
+
+    uvicorn's httptools cycle writes the status line and headers, then the body: two
+    writes to the socket, so two system calls and, on the other side, often two wake-ups
+    and reads for one small response. When ``send`` is that cycle's (the app was not
+    wrapped by middleware that replaces it), its transport is held in between and the
+    two are written together; otherwise (another server, a wrapped ``send``) this is
+    just the two sends. Messages, errors and ordering are those of the two sends.
+    """
+    cycle = getattr(send, "__self__", None)
+    if type(cycle) is not RequestResponseCycle:
+        await send(start)
+        await send(body)
+        return
+    transport = cycle.transport
+    held = _HeldWrites(transport)
+    cycle.transport = held  # type: ignore[assignment]
+    try:
+        await send(start)
+        await send(body)
+    finally:
+        cycle.transport = transport
+        held.release()
