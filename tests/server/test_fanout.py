@@ -19,6 +19,7 @@ import base64
 import json
 import resource
 import struct
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,7 +106,7 @@ class RawClient:
         self.transitions = 0
 
     @classmethod
-    async def connect(cls, url: str, deflate: bool = False) -> RawClient:
+    async def connect(cls, url: str, deflate: bool = False, client_ts: int = 0) -> RawClient:
         ws = await websockets.connect(
             url,
             open_timeout=60,
@@ -121,7 +122,7 @@ class RawClient:
                     "sessionId": str(uuid.uuid4()),
                     "connectionCount": 0,
                     "lastCloseReason": "InitialConnect",
-                    "clientTs": 0,
+                    "clientTs": client_ts,
                 }
             )
         )
@@ -330,13 +331,17 @@ async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
     """Sockets that share a fan-out's memo of frames still get frames of their own state.
 
     The twelve sockets watch one shared query under three query ids; half of them watch
-    it under a second id too and are one query-set version ahead. After each commit,
-    every socket's Transition starts at its own last version (RawClient checks), ends at
-    its own query-set version, and updates exactly the ids it watches, each with the new
-    result.
+    it under a second id too and are one query-set version ahead; a quarter report a clock
+    an hour slow. After each commit, every socket's Transition starts at its own last
+    version (RawClient checks), ends at its own query-set version, carries its own clock
+    skew, and updates exactly the ids it watches, each with the new result.
     """
     ws_url = fanout_server.url.replace("http://", "ws://") + "/api/sync"
-    clients = [await RawClient.connect(ws_url) for _ in range(12)]
+    slow = [n % 4 == 0 for n in range(12)]
+    hour_ago_ms = int(time.time() * 1000) - 3_600_000
+    clients = [
+        await RawClient.connect(ws_url, client_ts=hour_ago_ms if slow[n] else 0) for n in range(12)
+    ]
     writer = await RawClient.connect(ws_url)
 
     def add(query_id: int) -> dict[str, Any]:
@@ -381,13 +386,18 @@ async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
                     "args": [{"label": labels[-1]}],
                 }
             )
-            for client, ids in zip(clients, watched, strict=True):
+            for client, ids, late in zip(clients, watched, slow, strict=True):
                 while True:
                     message = await asyncio.wait_for(client.receive(), 30)
                     if message["type"] != "Transition" or not message["modifications"]:
                         continue
                     mods = message["modifications"]
                     assert message["endVersion"]["querySet"] == (2 if 100 in ids else 1)
+                    skew = message["clientClockSkew"]
+                    if late:
+                        assert -3_700_000 < skew < -3_500_000, skew
+                    else:
+                        assert skew is None, skew
                     assert {mod["queryId"] for mod in mods} == ids, (mods, ids)
                     assert len(mods) == len(ids)
                     values = [mod["value"] for mod in mods]
