@@ -1079,16 +1079,25 @@ mod tests {
     }
 
     /// This process's POSIX (`fcntl`) locks on the file `path` names, from `/proc/locks`.
+    /// This process's POSIX locks on `path`'s inode, as `/proc/locks` lists them.
+    ///
+    /// `/proc/locks` is one list for the whole machine, read in pieces: a file locked or
+    /// unlocked elsewhere (another test thread's database) between two reads of it can
+    /// shift an entry across the boundary and drop it from what is read. So it is read
+    /// in one `read` call into a large buffer (the kernel lists it in one pass then), and
+    /// [`posix_locks_until`] reads again until what it sees is what a check expects.
     fn posix_locks(path: &Path) -> Vec<String> {
+        use std::io::Read as _;
         let ino = std::fs::metadata(path).unwrap().ino();
-        let pid = std::process::id();
-        std::fs::read_to_string("/proc/locks")
-            .unwrap()
+        let pid = std::process::id().to_string();
+        let mut buf = vec![0u8; 4 << 20];
+        let n = File::open("/proc/locks").unwrap().read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n])
             .lines()
             .filter(|l| l.contains("POSIX"))
             .filter(|l| {
                 let fields: Vec<&str> = l.split_whitespace().collect();
-                fields.get(4) == Some(&pid.to_string().as_str())
+                fields.get(4) == Some(&pid.as_str())
                     && fields
                         .get(5)
                         .is_some_and(|d| d.ends_with(&format!(":{ino}")))
@@ -1100,6 +1109,21 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    /// [`posix_locks`] once `expected` holds of them (read again up to 50 times, 2 ms
+    /// apart), else the last reading: a lock that is really held, or really gone, shows
+    /// in the first consistent reading.
+    fn posix_locks_until(path: &Path, expected: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mut locks = posix_locks(path);
+        for _ in 0..50 {
+            if expected(&locks) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            locks = posix_locks(path);
+        }
+        locks
     }
 
     fn snapshot(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
@@ -1128,7 +1152,7 @@ mod tests {
         let path = dir.path().join("a.db");
         let db = SqlitePersistence::open(&path).unwrap();
         db.set_global("probe", b"1").unwrap();
-        let held = posix_locks(&path);
+        let held = posix_locks_until(&path, |l| !l.is_empty());
         assert!(
             !held.is_empty(),
             "the connection holds POSIX locks on the file"
@@ -1150,14 +1174,19 @@ mod tests {
             );
             assert!(message.contains(&name.display().to_string()), "{message}");
             // The refusal closed no descriptor of the file: the connection's locks stand.
-            assert_eq!(posix_locks(&path), held, "after opening {}", name.display());
+            assert_eq!(
+                posix_locks_until(&path, |l| l == held.as_slice()),
+                held,
+                "after opening {}",
+                name.display()
+            );
         }
         db.set_global("probe", b"2").unwrap();
         assert_eq!(db.get_global("probe").unwrap().as_deref(), Some(&b"2"[..]));
 
         // The check above can fail: closing any descriptor of the file drops the locks.
         drop(File::open(dir.path().join("hard.db")).unwrap());
-        assert!(posix_locks(&path).is_empty());
+        assert!(posix_locks_until(&path, <[String]>::is_empty).is_empty());
         drop(db);
 
         // Closed, it opens again, under any name.
