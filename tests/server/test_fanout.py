@@ -131,6 +131,17 @@ class RawClient:
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
 
+    async def add_label(self, request_id: int, label: str) -> None:
+        """Send the Mutation ``fan:add`` of ``label``."""
+        await self.send(
+            {
+                "type": "Mutation",
+                "requestId": request_id,
+                "udfPath": "fan:add",
+                "args": [{"label": label}],
+            }
+        )
+
     async def receive(self) -> dict[str, Any]:
         """The next message that is not a Ping; Transitions are checked and applied."""
         while True:
@@ -302,14 +313,7 @@ async def test_fanout_path_frames_with_and_without_compression(
         labels: list[str] = []
         for n in range(5):
             labels.append(f"label-{n}")
-            await writer.send(
-                {
-                    "type": "Mutation",
-                    "requestId": n,
-                    "udfPath": "fan:add",
-                    "args": [{"label": labels[-1]}],
-                }
-            )
+            await writer.add_label(n, labels[-1])
             for client in clients:
                 while True:
                     value, _ = await asyncio.wait_for(client.result(7), 30)
@@ -378,14 +382,7 @@ async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
         labels: list[str] = []
         for n in range(3):
             labels.append(f"state-{n}")
-            await writer.send(
-                {
-                    "type": "Mutation",
-                    "requestId": n,
-                    "udfPath": "fan:add",
-                    "args": [{"label": labels[-1]}],
-                }
-            )
+            await writer.add_label(n, labels[-1])
             for client, ids, late in zip(clients, watched, slow, strict=True):
                 while True:
                     message = await asyncio.wait_for(client.receive(), 30)

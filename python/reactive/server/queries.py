@@ -170,9 +170,7 @@ class SharedQuery:
     def _delivery(self) -> Delivery:
         """The shared state of a batch of ``query_ready`` calls, at the newest snapshot."""
         ts = self._cache.db.published_timestamp
-        latest = self.latest
-        holds = latest is not None and latest.valid_ts <= ts < latest.stale_ts
-        return Delivery(ts, latest.result if holds and latest is not None else None)
+        return Delivery(ts, self.cached_at(ts))
 
     def cached_at(self, ts: int) -> QueryResult | None:
         """The result at snapshot ``ts`` if one is held (no run needed), else ``None``."""

@@ -415,7 +415,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_paused = False
         super().resume_writing()
 
-    def write_text(self, text: str, frames: dict[str, bytes] | None = None) -> None:
+    def write_text(self, text: str, frames: dict[str, bytes]) -> None:
         """Write one text frame now (call only when :meth:`can_write` is true).
 
         Without negotiated extensions the frame is built here (RFC 6455 §5.2: FIN + text
@@ -428,9 +428,6 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.conn.extensions:
             self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
-            return
-        if frames is None:
-            self.transport.write(_text_frame(text))
             return
         frame = frames.get(text)
         if frame is None:

@@ -576,7 +576,7 @@ class SyncSession:
         query_ids: Iterable[int],
         result: QueryResult,
         server_ts_ns: int,
-        texts: dict[Any, tuple[str, str]] | None = None,
+        texts: dict[Any, tuple[str, str]],
     ) -> str | None:
         """The frame of a transition to snapshot ``ts`` where ``query_ids`` hold ``result``.
 
@@ -616,9 +616,6 @@ class SyncSession:
                 sent[query_id] = fingerprint
                 changed.append(query_id)
         query_set, identity = self.received_query_set, self.received_identity
-        if texts is None:
-            mods = [_modification(query_id, result) for query_id in changed]
-            return self._transition_text(query_set, identity, ts, mods, server_ts_ns)
         ts = max(ts, self.version_ts)
         if not changed and self._unchanged(query_set, identity, ts):
             return ""
