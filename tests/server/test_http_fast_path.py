@@ -12,6 +12,7 @@ and must go on serving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import socket
@@ -24,7 +25,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from reactive.server.app import ServerConfig, create_app
+from reactive.server.app import GC_GEN0_THRESHOLD, ServerConfig, create_app
 
 ServerProcess = Any  # tests/server/conftest.py's ServerProcess
 
@@ -515,3 +516,25 @@ async def test_concurrent_requests_on_a_real_server(served: ServerProcess) -> No
         await asyncio.gather(*(one(i) for i in range(50)))
         r = await http.post("/api/query", json={"path": "fp:count"})
         assert r.json()["value"] == 50.0
+
+
+async def test_a_server_raises_the_collectors_first_threshold(
+    make_app: Callable[[dict[str, str]], Path], tmp_path: Path
+) -> None:
+    before = gc.get_threshold()
+    try:
+        for given, expected in ((700, GC_GEN0_THRESHOLD), (0, 0), (50_000, 50_000)):
+            gc.set_threshold(given, 11, 12)
+            config = ServerConfig(
+                db_url=f"sqlite:///{tmp_path / f'gc{given}.db'}", app=str(make_app(APP_FILES))
+            )
+            server = create_app(config).state.server
+            await server.open()
+            try:
+                # Raised from Python's default, never lowered, and left off when it is off;
+                # the older generations' thresholds are the caller's.
+                assert gc.get_threshold() == (expected, 11, 12), given
+            finally:
+                await server.close()
+    finally:
+        gc.set_threshold(*before)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -90,6 +91,19 @@ def _exit_for_restart(reason: str) -> None:
 
 """How long shutdown waits for the database to write what is queued."""
 SWITCH_INTERVAL_S = 0.001
+GC_GEN0_THRESHOLD = 10_000
+"""The cyclic collector's first threshold in a server (Python's default is 700).
+
+Python runs a young-generation collection each time 700 more container objects (dicts,
+lists, coroutines, futures) were made than freed. A server under load has thousands of
+them alive at any moment in the requests under way, so at 700 it collects every few
+hundred requests, and each collection promotes the requests' live objects to the older
+generations, whose full collections then walk every object of the process (17 ms each
+with the example app loaded). Measured with 64 HTTP clients creating documents: 5.7 % of
+the server's CPU went to the collector at 700, under 0.2 % at 10,000, with
+about 6 % more creates per second. Garbage without cycles is freed at once either way (by
+reference counting); only cyclic garbage waits longer, at most this many objects.
+"""
 
 
 @dataclass
@@ -230,6 +244,9 @@ class Server:
         # the sockets within 1 ms (Python's default is 5 ms), so a function computing on
         # its thread delays other clients by milliseconds, not tens of them.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        gen0, gen1, gen2 = gc.get_threshold()
+        if 0 < gen0 < GC_GEN0_THRESHOLD:  # 0: the collector is off; leave it so
+            gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
         options = {"storage_dir": self.config.storage_path(), **self.config.open_options}
         if self.config.cluster_key is not None:
             lease_timeout_s = self.config.cluster_lease_timeout_s
