@@ -35,15 +35,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -122,15 +120,18 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-@dataclass(frozen=True)
-class FunctionRun:
-    """One function run, as :class:`FunctionLog` keeps it.
+class FunctionRun(NamedTuple):
+    """One function run, as :class:`FunctionLog` keeps it (immutable).
 
     ``started`` is seconds since the epoch; ``duration_s`` seconds; ``error`` the class name
     of what it raised (``None`` on success) and ``error_message`` its text
     (``"Uncaught Error: boom"``); ``caller`` the identity's ``tokenIdentifier`` (``None``
     unauthenticated); ``cursor_ms`` the run's position in the log (milliseconds since the
     epoch when it was recorded, strictly increasing: what log readers page by).
+
+    A named tuple rather than a frozen dataclass: one is made per function run, and a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about
+    1 µs for these ten fields, against 0.15 µs).
     """
 
     path: str
@@ -165,7 +166,7 @@ class FunctionLog:
         with self._lock:
             cursor = max(time.time() * 1000.0, self._last_cursor + 0.001)
             self._last_cursor = cursor
-            self._runs.append(dataclasses.replace(run, cursor_ms=cursor))
+            self._runs.append(run._replace(cursor_ms=cursor))
             waiters = self._take_waiters()
         self._wake(waiters)
 
