@@ -44,6 +44,15 @@ async def busy(ctx):
     return "done"
 
 
+@query(args={"n": v.float64()})
+async def steady(ctx, n):
+    THREADS.setdefault("steady", []).append(threading.get_ident())
+    end = time.monotonic() + 0.015  # within the inline budget (25 ms) each
+    while time.monotonic() < end:
+        pass
+    return n
+
+
 @query(args={})
 def spin(ctx):
     while True:
@@ -113,8 +122,11 @@ def _module(db: Any) -> Any:
     return importlib.import_module(f"{db.app.name}.m")
 
 
-async def _loop_stall_while(coro: Any) -> tuple[Any, float]:
-    """Await ``coro`` while a ticker measures the longest gap of the event loop (s)."""
+async def _loop_stall_while(coro: Any, pause_s: float = 0.005) -> tuple[Any, float]:
+    """Await ``coro`` while a ticker measures the longest gap of the event loop (s).
+
+    The ticker sleeps ``pause_s`` between ticks: 0 ticks once per turn of the loop.
+    """
     worst = 0.0
     done = asyncio.Event()
 
@@ -122,7 +134,7 @@ async def _loop_stall_while(coro: Any) -> tuple[Any, float]:
         nonlocal worst
         last = time.monotonic()
         while not done.is_set():
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(pause_s)
             now = time.monotonic()
             worst = max(worst, now - last)
             last = now
@@ -152,6 +164,25 @@ async def test_busy_async_query_moves_to_workers_for_good(db: Any) -> None:
     threads = _module(db).THREADS["busy"]
     assert threads[0] == threading.get_ident()  # the first, interrupted attempt
     assert all(t != threading.get_ident() for t in threads[1:]), threads
+
+
+async def test_handlers_within_budget_do_not_add_up_in_one_turn(db: Any) -> None:
+    # 16 runs of 15 ms each start in the same turn of the loop: inline one after another
+    # they would hold it for 240 ms. Past TURN_BUDGET_S (50 ms) a turn's runs wait for the
+    # next turn, so the loop polls and runs its other tasks (the ticker, once per turn)
+    # every 4 runs or so.
+
+    async def calls() -> list[Any]:
+        # The tasks start once the ticker runs (gather() would start them at once).
+        return list(
+            await asyncio.gather(*(db.query("m:steady", {"n": float(i)}) for i in range(16)))
+        )
+
+    result, stall = await _loop_stall_while(calls(), pause_s=0)
+    assert result == [float(i) for i in range(16)]
+    threads = _module(db).THREADS["steady"]
+    assert threads == [threading.get_ident()] * 16  # all inline, none run twice
+    assert stall < 0.15, stall
 
 
 async def test_plain_def_spinning_query_is_stopped(db: Any) -> None:

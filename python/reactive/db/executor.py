@@ -12,6 +12,12 @@ Two paths (the runner picks one per call):
   call such as ``time.sleep``), its work is discarded, and the run starts again on a
   worker thread with what is left of its time limit; that function then always runs on
   workers. So a busy handler holds the loop for at most a few tens of milliseconds, once.
+  Handlers that each fit the budget can still add up within one turn of the loop (many
+  tasks ready at once: a commit's query re-runs, a query batch, many callers): once the
+  inline steps of a turn have taken :data:`TURN_BUDGET_S`, the runs that would start in
+  that turn wait for the next one (:func:`turn_spent`), so the loop polls its sockets
+  between. They still run inline: sending them to worker threads instead would have the
+  loop compete with those threads for the GIL.
   A handler that suspends (awaits something other than ``ctx.db``) keeps the loop free
   meanwhile; its time limit is a timer that cancels it.
 * **Worker threads** (plain ``def`` handlers, actions, functions that were too busy
@@ -63,6 +69,7 @@ from reactive.errors import FunctionTimeoutError, TooManyRequestsError
 
 __all__ = [
     "INLINE_BUDGET_S",
+    "TURN_BUDGET_S",
     "Executor",
     "Offload",
     "RunInterrupted",
@@ -71,6 +78,7 @@ __all__ = [
     "inline_possible",
     "run_inline",
     "run_inline_rest",
+    "turn_spent",
 ]
 
 log = logging.getLogger("reactive.executor")
@@ -78,6 +86,14 @@ log = logging.getLogger("reactive.executor")
 _INTERRUPT_REPEAT_S = 1.0
 INLINE_BUDGET_S = 0.025
 """How long one step of an inline handler may hold the event loop (seconds)."""
+TURN_BUDGET_S = 0.05
+"""Inline handler time one turn of the event loop may hold (seconds), summed over steps.
+
+Past it, the runs that would start in the same turn wait for the next turn (see
+:func:`turn_spent`); the count restarts there, after the loop has polled its sockets. So
+the loop goes at most about ``TURN_BUDGET_S + INLINE_BUDGET_S`` without serving its
+sockets because of inline handlers.
+"""
 _worker_state = threading.local()
 
 
@@ -112,6 +128,13 @@ class _LoopGuard:
         self.active = False
         self.installed: bool | None = None
         self.collecting = False
+        # Seconds of inline steps in the current turn of the loop ``_turn_loop``, and
+        # whether the reset at its next turn is scheduled (see TURN_BUDGET_S). A loop
+        # that closes with the reset still scheduled leaves it unrun: the next loop on
+        # this thread starts afresh.
+        self.turn_used = 0.0
+        self._turn_reset = False
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
         # The one bound method installed as the handler: ``usable`` compares by identity.
         self._handler = self._on_alarm
         gc.callbacks.append(self._on_gc)
@@ -167,10 +190,26 @@ class _LoopGuard:
         self.active = False
         signal.setitimer(signal.ITIMER_REAL, 0)
 
+    def _new_turn(self) -> None:
+        # Called soon after a turn's first step: in the loop's next turn, which polls
+        # the sockets first (a callback scheduled during a turn runs in the next one).
+        self.turn_used = 0.0
+        self._turn_reset = False
+
     def step(self, method: Callable[[Any], Any], arg: Any) -> Any:
-        """``method(arg)`` with the loop guarded; raises RunInterrupted when too long."""
+        """``method(arg)`` with the loop guarded; raises RunInterrupted when too long.
+
+        The step's time counts toward the loop's turn (:data:`TURN_BUDGET_S`).
+        """
         if self.active or not self.installed:
             return method(arg)  # a step inside a step (the outer one is timed), or no guard
+        loop = _running_loop()
+        if self._turn_loop is not loop:
+            self._turn_loop, self.turn_used, self._turn_reset = loop, 0.0, False
+        if not self._turn_reset:
+            self._turn_reset = True
+            loop.call_soon(self._new_turn)
+        started = _perf_counter()
         try:
             self.active = True
             _setitimer(_ITIMER_REAL, INLINE_BUDGET_S)
@@ -179,6 +218,7 @@ class _LoopGuard:
             finally:
                 self.active = False  # _leave(), inline: this runs for every step
                 _setitimer(_ITIMER_REAL, 0)
+                self.turn_used += _perf_counter() - started
         except RunInterrupted:
             while True:  # an alarm may land inside _leave itself: leave for sure
                 try:
@@ -226,6 +266,8 @@ _FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
 # no setitimer the guard is never installed, so step() never calls it.
 _setitimer: Callable[[int, float], Any] = getattr(signal, "setitimer", lambda which, s: None)
 _ITIMER_REAL: int = getattr(signal, "ITIMER_REAL", 0)
+_perf_counter = time.perf_counter
+_running_loop = asyncio.get_running_loop
 _ON_GC_CODE = _LoopGuard._on_gc.__code__
 _MAIN_THREAD_ID = threading.main_thread().ident
 # signal.getsignal converts the handler to a ``Handlers`` enum member (microseconds);
@@ -239,6 +281,16 @@ _GUARD = _LoopGuard()
 def inline_possible() -> bool:
     """True when handlers may run inline on the current (main) thread's loop."""
     return _GUARD.usable()
+
+
+def turn_spent() -> bool:
+    """True when this turn of the running loop has had its inline time (TURN_BUDGET_S).
+
+    A run about to start inline then waits for the next turn (``await asyncio.sleep(0)``
+    until this is false): the loop polls its sockets first, and the count restarts.
+    """
+    guard = _GUARD
+    return guard.turn_used >= TURN_BUDGET_S and guard._turn_loop is _running_loop()
 
 
 class _Inline:

@@ -48,6 +48,7 @@ from reactive.db.executor import (
     inline_first_step,
     inline_possible,
     run_inline_rest,
+    turn_spent,
 )
 from reactive.errors import (
     ArgumentValidationError,
@@ -258,6 +259,10 @@ class Runner:
             and self._is_async(handler)
             and inline_possible()
         ):
+            while turn_spent():
+                # Inline runs had this turn of the loop long enough: let it serve its
+                # sockets first (executor.TURN_BUDGET_S).
+                await asyncio.sleep(0)
             coro = handler(ctx, **args)
             finished, state = inline_first_step(coro)
             if finished:
