@@ -185,6 +185,31 @@ async def test_handlers_within_budget_do_not_add_up_in_one_turn(db: Any) -> None
     assert stall < 0.15, stall
 
 
+async def test_a_caller_running_back_to_back_does_not_starve_others(db: Any) -> None:
+    # One task runs 20 queries of 15 ms back to back: each returns without suspending,
+    # so the task goes straight on to its next run. It waits once a turn is spent, but if
+    # it were let go first in every new turn it would take each turn's budget before a
+    # query that another task started meanwhile (that one would finish last). Runs that
+    # wait for a turn are served in arrival order, and a newcomer queues behind them.
+    order: list[str] = []
+
+    async def hog() -> None:
+        for i in range(20):
+            await db.query("m:steady", {"n": float(i)})
+            order.append(f"hog{i}")
+
+    async def other() -> None:
+        await asyncio.sleep(0)  # the hog is under way
+        assert await db.query("m:steady", {"n": 100.0}) == 100.0
+        order.append("other")
+
+    await asyncio.gather(hog(), other())
+    assert len(order) == 21
+    assert order.index("other") < 12, order
+    threads = _module(db).THREADS["steady"]
+    assert threads == [threading.get_ident()] * 21  # all inline
+
+
 async def test_plain_def_spinning_query_is_stopped(db: Any) -> None:
     started = time.monotonic()
     result, stall = await _loop_stall_while(db.query("m:spin"))

@@ -15,9 +15,11 @@ Two paths (the runner picks one per call):
   Handlers that each fit the budget can still add up within one turn of the loop (many
   tasks ready at once: a commit's query re-runs, a query batch, many callers): once the
   inline steps of a turn have taken :data:`TURN_BUDGET_S`, the runs that would start in
-  that turn wait for the next one (:func:`turn_spent`), so the loop polls its sockets
-  between. They still run inline: sending them to worker threads instead would have the
-  loop compete with those threads for the GIL.
+  that turn wait for a later one (:func:`wait_turn`), so the loop polls its sockets
+  between. They wait in arrival order, and a run that starts while others wait queues
+  behind them, so one caller starting runs back to back cannot starve the others. They
+  still run inline: sending them to worker threads instead would have the loop compete
+  with those threads for the GIL.
   A handler that suspends (awaits something other than ``ctx.db``) keeps the loop free
   meanwhile; its time limit is a timer that cancels it.
 * **Worker threads** (plain ``def`` handlers, actions, functions that were too busy
@@ -57,6 +59,7 @@ import contextlib
 import contextvars
 import ctypes
 import gc
+import heapq
 import inspect
 import logging
 import signal
@@ -76,9 +79,11 @@ __all__ = [
     "in_worker",
     "inline_first_step",
     "inline_possible",
+    "must_wait_turn",
     "run_inline",
     "run_inline_rest",
     "turn_spent",
+    "wait_turn",
 ]
 
 log = logging.getLogger("reactive.executor")
@@ -286,11 +291,85 @@ def inline_possible() -> bool:
 def turn_spent() -> bool:
     """True when this turn of the running loop has had its inline time (TURN_BUDGET_S).
 
-    A run about to start inline then waits for the next turn (``await asyncio.sleep(0)``
-    until this is false): the loop polls its sockets first, and the count restarts.
+    A run about to start inline then waits for a later turn (:func:`wait_turn`): the loop
+    polls its sockets first, and the count restarts.
     """
     guard = _GUARD
     return guard.turn_used >= TURN_BUDGET_S and guard._turn_loop is _running_loop()
+
+
+class _TurnQueue:
+    """Inline runs waiting for a turn of the loop with time left, served in arrival order.
+
+    Each waiter holds a ticket. One turn after the first waiter queued, every waiter is
+    woken in ticket order; those that find the turn spent again queue again with the same
+    ticket (a heap keeps the order). While anyone waits or has been woken but not yet
+    resumed, a newcomer queues too, behind them: a task that starts runs back to back
+    (its next run follows its last without suspending) cannot keep taking every new
+    turn's budget ahead of the runs that were already waiting.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.heap: list[tuple[int, asyncio.Future[None]]] = []
+        self.tickets = 0
+        self.woken = 0  # waiters released whose tasks have not resumed yet
+        self.release_scheduled = False
+
+    def busy(self) -> bool:
+        """True when runs of the running loop wait (or were just woken) for a turn."""
+        return (bool(self.heap) or self.woken > 0) and self.loop is _running_loop()
+
+    def _release(self) -> None:
+        self.release_scheduled = False
+        heap = self.heap
+        while heap:
+            _, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(None)
+                self.woken += 1
+
+    async def wait(self) -> None:
+        loop = _running_loop()
+        if self.loop is not loop:
+            # A new loop (the previous one closed, with whatever waited on it).
+            self.loop, self.heap, self.woken, self.release_scheduled = loop, [], 0, False
+        self.tickets += 1
+        ticket = self.tickets
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self.heap, (ticket, fut))
+            if not self.release_scheduled:
+                self.release_scheduled = True
+                loop.call_soon(self._release)
+            try:
+                await fut
+            finally:
+                if fut.done() and not fut.cancelled() and self.loop is loop:
+                    self.woken -= 1
+            if not turn_spent():
+                return
+
+
+_TURNS = _TurnQueue()
+
+
+def must_wait_turn() -> bool:
+    """True when a run about to start inline should first :func:`wait_turn`.
+
+    The turn's inline time is spent (:data:`TURN_BUDGET_S`), or other runs already wait
+    for a turn (they go first). Cheap: called before every inline run.
+    """
+    return turn_spent() or _TURNS.busy()
+
+
+async def wait_turn() -> None:
+    """Wait, in arrival order among waiting runs, for a turn with inline time left.
+
+    Raises:
+        asyncio.CancelledError: the waiting task was cancelled (its place is given up).
+    """
+    await _TURNS.wait()
 
 
 class _Inline:

@@ -47,8 +47,9 @@ from reactive.db.executor import (
     in_worker,
     inline_first_step,
     inline_possible,
+    must_wait_turn,
     run_inline_rest,
-    turn_spent,
+    wait_turn,
 )
 from reactive.errors import (
     ArgumentValidationError,
@@ -259,10 +260,11 @@ class Runner:
             and self._is_async(handler)
             and inline_possible()
         ):
-            while turn_spent():
-                # Inline runs had this turn of the loop long enough: let it serve its
-                # sockets first (executor.TURN_BUDGET_S).
-                await asyncio.sleep(0)
+            if must_wait_turn():
+                # Inline runs had this turn of the loop long enough, or others wait for
+                # a turn: let it serve its sockets first, and the waiting runs in order
+                # (executor.TURN_BUDGET_S).
+                await wait_turn()
             coro = handler(ctx, **args)
             finished, state = inline_first_step(coro)
             if finished:

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +179,7 @@ class Connection:
         "_send_timeout_s",
         "_tasks",
         "_watching",
+        "query_stale",
         "server",
         "session",
         "ws",
@@ -207,6 +209,11 @@ class Connection:
         self._watching: dict[SharedQuery, set[int]] = {}
         # held shared queries whose result went stale since the last transition
         self._dirty: set[SharedQuery] = set()
+        # The cache calls this as a commit that touches a held query is published: the
+        # set's own ``add``, so marking thousands of sockets runs no Python frame per
+        # socket (an entry is watched only while this socket holds it: no check needed).
+        # ``_dirty`` is therefore never replaced, only cleared.
+        self.query_stale: Callable[[SharedQuery], None] = self._dirty.add
         self._changed_pending = False
         self._send_started: float | None = None
         self._buffered = 0
@@ -231,11 +238,6 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
 
     # -- the shared query cache calls these ----------------------------------------------------
-
-    def query_stale(self, entry: SharedQuery) -> None:
-        """A held query's result went stale (called as the commit is published)."""
-        if entry in self._watching:
-            self._dirty.add(entry)
 
     def query_ready(self, entry: SharedQuery, delivery: Delivery | None) -> None:
         """A stale query's new result is computed: time for a transition.
@@ -618,7 +620,8 @@ class Connection:
             self._spawn(self._after_publish(effect), "reactive-transition")
             return None
         ts = db.published_timestamp
-        dirty, self._dirty = self._dirty, set()
+        dirty = self._dirty.copy()
+        self._dirty.clear()
         stale_ids = [qid for entry in dirty for qid in self._watching.get(entry, ())]
         if not stale_ids and not effect.added and effect.min_ts == 0:
             return 0, {}  # nothing changed: the session sends nothing unless it must

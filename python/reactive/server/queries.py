@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,7 +52,11 @@ class Watcher(Protocol):
     """What a socket gives the cache to hear about its queries (hashable)."""
 
     def query_stale(self, entry: SharedQuery) -> None:
-        """``entry``'s latest result no longer holds at the newest snapshot."""
+        """``entry``'s latest result no longer holds at the newest snapshot.
+
+        Called as the commit is published, for every watcher at once: keep it cheap (a
+        socket gives its stale set's ``add``). It must not acquire or release queries.
+        """
 
     def query_ready(self, entry: SharedQuery, delivery: Delivery | None) -> None:
         """``entry``'s re-run after a commit finished (``delivery``: its shared state)."""
@@ -125,6 +130,8 @@ class SharedQuery:
         self.latest: _Version | None = None
         self.subscription: int | None = None
         self.watchers: dict[Watcher, int] = {}
+        # Each watcher's ``query_stale``, looked up once (the invalidation path).
+        self._marks: dict[Watcher, Callable[[SharedQuery], None]] = {}
         self.refs = 0
         self.runs = 0
         self._running: dict[int, asyncio.Future[QueryResult]] = {}
@@ -141,8 +148,8 @@ class SharedQuery:
             latest.stale_ts = max(ts, latest.valid_ts + 1)
         if not self.watchers:
             return
-        for watcher in list(self.watchers):
-            watcher.query_stale(self)
+        for mark in tuple(self._marks.values()):
+            mark(self)
         self._cache._schedule_refresh(self)
 
     async def _rerun(self) -> None:
@@ -344,7 +351,10 @@ class QueryCache:
             entry = SharedQuery(self, key, fn, args, identity, journal)
             self._entries[key] = entry
         entry.refs += 1
-        entry.watchers[watcher] = entry.watchers.get(watcher, 0) + 1
+        uses = entry.watchers.get(watcher, 0)
+        entry.watchers[watcher] = uses + 1
+        if not uses:
+            entry._marks[watcher] = watcher.query_stale
         return entry
 
     def _rekey(self, entry: SharedQuery) -> None:
@@ -361,6 +371,7 @@ class QueryCache:
             entry.watchers[watcher] = uses
         else:
             entry.watchers.pop(watcher, None)
+            entry._marks.pop(watcher, None)
         entry.refs -= 1
         if entry.refs > 0:
             return
