@@ -26,6 +26,7 @@ import gc
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,10 @@ log = logging.getLogger("reactive.server")
 
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
 CLOSE_TIMEOUT_S = 10.0
+"""How long shutdown waits for the database to write what is queued."""
+PING_SWEEP_BATCH = 1000
+"""Sockets the once-a-second ping and stalled-send check visits between two yields to the
+event loop (10,000 sockets in one go held it for about 90 ms)."""
 #: Exit status of a cluster process that must start over (EX_TEMPFAIL).
 EXIT_RESTART = 75
 
@@ -89,7 +94,6 @@ def _exit_for_restart(reason: str) -> None:
     os._exit(EXIT_RESTART)
 
 
-"""How long shutdown waits for the database to write what is queued."""
 SWITCH_INTERVAL_S = 0.001
 GC_GEN0_THRESHOLD = 10_000
 """The cyclic collector's first threshold in a server (Python's default is 700).
@@ -329,11 +333,17 @@ class Server:
         await self.admin.open(self.config.storage_path())
 
     async def _ping(self) -> None:
-        # One timer for every socket (a task per socket costs wake-ups at fan-out scale).
+        # One timer for every socket (a task per socket costs wake-ups at fan-out scale),
+        # which lets the loop serve others between sweeps of PING_SWEEP_BATCH sockets.
         while True:
             await asyncio.sleep(self.ping_check_s)
-            for conn in list(self.connections):
-                conn.ping_due()
+            connections = list(self.connections)
+            for start in range(0, len(connections), PING_SWEEP_BATCH):
+                if start:
+                    await asyncio.sleep(0)
+                now = time.monotonic()
+                for conn in connections[start : start + PING_SWEEP_BATCH]:
+                    conn.ping_due(now)
 
     async def _prune(self) -> None:
         while True:

@@ -178,6 +178,7 @@ class Connection:
         "_send_started",
         "_send_timeout_s",
         "_tasks",
+        "_transport",
         "_watching",
         "query_stale",
         "server",
@@ -231,6 +232,9 @@ class Connection:
         self._proto: WebSocketProtocol | None = (
             proto if isinstance(proto, WebSocketProtocol) else None
         )
+        # Its transport, when the server exposes it (the stalled-send watch reads its
+        # write buffer once a second for every socket: read it from here, not the scope).
+        self._transport: asyncio.Transport | None = websocket.scope.get("reactive.transport")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -463,7 +467,7 @@ class Connection:
         written to the buffer at once; the next send waits while it is full), else on a
         send that has been waiting.
         """
-        transport = self.ws.scope.get("reactive.transport")
+        transport = self._transport
         if transport is not None:
             buffered = transport.get_write_buffer_size()
             if buffered == 0 or buffered < self._buffered:
@@ -478,11 +482,13 @@ class Connection:
         if isinstance(message, Authenticate):
             await self.server.authenticate.prepare(message.token_type, message.value)
 
-    def ping_due(self) -> None:
-        """The server's ping timer ticked (one timer for all sockets, each second)."""
+    def ping_due(self, now: float) -> None:
+        """The server's ping timer ticked at ``now`` (``time.monotonic()``, s).
+
+        One timer for all sockets, each second.
+        """
         if self._closed:
             return
-        now = time.monotonic()
         if not self.session.connected and now - self._opened_at > self._connect_timeout_s:
             # A socket that never says Connect holds a descriptor for nothing: end it.
             self._closed = True
@@ -495,7 +501,7 @@ class Connection:
                 "cutting off a socket whose client read nothing for %g s", self._send_timeout_s
             )
             self._closed = True
-            transport = self.ws.scope.get("reactive.transport")
+            transport = self._transport
             if transport is not None:
                 transport.abort()
             if self._main is not None:
