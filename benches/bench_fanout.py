@@ -21,6 +21,15 @@ the same receive path, so the ratio compares the servers: ratio = anchor ÷ reac
 target is ≥ 0.8: at most 1.25x the time of a bare broadcast). Figures are medians of the
 repetitions (10 full, 5 quick).
 
+Placement (since 2026-12-08): with two CPUs or more, both servers run on CPU 0 and the
+client process on CPU 1, and the client's event loop is uvloop's when it is installed (it
+is a dependency of the server). Before, nothing was pinned and the client ran on asyncio's
+default loop, which needs about 15 µs of CPU per received frame: the client was then the
+slower side, and the scheduler often woke it on the server's CPU (run-queue waits of 7-8 ms
+per fan-out measured on either side), so the same code measured anywhere from 0.45x to
+1.35x between runs. Pinned, with a client that receives a frame in about 7 µs, the elapsed
+time follows the servers' CPU and repeats within a few percent.
+
 More rows: the server CPU per fan-out (``/proc/<pid>/task/*/schedstat``, steadier than
 elapsed time on a shared machine) and the server memory per subscribed socket (``VmRSS``
 with the sockets open minus before they connected, ÷ sockets), both beside the
@@ -52,12 +61,16 @@ from servers import (
     anchor_server,
     connect_many,
     cpu_seconds,
+    pin_process,
+    pinned_here,
     raise_nofile,
     reactive_server,
     rss_kib,
 )
 
 CLIENTS = 1000
+SERVER_CPUS = {0}
+CLIENT_CPUS = {1}
 BIG = 10_000
 X_FAN = 920_001
 TIMEOUT_S = 30.0
@@ -257,7 +270,12 @@ async def _measure(reps: int, warmup: int, clients: int, idle_s: float) -> dict[
     args = ("--max-connections", str(clients + 1024))
     reactive: ReactiveSide | None = None
     bare: AnchorSide | None = None
-    with reactive_server("fanout", extra_args=args) as server, anchor_server("ws") as anchor:
+    with (
+        reactive_server("fanout", extra_args=args) as server,
+        anchor_server("ws") as anchor,
+        pinned_here(CLIENT_CPUS) as pinned,
+    ):
+        pinned = pinned and all(pin_process(pid, SERVER_CPUS) for pid in (server.pid, anchor.pid))
         await asyncio.sleep(0.5)
         rss0 = (rss_kib(server.pid), rss_kib(anchor.pid))
         rss1 = list(rss0)
@@ -346,7 +364,18 @@ async def _measure(reps: int, warmup: int, clients: int, idle_s: float) -> dict[
         "kib_per_socket": per_socket,
         "idle_cpu": tuple(idle) if idle_s else None,
         "interleaved": together,
+        "placement": _placement(pinned),
     }
+
+
+def _placement(pinned: bool) -> str:
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    where = (
+        f"servers on CPU {min(SERVER_CPUS)}, client on CPU {min(CLIENT_CPUS)}"
+        if pinned
+        else "not pinned"
+    )
+    return f"{where}; client loop {loop}"
 
 
 def _rows(got: dict[str, Any], clients: int, target: str) -> list[Row]:
@@ -382,6 +411,7 @@ def _rows(got: dict[str, Any], clients: int, target: str) -> list[Row]:
                 f"{med('broadcast', 'first_ms'):.1f} ms, median "
                 f"{med('broadcast', 'median_ms'):.1f} ms; frame {got['frame_bytes']} bytes"
                 + ("" if got["interleaved"] else "; sides measured one after the other")
+                + f"; {got['placement']}"
             ),
             extra={"runs": runs},
         ),
@@ -458,12 +488,21 @@ def _rows(got: dict[str, Any], clients: int, target: str) -> list[Row]:
     return rows
 
 
+def _client_run(coro: Any) -> Any:
+    """Run the client side on uvloop where it is installed (see the module's docstring)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def run(quick: bool = False) -> list[Row]:
     reps, warmup = (5, 1) if quick else (10, 2)
-    rows = _rows(asyncio.run(_measure(reps, warmup, CLIENTS, 0.0)), CLIENTS, "≥ 0.8 (aim 1)")
+    rows = _rows(_client_run(_measure(reps, warmup, CLIENTS, 0.0)), CLIENTS, "≥ 0.8 (aim 1)")
     if not quick:
         # 10,000 sockets: 20,000 in the client process and 10,000 per server; full runs only.
-        got = asyncio.run(_measure(5, 1, BIG, 5.0))
+        got = _client_run(_measure(5, 1, BIG, 5.0))
         rows += _rows(got, BIG, "reported (memory per socket too)")
     return rows
 

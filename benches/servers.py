@@ -89,6 +89,34 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def pin_process(pid: int, cpus: set[int]) -> bool:
+    """Restrict every thread of process ``pid`` to ``cpus`` (threads it starts later inherit
+    the affinity of the thread that starts them). False where it cannot be done (no
+    ``sched_setaffinity``, fewer CPUs, or the kernel refused)."""
+    if not hasattr(os, "sched_setaffinity") or not cpus <= set(range(os.cpu_count() or 1)):
+        return False
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task.name), cpus)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def pinned_here(cpus: set[int]) -> Iterator[bool]:
+    """Run this process's threads on ``cpus`` inside the block (restored after it); yields
+    whether that was possible."""
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    done = before is not None and pin_process(os.getpid(), cpus)
+    try:
+        yield done
+    finally:
+        if done and before is not None:
+            pin_process(os.getpid(), before)
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of process ``pid`` (``VmRSS`` of ``/proc/<pid>/status``), KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
