@@ -407,6 +407,85 @@ async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+async def test_fanout_path_after_each_socket_did_something_else(
+    fanout_server: ServerProcess,
+) -> None:
+    """A socket that took the fan-out path and then did something else leaves it.
+
+    After a socket's first fan-out transition, the next ones skip the session's checks
+    while nothing else happened to it. Here, between the writer's commits, each socket in
+    turn does nothing, changes its query set (adds or removes a second query), or runs a
+    mutation of its own. Every Transition must still start at that socket's last version
+    (RawClient checks) and carry the commit, and a socket's own mutation its response.
+    """
+    ws_url = fanout_server.url.replace("http://", "ws://") + "/api/sync"
+    clients = [await RawClient.connect(ws_url) for _ in range(6)]
+    writer = await RawClient.connect(ws_url)
+    query_set = [1] * len(clients)
+    extra = [False] * len(clients)
+
+    def add(query_id: int) -> dict[str, Any]:
+        return {"type": "Add", "queryId": query_id, "udfPath": "fan:items", "args": [{}]}
+
+    async def until_label(client: RawClient, label: str, response_for: int | None) -> None:
+        responded = response_for is None
+        while True:
+            message = await asyncio.wait_for(client.receive(), 30)
+            if message["type"] == "MutationResponse":
+                assert message["requestId"] == response_for and message["success"], message
+                responded = True
+                continue
+            if message["type"] != "Transition":
+                continue
+            for mod in message["modifications"]:
+                if mod.get("queryId") == 7 and label in mod["value"] and responded:
+                    return
+
+    try:
+        for client in clients:
+            await client.send(
+                {
+                    "type": "ModifyQuerySet",
+                    "baseVersion": 0,
+                    "newVersion": 1,
+                    "modifications": [add(7)],
+                }
+            )
+            await asyncio.wait_for(client.result(7), 30)
+        await writer.send(
+            {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
+        )
+        request = 0
+        for round_ in range(6):
+            own: list[int | None] = [None] * len(clients)
+            for n, client in enumerate(clients):
+                action = (round_ + n) % 3
+                if action == 1:  # change the query set
+                    mod = {"type": "Remove", "queryId": 200} if extra[n] else add(200)
+                    extra[n] = not extra[n]
+                    await client.send(
+                        {
+                            "type": "ModifyQuerySet",
+                            "baseVersion": query_set[n],
+                            "newVersion": query_set[n] + 1,
+                            "modifications": [mod],
+                        }
+                    )
+                    query_set[n] += 1
+                elif action == 2:  # a mutation of its own
+                    request += 1
+                    own[n] = request
+                    await client.add_label(request, f"own-{n}-{round_}")
+            label = f"round-{round_}"
+            await writer.add_label(1000 + round_, label)
+            for n, client in enumerate(clients):
+                await until_label(client, label, own[n])
+                assert client.version["querySet"] == query_set[n]
+    finally:
+        await writer.close()
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
 class _Any:
     def __eq__(self, other: object) -> bool:
         return True

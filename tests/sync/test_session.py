@@ -952,3 +952,77 @@ def test_protocol_invariants_hold_for_any_event_order(ops: list[tuple[Any, ...]]
     d.drain()
     for qid in d.live:
         assert c.values[qid] == [qid, len(d.commits)]
+
+
+# -- the fan-out's fast path ------------------------------------------------------------------
+
+
+def _watching(query_ids: tuple[int, ...]) -> SyncSession:
+    s = connected()
+    compute = compute_of(s.receive(modify(0, 1, *(add(q) for q in query_ids))))
+    results = {q: result(["start"]) for q in compute.added}
+    transition_of(s.transition_computed(5, results, 0))
+    return s
+
+
+def _state(s: SyncSession) -> tuple[Any, ...]:
+    return (
+        s.version_query_set,
+        s.version_identity,
+        s.version_ts,
+        s._start_version,
+        s.must_send,
+        dict(s.sent),
+    )
+
+
+def test_transition_fast_gives_what_transition_now_gives() -> None:
+    # Two sessions in the same state; one always takes transition_now, the other takes
+    # transition_fast once transition_now gave it steady ids, and nothing happens to it
+    # in between. Every text and the state after it are the same, including results that
+    # did not change (the ts still moves on) and a snapshot older than the last one.
+    ids = (3, 5)
+    slow, fast = _watching(ids), _watching(ids)
+    steps = [(6, ["a"]), (7, ["a"]), (9, ["b"]), (8, ["c"]), (12, ["c"]), (12, ["c"])]
+    texts_slow: dict[Any, tuple[str, str]] = {}
+    first = fast.transition_now(6, set(ids), result(["a"]), 100, {})
+    steady = fast.steady_ids(set(ids))
+    assert first is not None and steady == ids
+    changes = fast.changes
+    assert slow.transition_now(6, set(ids), result(["a"]), 100, texts_slow) == first
+    for ts, value in steps[1:]:
+        texts: dict[Any, tuple[str, str]] = {}
+        expected = slow.transition_now(ts, set(ids), result(value), 100 + ts, texts)
+        assert fast.changes == changes  # the driver's check: nothing happened
+        got = fast.transition_fast(ts, steady, result(value), 100 + ts, texts)
+        assert got == expected, (ts, value)
+        assert _state(fast) == _state(slow)
+
+
+def test_anything_that_changes_the_session_counts_as_a_change() -> None:
+    # The driver keeps transition_fast's ids only while `changes` is what it was: every
+    # call that can change what transition_now checks moves it.
+    s = _watching((3,))
+    calls = [
+        lambda: s.receive(
+            frame(
+                {"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2, "modifications": []}
+            )
+        ),
+        lambda: s.watched_changed(),
+        lambda: s.transition_computed(20, {}, 0),
+        lambda: s.receive(mutation(1)),
+        lambda: s.mutation_committed(21),
+        lambda: s.mutation_finished(1, ts=21, value_json="null"),
+        lambda: s.reject_binary(),
+    ]
+    for call in calls:
+        before = s.changes
+        call()
+        assert s.changes > before, call
+    # A mutation running: transition_now may send, but the fast path may not follow
+    # (a later snapshot could hold its commit before its response goes out).
+    t = _watching((3,))
+    t.receive(mutation(1))
+    assert t.mutation_running
+    assert t.steady_ids({3}) is None

@@ -167,6 +167,7 @@ class Connection:
         "_events",
         "_expiry",
         "_expiry_for",
+        "_fast",
         "_frame_slots",
         "_idle",
         "_main",
@@ -215,6 +216,10 @@ class Connection:
         # socket (an entry is watched only while this socket holds it: no check needed).
         # ``_dirty`` is therefore never replaced, only cleared.
         self.query_stale: Callable[[SharedQuery], None] = self._dirty.add
+        # (shared query, its query ids, session.changes) after a fan-out transition: while
+        # the session has not changed since, the next one for that query takes
+        # SyncSession.transition_fast (see query_ready).
+        self._fast: tuple[SharedQuery, tuple[int, ...], int] | None = None
         self._changed_pending = False
         self._send_started: float | None = None
         self._buffered = 0
@@ -267,13 +272,21 @@ class Connection:
             result = delivery.result
             if result is not None and proto.can_write():
                 session = self.session
-                text = session.transition_now(
-                    delivery.ts,
-                    self._watching[entry],
-                    result,
-                    delivery.server_ts_ns,
-                    delivery.texts,
-                )
+                fast = self._fast
+                text: str | None
+                if fast is not None and fast[0] is entry and fast[2] == session.changes:
+                    # Nothing happened to this socket since its last fan-out transition.
+                    text = session.transition_fast(
+                        delivery.ts, fast[1], result, delivery.server_ts_ns, delivery.texts
+                    )
+                else:
+                    ids = self._watching[entry]
+                    text = session.transition_now(
+                        delivery.ts, ids, result, delivery.server_ts_ns, delivery.texts
+                    )
+                    if text is not None:
+                        steady = session.steady_ids(ids)
+                        self._fast = None if steady is None else (entry, steady, session.changes)
                 if text is not None:
                     dirty.clear()
                     delivery.direct += 1
@@ -573,6 +586,7 @@ class Connection:
         if held is None or not isinstance(held[1], SharedQuery):
             return
         entry = held[1]
+        self._fast = None
         ids = self._watching.get(entry)
         if ids is not None:
             ids.discard(query_id)

@@ -42,7 +42,6 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
 
 if TYPE_CHECKING:
     from reactive.server.app import ServerConfig
@@ -357,7 +356,6 @@ def raise_fd_limit(max_connections: int) -> int | None:
     return int(soft)
 
 
-_OPEN = State.OPEN
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
@@ -380,6 +378,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     _lingering = False
     _write_paused = False
+    # The peer's close frame arrived, or the connection is gone (see can_write).
+    _peer_gone = False
+    # No extension was negotiated (known once the handshake is done; see write_text).
+    _plain: bool | None = None
 
     def handle_connect(self, event: Any) -> None:
         """As uvicorn's, and put the transport and protocol in the scope."""
@@ -398,12 +400,36 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """
         return (
             not self._write_paused
-            and self.handshake_complete
             and not self.close_sent
+            and not self._peer_gone
+            and self.handshake_complete
             and self.initial_response is None
-            and self.conn.state is _OPEN
-            and not self.transport.is_closing()
         )
+
+    # can_write is read for every socket of a fan-out, so it reads flags of this object
+    # only, not websockets' state (a property of another object) or the transport's
+    # is_closing(). The connection leaves the OPEN state, and uvicorn closes the
+    # transport, only where one of them is set: a close frame sent or a protocol error
+    # (uvicorn sets close_sent; so does handle_parser_exception below), the peer's close
+    # frame (handle_close), the connection lost, the server shutting down (shutdown), and
+    # the app returning (the sync connection is closed by then: it stops calling). A
+    # transport that a failed write closed is lost one loop pass later; a write meanwhile
+    # is dropped by the transport.
+
+    def handle_close(self, event: Any) -> None:
+        """The peer's close frame arrived (as uvicorn's, and remembered)."""
+        self._peer_gone = True
+        super().handle_close(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone (as uvicorn's, and remembered)."""
+        self._peer_gone = True
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping: uvicorn sends 1012 and closes (remembered)."""
+        self._peer_gone = True
+        super().shutdown()
 
     def pause_writing(self) -> None:
         """The write buffer passed its high-water mark (as uvicorn's, and remembered)."""
@@ -425,7 +451,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         ``permessage-deflate`` the connection compresses and frames it (per socket: the
         compressor's state is the connection's).
         """
-        if self.conn.extensions:
+        plain = self._plain
+        if plain is None:
+            # Extensions are negotiated in the handshake, which is done (can_write).
+            plain = self._plain = not self.conn.extensions
+        if not plain:
             self.conn.send_text(text.encode())
             self.transport.write(b"".join(self.conn.data_to_send()))
             return

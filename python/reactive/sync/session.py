@@ -260,6 +260,9 @@ class SyncSession:
     _skew_json: str | None = None
     # The JSON of the last version sent (the next transition's startVersion).
     _start_version: str | None = None
+    # Calls that may have changed the session's state, other than transitions made by
+    # transition_now / transition_fast (the fan-out's validity check; see transition_fast).
+    changes: int = 0
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -314,6 +317,7 @@ class SyncSession:
         its place ends the socket. ``size`` (the frame's length) is counted in
         :attr:`inflight_bytes` while the mutation or action it asks for is queued or runs.
         """
+        self.changes += 1
         if self.closed:
             return []
         self._last_size = size
@@ -450,6 +454,7 @@ class SyncSession:
         expires = self.auth_expires_at()
         if self.closed or expires is None or now_s < expires:
             return []
+        self.changes += 1
         self.identity = None
         self.sent.clear()
         self._reset = True
@@ -463,10 +468,12 @@ class SyncSession:
 
     def reject_binary(self) -> list[Effect]:
         """A binary frame arrived: not part of the protocol (ends the socket)."""
+        self.changes += 1
         return self._fatal("binary frames are not part of the protocol; send JSON text frames")
 
     def watched_changed(self) -> list[Effect]:
         """A query of this socket got a new result (a commit touched what it read)."""
+        self.changes += 1
         return self._need_transition()
 
     def mutation_finished(
@@ -484,6 +491,7 @@ class SyncSession:
         It committed at ``ts`` with ``value_json``, or failed with ``error_message`` (and
         ``error_data_json`` for a ConvexError).
         """
+        self.changes += 1
         self.mutation_running = False
         if self._mutation_sizes:
             self.inflight_bytes -= self._mutation_sizes.popleft()
@@ -517,6 +525,7 @@ class SyncSession:
 
     def mutation_committed(self, ts: int) -> None:
         """The running mutation committed at ``ts`` (not yet durable or answered)."""
+        self.changes += 1
         if self.mutation_running:
             self._running_commit_ts = ts
 
@@ -530,6 +539,7 @@ class SyncSession:
         log_lines: list[str] | tuple[str, ...] = (),
     ) -> list[Effect]:
         """An action finished (successfully with ``value_json``, or with an error)."""
+        self.changes += 1
         self.actions_running = max(0, self.actions_running - 1)
         self.inflight_bytes -= self._action_sizes.pop(request_id, 0)
         if self.closed:
@@ -561,6 +571,7 @@ class SyncSession:
         transitions past a pending mutation). A mutation that commits after the snapshot
         was fixed commits past it, so nothing else waits.
         """
+        self.changes += 1
         if self.closed:
             self.computing = False
             return []
@@ -627,6 +638,64 @@ class SyncSession:
             end = _version_json(query_set, identity, ts)
             memo = texts[key] = (_transition_json(start, end, mods, skew, server_ts_ns), end)
         self._advance(query_set, identity, ts, memo[1])
+        return memo[0]
+
+    def steady_ids(self, query_ids: Iterable[int]) -> tuple[int, ...] | None:
+        """The ids :meth:`transition_fast` may take in place of ``query_ids`` from now on.
+
+        Call it right after :meth:`transition_now` returned a text (not ``None``) for
+        ``query_ids``: ``None`` when the fast path may not follow (a mutation is running,
+        whose commit a later snapshot could hold). The ids are those of the set, in
+        ``query_ids``' order (the order of the modifications, and of the memo's key).
+        """
+        if self.mutation_running:
+            return None
+        queries = self.queries
+        return tuple(query_id for query_id in query_ids if query_id in queries)
+
+    def transition_fast(
+        self,
+        ts: int,
+        query_ids: tuple[int, ...],
+        result: QueryResult,
+        server_ts_ns: int,
+        texts: dict[Any, tuple[str, str]],
+    ) -> str:
+        """:meth:`transition_now` for a session nothing happened to since its last one.
+
+        The fan-out path of a socket that watches a result in lockstep: valid only while
+        :attr:`changes` is what it was when :meth:`transition_now` last returned a text
+        and :meth:`steady_ids` gave ``query_ids`` (the driver keeps both). Then every
+        condition :meth:`transition_now` checks still holds and the versions received
+        are the versions sent, so it skips those checks: the text (shared through
+        ``texts`` with :meth:`transition_now`, same key) and the state after it are the
+        ones :meth:`transition_now` would give.
+        """
+        fingerprint = result.fingerprint
+        sent = self.sent
+        changed: list[int] = []
+        for query_id in query_ids:
+            if sent.get(query_id) != fingerprint:
+                sent[query_id] = fingerprint
+                changed.append(query_id)
+        version_ts = self.version_ts
+        if ts < version_ts:
+            ts = version_ts
+        if not changed and ts == version_ts and not self.must_send:
+            return ""
+        start, skew = self._start_version, self._skew_json
+        if start is None or skew is None:
+            start, skew = self._start_and_skew()
+        query_set, identity = self.version_query_set, self.version_identity
+        key = (start, query_set, identity, ts, skew, *changed)
+        memo = texts.get(key)
+        if memo is None:
+            mods = [_modification(query_id, result) for query_id in changed]
+            end = _version_json(query_set, identity, ts)
+            memo = texts[key] = (_transition_json(start, end, mods, skew, server_ts_ns), end)
+        self.must_send = False
+        self.version_ts = ts
+        self._start_version = memo[1]
         return memo[0]
 
     def _finish_transition(
