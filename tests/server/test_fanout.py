@@ -131,6 +131,17 @@ class RawClient:
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
 
+    async def modify(self, base: int, new: int, *modifications: dict[str, Any]) -> None:
+        """Send a ModifyQuerySet from query-set version ``base`` to ``new``."""
+        await self.send(
+            {
+                "type": "ModifyQuerySet",
+                "baseVersion": base,
+                "newVersion": new,
+                "modifications": list(modifications),
+            }
+        )
+
     async def add_label(self, request_id: int, label: str) -> None:
         """Send the Mutation ``fan:add`` of ``label``."""
         await self.send(
@@ -168,6 +179,11 @@ class RawClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+def add_items(query_id: int) -> dict[str, Any]:
+    """The query-set modification adding ``fan:items`` as ``query_id``."""
+    return {"type": "Add", "queryId": query_id, "udfPath": "fan:items", "args": [{}]}
 
 
 async def open_clients(url: str, count: int) -> list[RawClient]:
@@ -295,20 +311,9 @@ async def test_fanout_path_frames_with_and_without_compression(
     writer = await RawClient.connect(ws_url)
     try:
         for client in clients:
-            await client.send(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [
-                        {"type": "Add", "queryId": 7, "udfPath": "fan:items", "args": [{}]}
-                    ],
-                }
-            )
+            await client.modify(0, 1, add_items(7))
             assert await asyncio.wait_for(client.result(7), 30) == ([], ANY_TRANSITION)
-        await writer.send(
-            {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
-        )
+        await writer.modify(0, 1)
         direct_before, _ = direct_transitions(fanout_server)
         labels: list[str] = []
         for n in range(5):
@@ -348,37 +353,18 @@ async def test_fanout_path_sockets_in_different_states_get_their_own_frames(
     ]
     writer = await RawClient.connect(ws_url)
 
-    def add(query_id: int) -> dict[str, Any]:
-        return {"type": "Add", "queryId": query_id, "udfPath": "fan:items", "args": [{}]}
-
     watched: list[set[int]] = []
     try:
         for n, client in enumerate(clients):
             ids = {7 + n % 3}
-            await client.send(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [add(7 + n % 3)],
-                }
-            )
+            await client.modify(0, 1, add_items(7 + n % 3))
             await asyncio.wait_for(client.result(7 + n % 3), 30)
             if n % 2:
                 ids.add(100)
-                await client.send(
-                    {
-                        "type": "ModifyQuerySet",
-                        "baseVersion": 1,
-                        "newVersion": 2,
-                        "modifications": [add(100)],
-                    }
-                )
+                await client.modify(1, 2, add_items(100))
                 await asyncio.wait_for(client.result(100), 30)
             watched.append(ids)
-        await writer.send(
-            {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
-        )
+        await writer.modify(0, 1)
         labels: list[str] = []
         for n in range(3):
             labels.append(f"state-{n}")
@@ -424,9 +410,6 @@ async def test_fanout_path_after_each_socket_did_something_else(
     query_set = [1] * len(clients)
     extra = [False] * len(clients)
 
-    def add(query_id: int) -> dict[str, Any]:
-        return {"type": "Add", "queryId": query_id, "udfPath": "fan:items", "args": [{}]}
-
     async def until_label(client: RawClient, label: str, response_for: int | None) -> None:
         responded = response_for is None
         while True:
@@ -443,34 +426,18 @@ async def test_fanout_path_after_each_socket_did_something_else(
 
     try:
         for client in clients:
-            await client.send(
-                {
-                    "type": "ModifyQuerySet",
-                    "baseVersion": 0,
-                    "newVersion": 1,
-                    "modifications": [add(7)],
-                }
-            )
+            await client.modify(0, 1, add_items(7))
             await asyncio.wait_for(client.result(7), 30)
-        await writer.send(
-            {"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}
-        )
+        await writer.modify(0, 1)
         request = 0
         for round_ in range(6):
             own: list[int | None] = [None] * len(clients)
             for n, client in enumerate(clients):
                 action = (round_ + n) % 3
                 if action == 1:  # change the query set
-                    mod = {"type": "Remove", "queryId": 200} if extra[n] else add(200)
+                    mod = {"type": "Remove", "queryId": 200} if extra[n] else add_items(200)
                     extra[n] = not extra[n]
-                    await client.send(
-                        {
-                            "type": "ModifyQuerySet",
-                            "baseVersion": query_set[n],
-                            "newVersion": query_set[n] + 1,
-                            "modifications": [mod],
-                        }
-                    )
+                    await client.modify(query_set[n], query_set[n] + 1, mod)
                     query_set[n] += 1
                 elif action == 2:  # a mutation of its own
                     request += 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -130,8 +129,6 @@ class SharedQuery:
         self.latest: _Version | None = None
         self.subscription: int | None = None
         self.watchers: dict[Watcher, int] = {}
-        # Each watcher's ``query_stale``, looked up once (the invalidation path).
-        self._marks: dict[Watcher, Callable[[SharedQuery], None]] = {}
         self.refs = 0
         self.runs = 0
         self._running: dict[int, asyncio.Future[QueryResult]] = {}
@@ -148,8 +145,8 @@ class SharedQuery:
             latest.stale_ts = max(ts, latest.valid_ts + 1)
         if not self.watchers:
             return
-        for mark in tuple(self._marks.values()):
-            mark(self)
+        for watcher in tuple(self.watchers):
+            watcher.query_stale(self)
         self._cache._schedule_refresh(self)
 
     async def _rerun(self) -> None:
@@ -351,10 +348,7 @@ class QueryCache:
             entry = SharedQuery(self, key, fn, args, identity, journal)
             self._entries[key] = entry
         entry.refs += 1
-        uses = entry.watchers.get(watcher, 0)
-        entry.watchers[watcher] = uses + 1
-        if not uses:
-            entry._marks[watcher] = watcher.query_stale
+        entry.watchers[watcher] = entry.watchers.get(watcher, 0) + 1
         return entry
 
     def _rekey(self, entry: SharedQuery) -> None:
@@ -371,7 +365,6 @@ class QueryCache:
             entry.watchers[watcher] = uses
         else:
             entry.watchers.pop(watcher, None)
-            entry._marks.pop(watcher, None)
         entry.refs -= 1
         if entry.refs > 0:
             return

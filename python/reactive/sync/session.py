@@ -634,9 +634,7 @@ class SyncSession:
         key = (start, query_set, identity, ts, skew, *changed)
         memo = texts.get(key)
         if memo is None:
-            mods = [_modification(query_id, result) for query_id in changed]
-            end = _version_json(query_set, identity, ts)
-            memo = texts[key] = (_transition_json(start, end, mods, skew, server_ts_ns), end)
+            memo = texts[key] = _transition_memo(key, changed, result, server_ts_ns)
         self._advance(query_set, identity, ts, memo[1])
         return memo[0]
 
@@ -686,13 +684,10 @@ class SyncSession:
         start, skew = self._start_version, self._skew_json
         if start is None or skew is None:
             start, skew = self._start_and_skew()
-        query_set, identity = self.version_query_set, self.version_identity
-        key = (start, query_set, identity, ts, skew, *changed)
+        key = (start, self.version_query_set, self.version_identity, ts, skew, *changed)
         memo = texts.get(key)
         if memo is None:
-            mods = [_modification(query_id, result) for query_id in changed]
-            end = _version_json(query_set, identity, ts)
-            memo = texts[key] = (_transition_json(start, end, mods, skew, server_ts_ns), end)
+            memo = texts[key] = _transition_memo(key, changed, result, server_ts_ns)
         self.must_send = False
         self.version_ts = ts
         self._start_version = memo[1]
@@ -793,6 +788,20 @@ def _ts_text(ts: int) -> str:
 def _version_json(query_set: int, identity: int, ts: int) -> str:
     """A ``StateVersion``'s JSON."""
     return f'{{"querySet":{query_set},"identity":{identity},"ts":"{_ts_text(ts)}"}}'
+
+
+def _transition_memo(
+    key: tuple[Any, ...], changed: list[int], result: QueryResult, server_ts_ns: int
+) -> tuple[str, str]:
+    """The text of a transition memo ``key`` names (see ``transition_now``) and its end.
+
+    ``key`` is ``(start, query_set, identity, ts, skew, *changed)``: the versions it ends
+    at, with ``result`` for every id in ``changed``.
+    """
+    start, query_set, identity, ts, skew = key[:5]
+    mods = [_modification(query_id, result) for query_id in changed]
+    end = _version_json(query_set, identity, ts)
+    return _transition_json(start, end, mods, skew, server_ts_ns), end
 
 
 def _transition_json(start: str, end: str, mods: list[str], skew: str, server_ts_ns: int) -> str:
